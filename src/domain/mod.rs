@@ -1,0 +1,12 @@
+//! Domain types shared by every layer: money, identifiers and provider states.
+//!
+//! Owns: validated newtypes. Must not: do I/O. Invariant: a value of one of these types is always
+//! valid (constructors validate, serde goes through the same constructors).
+
+pub mod ids;
+pub mod money;
+pub mod state;
+
+pub use ids::{IdError, MchId, MsgId};
+pub use money::{Centavos, MoneyError};
+pub use state::TrxState;

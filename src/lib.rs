@@ -1,0 +1,19 @@
+//! starpay-batch: a batch job runner for the Starpay Merchant Disbursement API.
+//!
+//! # Layout
+//! - `domain`: money (`Centavos`), identifiers (`MsgId`, `MchId`) and `TrxState`; pure.
+//! - `starpay`: the protocol: `model` (typed requests/responses), `sign` (canonical bytes, keys,
+//!   signatures: the only module that sees private keys), `codes` (code catalogue as data),
+//!   `client` (one signed attempt, verified answer; no retry).
+//! - `cli`: the clap command tree; `cmd`: one module per command.
+//! - `logging`: tracing set-up (human or JSON).
+//!
+//! The money rules this crate is built around are in `README.md` ("Safety model").
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod cmd;
+pub mod domain;
+pub mod logging;
+pub mod starpay;
