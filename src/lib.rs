@@ -17,3 +17,4 @@ pub mod cmd;
 pub mod domain;
 pub mod logging;
 pub mod starpay;
+pub mod store;

@@ -9,4 +9,4 @@ pub mod state;
 
 pub use ids::{IdError, MchId, MsgId};
 pub use money::{Centavos, MoneyError};
-pub use state::TrxState;
+pub use state::{RowState, TrxState};

@@ -1,0 +1,821 @@
+//! The SQLite store: one writer thread owns the `rusqlite::Connection`; callers send it closures
+//! over a bounded channel and get the result back on a oneshot. All SQL lives in this module.
+//!
+//! Invariants: WAL, `foreign_keys=ON`, `busy_timeout`, `synchronous=FULL` (money ledger);
+//! migrations are append-only, tracked by `PRAGMA user_version`, applied in one exclusive
+//! transaction; timestamps are UTC milliseconds; `events` is append-only (enforced by triggers);
+//! a row's state changes only by compare-and-set (`WHERE id=? AND state=?old`, exactly one row).
+//! Must not: know about HTTP or CSV parsing.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use crate::domain::{Centavos, RowState};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+/// Bound of the command queue to the writer thread.
+const QUEUE_CAPACITY: usize = 1024;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database {path} was written by a newer starpay-batch (schema {found}, this build knows {known})")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("row {row_id} is no longer in state {expected} (concurrent change?)")]
+    StateConflict { row_id: i64, expected: RowState },
+    #[error("database has an unknown row state {0:?}")]
+    BadState(String),
+    #[error("the database writer has stopped")]
+    WriterGone,
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Handle to the writer thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: SyncSender<Job>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+    }
+    let mut conn = Connection::open(path).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(open_err)?;
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    let has_id: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'db_id'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if has_id.is_none() {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('db_id', ?1)",
+            [new_db_id()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A random id for this database, part of every msgId it issues, so two databases of the same
+/// merchant (or one deleted and re-created) never issue the same msgId.
+fn new_db_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) and starts the writer thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = open_connection(path)?;
+        let (tx, rx) = sync_channel::<Job>(QUEUE_CAPACITY);
+        let mut conn = conn;
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                // Ends when every Store handle is dropped.
+                while let Ok(job) = rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok(Store {
+            tx,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the writer thread and awaits its result.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, wait) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+        });
+        let tx = self.tx.clone();
+        // The queue is bounded: a full queue blocks, so hand the send to the blocking pool.
+        tokio::task::spawn_blocking(move || tx.send(job))
+            .await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(|_| StoreError::WriterGone)?;
+        wait.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Same as `call`, from synchronous code (not from inside an async task).
+    pub fn call_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, wait) = std::sync::mpsc::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+        });
+        self.tx.send(job).map_err(|_| StoreError::WriterGone)?;
+        wait.recv().map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+// ------------------------------------------------------------------ records and SQL
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub id: i64,
+    pub job: String,
+    pub kind: String,
+    pub input_path: String,
+    pub input_sha256: String,
+    pub finished: bool,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub row_count: i64,
+    pub total: Centavos,
+}
+
+/// A row to insert.
+#[derive(Debug, Clone)]
+pub struct NewRow {
+    pub line: u64,
+    pub reference: String,
+    pub channel: &'static str,
+    pub account_no: String,
+    pub account_name: String,
+    pub middle_name: String,
+    pub last_name: String,
+    pub bank: Option<String>,
+    pub amount: Centavos,
+    pub note: Option<String>,
+    /// `Rejected` for rows skipped by `--skip-invalid`, else `New`.
+    pub state: RowState,
+    pub message: Option<String>,
+}
+
+/// A row as stored, with its current attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowRecord {
+    pub id: i64,
+    pub run_id: i64,
+    pub line: i64,
+    pub reference: String,
+    pub channel: String,
+    pub account_no: String,
+    pub account_name: String,
+    pub middle_name: String,
+    pub last_name: String,
+    pub bank: Option<String>,
+    pub amount: Centavos,
+    pub note: Option<String>,
+    pub state: RowState,
+    pub trx_state: Option<String>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub order_no: Option<String>,
+    pub ref_no: Option<String>,
+    pub attempt: Option<AttemptRecord>,
+    pub verified_reject: bool,
+    pub not_found_count: i64,
+    pub hold_since: Option<i64>,
+    pub first_sent_at: Option<i64>,
+    pub last_sent_at: Option<i64>,
+    pub last_checked_at: Option<i64>,
+    pub query_count: i64,
+    /// Sends over all attempts of the row.
+    pub sends: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub id: i64,
+    pub msg_id: String,
+    pub seq: i64,
+    pub supersedes: Option<i64>,
+    pub operation: String,
+    pub request_bytes: Vec<u8>,
+    pub send_count: i64,
+}
+
+/// One event to append.
+#[derive(Debug, Clone, Default)]
+pub struct Event {
+    pub run_id: Option<i64>,
+    pub row_id: Option<i64>,
+    pub msg_id: Option<String>,
+    pub kind: &'static str,
+    pub old_state: Option<RowState>,
+    pub new_state: Option<RowState>,
+    pub detail: Option<String>,
+    pub raw: Option<Vec<u8>>,
+}
+
+pub fn db_id(conn: &Connection) -> Result<String, StoreError> {
+    Ok(
+        conn.query_row("SELECT value FROM meta WHERE key = 'db_id'", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+pub fn append_event(conn: &Connection, e: &Event) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO events (at, run_id, row_id, msg_id, kind, old_state, new_state, detail, raw)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            now_ms(),
+            e.run_id,
+            e.row_id,
+            e.msg_id,
+            e.kind,
+            e.old_state.map(RowState::as_str),
+            e.new_state.map(RowState::as_str),
+            e.detail,
+            e.raw
+        ],
+    )?;
+    Ok(())
+}
+
+fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    let status: String = r.get(5)?;
+    Ok(RunRecord {
+        id: r.get(0)?,
+        job: r.get(1)?,
+        kind: r.get(2)?,
+        input_path: r.get(3)?,
+        input_sha256: r.get(4)?,
+        finished: status == "FINISHED",
+        created_at: r.get(6)?,
+        finished_at: r.get(7)?,
+        row_count: r.get(8)?,
+        total: Centavos::new(r.get(9)?),
+    })
+}
+
+const RUN_COLS: &str =
+    "id, job, kind, input_path, input_sha256, status, created_at, finished_at, row_count, total";
+
+pub fn runs_for(
+    conn: &Connection,
+    job: &str,
+    sha: Option<&str>,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {RUN_COLS} FROM runs WHERE job = ?1 AND (?2 IS NULL OR input_sha256 = ?2) ORDER BY id"
+    ))?;
+    let rows = stmt.query_map(params![job, sha], run_from_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub fn run_by_id(conn: &Connection, id: i64) -> Result<Option<RunRecord>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
+            [id],
+            run_from_row,
+        )
+        .optional()?)
+}
+
+/// Creates a run and all its rows in one transaction.
+pub fn create_run(
+    conn: &mut Connection,
+    job: &str,
+    kind: &str,
+    input_path: &str,
+    sha: &str,
+    rows: &[NewRow],
+) -> Result<i64, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    let total: i64 = rows
+        .iter()
+        .filter(|r| r.state == RowState::New)
+        .map(|r| r.amount.get())
+        .fold(0i64, |a, b| a.saturating_add(b));
+    tx.execute(
+        "INSERT INTO runs (job, kind, input_path, input_sha256, status, created_at, row_count, total)
+         VALUES (?1, ?2, ?3, ?4, 'OPEN', ?5, ?6, ?7)",
+        params![job, kind, input_path, sha, now, rows.len() as i64, total],
+    )?;
+    let run_id = tx.last_insert_rowid();
+    {
+        let mut stmt = tx.prepare(
+            "INSERT INTO rows (run_id, line, reference, channel, account_no, account_name, middle_name,
+                               last_name, bank, amount, note, state, message, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?;
+        for r in rows {
+            stmt.execute(params![
+                run_id,
+                r.line as i64,
+                r.reference,
+                r.channel,
+                r.account_no,
+                r.account_name,
+                r.middle_name,
+                r.last_name,
+                r.bank,
+                r.amount.get(),
+                r.note,
+                r.state.as_str(),
+                r.message,
+                now
+            ])?;
+        }
+    }
+    append_event(
+        &tx,
+        &Event {
+            run_id: Some(run_id),
+            kind: "run_created",
+            detail: Some(format!(
+                "{} rows from {input_path} (sha256 {sha})",
+                rows.len()
+            )),
+            ..Event::default()
+        },
+    )?;
+    tx.commit()?;
+    Ok(run_id)
+}
+
+pub fn finish_run(conn: &Connection, run_id: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE runs SET status = 'FINISHED', finished_at = ?2 WHERE id = ?1",
+        params![run_id, now_ms()],
+    )?;
+    append_event(
+        conn,
+        &Event {
+            run_id: Some(run_id),
+            kind: "run_finished",
+            ..Event::default()
+        },
+    )
+}
+
+/// Reopens a finished run (for `retry`), so a crash mid-retry resumes it.
+pub fn reopen_run(conn: &Connection, run_id: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE runs SET status = 'OPEN', finished_at = NULL WHERE id = ?1",
+        params![run_id],
+    )?;
+    Ok(())
+}
+
+const ROW_SELECT: &str =
+    "SELECT r.id, r.run_id, r.line, r.reference, r.channel, r.account_no, r.account_name,
+    r.middle_name, r.last_name, r.bank, r.amount, r.note, r.state, r.trx_state, r.code, r.message,
+    r.error_code, r.error_message, r.order_no, r.ref_no, r.verified_reject, r.not_found_count,
+    r.hold_since, r.first_sent_at, r.last_sent_at, r.last_checked_at, r.query_count,
+    a.id, a.msg_id, a.seq, a.supersedes, a.operation, a.request_bytes, a.send_count,
+    (SELECT COALESCE(SUM(send_count), 0) FROM attempts x WHERE x.row_id = r.id)
+    FROM rows r LEFT JOIN attempts a ON a.id = r.attempt_id";
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RowRecord, String)> {
+    let state_text: String = r.get(12)?;
+    let attempt_id: Option<i64> = r.get(27)?;
+    let attempt = match attempt_id {
+        None => None,
+        Some(id) => Some(AttemptRecord {
+            id,
+            msg_id: r.get(28)?,
+            seq: r.get(29)?,
+            supersedes: r.get(30)?,
+            operation: r.get(31)?,
+            request_bytes: r.get(32)?,
+            send_count: r.get(33)?,
+        }),
+    };
+    Ok((
+        RowRecord {
+            id: r.get(0)?,
+            run_id: r.get(1)?,
+            line: r.get(2)?,
+            reference: r.get(3)?,
+            channel: r.get(4)?,
+            account_no: r.get(5)?,
+            account_name: r.get(6)?,
+            middle_name: r.get(7)?,
+            last_name: r.get(8)?,
+            bank: r.get(9)?,
+            amount: Centavos::new(r.get(10)?),
+            note: r.get(11)?,
+            state: RowState::New,
+            trx_state: r.get(13)?,
+            code: r.get(14)?,
+            message: r.get(15)?,
+            error_code: r.get(16)?,
+            error_message: r.get(17)?,
+            order_no: r.get(18)?,
+            ref_no: r.get(19)?,
+            attempt,
+            verified_reject: r.get::<_, i64>(20)? != 0,
+            not_found_count: r.get(21)?,
+            hold_since: r.get(22)?,
+            first_sent_at: r.get(23)?,
+            last_sent_at: r.get(24)?,
+            last_checked_at: r.get(25)?,
+            query_count: r.get(26)?,
+            sends: r.get(34)?,
+        },
+        state_text,
+    ))
+}
+
+fn finish_row(pair: (RowRecord, String)) -> Result<RowRecord, StoreError> {
+    let (mut row, state) = pair;
+    row.state = RowState::parse(&state).ok_or(StoreError::BadState(state))?;
+    Ok(row)
+}
+
+/// Rows of a run in input order; `only_open` keeps rows `run` still has work for.
+pub fn rows_of_run(
+    conn: &Connection,
+    run_id: i64,
+    only_open: bool,
+) -> Result<Vec<RowRecord>, StoreError> {
+    let filter = if only_open {
+        " AND r.state NOT IN ('SUCCESS','FAILED','REVERSED','REJECTED','NEEDS_ATTENTION')"
+    } else {
+        ""
+    };
+    let mut stmt = conn.prepare(&format!(
+        "{ROW_SELECT} WHERE r.run_id = ?1{filter} ORDER BY r.line"
+    ))?;
+    let rows = stmt.query_map([run_id], row_from)?;
+    rows.map(|r| finish_row(r?)).collect()
+}
+
+pub fn row_by_id(conn: &Connection, row_id: i64) -> Result<RowRecord, StoreError> {
+    let pair = conn.query_row(&format!("{ROW_SELECT} WHERE r.id = ?1"), [row_id], row_from)?;
+    finish_row(pair)
+}
+
+/// Earlier rows (other runs) with this reference whose money may have moved.
+pub fn reference_blocked(
+    conn: &Connection,
+    reference: &str,
+    except_run: Option<i64>,
+) -> Result<Option<(i64, RowState)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT run_id, state FROM rows WHERE reference = ?1 AND (?2 IS NULL OR run_id != ?2)
+         AND state NOT IN ('NEW', 'FAILED', 'REJECTED') ORDER BY id DESC LIMIT 1",
+    )?;
+    let found: Option<(i64, String)> = stmt
+        .query_row(params![reference, except_run], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    match found {
+        None => Ok(None),
+        Some((run, s)) => Ok(Some((
+            run,
+            RowState::parse(&s).ok_or(StoreError::BadState(s))?,
+        ))),
+    }
+}
+
+/// Records a new msgId (unique forever in this database).
+pub fn record_msg_id(
+    conn: &Connection,
+    msg_id: &str,
+    purpose: &str,
+    row_id: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO msg_ids (msg_id, purpose, row_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![msg_id, purpose, row_id, now_ms()],
+    )?;
+    Ok(())
+}
+
+/// Next value of a named counter kept in `meta` (used for query msgIds).
+pub fn next_counter(conn: &Connection, name: &str) -> Result<i64, StoreError> {
+    let key = format!("counter:{name}");
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, '1')
+         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+        [&key],
+    )?;
+    let v: String = conn.query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
+        r.get(0)
+    })?;
+    v.parse::<i64>()
+        .map_err(|_| StoreError::BadState(format!("counter {name} = {v:?}")))
+}
+
+/// Stores a new attempt (msgId + exact request bytes) and points the row at it, state UNSENT,
+/// in one transaction — before anything is sent (non-negotiable 1).
+pub fn allocate_attempt(
+    conn: &mut Connection,
+    row: &RowRecord,
+    msg_id: &str,
+    operation: &str,
+    request_bytes: &[u8],
+) -> Result<AttemptRecord, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let seq: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM attempts WHERE row_id = ?1",
+        [row.id],
+        |r| r.get(0),
+    )?;
+    let supersedes = row.attempt.as_ref().map(|a| a.id);
+    record_msg_id(&tx, msg_id, "payout", Some(row.id))?;
+    tx.execute(
+        "INSERT INTO attempts (row_id, msg_id, seq, supersedes, operation, request_bytes, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![row.id, msg_id, seq, supersedes, operation, request_bytes, now_ms()],
+    )?;
+    let attempt_id = tx.last_insert_rowid();
+    let changed = tx.execute(
+        "UPDATE rows SET attempt_id = ?2, state = 'UNSENT', verified_reject = 0, not_found_count = 0,
+             hold_since = NULL, trx_state = NULL, code = NULL, message = NULL, error_code = NULL,
+             error_message = NULL, order_no = NULL, ref_no = NULL, updated_at = ?3
+         WHERE id = ?1 AND state = ?4",
+        params![row.id, attempt_id, now_ms(), row.state.as_str()],
+    )?;
+    if changed != 1 {
+        return Err(StoreError::StateConflict {
+            row_id: row.id,
+            expected: row.state,
+        });
+    }
+    append_event(
+        &tx,
+        &Event {
+            run_id: Some(row.run_id),
+            row_id: Some(row.id),
+            msg_id: Some(msg_id.to_string()),
+            kind: "attempt_allocated",
+            old_state: Some(row.state),
+            new_state: Some(RowState::Unsent),
+            detail: supersedes.map(|s| format!("supersedes attempt {s}")),
+            raw: Some(request_bytes.to_vec()),
+        },
+    )?;
+    tx.commit()?;
+    Ok(AttemptRecord {
+        id: attempt_id,
+        msg_id: msg_id.to_string(),
+        seq,
+        supersedes,
+        operation: operation.to_string(),
+        request_bytes: request_bytes.to_vec(),
+        send_count: 0,
+    })
+}
+
+/// Saves every mutable column of `row` if its stored state is still `expected`; appends `event`.
+/// Marks a send when `sent` (send_count + 1, first/last sent times).
+pub fn save_row(
+    conn: &mut Connection,
+    row: &RowRecord,
+    expected: RowState,
+    sent: bool,
+    event: &Event,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let changed = tx.execute(
+        "UPDATE rows SET state = ?3, trx_state = ?4, code = ?5, message = ?6, error_code = ?7,
+             error_message = ?8, order_no = ?9, ref_no = ?10, verified_reject = ?11,
+             not_found_count = ?12, hold_since = ?13, first_sent_at = ?14, last_sent_at = ?15,
+             last_checked_at = ?16, query_count = ?17, updated_at = ?18
+         WHERE id = ?1 AND state = ?2",
+        params![
+            row.id,
+            expected.as_str(),
+            row.state.as_str(),
+            row.trx_state,
+            row.code,
+            row.message,
+            row.error_code,
+            row.error_message,
+            row.order_no,
+            row.ref_no,
+            row.verified_reject as i64,
+            row.not_found_count,
+            row.hold_since,
+            row.first_sent_at,
+            row.last_sent_at,
+            row.last_checked_at,
+            row.query_count,
+            now_ms()
+        ],
+    )?;
+    if changed != 1 {
+        return Err(StoreError::StateConflict {
+            row_id: row.id,
+            expected,
+        });
+    }
+    if sent {
+        if let Some(a) = &row.attempt {
+            tx.execute(
+                "UPDATE attempts SET send_count = send_count + 1 WHERE id = ?1",
+                [a.id],
+            )?;
+        }
+    }
+    append_event(&tx, event)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Count and total per report state for a run.
+pub fn summary(
+    conn: &Connection,
+    run_id: i64,
+) -> Result<Vec<(RowState, i64, Centavos)>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT state, COUNT(*), COALESCE(SUM(amount), 0) FROM rows WHERE run_id = ?1 GROUP BY state",
+    )?;
+    let rows = stmt.query_map([run_id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (s, n, t) = r?;
+        out.push((
+            RowState::parse(&s).ok_or(StoreError::BadState(s))?,
+            n,
+            Centavos::new(t),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_row(line: u64, reference: &str) -> NewRow {
+        NewRow {
+            line,
+            reference: reference.into(),
+            channel: "instapay",
+            account_no: "09170000001".into(),
+            account_name: "A".into(),
+            middle_name: String::new(),
+            last_name: "B".into(),
+            bank: Some("GCash".into()),
+            amount: Centavos::new(100),
+            note: None,
+            state: RowState::New,
+            message: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn migrations_attempts_and_compare_and_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).unwrap();
+        let id1 = store.call(|c| db_id(c)).await.unwrap();
+        let run = store
+            .call(|c| {
+                create_run(
+                    c,
+                    "job",
+                    "payout",
+                    "in.csv",
+                    "abc",
+                    &[new_row(2, "R1"), new_row(3, "R2")],
+                )
+            })
+            .await
+            .unwrap();
+        let rows = store
+            .call(move |c| rows_of_run(c, run, true))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        let row = rows[0].clone();
+        let r2 = row.clone();
+        let attempt = store
+            .call(move |c| allocate_attempt(c, &r2, "MSG1", "5.2", b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(attempt.seq, 1);
+        // The msgId is unique forever.
+        let r3 = row.clone();
+        assert!(store
+            .call(move |c| record_msg_id(c, "MSG1", "query", Some(r3.id)))
+            .await
+            .is_err());
+        // Compare-and-set: saving from a stale state fails.
+        let mut stale = row.clone();
+        stale.state = RowState::Success;
+        let err = store
+            .call(move |c| {
+                save_row(
+                    c,
+                    &stale,
+                    RowState::New,
+                    false,
+                    &Event {
+                        kind: "x",
+                        ..Event::default()
+                    },
+                )
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::StateConflict { .. }));
+        let row = store.call(move |c| row_by_id(c, row.id)).await.unwrap();
+        assert_eq!(row.state, RowState::Unsent);
+        assert_eq!(
+            row.attempt.as_ref().map(|a| a.msg_id.as_str()),
+            Some("MSG1")
+        );
+        // Events cannot be changed.
+        assert!(store
+            .call(|c| Ok(c.execute("DELETE FROM events", [])?))
+            .await
+            .is_err());
+        drop(store);
+        // Re-open: same db id, migrations not re-applied.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.call(|c| db_id(c)).await.unwrap(), id1);
+        assert_eq!(store.call(|c| next_counter(c, "q")).await.unwrap(), 1);
+        assert_eq!(store.call(|c| next_counter(c, "q")).await.unwrap(), 2);
+    }
+}
