@@ -5,6 +5,10 @@
 //! - `starpay`: the protocol: `model` (typed requests/responses), `sign` (canonical bytes, keys,
 //!   signatures: the only module that sees private keys), `codes` (code catalogue as data),
 //!   `client` (one signed attempt, verified answer; no retry).
+//! - `config`: job files (`jobs/*.toml`) + overrides → one validated `JobConfig`; unknown keys
+//!   are errors.
+//! - `input`: CSV readers per job kind (`input::payout`); every row error with file, line and
+//!   column.
 //! - `cli`: the clap command tree; `cmd`: one module per command.
 //! - `logging`: tracing set-up (human or JSON).
 //!
@@ -14,7 +18,10 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod domain;
+pub mod input;
+
 pub mod logging;
 pub mod starpay;
 pub mod store;

@@ -1,0 +1,1010 @@
+//! Job files (`jobs/*.toml`) plus the overrides the CLI passes in → one validated [`JobConfig`].
+//!
+//! Owns: the job-file format, its defaults (the reference's values) and its validation.
+//! Must not: read environment variables, open keys, databases or CSVs, or talk to the network —
+//! the CLI reads `--input` and `STARPAY_PRIVATE_KEY_FILE` and hands them over as [`Overrides`],
+//! so this module stays pure and testable.
+//!
+//! Invariants of a [`JobConfig`]: every table rejected unknown keys (a typo never silently falls
+//! back to a default); rates, bursts and timeouts are non-zero; concurrency is 1..=256; the
+//! `mchId` is a valid [`MchId`]; the endpoint parsed; at least one platform key is configured.
+//!
+//! **Relative paths** (`input`, `database`, `reports_dir`, key files, `[sim] config`) are kept
+//! as written and therefore resolve against the **current working directory** of the process,
+//! not against the job file's directory: the demo job is run from the repository root as
+//! `starpay-batch run jobs/demo-payouts.toml` and names `samples/payouts.csv`.
+//!
+//! Every waiting period of the resolve policy is a setting whose default is the reference's value
+//! (`../shared/starpay-api.md` §12 rules 3, 4 and 10, §9.2), so tests and demos can run in seconds.
+//!
+//! Example (all keys; the defaults shown):
+//! ```toml
+//! kind = "payout"                     # or "repayment-recon", "disbursement-recon"
+//! input = "samples/payouts.csv"       # --input overrides
+//! database = "reports/demo-payouts.db"
+//! reports_dir = "reports"
+//!
+//! [starpay]
+//! endpoint = "embedded-sim"           # "uat", "prod" or a base URL
+//! mch_id = "101510000001"
+//! private_key = "keys/merchant-private.pem"        # STARPAY_PRIVATE_KEY_FILE overrides
+//! platform_public_key = ["keys/platform-a.pem"]    # one path or a list
+//! notify_url = "https://merchant.example/starpay/notify"   # optional
+//!
+//! [limits]
+//! requests_per_second = 5
+//! burst = 5                           # default: requests_per_second
+//! concurrency = 4
+//! request_timeout_secs = 20
+//! connect_timeout_secs = 5
+//!
+//! [resolve]
+//! poll_schedule_secs = [30, 120, 300]
+//! poll_interval_secs = 600
+//! not_found_window_secs = 600
+//! not_found_queries = 3
+//! ab_hold_secs = 86400
+//! stale_after_secs = 1800
+//! deadline_secs = 600
+//! max_resolve_secs = 259200
+//!
+//! [sim]                               # only with endpoint = "embedded-sim"
+//! seed = 42
+//! config = "samples/sim.toml"
+//! ```
+
+use std::fmt;
+use std::io::Read;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::domain::MchId;
+use crate::starpay::client::{ClientError, Environment};
+
+/// `endpoint` value that selects the in-process simulator.
+pub const EMBEDDED_SIM: &str = "embedded-sim";
+/// Defaults used with `endpoint = "embedded-sim"` when the `[starpay]` keys are omitted
+/// (`samples/keys/README.md`: public test material, never for real money).
+pub const DEMO_MCH_ID: &str = "101510000001";
+pub const DEMO_PRIVATE_KEY: &str = "samples/keys/TEST-ONLY-demo-merchant-private.pem";
+pub const DEMO_PLATFORM_PUBLIC_KEY: &str = "samples/keys/TEST-ONLY-sim-platform-public.pem";
+
+/// A job file is a few hundred bytes; refuse to read anything absurd (bounded everything).
+const MAX_JOB_FILE_BYTES: u64 = 1024 * 1024;
+/// Reference §4: `notifyUrl` ≤ 256 characters.
+const MAX_NOTIFY_URL_LEN: usize = 256;
+/// Upper bound on in-flight requests; far above anything Starpay tolerates (§12 rule 8: 4).
+pub const MAX_CONCURRENCY: u32 = 256;
+
+/// What the CLI passes in on top of the file. The CLI reads the environment, this module does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--input`: replaces the file's `input`.
+    pub input: Option<PathBuf>,
+    /// The value of `STARPAY_PRIVATE_KEY_FILE`: replaces `[starpay] private_key`.
+    pub private_key_env: Option<PathBuf>,
+}
+
+/// A validated job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobConfig {
+    /// The job file's stem (`jobs/demo-payouts.toml` → `demo-payouts`).
+    pub job_name: String,
+    pub kind: JobKind,
+    pub input: PathBuf,
+    pub database: PathBuf,
+    pub reports_dir: PathBuf,
+    pub starpay: StarpayConfig,
+    pub limits: Limits,
+    pub resolve: ResolvePolicy,
+    pub sim: SimSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    Payout,
+    RepaymentRecon,
+    DisbursementRecon,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Payout => "payout",
+            JobKind::RepaymentRecon => "repayment-recon",
+            JobKind::DisbursementRecon => "disbursement-recon",
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The simulator, started inside this process.
+    EmbeddedSim,
+    /// UAT, PROD or another base URL.
+    Env(Environment),
+}
+
+impl Endpoint {
+    /// Parses `embedded-sim`, `uat`, `prod` or a URL.
+    pub fn parse(s: &str) -> Result<Endpoint, ClientError> {
+        if s == EMBEDDED_SIM {
+            Ok(Endpoint::EmbeddedSim)
+        } else {
+            Environment::parse(s).map(Endpoint::Env)
+        }
+    }
+}
+
+/// `[starpay]`. Holds key *paths* only; keys are loaded by `starpay::sign`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StarpayConfig {
+    pub endpoint: Endpoint,
+    pub mch_id: MchId,
+    pub private_key: PathBuf,
+    /// The accepted platform keys of the environment (at least one).
+    pub platform_public_keys: Vec<PathBuf>,
+    pub notify_url: Option<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub requests_per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+    /// 1..=[`MAX_CONCURRENCY`].
+    pub concurrency: usize,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// Reference §12 rule 8: 5 requests/s, 4 in flight.
+const DEFAULT_RPS: NonZeroU32 = match NonZeroU32::new(5) {
+    Some(v) => v,
+    None => panic!("non-zero"),
+};
+const DEFAULT_CONCURRENCY: u32 = 4;
+/// Reference §1: whole-request timeout 20 s, connect timeout 5 s.
+const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 20;
+const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            requests_per_second: DEFAULT_RPS,
+            burst: DEFAULT_RPS,
+            concurrency: DEFAULT_CONCURRENCY as usize,
+            request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
+            connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+        }
+    }
+}
+
+/// `[resolve]`: how unknown and non-final rows are chased (reference §12 rules 3, 4, 10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvePolicy {
+    /// Offsets from the last send of the first polls (default +30 s, +2 min, +5 min); ascending.
+    pub poll_schedule: Vec<Duration>,
+    /// Interval between polls after the schedule is used up (default 10 min).
+    pub poll_interval: Duration,
+    /// Rule 3: consecutive `404`s must span at least this long since the last send (10 min)…
+    pub not_found_window: Duration,
+    /// …and number at least this many (3) before the same request is resent.
+    pub not_found_queries: u32,
+    /// §9.2: a `FAIL` + AB0x is held this long before it counts (24 h).
+    pub ab_hold: Duration,
+    /// Rows `PROCESSING` this long are reported `STALE_PENDING` (30 min).
+    pub stale_after: Duration,
+    /// How long one `run` keeps polling before leaving rows pending for a later run (10 min).
+    pub deadline: Duration,
+    /// After this long unresolved, a row becomes `NEEDS_ATTENTION` (72 h).
+    pub max_resolve: Duration,
+}
+
+impl Default for ResolvePolicy {
+    fn default() -> Self {
+        RawResolve::default().to_policy(&mut Vec::new())
+    }
+}
+
+/// `[sim]`: opaque settings handed to the embedded simulator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimSettings {
+    pub seed: Option<u64>,
+    pub config: Option<PathBuf>,
+}
+
+/// Loading a job failed. Every message names the job file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read job file: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: job file is larger than {MAX_JOB_FILE_BYTES} bytes", file.display())]
+    TooLarge { file: PathBuf },
+    /// TOML syntax, an unknown key, a wrong type or a missing mandatory key. toml's message
+    /// names the key and shows the line.
+    #[error("{}: {source}", file.display())]
+    Parse {
+        file: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The file parsed but some values are unusable; all of them are listed.
+    #[error("{}: invalid job file:{}", file.display(), list_problems(problems))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+fn list_problems(problems: &[ConfigProblem]) -> String {
+    problems.iter().map(|p| format!("\n  - {p}")).collect()
+}
+
+/// One unusable value; `key` is the dotted TOML key (`limits.concurrency`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error("missing `{key}`: {why}")]
+    Missing {
+        key: &'static str,
+        why: &'static str,
+    },
+    #[error("`{key}` must be greater than 0")]
+    Zero { key: &'static str },
+    #[error("`{key}` = {value} is out of range {min}..={max}")]
+    OutOfRange {
+        key: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+    #[error("`{key}` must be strictly ascending, got {values:?}")]
+    NotAscending { key: &'static str, values: Vec<u64> },
+    #[error("`starpay.endpoint` = {value:?}: {source}")]
+    Endpoint {
+        value: String,
+        #[source]
+        source: ClientError,
+    },
+    #[error("`starpay.notify_url` = {value:?}: {reason}")]
+    NotifyUrl { value: String, reason: &'static str },
+    #[error("`starpay.platform_public_key` is an empty list; name at least one key file")]
+    NoPlatformKey,
+    #[error("a [sim] table is only used with endpoint = \"embedded-sim\"; remove it (endpoint is {endpoint:?})")]
+    SimWithoutSim { endpoint: String },
+    #[error("the job file name has no usable stem (it names the job)")]
+    NoJobName,
+}
+
+// ---- the file as written ------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    kind: JobKind,
+    input: Option<PathBuf>,
+    database: PathBuf,
+    reports_dir: PathBuf,
+    starpay: RawStarpay,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    resolve: RawResolve,
+    sim: Option<RawSim>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStarpay {
+    endpoint: String,
+    mch_id: Option<MchId>,
+    private_key: Option<PathBuf>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    platform_public_key: Option<Vec<PathBuf>>,
+    notify_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    requests_per_second: u32,
+    burst: Option<u32>,
+    concurrency: u32,
+    request_timeout_secs: u64,
+    connect_timeout_secs: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            requests_per_second: DEFAULT_RPS.get(),
+            burst: None,
+            concurrency: DEFAULT_CONCURRENCY,
+            request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
+            connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl RawLimits {
+    fn to_limits(&self) -> Result<Limits, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let rps = NonZeroU32::new(self.requests_per_second);
+        if rps.is_none() {
+            problems.push(ConfigProblem::Zero {
+                key: "limits.requests_per_second",
+            });
+        }
+        let burst = match self.burst {
+            None => rps,
+            Some(b) => {
+                let b = NonZeroU32::new(b);
+                if b.is_none() {
+                    problems.push(ConfigProblem::Zero {
+                        key: "limits.burst",
+                    });
+                }
+                b
+            }
+        };
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            problems.push(ConfigProblem::OutOfRange {
+                key: "limits.concurrency",
+                value: u64::from(self.concurrency),
+                min: 1,
+                max: u64::from(MAX_CONCURRENCY),
+            });
+        }
+        for (key, v) in [
+            ("limits.request_timeout_secs", self.request_timeout_secs),
+            ("limits.connect_timeout_secs", self.connect_timeout_secs),
+        ] {
+            if v == 0 {
+                problems.push(ConfigProblem::Zero { key });
+            }
+        }
+        match (rps, burst, problems.is_empty()) {
+            (Some(requests_per_second), Some(burst), true) => Ok(Limits {
+                requests_per_second,
+                burst,
+                // Range-checked above; u32 → usize is lossless on every supported target.
+                concurrency: self.concurrency as usize,
+                request_timeout: Duration::from_secs(self.request_timeout_secs),
+                connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawResolve {
+    poll_schedule_secs: Vec<u64>,
+    poll_interval_secs: u64,
+    not_found_window_secs: u64,
+    not_found_queries: u32,
+    ab_hold_secs: u64,
+    stale_after_secs: u64,
+    deadline_secs: u64,
+    max_resolve_secs: u64,
+}
+
+impl Default for RawResolve {
+    /// Reference §12 rule 4 (polls at +30 s, +2 min, +5 min, then every 10 min; stale after
+    /// 30 min; give up after 72 h), rule 3 (three 404s over ≥ 10 min), §9.2 (AB0x hold 24 h).
+    fn default() -> Self {
+        RawResolve {
+            poll_schedule_secs: vec![30, 120, 300],
+            poll_interval_secs: 600,
+            not_found_window_secs: 600,
+            not_found_queries: 3,
+            ab_hold_secs: 86_400,
+            stale_after_secs: 1_800,
+            deadline_secs: 600,
+            max_resolve_secs: 259_200,
+        }
+    }
+}
+
+impl RawResolve {
+    /// Pushes problems; the returned policy is meaningful only when none were pushed.
+    fn to_policy(&self, problems: &mut Vec<ConfigProblem>) -> ResolvePolicy {
+        if !self.poll_schedule_secs.windows(2).all(|w| w[0] < w[1]) {
+            problems.push(ConfigProblem::NotAscending {
+                key: "resolve.poll_schedule_secs",
+                values: self.poll_schedule_secs.clone(),
+            });
+        }
+        // Zero is allowed for the holds and windows (tests: "immediately"), never for
+        // intervals that would make the poller spin or a run end before it starts.
+        for (key, v) in [
+            ("resolve.poll_interval_secs", self.poll_interval_secs),
+            ("resolve.deadline_secs", self.deadline_secs),
+            ("resolve.max_resolve_secs", self.max_resolve_secs),
+            (
+                "resolve.not_found_queries",
+                u64::from(self.not_found_queries),
+            ),
+        ] {
+            if v == 0 {
+                problems.push(ConfigProblem::Zero { key });
+            }
+        }
+        ResolvePolicy {
+            poll_schedule: self
+                .poll_schedule_secs
+                .iter()
+                .copied()
+                .map(Duration::from_secs)
+                .collect(),
+            poll_interval: Duration::from_secs(self.poll_interval_secs),
+            not_found_window: Duration::from_secs(self.not_found_window_secs),
+            not_found_queries: self.not_found_queries,
+            ab_hold: Duration::from_secs(self.ab_hold_secs),
+            stale_after: Duration::from_secs(self.stale_after_secs),
+            deadline: Duration::from_secs(self.deadline_secs),
+            max_resolve: Duration::from_secs(self.max_resolve_secs),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSim {
+    seed: Option<u64>,
+    config: Option<PathBuf>,
+}
+
+/// `platform_public_key = "a.pem"` or `platform_public_key = ["a.pem", "b.pem"]` (reference
+/// §1: the accepted platform keys of an environment; a list allows a key rotation).
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PathBuf>>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<PathBuf>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a key file path or a list of key file paths")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(vec![PathBuf::from(v)])
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(p) = seq.next_element::<PathBuf>()? {
+                out.push(p);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V).map(Some)
+}
+
+// ---- loading ------------------------------------------------------------------------------
+
+/// Reads and validates a job file. `overrides` carry `--input` and `STARPAY_PRIVATE_KEY_FILE`.
+pub fn load_job(path: &Path, overrides: &Overrides) -> Result<JobConfig, ConfigError> {
+    let file = path.to_path_buf();
+    let read_err = |source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    f.take(MAX_JOB_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_JOB_FILE_BYTES {
+        return Err(ConfigError::TooLarge { file });
+    }
+    parse_job(path, &text, overrides)
+}
+
+/// [`load_job`] on text already read; `path` names the file in errors and gives the job name.
+pub fn parse_job(path: &Path, text: &str, overrides: &Overrides) -> Result<JobConfig, ConfigError> {
+    let file = path.to_path_buf();
+    let raw: RawJob = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        file: file.clone(),
+        source,
+    })?;
+    validate(raw, path, overrides).map_err(|problems| ConfigError::Invalid { file, problems })
+}
+
+fn validate(
+    raw: RawJob,
+    path: &Path,
+    overrides: &Overrides,
+) -> Result<JobConfig, Vec<ConfigProblem>> {
+    let mut problems = Vec::new();
+
+    let job_name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    if job_name.is_none() {
+        problems.push(ConfigProblem::NoJobName);
+    }
+
+    let input = overrides.input.clone().or(raw.input);
+    if input.is_none() {
+        problems.push(ConfigProblem::Missing {
+            key: "input",
+            why: "name the CSV file in the job file or pass --input",
+        });
+    }
+
+    let starpay = validate_starpay(raw.starpay, overrides, &mut problems);
+
+    if let (Some(sp), Some(_)) = (&starpay, &raw.sim) {
+        if let Endpoint::Env(env) = &sp.endpoint {
+            problems.push(ConfigProblem::SimWithoutSim {
+                endpoint: env.base_url().to_string(),
+            });
+        }
+    }
+
+    let limits = match raw.limits.to_limits() {
+        Ok(l) => Some(l),
+        Err(p) => {
+            problems.extend(p);
+            None
+        }
+    };
+    let resolve = raw.resolve.to_policy(&mut problems);
+    let sim = raw
+        .sim
+        .map(|s| SimSettings {
+            seed: s.seed,
+            config: s.config,
+        })
+        .unwrap_or_default();
+
+    match (job_name, input, starpay, limits, problems.is_empty()) {
+        (Some(job_name), Some(input), Some(starpay), Some(limits), true) => Ok(JobConfig {
+            job_name,
+            kind: raw.kind,
+            input,
+            database: raw.database,
+            reports_dir: raw.reports_dir,
+            starpay,
+            limits,
+            resolve,
+            sim,
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn validate_starpay(
+    raw: RawStarpay,
+    overrides: &Overrides,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<StarpayConfig> {
+    let endpoint = match Endpoint::parse(raw.endpoint.trim()) {
+        Ok(e) => Some(e),
+        Err(source) => {
+            problems.push(ConfigProblem::Endpoint {
+                value: raw.endpoint.clone(),
+                source,
+            });
+            None
+        }
+    };
+    let sim = matches!(endpoint, Some(Endpoint::EmbeddedSim));
+    let required = "required unless endpoint = \"embedded-sim\"";
+
+    let mch_id = match (raw.mch_id, sim) {
+        (Some(m), _) => Some(m),
+        (None, true) => MchId::new(DEMO_MCH_ID).ok(),
+        (None, false) => {
+            problems.push(ConfigProblem::Missing {
+                key: "starpay.mch_id",
+                why: required,
+            });
+            None
+        }
+    };
+    let private_key = match (overrides.private_key_env.clone().or(raw.private_key), sim) {
+        (Some(p), _) => Some(p),
+        (None, true) => Some(PathBuf::from(DEMO_PRIVATE_KEY)),
+        (None, false) => {
+            problems.push(ConfigProblem::Missing {
+                key: "starpay.private_key",
+                why:
+                    "required unless endpoint = \"embedded-sim\" (or set STARPAY_PRIVATE_KEY_FILE)",
+            });
+            None
+        }
+    };
+    let platform_public_keys = match (raw.platform_public_key, sim) {
+        (Some(keys), _) if keys.is_empty() => {
+            problems.push(ConfigProblem::NoPlatformKey);
+            None
+        }
+        (Some(keys), _) => Some(keys),
+        (None, true) => Some(vec![PathBuf::from(DEMO_PLATFORM_PUBLIC_KEY)]),
+        (None, false) => {
+            problems.push(ConfigProblem::Missing {
+                key: "starpay.platform_public_key",
+                why: required,
+            });
+            None
+        }
+    };
+    if let Some(u) = &raw.notify_url {
+        if let Err(reason) = check_notify_url(u) {
+            problems.push(ConfigProblem::NotifyUrl {
+                value: u.clone(),
+                reason,
+            });
+        }
+    }
+    Some(StarpayConfig {
+        endpoint: endpoint?,
+        mch_id: mch_id?,
+        private_key: private_key?,
+        platform_public_keys: platform_public_keys?,
+        notify_url: raw.notify_url,
+    })
+}
+
+/// Reference §4: `notifyUrl` is `http(s)://…`, ≤ 256 characters.
+fn check_notify_url(u: &str) -> Result<(), &'static str> {
+    if u.len() > MAX_NOTIFY_URL_LEN {
+        return Err("longer than 256 characters");
+    }
+    match url::Url::parse(u) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(()),
+        Ok(_) => Err("must be an http:// or https:// URL with a host"),
+        Err(_) => Err("not a URL"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL_SIM: &str = r#"
+kind = "payout"
+input = "samples/payouts.csv"
+database = "reports/x.db"
+reports_dir = "reports"
+[starpay]
+endpoint = "embedded-sim"
+"#;
+
+    const PROD: &str = r#"
+kind = "payout"
+input = "in.csv"
+database = "x.db"
+reports_dir = "out"
+[starpay]
+endpoint = "prod"
+mch_id = "105510000001"
+private_key = "keys/merchant.pem"
+platform_public_key = "keys/prod-platform.pem"
+"#;
+
+    fn parse(text: &str) -> Result<JobConfig, ConfigError> {
+        parse_job(Path::new("jobs/test-job.toml"), text, &Overrides::default())
+    }
+
+    fn problems(text: &str) -> Vec<ConfigProblem> {
+        match parse(text) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_reference() {
+        let job = parse(MINIMAL_SIM).unwrap();
+        assert_eq!(job.job_name, "test-job");
+        assert_eq!(job.kind, JobKind::Payout);
+        assert_eq!(job.input, PathBuf::from("samples/payouts.csv"));
+        assert_eq!(job.starpay.endpoint, Endpoint::EmbeddedSim);
+        assert_eq!(job.starpay.mch_id.as_str(), DEMO_MCH_ID);
+        assert_eq!(job.starpay.private_key, PathBuf::from(DEMO_PRIVATE_KEY));
+        assert_eq!(
+            job.starpay.platform_public_keys,
+            vec![PathBuf::from(DEMO_PLATFORM_PUBLIC_KEY)]
+        );
+        assert_eq!(job.starpay.notify_url, None);
+        let l = &job.limits;
+        assert_eq!(l.requests_per_second.get(), 5);
+        assert_eq!(l.burst.get(), 5);
+        assert_eq!(l.concurrency, 4);
+        assert_eq!(l.request_timeout, Duration::from_secs(20));
+        assert_eq!(l.connect_timeout, Duration::from_secs(5));
+        assert_eq!(*l, Limits::default());
+        let r = &job.resolve;
+        assert_eq!(
+            r.poll_schedule,
+            [30, 120, 300].map(Duration::from_secs).to_vec()
+        );
+        assert_eq!(r.poll_interval, Duration::from_secs(600));
+        assert_eq!(r.not_found_window, Duration::from_secs(600));
+        assert_eq!(r.not_found_queries, 3);
+        assert_eq!(r.ab_hold, Duration::from_secs(86_400));
+        assert_eq!(r.stale_after, Duration::from_secs(1_800));
+        assert_eq!(r.deadline, Duration::from_secs(600));
+        assert_eq!(r.max_resolve, Duration::from_secs(259_200));
+        assert_eq!(*r, ResolvePolicy::default());
+        assert_eq!(job.sim, SimSettings::default());
+    }
+
+    #[test]
+    fn burst_defaults_to_rate_and_values_are_read() {
+        let text = format!(
+            "{MINIMAL_SIM}notify_url = \"http://127.0.0.1:9000/n\"\n\
+             [limits]\nrequests_per_second = 12\nconcurrency = 256\n\
+             [resolve]\npoll_schedule_secs = [0, 1]\npoll_interval_secs = 2\nab_hold_secs = 0\n\
+             [sim]\nseed = 7\nconfig = \"samples/sim.toml\"\n"
+        );
+        let job = parse(&text).unwrap();
+        assert_eq!(job.limits.requests_per_second.get(), 12);
+        assert_eq!(job.limits.burst.get(), 12);
+        assert_eq!(job.limits.concurrency, 256);
+        assert_eq!(
+            job.resolve.poll_schedule,
+            vec![Duration::ZERO, Duration::from_secs(1)]
+        );
+        assert_eq!(job.resolve.ab_hold, Duration::ZERO);
+        assert_eq!(job.sim.seed, Some(7));
+        assert_eq!(job.sim.config, Some(PathBuf::from("samples/sim.toml")));
+        assert_eq!(
+            job.starpay.notify_url.as_deref(),
+            Some("http://127.0.0.1:9000/n")
+        );
+    }
+
+    #[test]
+    fn other_kinds_parse() {
+        for (k, want) in [
+            ("repayment-recon", JobKind::RepaymentRecon),
+            ("disbursement-recon", JobKind::DisbursementRecon),
+        ] {
+            let text = MINIMAL_SIM.replace("\"payout\"", &format!("\"{k}\""));
+            assert_eq!(parse(&text).unwrap().kind, want);
+        }
+        let err = parse(&MINIMAL_SIM.replace("\"payout\"", "\"payouts\"")).unwrap_err();
+        assert!(err.to_string().contains("payouts"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_at_top_level_names_key_and_file() {
+        let err = parse(&format!("inptu = \"x.csv\"\n{MINIMAL_SIM}")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("jobs/test-job.toml"), "{msg}");
+        assert!(msg.contains("inptu"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_in_every_table_is_an_error() {
+        for (table, key) in [
+            ("starpay", "mchid"),
+            ("limits", "request_per_second"),
+            ("resolve", "poll_interval"),
+            ("sim", "sed"),
+        ] {
+            let text = if table == "starpay" {
+                format!("{MINIMAL_SIM}{key} = 1\n")
+            } else {
+                format!("{MINIMAL_SIM}[{table}]\n{key} = 1\n")
+            };
+            let msg = parse(&text).unwrap_err().to_string();
+            assert!(msg.contains(key), "{table}: {msg}");
+            assert!(msg.contains("jobs/test-job.toml"), "{table}: {msg}");
+            assert!(msg.contains("unknown field"), "{table}: {msg}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_all_listed() {
+        let text = r#"
+kind = "payout"
+input = "in.csv"
+database = "x.db"
+reports_dir = "out"
+[starpay]
+endpoint = "http://example.com"
+notify_url = "ftp://x"
+platform_public_key = []
+[limits]
+requests_per_second = 0
+burst = 0
+concurrency = 257
+request_timeout_secs = 0
+connect_timeout_secs = 0
+[resolve]
+poll_schedule_secs = [30, 30]
+poll_interval_secs = 0
+not_found_queries = 0
+deadline_secs = 0
+max_resolve_secs = 0
+"#;
+        let p = problems(text);
+        let msgs: Vec<String> = p.iter().map(ToString::to_string).collect();
+        let all = msgs.join("\n");
+        for needle in [
+            "starpay.endpoint",
+            "plain http",
+            "starpay.notify_url",
+            "platform_public_key",
+            "limits.requests_per_second",
+            "limits.burst",
+            "limits.concurrency` = 257",
+            "limits.request_timeout_secs",
+            "limits.connect_timeout_secs",
+            "resolve.poll_schedule_secs",
+            "resolve.poll_interval_secs",
+            "resolve.not_found_queries",
+            "resolve.deadline_secs",
+            "resolve.max_resolve_secs",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        let whole = parse(text).unwrap_err().to_string();
+        assert!(
+            whole.starts_with("jobs/test-job.toml: invalid job file:"),
+            "{whole}"
+        );
+    }
+
+    #[test]
+    fn bad_mch_id_and_wrong_types_are_parse_errors() {
+        let msg = parse(&format!("{MINIMAL_SIM}mch_id = \"1015-1\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("mchId") && msg.contains("1015-1"), "{msg}");
+        let msg = parse(&format!("{MINIMAL_SIM}[limits]\nconcurrency = -1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("concurrency"), "{msg}");
+        let msg = parse(&format!("{MINIMAL_SIM}platform_public_key = 5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("key file path"), "{msg}");
+    }
+
+    #[test]
+    fn prod_needs_its_keys_and_merchant() {
+        let job = parse(PROD).unwrap();
+        assert_eq!(job.starpay.endpoint, Endpoint::Env(Environment::Prod));
+        assert_eq!(job.starpay.private_key, PathBuf::from("keys/merchant.pem"));
+
+        let text = r#"
+kind = "payout"
+input = "in.csv"
+database = "x.db"
+reports_dir = "out"
+[starpay]
+endpoint = "prod"
+"#;
+        let all: Vec<String> = problems(text).iter().map(ToString::to_string).collect();
+        for key in [
+            "starpay.mch_id",
+            "starpay.private_key",
+            "starpay.platform_public_key",
+        ] {
+            assert!(
+                all.iter()
+                    .any(|m| m.starts_with(&format!("missing `{key}`"))),
+                "{key}: {all:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_private_key_overrides_file_and_satisfies_requirement() {
+        let ov = Overrides {
+            input: None,
+            private_key_env: Some(PathBuf::from("/secure/key.pem")),
+        };
+        let job = parse_job(Path::new("jobs/p.toml"), PROD, &ov).unwrap();
+        assert_eq!(job.starpay.private_key, PathBuf::from("/secure/key.pem"));
+
+        let without_key = PROD.replace("private_key = \"keys/merchant.pem\"\n", "");
+        assert!(parse(&without_key).is_err());
+        let job = parse_job(Path::new("jobs/p.toml"), &without_key, &ov).unwrap();
+        assert_eq!(job.starpay.private_key, PathBuf::from("/secure/key.pem"));
+    }
+
+    #[test]
+    fn input_flag_overrides_and_input_is_required_somewhere() {
+        let ov = Overrides {
+            input: Some(PathBuf::from("other.csv")),
+            private_key_env: None,
+        };
+        let job = parse_job(Path::new("jobs/p.toml"), MINIMAL_SIM, &ov).unwrap();
+        assert_eq!(job.input, PathBuf::from("other.csv"));
+
+        let no_input = MINIMAL_SIM.replace("input = \"samples/payouts.csv\"\n", "");
+        let p = problems(&no_input);
+        assert!(p[0].to_string().contains("--input"), "{p:?}");
+        let job = parse_job(Path::new("jobs/p.toml"), &no_input, &ov).unwrap();
+        assert_eq!(job.input, PathBuf::from("other.csv"));
+    }
+
+    #[test]
+    fn platform_key_list_and_url_endpoint() {
+        let text = PROD
+            .replace(
+                "\"prod\"",
+                "\"https://proxy.example/finance-payment-service/\"",
+            )
+            .replace(
+                "platform_public_key = \"keys/prod-platform.pem\"",
+                "platform_public_key = [\"a.pem\", \"b.pem\"]",
+            );
+        let job = parse(&text).unwrap();
+        assert_eq!(
+            job.starpay.platform_public_keys,
+            vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]
+        );
+        assert_eq!(
+            job.starpay.endpoint,
+            Endpoint::Env(Environment::Url(
+                "https://proxy.example/finance-payment-service".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn sim_table_with_a_real_endpoint_is_refused() {
+        let p = problems(&format!("{PROD}[sim]\nseed = 1\n"));
+        assert!(
+            matches!(p[..], [ConfigProblem::SimWithoutSim { .. }]),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn missing_mandatory_top_level_key_names_it() {
+        let msg = parse(&MINIMAL_SIM.replace("database = \"reports/x.db\"\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("database") && msg.contains("jobs/test-job.toml"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn load_job_reads_files_and_names_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nightly.toml");
+        std::fs::write(&path, MINIMAL_SIM).unwrap();
+        let job = load_job(&path, &Overrides::default()).unwrap();
+        assert_eq!(job.job_name, "nightly");
+        let missing = dir.path().join("nope.toml");
+        let err = load_job(&missing, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("nope.toml"), "{err}");
+    }
+
+    #[test]
+    fn demo_job_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/demo-payouts.toml");
+        let job = load_job(&path, &Overrides::default()).unwrap();
+        assert_eq!(job.job_name, "demo-payouts");
+        assert_eq!(job.starpay.endpoint, Endpoint::EmbeddedSim);
+        assert!(job.resolve.deadline < Duration::from_secs(60));
+    }
+}

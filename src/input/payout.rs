@@ -1,0 +1,1027 @@
+//! The payout CSV: one row per transfer, validated in full before anything is sent.
+//!
+//! Owns: the payout file's columns and the value rules of reference §6 (5.2, 5.3) and §12
+//! rules 5, 6 and 13 (amounts as integer centavos, the InstaPay cap, bank names from the 5.1
+//! list, duplicates in the file and against earlier runs). Must not: split rows, round
+//! amounts, or decide how a row is sent.
+//!
+//! Columns (any order, names case-insensitive; an unknown column is an error so a typo such as
+//! `ammount` is never silently ignored):
+//!
+//! | column | required | rule |
+//! |---|---|---|
+//! | `reference` | yes | the merchant's id for the row; 1–64 characters, no control characters; unique in the file and not paid in an earlier run |
+//! | `channel` | yes | `instapay` or `starpay` (case-insensitive) |
+//! | `account_no` | yes | 1–34 `[A-Za-z0-9]` |
+//! | `account_name` | yes | recipient first name, ≤ 64 characters |
+//! | `middle_name` | column optional | ≤ 64 characters, may be empty |
+//! | `last_name` | yes | ≤ 64 characters |
+//! | `bank` | for instapay | ≤ 128 characters; one of the receiving banks when a list is given; ignored for starpay |
+//! | `amount` | yes | PHP, at most 2 decimals: `1500`, `1500.5`, `"1,500.50"`; > 0; ≤ 50,000 on instapay |
+//! | `currency` | column optional | empty or `PHP` |
+//! | `note` | column optional | sent as `attach`; ≤ 92 characters |
+//!
+//! Every value is trimmed of surrounding whitespace before it is checked.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::{
+    edit_distance, CsvRecords, ErrorList, HashingReader, HeaderProblems, InputError, RawField,
+    RawRecord, Rule, MAX_COLUMNS, MAX_FIELD_BYTES,
+};
+use crate::domain::money::{MoneyError, INSTAPAY_CAP};
+use crate::domain::Centavos;
+
+/// Reference §6 5.2 and §4 decisions; `bank` and `reference` are the project's own limits.
+pub const REFERENCE_MAX_CHARS: usize = 64;
+pub const ACCOUNT_NO_MAX_CHARS: usize = 34;
+pub const NAME_MAX_CHARS: usize = 64;
+pub const BANK_MAX_CHARS: usize = 128;
+pub const NOTE_MAX_CHARS: usize = 92;
+
+/// How a row is paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// 5.2, to a bank or e-wallet through InstaPay; capped at PHP 50,000 per transfer.
+    Instapay,
+    /// 5.3, to a Starpay account; no per-transfer cap.
+    Starpay,
+}
+
+impl Channel {
+    /// `instapay` or `starpay`, case-insensitive.
+    pub fn parse(s: &str) -> Option<Channel> {
+        if s.eq_ignore_ascii_case("instapay") {
+            Some(Channel::Instapay)
+        } else if s.eq_ignore_ascii_case("starpay") {
+            Some(Channel::Starpay)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Instapay => "instapay",
+            Channel::Starpay => "starpay",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One valid row. Strings are trimmed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PayoutRow {
+    /// Physical line in the file (the header is line 1).
+    pub line: u64,
+    pub reference: String,
+    pub channel: Channel,
+    pub account_no: String,
+    pub account_name: String,
+    /// `""` when none (always sent, reference §4).
+    pub middle_name: String,
+    pub last_name: String,
+    /// `Some` for instapay rows; `None` for starpay rows (the column is ignored for them).
+    pub bank: Option<String>,
+    pub amount: Centavos,
+    /// Sent as `attach`; `None` when empty.
+    pub note: Option<String>,
+}
+
+/// Hand-written so a full account number never reaches a log (STYLE.md §9).
+impl fmt::Debug for PayoutRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PayoutRow")
+            .field("line", &self.line)
+            .field("reference", &self.reference)
+            .field("channel", &self.channel)
+            .field("account_no", &mask_account(&self.account_no))
+            .field("bank", &self.bank)
+            .field("amount", &self.amount)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `…7890`: the last four characters, which is also what the simulator's scenarios key on.
+pub fn mask_account(account_no: &str) -> String {
+    let n = account_no.chars().count();
+    let tail: String = account_no.chars().skip(n.saturating_sub(4)).collect();
+    format!("…{tail}")
+}
+
+/// What the caller knows that the file does not.
+#[derive(Default, Clone, Copy)]
+pub struct ValidationOptions<'a> {
+    /// Receiving bank names (5.1 `bankName`s); instapay rows must name one exactly.
+    pub banks: Option<&'a HashSet<String>>,
+    /// True when a reference was already paid in an earlier run.
+    pub already_paid: Option<&'a dyn Fn(&str) -> bool>,
+}
+
+impl fmt::Debug for ValidationOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidationOptions")
+            .field("banks", &self.banks.map(HashSet::len))
+            .field("already_paid", &self.already_paid.is_some())
+            .finish()
+    }
+}
+
+/// The result of reading a payout file whose header was fine.
+#[derive(Debug)]
+pub struct PayoutFile {
+    /// Valid rows, in file order.
+    pub rows: Vec<PayoutRow>,
+    /// Row errors, in file order, at most [`super::MAX_ERRORS`]; a row may have several.
+    pub errors: Vec<InputError>,
+    /// Errors found beyond the cap (counted, not kept).
+    pub errors_omitted: usize,
+    /// Sum of the valid rows' amounts.
+    pub total: Centavos,
+    /// Lower-case hex SHA-256 of the file's bytes.
+    pub sha256: String,
+}
+
+impl PayoutFile {
+    pub fn is_valid(&self) -> bool {
+        self.errors.is_empty() && self.errors_omitted == 0
+    }
+
+    /// One error per line, then "… and N more errors" when the list was capped.
+    pub fn describe_errors(&self) -> String {
+        let mut out: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
+        if self.errors_omitted > 0 {
+            out.push(format!("… and {} more errors", self.errors_omitted));
+        }
+        out.join("\n")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Col {
+    Reference,
+    Channel,
+    AccountNo,
+    AccountName,
+    MiddleName,
+    LastName,
+    Bank,
+    Amount,
+    Currency,
+    Note,
+}
+
+impl Col {
+    const ALL: [Col; 10] = [
+        Col::Reference,
+        Col::Channel,
+        Col::AccountNo,
+        Col::AccountName,
+        Col::MiddleName,
+        Col::LastName,
+        Col::Bank,
+        Col::Amount,
+        Col::Currency,
+        Col::Note,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Col::Reference => "reference",
+            Col::Channel => "channel",
+            Col::AccountNo => "account_no",
+            Col::AccountName => "account_name",
+            Col::MiddleName => "middle_name",
+            Col::LastName => "last_name",
+            Col::Bank => "bank",
+            Col::Amount => "amount",
+            Col::Currency => "currency",
+            Col::Note => "note",
+        }
+    }
+
+    /// Columns the header must have. `bank` is required per row (instapay), not per file: a
+    /// starpay-only file may leave it out.
+    fn required(self) -> bool {
+        !matches!(
+            self,
+            Col::MiddleName | Col::Bank | Col::Currency | Col::Note
+        )
+    }
+}
+
+/// Which field index holds which column.
+struct Header {
+    index: [Option<usize>; Col::ALL.len()],
+    width: usize,
+}
+
+impl Header {
+    fn parse(rec: &RawRecord) -> Result<Header, Rule> {
+        if rec.count > MAX_COLUMNS {
+            return Err(Rule::TooManyColumns {
+                found: rec.count,
+                max: MAX_COLUMNS,
+            });
+        }
+        let mut index = [None; Col::ALL.len()];
+        let mut unknown = Vec::new();
+        let mut duplicate = Vec::new();
+        for (i, f) in rec.fields.iter().enumerate() {
+            let RawField::Bytes(bytes) = f else {
+                return Err(Rule::FieldTooLarge {
+                    limit: MAX_FIELD_BYTES,
+                });
+            };
+            let name = std::str::from_utf8(bytes)
+                .map_err(|_| Rule::NotUtf8)?
+                .trim()
+                .to_ascii_lowercase();
+            match Col::ALL.iter().position(|c| c.name() == name) {
+                Some(c) if index[c].is_some() => duplicate.push(name),
+                Some(c) => index[c] = Some(i),
+                None => {
+                    let hint = Col::ALL
+                        .iter()
+                        .map(|c| c.name())
+                        .filter(|known| !name.is_empty() && edit_distance(&name, known) <= 2)
+                        .min_by_key(|known| edit_distance(&name, known));
+                    unknown.push((name, hint));
+                }
+            }
+        }
+        let missing: Vec<String> = Col::ALL
+            .iter()
+            .zip(index)
+            .filter(|(c, i)| c.required() && i.is_none())
+            .map(|(c, _)| c.name().to_string())
+            .collect();
+        if missing.is_empty() && unknown.is_empty() && duplicate.is_empty() {
+            Ok(Header {
+                index,
+                width: rec.count,
+            })
+        } else {
+            Err(Rule::BadHeader(Box::new(HeaderProblems {
+                missing,
+                unknown,
+                duplicate,
+            })))
+        }
+    }
+}
+
+/// A cell after decoding.
+#[derive(Clone, Copy)]
+enum Cell<'a> {
+    /// The column is not in the file.
+    Absent,
+    /// Undecodable or too large; already reported.
+    Bad,
+    /// Trimmed text.
+    Value(&'a str),
+}
+
+/// Reads and validates a payout file.
+///
+/// `Err` only when the file as a whole is unusable (cannot be read, empty, binary, wrong header,
+/// no rows, total overflow). Otherwise every row is either in `rows` or has its errors in
+/// `errors`, so `--skip-invalid` can report the rejected rows and send the rest.
+pub fn read_payouts(path: &Path, opts: &ValidationOptions) -> Result<PayoutFile, InputError> {
+    let file_err = |line: u64, rule: Rule| InputError {
+        file: path.to_path_buf(),
+        line,
+        column: None,
+        rule,
+    };
+    let io_err = |e| file_err(0, Rule::Io(e));
+    let f = File::open(path).map_err(io_err)?;
+    let mut reader = CsvRecords::new(HashingReader::new(f)).map_err(io_err)?;
+    if let Some(why) = reader.binary() {
+        return Err(file_err(1, Rule::Binary(why)));
+    }
+    let header_rec = loop {
+        match reader.next_record(MAX_COLUMNS).map_err(io_err)? {
+            None => return Err(file_err(1, Rule::EmptyFile)),
+            Some(r) if r.is_blank() => continue,
+            Some(r) => break r,
+        }
+    };
+    let header = Header::parse(&header_rec).map_err(|rule| file_err(header_rec.line, rule))?;
+
+    let mut v = Validator {
+        file: path.to_path_buf(),
+        opts,
+        seen: HashMap::new(),
+        errors: ErrorList::default(),
+    };
+    let mut rows = Vec::new();
+    let mut total = Centavos::ZERO;
+    let mut data_rows = 0u64;
+    while let Some(rec) = reader.next_record(header.width).map_err(io_err)? {
+        if rec.is_blank() {
+            continue;
+        }
+        data_rows += 1;
+        if let Some(row) = v.row(&header, &rec) {
+            total = total
+                .checked_add(row.amount)
+                .ok_or_else(|| file_err(row.line, Rule::TotalOverflow))?;
+            rows.push(row);
+        }
+    }
+    if data_rows == 0 {
+        return Err(file_err(header_rec.line, Rule::NoRows));
+    }
+    Ok(PayoutFile {
+        rows,
+        errors: v.errors.errors,
+        errors_omitted: v.errors.omitted,
+        total,
+        sha256: reader.into_inner().hex_digest(),
+    })
+}
+
+struct Validator<'o, 'a> {
+    file: PathBuf,
+    opts: &'o ValidationOptions<'a>,
+    /// reference → first line it appeared on.
+    seen: HashMap<String, u64>,
+    errors: ErrorList,
+}
+
+impl Validator<'_, '_> {
+    /// Validates one record; pushes its errors and returns the row only when it has none.
+    fn row(&mut self, header: &Header, rec: &RawRecord) -> Option<PayoutRow> {
+        let line = rec.line;
+        let mut errs: Vec<(Option<Col>, Rule)> = Vec::new();
+        if rec.count != header.width {
+            // Fields would be misaligned; checking their values would only add noise.
+            errs.push((
+                None,
+                Rule::FieldCount {
+                    expected: header.width,
+                    found: rec.count,
+                },
+            ));
+            self.flush(line, errs);
+            return None;
+        }
+
+        let mut cells = [Cell::Absent; Col::ALL.len()];
+        for (slot, (col, idx)) in cells.iter_mut().zip(Col::ALL.iter().zip(header.index)) {
+            let Some(i) = idx else { continue };
+            *slot = match rec.fields.get(i) {
+                Some(RawField::Bytes(b)) => match std::str::from_utf8(b) {
+                    Ok(s) => Cell::Value(s.trim()),
+                    Err(_) => {
+                        errs.push((Some(*col), Rule::NotUtf8));
+                        Cell::Bad
+                    }
+                },
+                Some(RawField::TooLarge) => {
+                    errs.push((
+                        Some(*col),
+                        Rule::FieldTooLarge {
+                            limit: MAX_FIELD_BYTES,
+                        },
+                    ));
+                    Cell::Bad
+                }
+                None => Cell::Absent,
+            };
+        }
+        let cell = |c: Col| cells[c as usize];
+        let mut check = |c: Col, r: Result<Option<String>, Rule>| match r {
+            Ok(v) => v,
+            Err(rule) => {
+                errs.push((Some(c), rule));
+                None
+            }
+        };
+
+        let reference = check(
+            Col::Reference,
+            text(cell(Col::Reference), true, REFERENCE_MAX_CHARS),
+        );
+        let channel = match cell(Col::Channel) {
+            Cell::Value("") | Cell::Absent => {
+                check(Col::Channel, Err(Rule::Missing));
+                None
+            }
+            Cell::Value(s) => {
+                let ch = Channel::parse(s);
+                if ch.is_none() {
+                    check(Col::Channel, Err(Rule::UnknownChannel(s.to_string())));
+                }
+                ch
+            }
+            Cell::Bad => None,
+        };
+        let account_no = check(Col::AccountNo, account_no(cell(Col::AccountNo)));
+        let account_name = check(
+            Col::AccountName,
+            text(cell(Col::AccountName), true, NAME_MAX_CHARS),
+        );
+        let middle_name = check(
+            Col::MiddleName,
+            text(cell(Col::MiddleName), false, NAME_MAX_CHARS),
+        );
+        let last_name = check(
+            Col::LastName,
+            text(cell(Col::LastName), true, NAME_MAX_CHARS),
+        );
+        // Bank: required and checked for InstaPay only; for Starpay-to-Starpay it is ignored,
+        // and for an unknown channel nothing sensible can be said about it.
+        let bank = match channel {
+            Some(Channel::Instapay) => {
+                let b = check(Col::Bank, text(cell(Col::Bank), true, BANK_MAX_CHARS));
+                match (b, self.opts.banks) {
+                    (Some(b), Some(list)) if !list.contains(&b) => {
+                        let suggestion = list.iter().find(|k| k.eq_ignore_ascii_case(&b)).cloned();
+                        check(
+                            Col::Bank,
+                            Err(Rule::UnknownBank {
+                                name: b,
+                                suggestion,
+                            }),
+                        );
+                        None
+                    }
+                    (b, _) => b,
+                }
+            }
+            _ => None,
+        };
+        let amount = match cell(Col::Amount) {
+            Cell::Value(s) => match amount(s, channel) {
+                Ok(a) => Some(a),
+                Err(rule) => {
+                    check(Col::Amount, Err(rule));
+                    None
+                }
+            },
+            Cell::Absent => {
+                check(Col::Amount, Err(Rule::Missing));
+                None
+            }
+            Cell::Bad => None,
+        };
+        if let Cell::Value(c) = cell(Col::Currency) {
+            if !c.is_empty() && !c.eq_ignore_ascii_case("PHP") {
+                check(Col::Currency, Err(Rule::UnknownCurrency(c.to_string())));
+            }
+        }
+        let note = check(Col::Note, text(cell(Col::Note), false, NOTE_MAX_CHARS));
+
+        if let Some(r) = &reference {
+            match self.seen.get(r) {
+                Some(&first_line) => errs.push((
+                    Some(Col::Reference),
+                    Rule::DuplicateReference {
+                        reference: r.clone(),
+                        first_line,
+                    },
+                )),
+                None => {
+                    self.seen.insert(r.clone(), line);
+                }
+            }
+            if self.opts.already_paid.is_some_and(|paid| paid(r)) {
+                errs.push((Some(Col::Reference), Rule::AlreadyPaid(r.clone())));
+            }
+        }
+
+        if !errs.is_empty() {
+            self.flush(line, errs);
+            return None;
+        }
+        Some(PayoutRow {
+            line,
+            reference: reference?,
+            channel: channel?,
+            account_no: account_no?,
+            account_name: account_name?,
+            middle_name: middle_name.unwrap_or_default(),
+            last_name: last_name?,
+            bank,
+            amount: amount?,
+            note: note.filter(|n| !n.is_empty()),
+        })
+    }
+
+    fn flush(&mut self, line: u64, errs: Vec<(Option<Col>, Rule)>) {
+        for (col, rule) in errs {
+            self.errors.push(InputError {
+                file: self.file.clone(),
+                line,
+                column: col.map(|c| c.name().to_string()),
+                rule,
+            });
+        }
+    }
+}
+
+/// Free text: `required` → non-empty; at most `max` characters; no control characters.
+/// `Ok(None)` when the column is absent or (optional and) empty.
+fn text(cell: Cell<'_>, required: bool, max: usize) -> Result<Option<String>, Rule> {
+    let v = match cell {
+        Cell::Bad => return Ok(None),
+        Cell::Absent | Cell::Value("") if required => return Err(Rule::Missing),
+        Cell::Absent => return Ok(None),
+        Cell::Value(v) => v,
+    };
+    let len = v.chars().count();
+    if len > max {
+        return Err(Rule::TooLong { max, len });
+    }
+    if let Some(c) = v.chars().find(|c| c.is_control()) {
+        return Err(Rule::ControlCharacter(c));
+    }
+    Ok(Some(v.to_string()))
+}
+
+/// Reference §6 5.2 decision: 1–34 characters `[A-Za-z0-9]`. Never echoed in full.
+fn account_no(cell: Cell<'_>) -> Result<Option<String>, Rule> {
+    let v = match cell {
+        Cell::Bad => return Ok(None),
+        Cell::Absent | Cell::Value("") => return Err(Rule::Missing),
+        Cell::Value(v) => v,
+    };
+    let len = v.chars().count();
+    if len > ACCOUNT_NO_MAX_CHARS {
+        return Err(Rule::TooLong {
+            max: ACCOUNT_NO_MAX_CHARS,
+            len,
+        });
+    }
+    if let Some(bad) = v.chars().find(|c| !c.is_ascii_alphanumeric()) {
+        return Err(Rule::BadCharacter {
+            bad,
+            allowed: "letters A-Z, a-z and digits 0-9",
+        });
+    }
+    Ok(Some(v.to_string()))
+}
+
+/// Reference §12 rules 5 and 6: decimal text → centavos, > 0, ≤ the cap on InstaPay.
+fn amount(s: &str, channel: Option<Channel>) -> Result<Centavos, Rule> {
+    let a = Centavos::parse_php(s).map_err(|e| match e {
+        MoneyError::Empty => Rule::Missing,
+        MoneyError::Invalid(v) => Rule::NotANumber(v),
+        MoneyError::TooManyDecimals(v) => Rule::TooManyDecimals(v),
+        MoneyError::Overflow(v) => Rule::AmountTooLarge(v),
+    })?;
+    if !a.is_positive() {
+        return Err(Rule::AmountNotPositive(s.to_string()));
+    }
+    if channel == Some(Channel::Instapay) && a > INSTAPAY_CAP {
+        return Err(Rule::AboveInstapayCap(a));
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const HEADER: &str =
+        "reference,channel,account_no,account_name,middle_name,last_name,bank,amount,currency,note\n";
+
+    fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.path().join(name);
+        let mut f = File::create(&p).unwrap();
+        f.write_all(bytes).unwrap();
+        p
+    }
+
+    fn read(body: &str) -> PayoutFile {
+        read_with(body, &ValidationOptions::default())
+    }
+
+    fn read_with(body: &str, opts: &ValidationOptions) -> PayoutFile {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "payouts.csv", body.as_bytes());
+        read_payouts(&p, opts).unwrap()
+    }
+
+    /// The single error of a file with one bad row: (line, column, message).
+    fn one_error(body: &str) -> (u64, Option<String>, String) {
+        let f = read(body);
+        assert_eq!(f.errors.len(), 1, "{}", f.describe_errors());
+        let e = &f.errors[0];
+        (e.line, e.column.clone(), e.rule.to_string())
+    }
+
+    fn ok_row(reference: &str, amount: &str) -> String {
+        format!("{reference},instapay,001234567890,Juan,Santos,Dela Cruz,BDO Unibank Inc.,{amount},PHP,salary\n")
+    }
+
+    #[test]
+    fn reads_a_good_file() {
+        let body = format!(
+            "{HEADER}{}{}R3,STARPAY,09171234567,Maria,,Reyes,,\"1,500.50\",,\n",
+            ok_row("R1", "1500"),
+            ok_row("R2", "2500.5"),
+        );
+        let f = read(&body);
+        assert!(f.is_valid(), "{}", f.describe_errors());
+        assert_eq!(f.rows.len(), 3);
+        assert_eq!(f.total, Centavos::new(150_000 + 250_050 + 150_050));
+        let r3 = &f.rows[2];
+        assert_eq!(r3.line, 4);
+        assert_eq!(r3.channel, Channel::Starpay);
+        assert_eq!(r3.bank, None);
+        assert_eq!(r3.middle_name, "");
+        assert_eq!(r3.note, None);
+        assert_eq!(r3.amount, Centavos::new(150_050));
+        let r1 = &f.rows[0];
+        assert_eq!(r1.bank.as_deref(), Some("BDO Unibank Inc."));
+        assert_eq!(r1.note.as_deref(), Some("salary"));
+        assert_eq!(f.sha256.len(), 64);
+        assert!(!format!("{r1:?}").contains("001234567890"));
+    }
+
+    #[test]
+    fn bom_crlf_and_column_order() {
+        let body = "\u{FEFF}Amount,Reference,CHANNEL,account_no,account_name,last_name,bank\r\n\
+                    \"12,000.00\",A-1,instapay,123,Ana,Cruz,GCash\r\n\r\n\
+                    7,A-2,instapay,456,Ben,Lim,Maya\r\n";
+        let f = read(body);
+        assert!(f.is_valid(), "{}", f.describe_errors());
+        assert_eq!(
+            f.rows
+                .iter()
+                .map(|r| (r.line, r.amount.get()))
+                .collect::<Vec<_>>(),
+            vec![(2, 1_200_000), (4, 700)]
+        );
+        assert_eq!(f.rows[0].reference, "A-1");
+    }
+
+    #[test]
+    fn sha256_is_of_the_file_bytes() {
+        let body = format!("{HEADER}{}", ok_row("R1", "1"));
+        let f = read(&body);
+        use sha2::Digest;
+        let want: String = sha2::Sha256::digest(body.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(f.sha256, want);
+    }
+
+    #[test]
+    fn each_value_rule() {
+        let r = |reference: &str,
+                 channel: &str,
+                 acct: &str,
+                 name: &str,
+                 mid: &str,
+                 last: &str,
+                 bank: &str,
+                 amount: &str,
+                 cur: &str,
+                 note: &str| {
+            format!("{HEADER}{reference},{channel},{acct},{name},{mid},{last},{bank},{amount},{cur},{note}\n")
+        };
+        let long65 = "x".repeat(65);
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                r("", "instapay", "1", "A", "", "B", "GCash", "1", "", ""),
+                "reference",
+                "required value is empty",
+            ),
+            (
+                r(&long65, "instapay", "1", "A", "", "B", "GCash", "1", "", ""),
+                "reference",
+                "longer than 64 characters (65)",
+            ),
+            (
+                r(
+                    "R\u{7}", "instapay", "1", "A", "", "B", "GCash", "1", "", "",
+                ),
+                "reference",
+                "control character",
+            ),
+            (
+                r("R", "", "1", "A", "", "B", "GCash", "1", "", ""),
+                "channel",
+                "required value is empty",
+            ),
+            (
+                r("R", "pesonet", "1", "A", "", "B", "GCash", "1", "", ""),
+                "channel",
+                "unknown channel \"pesonet\"",
+            ),
+            (
+                r("R", "instapay", "", "A", "", "B", "GCash", "1", "", ""),
+                "account_no",
+                "required value is empty",
+            ),
+            (
+                r(
+                    "R",
+                    "instapay",
+                    &"1".repeat(35),
+                    "A",
+                    "",
+                    "B",
+                    "GCash",
+                    "1",
+                    "",
+                    "",
+                ),
+                "account_no",
+                "longer than 34 characters (35)",
+            ),
+            (
+                r(
+                    "R",
+                    "instapay",
+                    "0012-3456",
+                    "A",
+                    "",
+                    "B",
+                    "GCash",
+                    "1",
+                    "",
+                    "",
+                ),
+                "account_no",
+                "contains '-'",
+            ),
+            (
+                r("R", "instapay", "1", "", "", "B", "GCash", "1", "", ""),
+                "account_name",
+                "required value is empty",
+            ),
+            (
+                r("R", "instapay", "1", &long65, "", "B", "GCash", "1", "", ""),
+                "account_name",
+                "longer than 64",
+            ),
+            (
+                r(
+                    "R", "instapay", "1", "A", &long65, "B", "GCash", "1", "", "",
+                ),
+                "middle_name",
+                "longer than 64",
+            ),
+            (
+                r("R", "instapay", "1", "A", "", "", "GCash", "1", "", ""),
+                "last_name",
+                "required value is empty",
+            ),
+            (
+                r("R", "instapay", "1", "A", "", "B", "", "1", "", ""),
+                "bank",
+                "required value is empty",
+            ),
+            (
+                r(
+                    "R",
+                    "instapay",
+                    "1",
+                    "A",
+                    "",
+                    "B",
+                    &"b".repeat(129),
+                    "1",
+                    "",
+                    "",
+                ),
+                "bank",
+                "longer than 128",
+            ),
+            (
+                r("R", "instapay", "1", "A", "", "B", "GCash", "", "", ""),
+                "amount",
+                "required value is empty",
+            ),
+            (
+                r("R", "instapay", "1", "A", "", "B", "GCash", "0", "", ""),
+                "amount",
+                "greater than zero (\"0\")",
+            ),
+            (
+                r("R", "instapay", "1", "A", "", "B", "GCash", "-5", "", ""),
+                "amount",
+                "greater than zero (\"-5\")",
+            ),
+            (
+                r(
+                    "R", "instapay", "1", "A", "", "B", "GCash", "12.345", "", "",
+                ),
+                "amount",
+                "more than 2 decimal places (\"12.345\")",
+            ),
+            (
+                r("R", "instapay", "1", "A", "", "B", "GCash", "12abc", "", ""),
+                "amount",
+                "not a number",
+            ),
+            (
+                r("R", "instapay", "1", "A", "", "B", "GCash", "1e3", "", ""),
+                "amount",
+                "not a number",
+            ),
+            (
+                r(
+                    "R",
+                    "instapay",
+                    "1",
+                    "A",
+                    "",
+                    "B",
+                    "GCash",
+                    "99999999999999999999",
+                    "",
+                    "",
+                ),
+                "amount",
+                "too large",
+            ),
+            (
+                r(
+                    "R", "instapay", "1", "A", "", "B", "GCash", "50000.01", "", "",
+                ),
+                "amount",
+                "PHP 50000.01 is above the InstaPay limit",
+            ),
+            (
+                r("R", "instapay", "1", "A", "", "B", "GCash", "1", "USD", ""),
+                "currency",
+                "unknown currency \"USD\"",
+            ),
+            (
+                r(
+                    "R",
+                    "instapay",
+                    "1",
+                    "A",
+                    "",
+                    "B",
+                    "GCash",
+                    "1",
+                    "",
+                    &"n".repeat(93),
+                ),
+                "note",
+                "longer than 92 characters (93)",
+            ),
+        ];
+        for (body, col, msg) in cases {
+            let (line, column, text) = one_error(&body);
+            assert_eq!(line, 2, "{body}");
+            assert_eq!(column.as_deref(), Some(col), "{body}: {text}");
+            assert!(
+                text.contains(msg),
+                "{col}: {text:?} does not contain {msg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cap_is_inclusive_and_starpay_has_none() {
+        let body = format!(
+            "{HEADER}{}R2,starpay,0917,A,,B,,\"75,000\",,\n",
+            ok_row("R1", "\"50,000.00\"")
+        );
+        let f = read(&body);
+        assert!(f.is_valid(), "{}", f.describe_errors());
+        assert_eq!(f.total, Centavos::new(12_500_000));
+    }
+
+    #[test]
+    fn php_currency_any_case_and_names_with_enye() {
+        let body = format!("{HEADER}R1,instapay,1,José,Ñino,Peñafiel,GCash,1,php,\n");
+        let f = read(&body);
+        assert!(f.is_valid(), "{}", f.describe_errors());
+        assert_eq!(f.rows[0].middle_name, "Ñino");
+    }
+
+    #[test]
+    fn bank_list_is_checked_for_instapay_only() {
+        let banks: HashSet<String> = ["GCash".to_string(), "Maya".to_string()].into();
+        let opts = ValidationOptions {
+            banks: Some(&banks),
+            already_paid: None,
+        };
+        let body = format!(
+            "{HEADER}R1,instapay,1,A,,B,gcash,1,,\nR2,starpay,1,A,,B,Nowhere Bank,1,,\nR3,instapay,1,A,,B,Maya,1,,\n"
+        );
+        let f = read_with(&body, &opts);
+        assert_eq!(f.rows.len(), 2);
+        assert_eq!(f.errors.len(), 1);
+        assert_eq!(
+            f.errors[0].to_string().rsplit_once(".csv: ").unwrap().1,
+            "line 2, column bank: bank \"gcash\" is not in the list of receiving banks (did you mean \"GCash\"?)"
+        );
+    }
+
+    #[test]
+    fn duplicates_name_both_lines_and_already_paid_is_asked() {
+        let paid = |r: &str| r == "OLD-1";
+        let opts = ValidationOptions {
+            banks: None,
+            already_paid: Some(&paid),
+        };
+        let body = format!(
+            "{HEADER}{}{}{}",
+            ok_row("R1", "1"),
+            ok_row("OLD-1", "1"),
+            ok_row("R1", "2")
+        );
+        let f = read_with(&body, &opts);
+        assert_eq!(f.rows.len(), 1);
+        let msgs: Vec<String> = f.errors.iter().map(ToString::to_string).collect();
+        assert!(msgs[0].ends_with(
+            "line 3, column reference: reference \"OLD-1\" was already paid in an earlier run"
+        ));
+        assert!(msgs[1].ends_with("line 4, column reference: reference \"R1\" is also on line 2"));
+    }
+
+    #[test]
+    fn all_row_errors_are_collected_and_capped() {
+        let mut body = String::from(HEADER);
+        for i in 0..1200 {
+            body.push_str(&format!("R{i},instapay,1,A,,B,GCash,1.001,EUR,\n"));
+        }
+        body.push_str(&ok_row("GOOD", "5"));
+        let f = read(&body);
+        assert_eq!(f.rows.len(), 1);
+        assert_eq!(f.errors.len(), super::super::MAX_ERRORS);
+        assert_eq!(f.errors_omitted, 2400 - super::super::MAX_ERRORS);
+        assert!(f.describe_errors().ends_with("… and 1400 more errors"));
+        // Two errors on the first row, in column order.
+        assert_eq!(f.errors[0].column.as_deref(), Some("amount"));
+        assert_eq!(f.errors[1].column.as_deref(), Some("currency"));
+    }
+
+    #[test]
+    fn wrong_field_count_is_one_error_without_column() {
+        let body = format!("{HEADER}R1,instapay,1,A,,B,GCash,1,PHP\n");
+        let (line, column, msg) = one_error(&body);
+        assert_eq!((line, column), (2, None));
+        assert!(msg.contains("9 fields but the header has 10"), "{msg}");
+    }
+
+    #[test]
+    fn blank_rows_are_skipped_and_lines_stay_physical() {
+        let body = format!("{HEADER},,,,,,,,,\n\n   \n{}", ok_row("R1", "x"));
+        let (line, column, _) = one_error(&body);
+        assert_eq!((line, column.as_deref()), (5, Some("amount")));
+    }
+
+    #[test]
+    fn header_errors_name_missing_unknown_and_duplicate_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            &dir,
+            "h.csv",
+            b"reference,channel,account_no,account_name,last_name,ammount,note,note,\nx\n",
+        );
+        let e = read_payouts(&p, &ValidationOptions::default()).unwrap_err();
+        assert_eq!(e.line, 1);
+        let msg = e.to_string();
+        assert!(msg.contains("missing required column(s): amount"), "{msg}");
+        assert!(
+            msg.contains("\"ammount\" (did you mean \"amount\"?)"),
+            "{msg}"
+        );
+        assert!(msg.contains("a column with no name"), "{msg}");
+        assert!(msg.contains("named twice: note"), "{msg}");
+    }
+
+    #[test]
+    fn starpay_only_file_may_omit_bank_but_instapay_rows_then_fail() {
+        let body = "reference,channel,account_no,account_name,last_name,amount\n\
+                    R1,starpay,1,A,B,10\nR2,instapay,2,A,B,10\n";
+        let (line, column, msg) = one_error(body);
+        assert_eq!((line, column.as_deref()), (3, Some("bank")));
+        assert_eq!(msg, "required value is empty");
+    }
+
+    #[test]
+    fn non_utf8_value_names_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = HEADER.as_bytes().to_vec();
+        bytes.extend(b"R1,instapay,1,Jos\xe9,,B,GCash,1,,\n");
+        let p = write(&dir, "latin1.csv", &bytes);
+        let f = read_payouts(&p, &ValidationOptions::default()).unwrap();
+        assert_eq!(f.errors.len(), 1);
+        let e = &f.errors[0];
+        assert_eq!((e.line, e.column.as_deref()), (2, Some("account_name")));
+        assert!(matches!(e.rule, Rule::NotUtf8));
+    }
+}
