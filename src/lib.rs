@@ -20,6 +20,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod domain;
+pub mod engine;
 pub mod input;
 
 pub mod logging;

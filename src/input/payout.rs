@@ -110,12 +110,7 @@ impl fmt::Debug for PayoutRow {
     }
 }
 
-/// `…7890`: the last four characters, which is also what the simulator's scenarios key on.
-pub fn mask_account(account_no: &str) -> String {
-    let n = account_no.chars().count();
-    let tail: String = account_no.chars().skip(n.saturating_sub(4)).collect();
-    format!("…{tail}")
-}
+pub use crate::logging::mask_account;
 
 /// What the caller knows that the file does not.
 #[derive(Default, Clone, Copy)]

@@ -246,6 +246,12 @@ impl Client {
     /// Canonical bytes + signature, computed on the blocking pool so both cores can sign.
     pub async fn sign<O: Operation>(&self, request: &O) -> Result<SignedRequest, ClientError> {
         let bytes = sign::canonical_bytes(request, &[("service", O::SERVICE)])?;
+        self.sign_bytes(bytes).await
+    }
+
+    /// Signs stored request bytes (a resend signs the same bytes again; PKCS#1 v1.5 is
+    /// deterministic, so the signature is the same too unless the key was replaced).
+    pub async fn sign_bytes(&self, bytes: Vec<u8>) -> Result<SignedRequest, ClientError> {
         let signer = Arc::clone(&self.signer);
         tokio::task::spawn_blocking(move || SignedRequest::sign(&signer, bytes))
             .await

@@ -1,0 +1,111 @@
+//! One rate limiter shared by sends and queries (governor), with the rate cut of reference §12
+//! rule 8: on a 406 the rate halves; after 50 successes it rises again additively, up to the
+//! configured rate.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+/// Successes needed before the rate rises by one step after a cut.
+pub const SUCCESSES_PER_STEP: u32 = 50;
+
+struct Inner {
+    limiter: Arc<DefaultDirectRateLimiter>,
+    current: u32,
+    successes: u32,
+}
+
+pub struct AdaptiveLimiter {
+    max: u32,
+    burst: u32,
+    inner: Mutex<Inner>,
+}
+
+fn build(rate: u32, burst: u32) -> Arc<DefaultDirectRateLimiter> {
+    let r = NonZeroU32::new(rate.max(1)).unwrap_or(NonZeroU32::MIN);
+    let b = NonZeroU32::new(burst.clamp(1, rate.max(1))).unwrap_or(NonZeroU32::MIN);
+    Arc::new(RateLimiter::direct(Quota::per_second(r).allow_burst(b)))
+}
+
+impl AdaptiveLimiter {
+    /// `rate` requests per second with bursts of up to `burst` (capped at `rate`).
+    pub fn new(rate: u32, burst: u32) -> AdaptiveLimiter {
+        let rate = rate.max(1);
+        AdaptiveLimiter {
+            max: rate,
+            burst: burst.max(1),
+            inner: Mutex::new(Inner {
+                limiter: build(rate, burst),
+                current: rate,
+                successes: 0,
+            }),
+        }
+    }
+
+    /// Waits for a permit.
+    pub async fn acquire(&self) {
+        let limiter = match self.inner.lock() {
+            Ok(g) => Arc::clone(&g.limiter),
+            Err(p) => Arc::clone(&p.into_inner().limiter),
+        };
+        limiter.until_ready().await;
+    }
+
+    pub fn current_rate(&self) -> u32 {
+        self.inner.lock().map(|g| g.current).unwrap_or(self.max)
+    }
+
+    /// A 406: halve the rate (not below 1/s).
+    pub fn cut(&self) {
+        if let Ok(mut g) = self.inner.lock() {
+            let next = (g.current / 2).max(1);
+            if next != g.current {
+                g.current = next;
+                g.limiter = build(next, self.burst.min(next));
+                tracing::warn!(rate = next, "406 from Starpay: request rate cut");
+            }
+            g.successes = 0;
+        }
+    }
+
+    /// A request that was not rate-limited: additive increase after enough of them.
+    pub fn success(&self) {
+        if let Ok(mut g) = self.inner.lock() {
+            if g.current >= self.max {
+                return;
+            }
+            g.successes += 1;
+            if g.successes >= SUCCESSES_PER_STEP {
+                g.successes = 0;
+                g.current = (g.current + 1).min(self.max);
+                g.limiter = build(g.current, self.burst.min(g.current));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_halves_and_successes_restore() {
+        let l = AdaptiveLimiter::new(20, 20);
+        l.cut();
+        assert_eq!(l.current_rate(), 10);
+        l.cut();
+        assert_eq!(l.current_rate(), 5);
+        for _ in 0..SUCCESSES_PER_STEP {
+            l.success();
+        }
+        assert_eq!(l.current_rate(), 6);
+        for _ in 0..(SUCCESSES_PER_STEP * 100) {
+            l.success();
+        }
+        assert_eq!(l.current_rate(), 20);
+        let one = AdaptiveLimiter::new(1, 1);
+        one.cut();
+        assert_eq!(one.current_rate(), 1);
+    }
+}

@@ -1,0 +1,801 @@
+//! The payout engine: drives every open row of a run to a final state, or leaves it explicitly
+//! unresolved for the next run (reference §12). One task per row; a semaphore bounds requests in
+//! flight; one adaptive limiter paces sends and queries.
+//!
+//! Invariants (the non-negotiables):
+//! - a payout's msgId and exact bytes are committed before the first send (`store::allocate_attempt`);
+//! - an unknown outcome is resolved by query; the only resend is of the *same* msgId and bytes
+//!   (406, a connect failure, a stop code, or the not-found rule);
+//! - a row's state changes only from a verified `trxState` or a verified 404 after a verified
+//!   rejection, through `policy`, and is saved by compare-and-set with the raw answer as evidence.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::domain::{Centavos, MchId, MsgId, RowState, TrxState};
+use crate::engine::limiter::AdaptiveLimiter;
+use crate::engine::policy::{self, NotFoundAction, QueryVerdict, ResolveSettings, SendVerdict};
+use crate::logging::mask_account;
+use crate::starpay::client::{Answer, Client, ClientError, Outcome};
+use crate::starpay::model::{
+    Currency, DisburseBalanceRequest, DisburseQueryRequest, DisburseResponse,
+    InstapayDisburseRequest, Operation, QueryResponse, WalletDisburseRequest,
+};
+use crate::starpay::sign;
+use crate::store::{self, Event, RowRecord, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot build the request for line {line}: {detail}")]
+    Build { line: i64, detail: String },
+    #[error("{0}")]
+    Preflight(String),
+    #[error("a row task failed: {0}")]
+    Task(String),
+}
+
+/// Settings the engine needs, built by `cmd::run` from the job file.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub concurrency: usize,
+    pub requests_per_second: u32,
+    pub burst: u32,
+    pub resolve: ResolveSettings,
+    pub notify_url: Option<String>,
+}
+
+/// How a drive of a run ended.
+#[derive(Debug, Clone, Default)]
+pub struct DriveResult {
+    /// Set when a stop-the-run code (401/402/410/411/414) or Ctrl-C stopped the run.
+    pub stopped: Option<String>,
+}
+
+pub struct PayoutEngine {
+    client: Client,
+    store: Store,
+    settings: EngineSettings,
+    limiter: AdaptiveLimiter,
+    in_flight: Semaphore,
+    db_id: String,
+    stop_tx: watch::Sender<Option<String>>,
+    done: AtomicU64,
+}
+
+const OP_INSTAPAY: &str = "5.2";
+const OP_WALLET: &str = "5.3";
+
+impl PayoutEngine {
+    pub async fn new(
+        client: Client,
+        store: Store,
+        settings: EngineSettings,
+    ) -> Result<Arc<PayoutEngine>, EngineError> {
+        let db_id = store.call(|c| store::db_id(c)).await?;
+        let (stop_tx, _) = watch::channel(None);
+        Ok(Arc::new(PayoutEngine {
+            limiter: AdaptiveLimiter::new(settings.requests_per_second, settings.burst),
+            in_flight: Semaphore::new(settings.concurrency.max(1)),
+            client,
+            store,
+            settings,
+            db_id,
+            stop_tx,
+            done: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Stops taking work (Ctrl-C or a stop code). In-flight requests finish; their rows stay
+    /// IN_FLIGHT/UNKNOWN and are resolved by query on the next run.
+    pub fn stop(&self, reason: String) {
+        self.stop_tx.send_if_modified(|s| {
+            if s.is_none() {
+                *s = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop_tx.borrow().is_some()
+    }
+
+    pub fn rows_done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// A fresh msgId for a query or balance check, recorded before use.
+    async fn fresh_msg_id(
+        &self,
+        prefix: char,
+        purpose: &'static str,
+        row_id: Option<i64>,
+    ) -> Result<MsgId, EngineError> {
+        let db = self.db_id.clone();
+        let id = self
+            .store
+            .call(move |c| {
+                let n = store::next_counter(c, purpose)?;
+                let id = format!("{prefix}{db}{n}");
+                store::record_msg_id(c, &id, purpose, row_id)?;
+                Ok(id)
+            })
+            .await?;
+        MsgId::new(id).map_err(|e| EngineError::Build {
+            line: 0,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Pre-flight balance (5.6): the available disbursement balance, verified.
+    pub async fn balance(&self) -> Result<Centavos, EngineError> {
+        let msg_id = self.fresh_msg_id('B', "balance", None).await?;
+        let req = DisburseBalanceRequest {
+            msg_id,
+            mch_id: self.client.mch_id().clone(),
+        };
+        self.limiter.acquire().await;
+        let answer = self
+            .client
+            .disbursement_balance(&req)
+            .await
+            .map_err(|e| EngineError::Preflight(format!("balance query (5.6) failed: {e}")))?;
+        if !answer.response.code.is_success() {
+            return Err(EngineError::Preflight(format!(
+                "balance query (5.6) answered code {} {}",
+                answer.response.code, answer.response.message
+            )));
+        }
+        answer.response.balance.ok_or_else(|| {
+            EngineError::Preflight("balance query (5.6) answer has no balance".into())
+        })
+    }
+
+    /// Drives every open row of `run_id` until it is terminal, the deadline passes, or the run
+    /// is stopped.
+    pub async fn drive(self: &Arc<Self>, run_id: i64) -> Result<DriveResult, EngineError> {
+        let rows = self
+            .store
+            .call(move |c| store::rows_of_run(c, run_id, true))
+            .await?;
+        let deadline = Instant::now() + self.settings.resolve.deadline;
+        let mut tasks = JoinSet::new();
+        for row in rows {
+            let engine = Arc::clone(self);
+            tasks.spawn(async move {
+                let line = row.line;
+                let result = engine.drive_row(row, deadline).await;
+                engine.done.fetch_add(1, Ordering::Relaxed);
+                (line, result)
+            });
+        }
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(()))) => {}
+                Ok((line, Err(e))) => {
+                    tracing::error!(line, error = %e, "row could not be driven; it stays unresolved");
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(EngineError::Task(e.to_string()));
+                }
+            }
+        }
+        let stopped = self.stop_tx.borrow().clone();
+        if let Some(e) = first_error {
+            if stopped.is_none() {
+                return Err(e);
+            }
+        }
+        Ok(DriveResult { stopped })
+    }
+
+    async fn save(
+        &self,
+        row: &RowRecord,
+        expected: RowState,
+        sent: bool,
+        mut event: Event,
+    ) -> Result<(), EngineError> {
+        event.run_id = Some(row.run_id);
+        event.row_id = Some(row.id);
+        event.old_state = Some(expected);
+        event.new_state = Some(row.state);
+        let row = row.clone();
+        self.store
+            .call(move |c| store::save_row(c, &row, expected, sent, &event))
+            .await?;
+        Ok(())
+    }
+
+    async fn drive_row(&self, mut row: RowRecord, deadline: Instant) -> Result<(), EngineError> {
+        if row.state == RowState::InFlight {
+            // Interrupted mid-request (crash or kill): the outcome is unknown (rule 2).
+            let old = row.state;
+            row.state = RowState::Unknown;
+            row.message = Some("interrupted while in flight; resolving by query".into());
+            self.save(
+                &row,
+                old,
+                false,
+                Event {
+                    kind: "recovered_in_flight",
+                    ..Event::default()
+                },
+            )
+            .await?;
+        }
+        let mut backoff_try: u32 = 0;
+        loop {
+            if self.stopped() || row.state.is_terminal() {
+                return Ok(());
+            }
+            match row.state {
+                RowState::New => self.allocate(&mut row).await?,
+                RowState::Unsent => {
+                    if Instant::now() >= deadline {
+                        return Ok(());
+                    }
+                    match self.send(&mut row).await? {
+                        Step::Continue => backoff_try = 0,
+                        Step::Backoff => {
+                            self.sleep_backoff(backoff_try, deadline).await;
+                            backoff_try += 1;
+                        }
+                    }
+                }
+                RowState::InFlight => {
+                    // Only reachable if a save failed mid-step; treat as unknown next time.
+                    return Ok(());
+                }
+                RowState::Pending | RowState::Unknown | RowState::FailHeld => {
+                    let now = store::now_ms();
+                    if let Some(first) = row.first_sent_at {
+                        if now - first >= self.settings.resolve.max_resolve.as_millis() as i64 {
+                            let old = row.state;
+                            row.state = RowState::NeedsAttention;
+                            row.message =
+                                Some("still unresolved after the maximum resolve time".into());
+                            self.save(
+                                &row,
+                                old,
+                                false,
+                                Event {
+                                    kind: "gave_up",
+                                    ..Event::default()
+                                },
+                            )
+                            .await?;
+                            return Ok(());
+                        }
+                    }
+                    let due = self.next_query_at(&row);
+                    let wait = Duration::from_millis(due.saturating_sub(now).max(0) as u64);
+                    if Instant::now() + wait > deadline {
+                        return Ok(());
+                    }
+                    if !wait.is_zero() {
+                        let mut stop_rx = self.stop_tx.subscribe();
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            _ = stop_rx.wait_for(|s| s.is_some()) => return Ok(()),
+                        }
+                    }
+                    match self.query(&mut row).await? {
+                        Step::Continue => backoff_try = 0,
+                        Step::Backoff => {
+                            self.sleep_backoff(backoff_try, deadline).await;
+                            backoff_try += 1;
+                        }
+                    }
+                }
+                RowState::Success
+                | RowState::Failed
+                | RowState::Reversed
+                | RowState::Rejected
+                | RowState::NeedsAttention => return Ok(()),
+            }
+        }
+    }
+
+    /// When the next query of `row` is due (ms since epoch): the poll schedule counted from the
+    /// last send, then every poll interval after the last check.
+    fn next_query_at(&self, row: &RowRecord) -> i64 {
+        let s = &self.settings.resolve;
+        let n = row.query_count.max(0) as usize;
+        match (row.last_sent_at, row.last_checked_at) {
+            (Some(sent), _) if n < s.poll_schedule.len() => {
+                sent + s.poll_delay(n).as_millis() as i64
+            }
+            (_, Some(checked)) => checked + s.poll_interval.as_millis() as i64,
+            (Some(sent), None) => sent + s.poll_delay(n).as_millis() as i64,
+            (None, None) => 0,
+        }
+    }
+
+    async fn sleep_backoff(&self, n: u32, deadline: Instant) {
+        let base = self.settings.resolve.backoff(n);
+        // Full jitter in [base/2, base].
+        let jitter = rand::rng().random_range(0.5f64..=1.0);
+        let wait = base.mul_f64(jitter);
+        let wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+        let mut stop_rx = self.stop_tx.subscribe();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop_rx.wait_for(|s| s.is_some()) => {}
+        }
+    }
+
+    /// Builds the payout request, derives its msgId from (database, run, line, attempt) and
+    /// commits msgId + bytes before anything is sent.
+    async fn allocate(&self, row: &mut RowRecord) -> Result<(), EngineError> {
+        let seq = row.attempt.as_ref().map_or(1, |a| a.seq + 1);
+        let msg_id = format!("P{}R{}L{}A{}", self.db_id, row.run_id, row.line, seq);
+        let msg_id = MsgId::new(msg_id).map_err(|e| EngineError::Build {
+            line: row.line,
+            detail: e.to_string(),
+        })?;
+        let (op, bytes) = build_payout_bytes(
+            row,
+            msg_id.clone(),
+            self.client.mch_id(),
+            self.settings.notify_url.as_deref(),
+        )?;
+        let r = row.clone();
+        let mid = msg_id.to_string();
+        let attempt = self
+            .store
+            .call(move |c| store::allocate_attempt(c, &r, &mid, op, &bytes))
+            .await?;
+        tracing::debug!(line = row.line, msg_id = %attempt.msg_id, "attempt allocated");
+        row.attempt = Some(attempt);
+        row.state = RowState::Unsent;
+        row.verified_reject = false;
+        row.not_found_count = 0;
+        row.hold_since = None;
+        for f in [
+            &mut row.trx_state,
+            &mut row.code,
+            &mut row.message,
+            &mut row.error_code,
+            &mut row.error_message,
+            &mut row.order_no,
+            &mut row.ref_no,
+        ] {
+            *f = None;
+        }
+        row.query_count = 0;
+        Ok(())
+    }
+
+    /// Sends the row's current attempt (same msgId, same bytes) once.
+    async fn send(&self, row: &mut RowRecord) -> Result<Step, EngineError> {
+        let Some(attempt) = row.attempt.clone() else {
+            return Err(EngineError::Build {
+                line: row.line,
+                detail: "UNSENT row has no attempt".into(),
+            });
+        };
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|e| EngineError::Task(e.to_string()))?;
+        self.limiter.acquire().await;
+        if self.stopped() {
+            return Ok(Step::Continue);
+        }
+        // Mark in flight first: a crash from here on means "outcome unknown".
+        let old = row.state;
+        let now = store::now_ms();
+        let resend_after_not_found =
+            row.not_found_count >= i64::from(self.settings.resolve.not_found_queries);
+        row.state = RowState::InFlight;
+        row.first_sent_at.get_or_insert(now);
+        row.last_sent_at = Some(now);
+        row.query_count = 0;
+        self.save(
+            row,
+            old,
+            true,
+            Event {
+                kind: "sending",
+                msg_id: Some(attempt.msg_id.clone()),
+                ..Event::default()
+            },
+        )
+        .await?;
+        tracing::info!(line = row.line, msg_id = %attempt.msg_id, account = %mask_account(&row.account_no), amount = %row.amount, "sending payout");
+
+        let bytes = attempt.request_bytes.clone();
+        let signed = match self.client.sign_bytes(bytes).await {
+            Ok(s) => s,
+            Err(e) => {
+                row.state = RowState::Unsent;
+                row.message = Some(format!("not sent: {e}"));
+                self.save(
+                    row,
+                    RowState::InFlight,
+                    false,
+                    Event {
+                        kind: "not_sent",
+                        detail: Some(e.to_string()),
+                        ..Event::default()
+                    },
+                )
+                .await?;
+                self.stop(format!("signing failed: {e}"));
+                return Ok(Step::Continue);
+            }
+        };
+        let result = if attempt.operation == OP_WALLET {
+            self.client.send::<WalletDisburseRequest>(&signed).await
+        } else {
+            self.client.send::<InstapayDisburseRequest>(&signed).await
+        };
+        let mut event = Event {
+            kind: "send_answer",
+            msg_id: Some(attempt.msg_id.clone()),
+            ..Event::default()
+        };
+        let step = match result {
+            Ok(answer) => {
+                event.raw = Some(answer.raw_body.to_vec());
+                self.on_send_answer(row, &answer, resend_after_not_found)
+            }
+            Err(e) => {
+                event.raw = e.raw_body().map(|b| b.to_vec());
+                event.detail = Some(e.to_string());
+                self.on_send_error(row, &e, resend_after_not_found)
+            }
+        };
+        if row.state == RowState::InFlight {
+            // Defensive: every branch above sets a state; never leave a row in flight.
+            row.state = RowState::Unknown;
+        }
+        self.save(row, RowState::InFlight, false, event).await?;
+        Ok(step)
+    }
+
+    fn on_send_answer(
+        &self,
+        row: &mut RowRecord,
+        answer: &Answer<DisburseResponse>,
+        resend_after_not_found: bool,
+    ) -> Step {
+        let r = &answer.response;
+        row.code = Some(r.code.to_string());
+        row.message = Some(r.message.clone());
+        match policy::on_send_code(&r.code, true, r.trx_state.is_some()) {
+            SendVerdict::Apply => {
+                self.limiter.success();
+                row.not_found_count = 0;
+                self.apply_trx(
+                    row,
+                    r.trx_state.as_ref(),
+                    r.order_no.clone(),
+                    None,
+                    r.error_code.clone(),
+                    r.error_message.clone(),
+                );
+                Step::Continue
+            }
+            SendVerdict::Query { verified_reject } => {
+                self.limiter.success();
+                if r.code.as_str() == "403" && resend_after_not_found {
+                    // Rule 3: the resend is refused as repeated while queries say not found.
+                    row.state = RowState::NeedsAttention;
+                    row.message = Some("resend after not-found answered 403 Repeated msgId while queries answer 404; stopped touching the row".into());
+                } else {
+                    row.state = RowState::Unknown;
+                    row.verified_reject = verified_reject;
+                    row.not_found_count = 0;
+                }
+                Step::Continue
+            }
+            SendVerdict::BackOffResend => {
+                self.limiter.cut();
+                row.state = RowState::Unsent;
+                Step::Backoff
+            }
+            SendVerdict::StopRun => {
+                row.state = RowState::Unsent;
+                self.stop(format!("Starpay answered {} {} (line {}): stopping the run; fix the configuration or keys and run again", r.code, r.message, row.line));
+                Step::Continue
+            }
+        }
+    }
+
+    fn on_send_error(
+        &self,
+        row: &mut RowRecord,
+        e: &ClientError,
+        resend_after_not_found: bool,
+    ) -> Step {
+        if let ClientError::Unverified {
+            code: Some(code), ..
+        } = e
+        {
+            row.code = Some(code.to_string());
+            match policy::on_send_code(code, false, false) {
+                SendVerdict::StopRun => {
+                    row.state = RowState::Unsent;
+                    self.stop(format!(
+                        "Starpay answered {code} (unverified) on line {}: stopping the run",
+                        row.line
+                    ));
+                    return Step::Continue;
+                }
+                SendVerdict::BackOffResend => {
+                    self.limiter.cut();
+                    row.state = RowState::Unsent;
+                    return Step::Backoff;
+                }
+                _ => {}
+            }
+        }
+        match e.outcome() {
+            Outcome::NotSent => {
+                row.state = RowState::Unsent;
+                row.message = Some(format!("not sent: {e}"));
+                Step::Backoff
+            }
+            Outcome::Unknown => {
+                let _ = resend_after_not_found;
+                row.state = RowState::Unknown;
+                row.message = Some(format!("outcome unknown: {e}"));
+                Step::Continue
+            }
+        }
+    }
+
+    /// Applies a verified `trxState` to the row (§8 precedence: never from final to non-final).
+    fn apply_trx(
+        &self,
+        row: &mut RowRecord,
+        trx: Option<&TrxState>,
+        order_no: Option<String>,
+        ref_no: Option<String>,
+        error_code: Option<String>,
+        error_message: Option<String>,
+    ) {
+        let Some(trx) = trx else {
+            row.state = RowState::Unknown;
+            return;
+        };
+        let now = store::now_ms();
+        let timeout_fail = matches!(trx, TrxState::Fail)
+            && error_code.as_deref().is_some_and(|c| {
+                crate::starpay::codes::reason_class(c)
+                    == crate::starpay::codes::ReasonClass::Timeout
+            });
+        if timeout_fail && row.hold_since.is_none() {
+            row.hold_since = Some(now);
+        }
+        let next = policy::state_from_trx(
+            trx,
+            error_code.as_deref(),
+            row.hold_since,
+            now,
+            self.settings.resolve.ab_hold,
+        );
+        row.state = next;
+        row.trx_state = Some(trx.as_str().to_string());
+        if let TrxState::Unknown(s) = trx {
+            row.message = Some(format!("UNRECOGNISED_STATE {s}: still polling"));
+        }
+        if order_no.is_some() {
+            row.order_no = order_no;
+        }
+        if ref_no.is_some() {
+            row.ref_no = ref_no;
+        }
+        row.error_code = error_code;
+        row.error_message = error_message;
+    }
+
+    /// One 5.4 query with a fresh msgId.
+    async fn query(&self, row: &mut RowRecord) -> Result<Step, EngineError> {
+        let Some(attempt) = row.attempt.clone() else {
+            return Err(EngineError::Build {
+                line: row.line,
+                detail: "row to query has no attempt".into(),
+            });
+        };
+        let original = MsgId::new(attempt.msg_id.clone()).map_err(|e| EngineError::Build {
+            line: row.line,
+            detail: e.to_string(),
+        })?;
+        let msg_id = self.fresh_msg_id('Q', "query", Some(row.id)).await?;
+        let req = DisburseQueryRequest {
+            msg_id: msg_id.clone(),
+            mch_id: self.client.mch_id().clone(),
+            original_msg_id: original,
+        };
+        let result = {
+            let _permit = self
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|e| EngineError::Task(e.to_string()))?;
+            self.limiter.acquire().await;
+            self.client.query_disbursement(&req).await
+        };
+        let old = row.state;
+        row.last_checked_at = Some(store::now_ms());
+        row.query_count += 1;
+        let mut event = Event {
+            kind: "query_answer",
+            msg_id: Some(msg_id.to_string()),
+            ..Event::default()
+        };
+        let step = match result {
+            Ok(answer) => {
+                event.raw = Some(answer.raw_body.to_vec());
+                self.on_query_answer(row, &answer).await?
+            }
+            Err(e) => {
+                event.raw = e.raw_body().map(|b| b.to_vec());
+                event.detail = Some(e.to_string());
+                match &e {
+                    ClientError::Unverified {
+                        code: Some(code), ..
+                    } => {
+                        match policy::on_query_code(code, false, false) {
+                            QueryVerdict::StopRun => {
+                                self.stop(format!("Starpay answered {code} (unverified) to a query: stopping the run"));
+                                Step::Continue
+                            }
+                            QueryVerdict::BackOff => {
+                                self.limiter.cut();
+                                Step::Backoff
+                            }
+                            _ => Step::Continue,
+                        }
+                    }
+                    _ => Step::Continue,
+                }
+            }
+        };
+        self.save(row, old, row.state == RowState::InFlight, event)
+            .await?;
+        Ok(step)
+    }
+
+    async fn on_query_answer(
+        &self,
+        row: &mut RowRecord,
+        answer: &Answer<QueryResponse>,
+    ) -> Result<Step, EngineError> {
+        let r = &answer.response;
+        Ok(
+            match policy::on_query_code(&r.code, true, r.trx_state.is_some()) {
+                QueryVerdict::Apply => {
+                    self.limiter.success();
+                    row.not_found_count = 0;
+                    row.code = Some(r.code.to_string());
+                    row.message = Some(r.message.clone());
+                    self.apply_trx(
+                        row,
+                        r.trx_state.as_ref(),
+                        r.order_no.clone(),
+                        r.ref_no.clone(),
+                        r.error_code.clone(),
+                        r.error_message.clone(),
+                    );
+                    Step::Continue
+                }
+                QueryVerdict::NotFound => {
+                    self.limiter.success();
+                    row.not_found_count += 1;
+                    let since_send = row.last_sent_at.map_or(Duration::MAX, |t| {
+                        Duration::from_millis(store::now_ms().saturating_sub(t).max(0) as u64)
+                    });
+                    match policy::on_not_found(
+                        row.verified_reject,
+                        row.not_found_count as u32,
+                        since_send,
+                        &self.settings.resolve,
+                    ) {
+                        NotFoundAction::Reject => {
+                            row.state = RowState::Rejected;
+                            row.message = Some(format!(
+                            "rejected by Starpay ({} {}) and not found by query: no money moved",
+                            row.code.as_deref().unwrap_or("?"),
+                            row.message.as_deref().unwrap_or("")
+                        ));
+                        }
+                        NotFoundAction::Wait => {}
+                        NotFoundAction::Resend => {
+                            tracing::warn!(line = row.line, "not found after {} queries over the window: resending the same msgId", row.not_found_count);
+                            row.state = RowState::Unsent;
+                        }
+                    }
+                    Step::Continue
+                }
+                QueryVerdict::AskAgain => Step::Continue,
+                QueryVerdict::BackOff => {
+                    self.limiter.cut();
+                    Step::Backoff
+                }
+                QueryVerdict::StopRun => {
+                    self.stop(format!(
+                        "Starpay answered {} {} to a query: stopping the run",
+                        r.code, r.message
+                    ));
+                    Step::Continue
+                }
+            },
+        )
+    }
+}
+
+enum Step {
+    Continue,
+    Backoff,
+}
+
+/// The exact request bytes of a payout row (sorted, compact), and the operation.
+pub fn build_payout_bytes(
+    row: &RowRecord,
+    msg_id: MsgId,
+    mch_id: &MchId,
+    notify_url: Option<&str>,
+) -> Result<(&'static str, Vec<u8>), EngineError> {
+    let build_err = |e: sign::CanonicalError| EngineError::Build {
+        line: row.line,
+        detail: e.to_string(),
+    };
+    if row.channel == "starpay" {
+        let req = WalletDisburseRequest {
+            msg_id,
+            mch_id: mch_id.clone(),
+            acct_no: row.account_no.clone(),
+            acct_name: row.account_name.clone(),
+            acct_middle_name: row.middle_name.clone(),
+            acct_last_name: row.last_name.clone(),
+            trx_amount: row.amount,
+            currency: Currency::Php,
+            attach: row.note.clone(),
+            notify_url: notify_url.map(str::to_string),
+        };
+        let bytes = sign::canonical_bytes(&req, &[("service", WalletDisburseRequest::SERVICE)])
+            .map_err(build_err)?;
+        Ok((OP_WALLET, bytes))
+    } else {
+        let req = InstapayDisburseRequest {
+            msg_id,
+            mch_id: mch_id.clone(),
+            acct_no: row.account_no.clone(),
+            acct_name: row.account_name.clone(),
+            acct_middle_name: row.middle_name.clone(),
+            acct_last_name: row.last_name.clone(),
+            receiving_bank: row.bank.clone().unwrap_or_default(),
+            trx_amount: row.amount,
+            currency: Currency::Php,
+            attach: row.note.clone(),
+            notify_url: notify_url.map(str::to_string),
+        };
+        let bytes = sign::canonical_bytes(&req, &[("service", InstapayDisburseRequest::SERVICE)])
+            .map_err(build_err)?;
+        Ok((OP_INSTAPAY, bytes))
+    }
+}
