@@ -5,6 +5,8 @@
 //! - `starpay`: the protocol: `model` (typed requests/responses), `sign` (canonical bytes, keys,
 //!   signatures: the only module that sees private keys), `codes` (code catalogue as data),
 //!   `client` (one signed attempt, verified answer; no retry).
+//! - `server`: `sim`, the stateful Starpay simulator (state machines, faults, notifications,
+//!   `/_sim/` control routes; guide in `docs/SIMULATOR.md`).
 //! - `cli`: the clap command tree; `cmd`: one module per command.
 //! - `logging`: tracing set-up (human or JSON).
 //!
@@ -16,4 +18,5 @@ pub mod cli;
 pub mod cmd;
 pub mod domain;
 pub mod logging;
+pub mod server;
 pub mod starpay;

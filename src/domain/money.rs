@@ -73,7 +73,7 @@ impl Centavos {
         // Integer part: digits, optionally grouped by commas in threes.
         let digits: String = if int_part.contains(',') {
             let groups: Vec<&str> = int_part.split(',').collect();
-            let first_ok = groups[0].len() >= 1 && groups[0].len() <= 3;
+            let first_ok = !groups[0].is_empty() && groups[0].len() <= 3;
             let rest_ok = groups[1..].iter().all(|g| g.len() == 3);
             if !first_ok || !rest_ok {
                 return Err(invalid());
