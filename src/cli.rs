@@ -37,6 +37,38 @@ pub enum Command {
     /// Generate and check merchant key pairs.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Run the stateful Starpay simulator on a loopback address until Ctrl-C.
+    ///
+    /// Serves every operation of the reference under /finance-payment-service/v1/..., plus
+    /// GET /finance-payment-service/checkconnections and the test-only control routes under
+    /// /_sim/ (see docs/SIMULATOR.md). Prints the base URL on stdout. Keeps everything in
+    /// memory: restarting it forgets every order. Only loopback addresses are accepted.
+    ///
+    /// Example: starpay-batch sim --listen 127.0.0.1:8080 --seed 7 --fault http_502=0.05
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on (loopback only), e.g. 127.0.0.1:8080; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// Simulator config file (TOML; unknown keys are errors). Flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Seed of every random decision (overrides the config file).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Payout settlement delay in simulated milliseconds (overrides the config file).
+    #[arg(long)]
+    pub settle_delay_ms: Option<u64>,
+    /// A fault setting KEY=VALUE, as in the config file's [faults] table (repeatable),
+    /// e.g. --fault commit_then_drop=0.1 --fault latency_ms=50.
+    #[arg(long = "fault", value_name = "KEY=VALUE")]
+    pub faults: Vec<String>,
+    /// Accept re-serialized requests too (compact order-preserving or key-sorted).
+    #[arg(long)]
+    pub lenient_signatures: bool,
 }
 
 #[derive(Debug, Subcommand)]

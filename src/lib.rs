@@ -9,6 +9,8 @@
 //!   are errors.
 //! - `input`: CSV readers per job kind (`input::payout`); every row error with file, line and
 //!   column.
+//! - `server`: `sim`, the stateful Starpay simulator (state machines, faults, notifications,
+//!   `/_sim/` control routes; guide in `docs/SIMULATOR.md`).
 //! - `cli`: the clap command tree; `cmd`: one module per command.
 //! - `logging`: tracing set-up (human or JSON).
 //!
@@ -22,7 +24,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod input;
-
 pub mod logging;
+pub mod server;
 pub mod starpay;
 pub mod store;

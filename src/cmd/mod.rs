@@ -1,6 +1,7 @@
 //! One module per command. Each takes its parsed arguments and returns an exit code.
 
 pub mod keys;
+pub mod sim;
 
 use crate::cli::{Cli, Command};
 
@@ -15,5 +16,6 @@ pub mod exit {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Keys(k) => keys::run(k),
+        Command::Sim(a) => sim::run(a),
     }
 }

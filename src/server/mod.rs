@@ -1,0 +1,6 @@
+//! Servers run by this crate. `sim`: the stateful Starpay simulator (issue 3).
+//!
+//! Owns: listeners and their tasks. Must not: share anything with the client beyond
+//! `starpay::{model, sign, codes}` and `domain`.
+
+pub mod sim;
