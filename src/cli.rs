@@ -46,6 +46,67 @@ pub enum Command {
     ///
     /// Example: starpay-batch sim --listen 127.0.0.1:8080 --seed 7 --fault http_502=0.05
     Sim(SimArgs),
+    /// Run a payout job: validate the CSV, pre-flight, send signed payouts, resolve, report.
+    ///
+    /// The whole file is validated before anything is sent (errors name file, line and column;
+    /// exit 1). Pre-flight checks the connection, the bank list and the balance. Each row gets a
+    /// msgId stored in the job's SQLite database before its request leaves; unknown outcomes
+    /// are resolved by query, never by a new msgId.
+    ///
+    /// Safe to re-run: running the same job on the same file resumes its open run; a finished
+    /// run is refused unless --new-run. A lock stops a second process on the same job and
+    /// database. Exit 0 all SUCCESS, 2 some FAILED/REVERSED/REJECTED, 3 some still
+    /// PENDING/UNKNOWN/NEEDS_ATTENTION (run again later), 1 the job could not run.
+    ///
+    /// Example: starpay-batch run jobs/demo-payouts.toml
+    Run(RunArgs),
+    /// Re-send the FAILED rows of a run with new msgIds; only query PENDING/UNKNOWN rows.
+    ///
+    /// Each FAILED row gets a new attempt (new msgId) that records which attempt it supersedes.
+    /// Rows held under the AB0x rule, pending or unknown are only queried, never re-sent.
+    ///
+    /// Example: starpay-batch retry jobs/demo-payouts.toml --run 1
+    Retry(RetryArgs),
+    /// Counts and totals per state for the runs of a job (reads the database only).
+    ///
+    /// Example: starpay-batch status jobs/demo-payouts.toml --run 1
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job file (jobs/*.toml).
+    pub job: PathBuf,
+    /// Input CSV; overrides the job file's `input`.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Pay this file again even though an earlier run of it finished.
+    #[arg(long)]
+    pub new_run: bool,
+    /// Report invalid rows as REJECTED and send the valid ones (default: any error stops).
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Validate only: print the row count and total, send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The job file (jobs/*.toml).
+    pub job: PathBuf,
+    /// The run whose FAILED rows to re-send.
+    #[arg(long)]
+    pub run: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The job file (jobs/*.toml).
+    pub job: PathBuf,
+    /// One run (default: every run of the job).
+    #[arg(long)]
+    pub run: Option<i64>,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,7 @@ pub mod domain;
 pub mod engine;
 pub mod input;
 pub mod logging;
+pub mod report;
 pub mod server;
 pub mod starpay;
 pub mod store;

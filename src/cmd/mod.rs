@@ -1,6 +1,7 @@
 //! One module per command. Each takes its parsed arguments and returns an exit code.
 
 pub mod keys;
+pub mod run;
 pub mod sim;
 
 use crate::cli::{Cli, Command};
@@ -16,6 +17,9 @@ pub mod exit {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Keys(k) => keys::run(k),
+        Command::Run(a) => run::run(a),
+        Command::Retry(a) => run::retry(a),
+        Command::Status(a) => run::status(a),
         Command::Sim(a) => sim::run(a),
     }
 }

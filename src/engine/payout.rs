@@ -168,6 +168,25 @@ impl PayoutEngine {
         })
     }
 
+    /// Pre-flight bank list (5.1): the `bankName`s that `receivingBank` must match.
+    pub async fn bank_names(&self) -> Result<std::collections::HashSet<String>, EngineError> {
+        let msg_id = self.fresh_msg_id('L', "bank_list", None).await?;
+        let req = crate::starpay::model::BankListRequest { msg_id, mch_id: self.client.mch_id().clone() };
+        self.limiter.acquire().await;
+        let answer = self
+            .client
+            .bank_list(&req)
+            .await
+            .map_err(|e| EngineError::Preflight(format!("bank list (5.1) failed: {e}")))?;
+        if !answer.response.code.is_success() {
+            return Err(EngineError::Preflight(format!(
+                "bank list (5.1) answered code {} {}",
+                answer.response.code, answer.response.message
+            )));
+        }
+        Ok(answer.response.banks.unwrap_or_default().into_iter().map(|b| b.bank_name).collect())
+    }
+
     /// Drives every open row of `run_id` until it is terminal, the deadline passes, or the run
     /// is stopped.
     pub async fn drive(self: &Arc<Self>, run_id: i64) -> Result<DriveResult, EngineError> {
@@ -346,7 +365,7 @@ impl PayoutEngine {
 
     /// Builds the payout request, derives its msgId from (database, run, line, attempt) and
     /// commits msgId + bytes before anything is sent.
-    async fn allocate(&self, row: &mut RowRecord) -> Result<(), EngineError> {
+    pub async fn allocate(&self, row: &mut RowRecord) -> Result<(), EngineError> {
         let seq = row.attempt.as_ref().map_or(1, |a| a.seq + 1);
         let msg_id = format!("P{}R{}L{}A{}", self.db_id, row.run_id, row.line, seq);
         let msg_id = MsgId::new(msg_id).map_err(|e| EngineError::Build {

@@ -1,0 +1,428 @@
+//! `run`, `retry` and `status` for payout jobs. Builds the real objects (config → keys →
+//! client → store → engine) and maps outcomes to exit codes; the work itself is the engine's.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+
+use crate::cli::{RetryArgs, RunArgs, StatusArgs};
+use crate::cmd::exit;
+use crate::config::{self, Endpoint, JobConfig, JobKind, Overrides};
+use crate::domain::{Centavos, RowState};
+use crate::engine::payout::{EngineSettings, PayoutEngine};
+use crate::engine::policy::ResolveSettings;
+use crate::input::payout::{read_payouts, ValidationOptions};
+use crate::report::{self, Summary};
+use crate::server::sim::{SimConfig, SimHandle, Simulator};
+use crate::starpay::client::{Client, ClientConfig, Environment};
+use crate::starpay::sign::{PrivateKey, PublicKey};
+use crate::store::{self, NewRow, Store};
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn load(job: &Path, input: Option<PathBuf>) -> anyhow::Result<JobConfig> {
+    let overrides = Overrides {
+        input,
+        private_key_env: std::env::var_os("STARPAY_PRIVATE_KEY_FILE").map(PathBuf::from),
+    };
+    let cfg = config::load_job(job, &overrides)?;
+    if cfg.kind != JobKind::Payout {
+        bail!(
+            "{}: kind = {:?} is not implemented yet; this build runs kind = \"payout\" jobs",
+            job.display(),
+            cfg.kind.as_str()
+        );
+    }
+    Ok(cfg)
+}
+
+/// Holds the per-(database, job) lock for the life of the process; the OS releases it if the
+/// process dies, so a crash never leaves a stale lock.
+fn lock(cfg: &JobConfig) -> anyhow::Result<File> {
+    let path = PathBuf::from(format!("{}.{}.lock", cfg.database.display(), cfg.job_name));
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+    }
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another starpay-batch process is running job {:?} on database {} (lock {}); nothing was sent",
+            cfg.job_name,
+            cfg.database.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+struct Ready {
+    engine: Arc<PayoutEngine>,
+    /// Keeps the embedded simulator alive for the run.
+    _sim: Option<SimHandle>,
+}
+
+async fn connect(cfg: &JobConfig, store: Store) -> anyhow::Result<Ready> {
+    let signer = Arc::new(PrivateKey::from_file(&cfg.starpay.private_key)?);
+    let mut platform_keys = Vec::new();
+    for p in &cfg.starpay.platform_public_keys {
+        platform_keys.push(PublicKey::from_file(p)?);
+    }
+    let (environment, sim) = match &cfg.starpay.endpoint {
+        Endpoint::Env(env) => (env.clone(), None),
+        Endpoint::EmbeddedSim => {
+            let mut sim_cfg = match &cfg.sim.config {
+                Some(path) => SimConfig::from_toml_file(path)?,
+                None => SimConfig::default(),
+            };
+            if let Some(seed) = cfg.sim.seed {
+                sim_cfg.seed = seed;
+            }
+            let handle = Simulator::start(sim_cfg).await?;
+            if !platform_keys.contains(&handle.platform_public_key()) {
+                bail!("the configured platform public key does not verify the embedded simulator's answers; use samples/keys/TEST-ONLY-sim-platform-public.pem");
+            }
+            tracing::info!(base_url = %handle.base_url(), "embedded simulator started");
+            (Environment::parse(&handle.base_url())?, Some(handle))
+        }
+    };
+    let mut client_cfg = ClientConfig::new(environment, cfg.starpay.mch_id.clone());
+    client_cfg.request_timeout = cfg.limits.request_timeout;
+    client_cfg.connect_timeout = cfg.limits.connect_timeout;
+    let client = Client::new(client_cfg, signer, platform_keys)?;
+    let settings = EngineSettings {
+        concurrency: cfg.limits.concurrency,
+        requests_per_second: cfg.limits.requests_per_second.get(),
+        burst: cfg.limits.burst.get(),
+        resolve: ResolveSettings {
+            poll_schedule: cfg.resolve.poll_schedule.clone(),
+            poll_interval: cfg.resolve.poll_interval,
+            not_found_queries: cfg.resolve.not_found_queries,
+            not_found_window: cfg.resolve.not_found_window,
+            ab_hold: cfg.resolve.ab_hold,
+            deadline: cfg.resolve.deadline,
+            max_resolve: cfg.resolve.max_resolve,
+            ..ResolveSettings::default()
+        },
+        notify_url: cfg.starpay.notify_url.clone(),
+    };
+    let engine = PayoutEngine::new(client, store, settings).await?;
+    Ok(Ready { engine, _sim: sim })
+}
+
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut f = File::open(path).with_context(|| format!("cannot read input {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).with_context(|| format!("cannot read input {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let cfg = load(&args.job, args.input.clone())?;
+    let _lock = lock(&cfg)?;
+    runtime()?.block_on(run_job(cfg, args))
+}
+
+async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
+    let store = Store::open(&cfg.database)?;
+    let sha = sha256_file(&cfg.input)?;
+    let job = cfg.job_name.clone();
+    let (j, s) = (job.clone(), sha.clone());
+    let runs = store.call(move |c| store::runs_for(c, &j, Some(&s))).await?;
+    let open_run = runs.iter().find(|r| !r.finished).map(|r| r.id);
+    if let (None, Some(done)) = (open_run, runs.iter().rev().find(|r| r.finished)) {
+        if !args.new_run {
+            bail!(
+                "{}: this file (sha256 {}) was already paid by run {} of job {:?}, finished {}; refusing to pay it twice. Pass --new-run to pay the same file again on purpose",
+                cfg.input.display(),
+                &sha[..12],
+                done.id,
+                job,
+                done.finished_at.and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339()).unwrap_or_default()
+            );
+        }
+    }
+    if args.dry_run {
+        return dry_run(&cfg, &store).await;
+    }
+    let ready = connect(&cfg, store.clone()).await?;
+    let engine = Arc::clone(&ready.engine);
+    let health = engine.client().check_connection().await.context("connection check (2.1) failed")?;
+    if !health.code.is_success() {
+        bail!("connection check (2.1) answered {} {}", health.code, health.message);
+    }
+
+    let run_id = match open_run {
+        Some(id) => {
+            eprintln!("resuming run {id} of job {job:?}");
+            id
+        }
+        None => {
+            let Some(run_id) = create_run(&cfg, &engine, &store, &sha, args.skip_invalid).await? else {
+                return Ok(exit::COULD_NOT_RUN);
+            };
+            run_id
+        }
+    };
+    drive_and_report(&cfg, &engine, run_id).await
+}
+
+/// Validates the file against the bank list and earlier runs, checks the balance, and stores
+/// the run. `None` when validation failed (errors already printed).
+async fn create_run(cfg: &JobConfig, engine: &Arc<PayoutEngine>, store: &Store, sha: &str, skip_invalid: bool) -> anyhow::Result<Option<i64>> {
+    let banks = engine.bank_names().await?;
+    let input = cfg.input.clone();
+    let st = store.clone();
+    let file = tokio::task::spawn_blocking(move || {
+        let already_paid = |reference: &str| -> bool {
+            let r = reference.to_string();
+            // A database error counts as "paid": never risk paying twice.
+            !matches!(st.call_blocking(move |c| store::reference_blocked(c, &r, None)), Ok(None))
+        };
+        let opts = ValidationOptions {
+            banks: if banks.is_empty() { None } else { Some(&banks) },
+            already_paid: Some(&already_paid),
+        };
+        read_payouts(&input, &opts)
+    })
+    .await
+    .context("validation task failed")??;
+    if !file.is_valid() && !skip_invalid {
+        eprintln!("{}", file.describe_errors());
+        eprintln!("{} error(s) in {}; nothing was sent (use --skip-invalid to send the valid rows and report the rest as REJECTED)", file.errors.len() + file.errors_omitted, cfg.input.display());
+        return Ok(None);
+    }
+    let mut rows: Vec<NewRow> = file
+        .rows
+        .iter()
+        .map(|r| NewRow {
+            line: r.line,
+            reference: r.reference.clone(),
+            channel: r.channel.as_str(),
+            account_no: r.account_no.clone(),
+            account_name: r.account_name.clone(),
+            middle_name: r.middle_name.clone(),
+            last_name: r.last_name.clone(),
+            bank: r.bank.clone(),
+            amount: r.amount,
+            note: r.note.clone(),
+            state: RowState::New,
+            message: None,
+        })
+        .collect();
+    let mut rejected_lines = HashSet::new();
+    for e in &file.errors {
+        if e.line == 0 || !rejected_lines.insert(e.line) {
+            continue;
+        }
+        let all: Vec<String> = file.errors.iter().filter(|x| x.line == e.line).map(|x| x.to_string()).collect();
+        rows.push(NewRow {
+            line: e.line,
+            reference: String::new(),
+            channel: "",
+            account_no: String::new(),
+            account_name: String::new(),
+            middle_name: String::new(),
+            last_name: String::new(),
+            bank: None,
+            amount: Centavos::ZERO,
+            note: None,
+            state: RowState::Rejected,
+            message: Some(format!("invalid input: {}", all.join("; "))),
+        });
+    }
+    rows.sort_by_key(|r| r.line);
+    if rows.iter().all(|r| r.state != RowState::New) {
+        bail!("{}: no valid rows to send", cfg.input.display());
+    }
+    let balance = engine.balance().await?;
+    if file.total > balance {
+        bail!(
+            "pre-flight: the batch total PHP {} exceeds the available disbursement balance PHP {}; nothing was sent",
+            file.total,
+            balance
+        );
+    }
+    eprintln!(
+        "validated {} rows, total PHP {} (available balance PHP {}); {} rejected",
+        file.rows.len(),
+        file.total,
+        balance,
+        rejected_lines.len()
+    );
+    let (job, input, sha) = (cfg.job_name.clone(), cfg.input.display().to_string(), sha.to_string());
+    let run_id = store.call(move |c| store::create_run(c, &job, "payout", &input, &sha, &rows)).await?;
+    eprintln!("created run {run_id} of job {:?}", cfg.job_name);
+    Ok(Some(run_id))
+}
+
+async fn dry_run(cfg: &JobConfig, store: &Store) -> anyhow::Result<i32> {
+    let input = cfg.input.clone();
+    let st = store.clone();
+    let file = tokio::task::spawn_blocking(move || {
+        let already_paid = |reference: &str| -> bool {
+            let r = reference.to_string();
+            !matches!(st.call_blocking(move |c| store::reference_blocked(c, &r, None)), Ok(None))
+        };
+        read_payouts(&input, &ValidationOptions { banks: None, already_paid: Some(&already_paid) })
+    })
+    .await
+    .context("validation task failed")??;
+    if !file.is_valid() {
+        eprintln!("{}", file.describe_errors());
+        return Ok(exit::COULD_NOT_RUN);
+    }
+    println!("dry run: {} rows, total PHP {}; nothing sent (bank names are checked against the 5.1 list only on a real run)", file.rows.len(), file.total);
+    Ok(exit::OK)
+}
+
+/// Drives the run with progress output and Ctrl-C handling, then writes the report.
+async fn drive_and_report(cfg: &JobConfig, engine: &Arc<PayoutEngine>, run_id: i64) -> anyhow::Result<i32> {
+    let store = engine.store().clone();
+    let open = store.call(move |c| store::rows_of_run(c, run_id, true)).await?.len() as u64;
+    let progress = spawn_progress(Arc::clone(engine), open);
+    let ctrl_c = {
+        let engine = Arc::clone(engine);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: finishing in-flight requests; unresolved rows resume on the next run");
+                engine.stop("interrupted by Ctrl-C".into());
+            }
+        })
+    };
+    let result = engine.drive(run_id).await;
+    ctrl_c.abort();
+    progress.abort();
+    let result = result?;
+    let rows = store.call(move |c| store::rows_of_run(c, run_id, false)).await?;
+    if rows.iter().all(|r| r.state.is_terminal()) {
+        store.call(move |c| store::finish_run(c, run_id)).await?;
+    }
+    let stale_ms = cfg.resolve.stale_after.as_millis() as i64;
+    let (report, summary_path, summary) = report::write_payout_report(&cfg.reports_dir, &cfg.job_name, run_id, &rows, stale_ms)?;
+    print_summary(run_id, &summary, &report, &summary_path);
+    if let Some(reason) = result.stopped {
+        eprintln!("run {run_id} stopped: {reason}");
+        return Ok(exit::COULD_NOT_RUN);
+    }
+    Ok(summary.exit_code())
+}
+
+fn print_summary(run_id: i64, summary: &Summary, report: &Path, summary_path: &Path) {
+    println!("run {run_id}");
+    print!("{}", summary.to_text());
+    println!("report:  {}", report.display());
+    println!("summary: {}", summary_path.display());
+}
+
+fn spawn_progress(engine: Arc<PayoutEngine>, total: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows resolved  {per_sec}  ETA {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            loop {
+                bar.set_position(engine.rows_done());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        } else {
+            let start = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let done = engine.rows_done();
+                let rate = done as f64 / start.elapsed().as_secs_f64().max(0.001);
+                tracing::info!(done, total, rows_per_sec = format!("{rate:.1}"), "progress");
+            }
+        }
+    })
+}
+
+pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
+    let cfg = load(&args.job, None)?;
+    let _lock = lock(&cfg)?;
+    runtime()?.block_on(async move {
+        let store = Store::open(&cfg.database)?;
+        let run_id = args.run;
+        let Some(run) = store.call(move |c| store::run_by_id(c, run_id)).await? else {
+            bail!("run {run_id} does not exist in {}", cfg.database.display());
+        };
+        if run.job != cfg.job_name {
+            bail!("run {run_id} belongs to job {:?}, not {:?}", run.job, cfg.job_name);
+        }
+        let ready = connect(&cfg, store.clone()).await?;
+        let engine = Arc::clone(&ready.engine);
+        let rows = store.call(move |c| store::rows_of_run(c, run_id, false)).await?;
+        let mut resent = 0;
+        for mut row in rows.into_iter().filter(|r| r.state == RowState::Failed) {
+            let reference = row.reference.clone();
+            let blocked = store
+                .call(move |c| store::reference_blocked(c, &reference, Some(run_id)))
+                .await?;
+            if let Some((other, state)) = blocked {
+                eprintln!("line {}: reference {:?} is {} in run {other}; not re-sent", row.line, row.reference, state);
+                continue;
+            }
+            engine.allocate(&mut row).await?;
+            resent += 1;
+        }
+        store.call(move |c| store::reopen_run(c, run_id)).await?;
+        eprintln!("retry of run {run_id}: {resent} FAILED row(s) get a new msgId; pending and unknown rows are queried");
+        drive_and_report(&cfg, &engine, run_id).await
+    })
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
+    let cfg = load(&args.job, None)?;
+    if !cfg.database.exists() {
+        bail!("database {} does not exist yet: job {:?} has never run", cfg.database.display(), cfg.job_name);
+    }
+    let store = Store::open(&cfg.database)?;
+    let job = cfg.job_name.clone();
+    let runs = store.call_blocking(move |c| store::runs_for(c, &job, None))?;
+    let mut shown = 0;
+    for run in runs.iter().filter(|r| args.run.is_none_or(|id| id == r.id)) {
+        let id = run.id;
+        let rows = store.call_blocking(move |c| store::rows_of_run(c, id, false))?;
+        let summary = Summary::from_rows(&rows);
+        println!(
+            "run {} ({}) input {} sha256 {}…",
+            run.id,
+            if run.finished { "finished" } else { "open" },
+            run.input_path,
+            &run.input_sha256[..12.min(run.input_sha256.len())]
+        );
+        print!("{}", summary.to_text());
+        shown += 1;
+    }
+    if shown == 0 {
+        bail!("no run found for job {:?}{}", cfg.job_name, args.run.map(|r| format!(" with id {r}")).unwrap_or_default());
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,190 @@
+//! CSV reports: reads rows through the store, computes no states (row states come from the
+//! engine). Account numbers are masked to their last 4 digits; no key material ever appears.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::domain::{Centavos, RowState};
+use crate::logging::mask_account;
+use crate::store::{RowRecord, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write report {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write report {path}: {source}")]
+    Csv {
+        path: PathBuf,
+        #[source]
+        source: csv::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub const PAYOUT_COLUMNS: [&str; 17] = [
+    "line",
+    "reference",
+    "msg_id",
+    "order_no",
+    "channel",
+    "bank",
+    "account_no",
+    "amount",
+    "state",
+    "trx_state",
+    "code",
+    "message",
+    "error_code",
+    "error_message",
+    "attempts",
+    "first_sent_at",
+    "last_checked_at",
+];
+
+/// The report states in a stable order.
+pub const REPORT_STATES: [&str; 7] = [
+    "SUCCESS",
+    "FAILED",
+    "REVERSED",
+    "PENDING",
+    "UNKNOWN",
+    "REJECTED",
+    "NEEDS_ATTENTION",
+];
+
+fn ts(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+/// Count and total per report state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub rows: Vec<(&'static str, u64, Centavos)>,
+}
+
+impl Summary {
+    pub fn from_rows(rows: &[RowRecord]) -> Summary {
+        let mut out: Vec<(&'static str, u64, Centavos)> =
+            REPORT_STATES.iter().map(|s| (*s, 0, Centavos::ZERO)).collect();
+        for r in rows {
+            let label = r.state.report_label();
+            if let Some(e) = out.iter_mut().find(|e| e.0 == label) {
+                e.1 += 1;
+                e.2 = e.2.checked_add(r.amount).unwrap_or(e.2);
+            }
+        }
+        Summary { rows: out }
+    }
+
+    pub fn count(&self, state: &str) -> u64 {
+        self.rows.iter().find(|e| e.0 == state).map_or(0, |e| e.1)
+    }
+
+    /// Exit code per issue 4: 3 unresolved rows remain; 2 failed/reversed/rejected; 0 all SUCCESS.
+    pub fn exit_code(&self) -> i32 {
+        if ["PENDING", "UNKNOWN", "NEEDS_ATTENTION"].iter().any(|s| self.count(s) > 0) {
+            crate::cmd::exit::UNRESOLVED
+        } else if ["FAILED", "REVERSED", "REJECTED"].iter().any(|s| self.count(s) > 0) {
+            crate::cmd::exit::FINISHED_WITH_FAILURES
+        } else {
+            crate::cmd::exit::OK
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = format!("{:<16} {:>8} {:>18}\n", "state", "rows", "amount (PHP)");
+        let mut n = 0;
+        let mut total = Centavos::ZERO;
+        for (state, count, amount) in &self.rows {
+            s.push_str(&format!("{state:<16} {count:>8} {amount:>18}\n"));
+            n += count;
+            total = total.checked_add(*amount).unwrap_or(total);
+        }
+        s.push_str(&format!("{:<16} {n:>8} {total:>18}\n", "TOTAL"));
+        s
+    }
+}
+
+/// Extra text for a row's message column (reference §12 rule 4: STALE_PENDING).
+fn message_of(r: &RowRecord, stale_after_ms: i64, now_ms: i64) -> String {
+    let base = r.message.clone().unwrap_or_default();
+    let stale = r.state == RowState::Pending
+        && r.first_sent_at.is_some_and(|t| now_ms - t >= stale_after_ms);
+    if stale {
+        format!("STALE_PENDING: {base}")
+    } else {
+        base
+    }
+}
+
+fn write_atomically(path: &Path, f: impl FnOnce(&mut csv::Writer<fs::File>) -> Result<(), csv::Error>) -> Result<(), ReportError> {
+    let tmp = path.with_extension("csv.tmp");
+    let io = |source| ReportError::Io { path: path.to_path_buf(), source };
+    let file = fs::File::create(&tmp).map_err(io)?;
+    let mut w = csv::Writer::from_writer(file);
+    f(&mut w).map_err(|source| ReportError::Csv { path: path.to_path_buf(), source })?;
+    let mut file = w
+        .into_inner()
+        .map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e.into_error() })?;
+    file.flush().and_then(|()| file.sync_all()).map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+/// Writes `<dir>/<job>-<run>.csv` (one line per input row, input order) and
+/// `<dir>/<job>-<run>-summary.csv`. Returns both paths.
+pub fn write_payout_report(
+    dir: &Path,
+    job: &str,
+    run_id: i64,
+    rows: &[RowRecord],
+    stale_after_ms: i64,
+) -> Result<(PathBuf, PathBuf, Summary), ReportError> {
+    fs::create_dir_all(dir).map_err(|source| ReportError::Io { path: dir.to_path_buf(), source })?;
+    let report = dir.join(format!("{job}-{run_id}.csv"));
+    let now = crate::store::now_ms();
+    write_atomically(&report, |w| {
+        w.write_record(PAYOUT_COLUMNS)?;
+        for r in rows {
+            let msg_id = r.attempt.as_ref().map(|a| a.msg_id.clone()).unwrap_or_default();
+            w.write_record([
+                r.line.to_string(),
+                r.reference.clone(),
+                msg_id,
+                r.order_no.clone().unwrap_or_default(),
+                r.channel.clone(),
+                r.bank.clone().unwrap_or_default(),
+                mask_account(&r.account_no),
+                r.amount.to_string(),
+                r.state.report_label().to_string(),
+                r.trx_state.clone().unwrap_or_default(),
+                r.code.clone().unwrap_or_default(),
+                message_of(r, stale_after_ms, now),
+                r.error_code.clone().unwrap_or_default(),
+                r.error_message.clone().unwrap_or_default(),
+                r.sends.to_string(),
+                ts(r.first_sent_at),
+                ts(r.last_checked_at),
+            ])?;
+        }
+        Ok(())
+    })?;
+    let summary = Summary::from_rows(rows);
+    let summary_path = dir.join(format!("{job}-{run_id}-summary.csv"));
+    write_atomically(&summary_path, |w| {
+        w.write_record(["state", "count", "total"])?;
+        for (state, count, total) in &summary.rows {
+            w.write_record([state.to_string(), count.to_string(), total.to_string()])?;
+        }
+        Ok(())
+    })?;
+    Ok((report, summary_path, summary))
+}
