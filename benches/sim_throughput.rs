@@ -3,10 +3,10 @@
 //! compared with the signing rate on the same number of threads as the runtime's workers.
 //!
 //! Requests are signed before the clock starts (the load generator must not compete with the
-//! server for the signing CPU) and sent over keep-alive connections by concurrent tasks.
+//! server for the signing CPU) and sent over keep-alive connections by a minimal HTTP/1.1 load generator.
 //! Prints figures; never fails on a slow machine.
 //!
-//! Run: `cargo bench --bench sim_throughput` (env: SIM_BENCH_REQUESTS, default 4000).
+//! Run: `cargo bench --bench sim_throughput` (env: SIM_BENCH_REQUESTS, default 8000).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -101,11 +101,70 @@ fn presign(key: &PrivateKey, n: usize, threads: usize) -> Vec<Vec<u8>> {
     out.into_iter().map(|(_, b)| b).collect()
 }
 
+/// A minimal HTTP/1.1 keep-alive load generator: pre-built request bytes, responses read by
+/// `Content-Length`. Kept this small so it takes as little CPU from the simulator as possible.
+async fn load(
+    addr: std::net::SocketAddr,
+    path: &str,
+    next: &AtomicUsize,
+    bodies: &[Vec<u8>],
+) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return 0;
+    };
+    let _ = stream.set_nodelay(true);
+    let mut ok = 0;
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(body) = bodies.get(i) else { break };
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        if stream.write_all(&req).await.is_err() {
+            break;
+        }
+        buf.clear();
+        let mut chunk = [0u8; 4096];
+        let response = loop {
+            let Ok(n) = stream.read(&mut chunk).await else {
+                return ok;
+            };
+            if n == 0 {
+                return ok;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= head_end + 4 + len {
+                break buf[head_end + 4..head_end + 4 + len].to_vec();
+            }
+        };
+        if response.windows(12).any(|w| w == br#""code":"200""#) {
+            ok += 1;
+        } else {
+            eprintln!("request {i}: {}", String::from_utf8_lossy(&response));
+        }
+    }
+    ok
+}
+
 fn main() {
     let n: usize = std::env::var("SIM_BENCH_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4_000);
+        .unwrap_or(8_000);
     let workers = std::thread::available_parallelism().map_or(2, |p| p.get());
     let merchant_key = match PrivateKey::from_text(known::DEMO_PRIVATE_PKCS8_PEM, "demo") {
         Ok(k) => k,
@@ -148,45 +207,17 @@ fn main() {
             return (0.0, 0, Duration::ZERO);
         };
         let url = format!("{}{}", handle.base_url(), PATH_DISBURSE);
-        let Ok(http) = reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(CONCURRENCY)
-            .build()
-        else {
-            return (0.0, 0, Duration::ZERO);
-        };
+        let addr = handle.addr();
+        let path = url
+            .strip_prefix(&format!("http://{addr}"))
+            .unwrap_or(&url)
+            .to_string();
         let next = Arc::new(AtomicUsize::new(0));
         let start = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..CONCURRENCY {
-            let (http, url, next, bodies) = (
-                http.clone(),
-                url.clone(),
-                Arc::clone(&next),
-                Arc::clone(&bodies),
-            );
-            tasks.spawn(async move {
-                let mut ok = 0usize;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(body) = bodies.get(i) else { break };
-                    let sent = http
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(r) => match r.bytes().await {
-                            Ok(b) if b.windows(12).any(|w| w == br#""code":"200""#) => ok += 1,
-                            Ok(b) => eprintln!("request {i}: {}", String::from_utf8_lossy(&b)),
-                            Err(e) => eprintln!("request {i}: {e}"),
-                        },
-                        Err(e) => eprintln!("request {i}: {e:?}"),
-                    }
-                }
-                ok
-            });
+            let (path, next, bodies) = (path.clone(), Arc::clone(&next), Arc::clone(&bodies));
+            tasks.spawn(async move { load(addr, &path, &next, &bodies).await });
         }
         let mut ok = 0;
         while let Some(r) = tasks.join_next().await {

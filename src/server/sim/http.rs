@@ -166,7 +166,7 @@ async fn handle(
 
 fn record_simple(shared: &Shared, seq: u64, method: &str, path: &str, code: &str, status: u16) {
     let now = shared.clock.now_ms();
-    let arrival = shared.state().trx_date(now);
+    let arrival = shared.trx_date(now);
     shared.record(RequestRecord {
         seq,
         arrival_ms: now,
@@ -264,7 +264,7 @@ async fn api(
     let mut record = RequestRecord {
         seq,
         arrival_ms,
-        arrival: shared.state().trx_date(arrival_ms),
+        arrival: shared.trx_date(arrival_ms),
         method: "POST".into(),
         path: path.to_string(),
         service: ctx.service.clone(),
@@ -398,7 +398,6 @@ fn process(shared: &Shared, t: &Tunables, rel: &str, body: &[u8], ctx: &mut Ctx)
     // Step 1: an envelope whose `request` is an object (or a string holding one) and which
     // has a `signature` member.
     let split = sign::split_envelope(body, Member::Request);
-    let top = serde_json::from_slice::<TopLevel>(body).ok();
     let parsed = split.ok().and_then(|split| {
         let map: Map<String, Value> = serde_json::from_str(&split.signed_text).ok()?;
         Some((split, map))
@@ -422,7 +421,12 @@ fn process(shared: &Shared, t: &Tunables, rel: &str, body: &[u8], ctx: &mut Ctx)
     if faults::roll(t.seed, "http_502", &ctx.key, f.http_502) {
         return Outcome::BadGateway;
     }
-    let signature_present = top.as_ref().is_some_and(|t| t.signature.is_some());
+    // `split_envelope` reports a non-string signature as absent; only then tell "missing"
+    // (400) from "present but unusable" (401) with a second look at the body.
+    let signature_present = parsed.as_ref().is_some_and(|(s, _)| s.signature.is_some())
+        || serde_json::from_slice::<TopLevel>(body)
+            .ok()
+            .is_some_and(|t| t.signature.is_some());
     let Some((split, map)) = parsed.filter(|_| signature_present) else {
         return error_outcome(ctx, "400", "Bad request");
     };

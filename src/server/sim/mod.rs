@@ -445,6 +445,8 @@ impl LedgerSnapshot {
 pub(crate) struct Shared {
     pub config: SimConfig,
     pub clock: SimClock,
+    /// Wall-clock instant of simulated time 0 (the state holds the same value).
+    pub base_utc: chrono::DateTime<chrono::Utc>,
     pub platform_key: PrivateKey,
     pub merchant_keys: HashMap<String, PublicKey>,
     pub banks: Vec<Bank>,
@@ -470,6 +472,15 @@ impl Shared {
         let mut s = relock(&self.state);
         s.advance_to(now);
         s
+    }
+
+    /// Manila `trxDate` form of a simulated instant, without locking the ledger.
+    pub fn trx_date(&self, at: u64) -> String {
+        let ms = i64::try_from(at).unwrap_or(i64::MAX);
+        (self.base_utc + chrono::Duration::milliseconds(ms))
+            .with_timezone(&state::manila())
+            .format("%Y-%m-%dT%H:%M:%S+08:00")
+            .to_string()
     }
 
     pub fn tunables(&self) -> Tunables {
@@ -600,15 +611,13 @@ impl Simulator {
             .build()
             .map_err(|e| SimError::HttpClient(e.to_string()))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let state = State::new(
-            chrono::Utc::now(),
-            config.delays(),
-            config.merchant_states(),
-        );
+        let base_utc = chrono::Utc::now();
+        let state = State::new(base_utc, config.delays(), config.merchant_states());
         let shared = Arc::new(Shared {
             tunables: Mutex::new(tunables_of(&config)),
             config,
             clock: SimClock::new(),
+            base_utc,
             platform_key,
             merchant_keys,
             banks,
