@@ -72,8 +72,10 @@ pub struct Summary {
 
 impl Summary {
     pub fn from_rows(rows: &[RowRecord]) -> Summary {
-        let mut out: Vec<(&'static str, u64, Centavos)> =
-            REPORT_STATES.iter().map(|s| (*s, 0, Centavos::ZERO)).collect();
+        let mut out: Vec<(&'static str, u64, Centavos)> = REPORT_STATES
+            .iter()
+            .map(|s| (*s, 0, Centavos::ZERO))
+            .collect();
         for r in rows {
             let label = r.state.report_label();
             if let Some(e) = out.iter_mut().find(|e| e.0 == label) {
@@ -90,9 +92,15 @@ impl Summary {
 
     /// Exit code per issue 4: 3 unresolved rows remain; 2 failed/reversed/rejected; 0 all SUCCESS.
     pub fn exit_code(&self) -> i32 {
-        if ["PENDING", "UNKNOWN", "NEEDS_ATTENTION"].iter().any(|s| self.count(s) > 0) {
+        if ["PENDING", "UNKNOWN", "NEEDS_ATTENTION"]
+            .iter()
+            .any(|s| self.count(s) > 0)
+        {
             crate::cmd::exit::UNRESOLVED
-        } else if ["FAILED", "REVERSED", "REJECTED"].iter().any(|s| self.count(s) > 0) {
+        } else if ["FAILED", "REVERSED", "REJECTED"]
+            .iter()
+            .any(|s| self.count(s) > 0)
+        {
             crate::cmd::exit::FINISHED_WITH_FAILURES
         } else {
             crate::cmd::exit::OK
@@ -117,7 +125,8 @@ impl Summary {
 fn message_of(r: &RowRecord, stale_after_ms: i64, now_ms: i64) -> String {
     let base = r.message.clone().unwrap_or_default();
     let stale = r.state == RowState::Pending
-        && r.first_sent_at.is_some_and(|t| now_ms - t >= stale_after_ms);
+        && r.first_sent_at
+            .is_some_and(|t| now_ms - t >= stale_after_ms);
     if stale {
         format!("STALE_PENDING: {base}")
     } else {
@@ -125,15 +134,25 @@ fn message_of(r: &RowRecord, stale_after_ms: i64, now_ms: i64) -> String {
     }
 }
 
-fn write_atomically(path: &Path, f: impl FnOnce(&mut csv::Writer<fs::File>) -> Result<(), csv::Error>) -> Result<(), ReportError> {
+fn write_atomically(
+    path: &Path,
+    f: impl FnOnce(&mut csv::Writer<fs::File>) -> Result<(), csv::Error>,
+) -> Result<(), ReportError> {
     let tmp = path.with_extension("csv.tmp");
-    let io = |source| ReportError::Io { path: path.to_path_buf(), source };
+    let io = |source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = fs::File::create(&tmp).map_err(io)?;
     let mut w = csv::Writer::from_writer(file);
-    f(&mut w).map_err(|source| ReportError::Csv { path: path.to_path_buf(), source })?;
-    let mut file = w
-        .into_inner()
-        .map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e.into_error() })?;
+    f(&mut w).map_err(|source| ReportError::Csv {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut file = w.into_inner().map_err(|e| ReportError::Io {
+        path: path.to_path_buf(),
+        source: e.into_error(),
+    })?;
     file.flush().and_then(|()| file.sync_all()).map_err(io)?;
     fs::rename(&tmp, path).map_err(io)?;
     Ok(())
@@ -148,13 +167,20 @@ pub fn write_payout_report(
     rows: &[RowRecord],
     stale_after_ms: i64,
 ) -> Result<(PathBuf, PathBuf, Summary), ReportError> {
-    fs::create_dir_all(dir).map_err(|source| ReportError::Io { path: dir.to_path_buf(), source })?;
+    fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let report = dir.join(format!("{job}-{run_id}.csv"));
     let now = crate::store::now_ms();
     write_atomically(&report, |w| {
         w.write_record(PAYOUT_COLUMNS)?;
         for r in rows {
-            let msg_id = r.attempt.as_ref().map(|a| a.msg_id.clone()).unwrap_or_default();
+            let msg_id = r
+                .attempt
+                .as_ref()
+                .map(|a| a.msg_id.clone())
+                .unwrap_or_default();
             w.write_record([
                 r.line.to_string(),
                 r.reference.clone(),

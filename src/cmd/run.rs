@@ -53,7 +53,8 @@ fn lock(cfg: &JobConfig) -> anyhow::Result<File> {
     let path = PathBuf::from(format!("{}.{}.lock", cfg.database.display(), cfg.job_name));
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
     }
     let file = File::options()
@@ -129,11 +130,14 @@ async fn connect(cfg: &JobConfig, store: Store) -> anyhow::Result<Ready> {
 }
 
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut f = File::open(path).with_context(|| format!("cannot read input {}", path.display()))?;
+    let mut f =
+        File::open(path).with_context(|| format!("cannot read input {}", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("cannot read input {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read input {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -153,7 +157,9 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
     let sha = sha256_file(&cfg.input)?;
     let job = cfg.job_name.clone();
     let (j, s) = (job.clone(), sha.clone());
-    let runs = store.call(move |c| store::runs_for(c, &j, Some(&s))).await?;
+    let runs = store
+        .call(move |c| store::runs_for(c, &j, Some(&s)))
+        .await?;
     let open_run = runs.iter().find(|r| !r.finished).map(|r| r.id);
     if let (None, Some(done)) = (open_run, runs.iter().rev().find(|r| r.finished)) {
         if !args.new_run {
@@ -172,9 +178,17 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
     }
     let ready = connect(&cfg, store.clone()).await?;
     let engine = Arc::clone(&ready.engine);
-    let health = engine.client().check_connection().await.context("connection check (2.1) failed")?;
+    let health = engine
+        .client()
+        .check_connection()
+        .await
+        .context("connection check (2.1) failed")?;
     if !health.code.is_success() {
-        bail!("connection check (2.1) answered {} {}", health.code, health.message);
+        bail!(
+            "connection check (2.1) answered {} {}",
+            health.code,
+            health.message
+        );
     }
 
     let run_id = match open_run {
@@ -183,7 +197,8 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
             id
         }
         None => {
-            let Some(run_id) = create_run(&cfg, &engine, &store, &sha, args.skip_invalid).await? else {
+            let Some(run_id) = create_run(&cfg, &engine, &store, &sha, args.skip_invalid).await?
+            else {
                 return Ok(exit::COULD_NOT_RUN);
             };
             run_id
@@ -194,7 +209,13 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
 
 /// Validates the file against the bank list and earlier runs, checks the balance, and stores
 /// the run. `None` when validation failed (errors already printed).
-async fn create_run(cfg: &JobConfig, engine: &Arc<PayoutEngine>, store: &Store, sha: &str, skip_invalid: bool) -> anyhow::Result<Option<i64>> {
+async fn create_run(
+    cfg: &JobConfig,
+    engine: &Arc<PayoutEngine>,
+    store: &Store,
+    sha: &str,
+    skip_invalid: bool,
+) -> anyhow::Result<Option<i64>> {
     let banks = engine.bank_names().await?;
     let input = cfg.input.clone();
     let st = store.clone();
@@ -202,7 +223,10 @@ async fn create_run(cfg: &JobConfig, engine: &Arc<PayoutEngine>, store: &Store, 
         let already_paid = |reference: &str| -> bool {
             let r = reference.to_string();
             // A database error counts as "paid": never risk paying twice.
-            !matches!(st.call_blocking(move |c| store::reference_blocked(c, &r, None)), Ok(None))
+            !matches!(
+                st.call_blocking(move |c| store::reference_blocked(c, &r, None)),
+                Ok(None)
+            )
         };
         let opts = ValidationOptions {
             banks: if banks.is_empty() { None } else { Some(&banks) },
@@ -240,7 +264,12 @@ async fn create_run(cfg: &JobConfig, engine: &Arc<PayoutEngine>, store: &Store, 
         if e.line == 0 || !rejected_lines.insert(e.line) {
             continue;
         }
-        let all: Vec<String> = file.errors.iter().filter(|x| x.line == e.line).map(|x| x.to_string()).collect();
+        let all: Vec<String> = file
+            .errors
+            .iter()
+            .filter(|x| x.line == e.line)
+            .map(|x| x.to_string())
+            .collect();
         rows.push(NewRow {
             line: e.line,
             reference: String::new(),
@@ -275,8 +304,14 @@ async fn create_run(cfg: &JobConfig, engine: &Arc<PayoutEngine>, store: &Store, 
         balance,
         rejected_lines.len()
     );
-    let (job, input, sha) = (cfg.job_name.clone(), cfg.input.display().to_string(), sha.to_string());
-    let run_id = store.call(move |c| store::create_run(c, &job, "payout", &input, &sha, &rows)).await?;
+    let (job, input, sha) = (
+        cfg.job_name.clone(),
+        cfg.input.display().to_string(),
+        sha.to_string(),
+    );
+    let run_id = store
+        .call(move |c| store::create_run(c, &job, "payout", &input, &sha, &rows))
+        .await?;
     eprintln!("created run {run_id} of job {:?}", cfg.job_name);
     Ok(Some(run_id))
 }
@@ -287,9 +322,18 @@ async fn dry_run(cfg: &JobConfig, store: &Store) -> anyhow::Result<i32> {
     let file = tokio::task::spawn_blocking(move || {
         let already_paid = |reference: &str| -> bool {
             let r = reference.to_string();
-            !matches!(st.call_blocking(move |c| store::reference_blocked(c, &r, None)), Ok(None))
+            !matches!(
+                st.call_blocking(move |c| store::reference_blocked(c, &r, None)),
+                Ok(None)
+            )
         };
-        read_payouts(&input, &ValidationOptions { banks: None, already_paid: Some(&already_paid) })
+        read_payouts(
+            &input,
+            &ValidationOptions {
+                banks: None,
+                already_paid: Some(&already_paid),
+            },
+        )
     })
     .await
     .context("validation task failed")??;
@@ -302,9 +346,16 @@ async fn dry_run(cfg: &JobConfig, store: &Store) -> anyhow::Result<i32> {
 }
 
 /// Drives the run with progress output and Ctrl-C handling, then writes the report.
-async fn drive_and_report(cfg: &JobConfig, engine: &Arc<PayoutEngine>, run_id: i64) -> anyhow::Result<i32> {
+async fn drive_and_report(
+    cfg: &JobConfig,
+    engine: &Arc<PayoutEngine>,
+    run_id: i64,
+) -> anyhow::Result<i32> {
     let store = engine.store().clone();
-    let open = store.call(move |c| store::rows_of_run(c, run_id, true)).await?.len() as u64;
+    let open = store
+        .call(move |c| store::rows_of_run(c, run_id, true))
+        .await?
+        .len() as u64;
     let progress = spawn_progress(Arc::clone(engine), open);
     let ctrl_c = {
         let engine = Arc::clone(engine);
@@ -319,12 +370,15 @@ async fn drive_and_report(cfg: &JobConfig, engine: &Arc<PayoutEngine>, run_id: i
     ctrl_c.abort();
     progress.abort();
     let result = result?;
-    let rows = store.call(move |c| store::rows_of_run(c, run_id, false)).await?;
+    let rows = store
+        .call(move |c| store::rows_of_run(c, run_id, false))
+        .await?;
     if rows.iter().all(|r| r.state.is_terminal()) {
         store.call(move |c| store::finish_run(c, run_id)).await?;
     }
     let stale_ms = cfg.resolve.stale_after.as_millis() as i64;
-    let (report, summary_path, summary) = report::write_payout_report(&cfg.reports_dir, &cfg.job_name, run_id, &rows, stale_ms)?;
+    let (report, summary_path, summary) =
+        report::write_payout_report(&cfg.reports_dir, &cfg.job_name, run_id, &rows, stale_ms)?;
     print_summary(run_id, &summary, &report, &summary_path);
     if let Some(reason) = result.stopped {
         eprintln!("run {run_id} stopped: {reason}");
@@ -345,8 +399,10 @@ fn spawn_progress(engine: Arc<PayoutEngine>, total: u64) -> tokio::task::JoinHan
         if std::io::stderr().is_terminal() {
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows resolved  {per_sec}  ETA {eta}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} rows resolved  {per_sec}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             loop {
                 bar.set_position(engine.rows_done());
@@ -401,7 +457,11 @@ pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
 pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
     let cfg = load(&args.job, None)?;
     if !cfg.database.exists() {
-        bail!("database {} does not exist yet: job {:?} has never run", cfg.database.display(), cfg.job_name);
+        bail!(
+            "database {} does not exist yet: job {:?} has never run",
+            cfg.database.display(),
+            cfg.job_name
+        );
     }
     let store = Store::open(&cfg.database)?;
     let job = cfg.job_name.clone();
@@ -422,7 +482,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
         shown += 1;
     }
     if shown == 0 {
-        bail!("no run found for job {:?}{}", cfg.job_name, args.run.map(|r| format!(" with id {r}")).unwrap_or_default());
+        bail!(
+            "no run found for job {:?}{}",
+            cfg.job_name,
+            args.run
+                .map(|r| format!(" with id {r}"))
+                .unwrap_or_default()
+        );
     }
     Ok(exit::OK)
 }

@@ -171,7 +171,10 @@ impl PayoutEngine {
     /// Pre-flight bank list (5.1): the `bankName`s that `receivingBank` must match.
     pub async fn bank_names(&self) -> Result<std::collections::HashSet<String>, EngineError> {
         let msg_id = self.fresh_msg_id('L', "bank_list", None).await?;
-        let req = crate::starpay::model::BankListRequest { msg_id, mch_id: self.client.mch_id().clone() };
+        let req = crate::starpay::model::BankListRequest {
+            msg_id,
+            mch_id: self.client.mch_id().clone(),
+        };
         self.limiter.acquire().await;
         let answer = self
             .client
@@ -184,7 +187,13 @@ impl PayoutEngine {
                 answer.response.code, answer.response.message
             )));
         }
-        Ok(answer.response.banks.unwrap_or_default().into_iter().map(|b| b.bank_name).collect())
+        Ok(answer
+            .response
+            .banks
+            .unwrap_or_default()
+            .into_iter()
+            .map(|b| b.bank_name)
+            .collect())
     }
 
     /// Drives every open row of `run_id` until it is terminal, the deadline passes, or the run
