@@ -173,22 +173,35 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
             );
         }
     }
-    if args.dry_run {
-        return dry_run(&cfg, &store).await;
+    if open_run.is_none() {
+        // Validate the whole file offline first: bad input sends nothing, not even a health check.
+        let file = validate(&cfg, &store, None).await?;
+        if !file.is_valid() && !args.skip_invalid {
+            report_invalid(&cfg, &file);
+            return Ok(exit::COULD_NOT_RUN);
+        }
+        if args.dry_run {
+            println!(
+                "dry run: {} valid rows, total PHP {}, {} error(s); nothing sent (bank names are checked against the 5.1 list only on a real run)",
+                file.rows.len(),
+                file.total,
+                file.errors.len() + file.errors_omitted
+            );
+            if !file.is_valid() {
+                eprintln!("{}", file.describe_errors());
+                return Ok(exit::COULD_NOT_RUN);
+            }
+            return Ok(exit::OK);
+        }
+    } else if args.dry_run {
+        println!("dry run: run {} of this file is open and would be resumed; nothing sent", open_run.unwrap_or_default());
+        return Ok(exit::OK);
     }
     let ready = connect(&cfg, store.clone()).await?;
     let engine = Arc::clone(&ready.engine);
-    let health = engine
-        .client()
-        .check_connection()
-        .await
-        .context("connection check (2.1) failed")?;
+    let health = engine.client().check_connection().await.context("connection check (2.1) failed")?;
     if !health.code.is_success() {
-        bail!(
-            "connection check (2.1) answered {} {}",
-            health.code,
-            health.message
-        );
+        bail!("connection check (2.1) answered {} {}", health.code, health.message);
     }
 
     let run_id = match open_run {
@@ -197,8 +210,7 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
             id
         }
         None => {
-            let Some(run_id) = create_run(&cfg, &engine, &store, &sha, args.skip_invalid).await?
-            else {
+            let Some(run_id) = create_run(&cfg, &engine, &store, &sha, args.skip_invalid).await? else {
                 return Ok(exit::COULD_NOT_RUN);
             };
             run_id
@@ -217,28 +229,9 @@ async fn create_run(
     skip_invalid: bool,
 ) -> anyhow::Result<Option<i64>> {
     let banks = engine.bank_names().await?;
-    let input = cfg.input.clone();
-    let st = store.clone();
-    let file = tokio::task::spawn_blocking(move || {
-        let already_paid = |reference: &str| -> bool {
-            let r = reference.to_string();
-            // A database error counts as "paid": never risk paying twice.
-            !matches!(
-                st.call_blocking(move |c| store::reference_blocked(c, &r, None)),
-                Ok(None)
-            )
-        };
-        let opts = ValidationOptions {
-            banks: if banks.is_empty() { None } else { Some(&banks) },
-            already_paid: Some(&already_paid),
-        };
-        read_payouts(&input, &opts)
-    })
-    .await
-    .context("validation task failed")??;
+    let file = validate(cfg, store, Some(banks)).await?;
     if !file.is_valid() && !skip_invalid {
-        eprintln!("{}", file.describe_errors());
-        eprintln!("{} error(s) in {}; nothing was sent (use --skip-invalid to send the valid rows and report the rest as REJECTED)", file.errors.len() + file.errors_omitted, cfg.input.display());
+        report_invalid(cfg, &file);
         return Ok(None);
     }
     let mut rows: Vec<NewRow> = file
@@ -316,33 +309,33 @@ async fn create_run(
     Ok(Some(run_id))
 }
 
-async fn dry_run(cfg: &JobConfig, store: &Store) -> anyhow::Result<i32> {
+/// Reads and validates the input; `banks` adds the 5.1 bank-name check. References already
+/// paid (or in progress) in earlier runs of this database are errors.
+async fn validate(cfg: &JobConfig, store: &Store, banks: Option<HashSet<String>>) -> anyhow::Result<crate::input::payout::PayoutFile> {
     let input = cfg.input.clone();
     let st = store.clone();
     let file = tokio::task::spawn_blocking(move || {
         let already_paid = |reference: &str| -> bool {
             let r = reference.to_string();
-            !matches!(
-                st.call_blocking(move |c| store::reference_blocked(c, &r, None)),
-                Ok(None)
-            )
+            // A database error counts as "paid": never risk paying twice.
+            !matches!(st.call_blocking(move |c| store::reference_blocked(c, &r, None)), Ok(None))
         };
-        read_payouts(
-            &input,
-            &ValidationOptions {
-                banks: None,
-                already_paid: Some(&already_paid),
-            },
-        )
+        let banks = banks.filter(|b| !b.is_empty());
+        let opts = ValidationOptions { banks: banks.as_ref(), already_paid: Some(&already_paid) };
+        read_payouts(&input, &opts)
     })
     .await
     .context("validation task failed")??;
-    if !file.is_valid() {
-        eprintln!("{}", file.describe_errors());
-        return Ok(exit::COULD_NOT_RUN);
-    }
-    println!("dry run: {} rows, total PHP {}; nothing sent (bank names are checked against the 5.1 list only on a real run)", file.rows.len(), file.total);
-    Ok(exit::OK)
+    Ok(file)
+}
+
+fn report_invalid(cfg: &JobConfig, file: &crate::input::payout::PayoutFile) {
+    eprintln!("{}", file.describe_errors());
+    eprintln!(
+        "{} error(s) in {}; nothing was sent (use --skip-invalid to send the valid rows and report the rest as REJECTED)",
+        file.errors.len() + file.errors_omitted,
+        cfg.input.display()
+    );
 }
 
 /// Drives the run with progress output and Ctrl-C handling, then writes the report.
