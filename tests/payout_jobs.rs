@@ -18,9 +18,21 @@ async fn five_hundred_rows_match_the_ledger() {
     let sim = start_sim(fast_sim_config(1)).await;
     let input = dir.path().join("payouts.csv");
     write_csv(&input, 500, |i| if i % 50 == 7 { "0401" } else { "1234" });
-    let job = write_job(dir.path(), "nightly", &sim, &input, LIMITS_FAST, FAST_RESOLVE);
+    let job = write_job(
+        dir.path(),
+        "nightly",
+        &sim,
+        &input,
+        LIMITS_FAST,
+        FAST_RESOLVE,
+    );
     let out = run(vec!["run".into(), s(&job)]).await;
-    assert_eq!(out.status.code(), Some(2), "FAILED rows (0401) give exit 2\n{}", show(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "FAILED rows (0401) give exit 2\n{}",
+        show(&out)
+    );
 
     let report = read_report(&dir.path().join("reports/nightly-1.csv"));
     assert_eq!(report.len(), 500);
@@ -30,19 +42,25 @@ async fn five_hundred_rows_match_the_ledger() {
     for (i, row) in report.iter().enumerate() {
         assert_eq!(row["line"], (i + 2).to_string(), "input order");
         assert_eq!(row["reference"], format!("REF-{i:06}"));
-        let order = ledger.order(&row["msg_id"]).unwrap_or_else(|| panic!("no order for {:?}", row));
+        let order = ledger
+            .order(&row["msg_id"])
+            .unwrap_or_else(|| panic!("no order for {:?}", row));
         assert_eq!(row["order_no"], order.order_no);
         assert_eq!(row["state"], expected_state(&order.state), "{row:?}");
         assert_eq!(order.create_requests, 1);
         assert_eq!(row["attempts"], "1");
-        assert!(row["account_no"].starts_with("******") && !row["account_no"].contains(&format!("{i:06}")));
+        assert!(
+            row["account_no"].starts_with("******")
+                && !row["account_no"].contains(&format!("{i:06}"))
+        );
         if row["state"] == "FAILED" {
             failed += 1;
             assert_eq!(row["error_code"], "AC01");
         }
     }
     assert_eq!(failed, 10);
-    let summary = std::fs::read_to_string(dir.path().join("reports/nightly-1-summary.csv")).unwrap();
+    let summary =
+        std::fs::read_to_string(dir.path().join("reports/nightly-1-summary.csv")).unwrap();
     assert!(summary.contains("SUCCESS,490,"), "{summary}");
     assert!(summary.contains("FAILED,10,"), "{summary}");
 }
@@ -65,14 +83,22 @@ async fn same_file_refused_new_run_and_retry() {
     let before = sim.requests().len();
     let again = run(vec!["run".into(), s(&job)]).await;
     assert_eq!(again.status.code(), Some(1), "{}", show(&again));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("--new-run"), "{}", show(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("--new-run"),
+        "{}",
+        show(&again)
+    );
     assert_eq!(sim.requests().len(), before, "a refused run sends nothing");
 
     // --new-run: a new run is accepted, but references already paid are validation errors.
     let new_run = run(vec!["run".into(), s(&job), "--new-run".into()]).await;
     assert_eq!(new_run.status.code(), Some(1), "{}", show(&new_run));
     let err = String::from_utf8_lossy(&new_run.stderr);
-    assert!(err.contains("line 3") && err.contains("reference"), "{}", show(&new_run));
+    assert!(
+        err.contains("line 3") && err.contains("reference"),
+        "{}",
+        show(&new_run)
+    );
     assert_eq!(sim.requests().len(), before);
 
     // retry: only the 4 FAILED rows get new msgIds.
@@ -84,7 +110,12 @@ async fn same_file_refused_new_run_and_retry() {
         .collect();
     assert_eq!(failed.len(), 4);
     let retry = run(vec!["retry".into(), s(&job), "--run".into(), "1".into()]).await;
-    assert_eq!(retry.status.code(), Some(2), "they fail again (0401)\n{}", show(&retry));
+    assert_eq!(
+        retry.status.code(),
+        Some(2),
+        "they fail again (0401)\n{}",
+        show(&retry)
+    );
     let ledger = sim.ledger();
     assert_eq!(ledger.orders.len(), 24, "4 new orders, nothing else");
     let report = read_report(&dir.path().join("reports/job-1.csv"));
@@ -100,17 +131,29 @@ async fn same_file_refused_new_run_and_retry() {
     }
 
     // --new-run --skip-invalid: the paid rows are REJECTED, the failed ones are sent again.
-    let new_run = run(vec!["run".into(), s(&job), "--new-run".into(), "--skip-invalid".into()]).await;
+    let new_run = run(vec![
+        "run".into(),
+        s(&job),
+        "--new-run".into(),
+        "--skip-invalid".into(),
+    ])
+    .await;
     assert_eq!(new_run.status.code(), Some(2), "{}", show(&new_run));
     let report2 = read_report(&dir.path().join("reports/job-2.csv"));
     assert_eq!(report2.len(), 20);
-    assert_eq!(report2.iter().filter(|r| r["state"] == "REJECTED").count(), 16);
+    assert_eq!(
+        report2.iter().filter(|r| r["state"] == "REJECTED").count(),
+        16
+    );
     assert_eq!(sim.ledger().orders.len(), 28);
 
     let status = run(vec!["status".into(), s(&job)]).await;
     assert_eq!(status.status.code(), Some(0), "{}", show(&status));
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("run 1 (finished)") && text.contains("run 2 (finished)"), "{text}");
+    assert!(
+        text.contains("run 1 (finished)") && text.contains("run 2 (finished)"),
+        "{text}"
+    );
 }
 
 /// Acceptance 3: malformed files → exit 1, a message naming line and field, zero requests.
@@ -120,38 +163,125 @@ async fn bad_input_sends_nothing() {
     let sim = start_sim(fast_sim_config(3)).await;
     let header = "reference,channel,account_no,account_name,middle_name,last_name,bank,amount,currency,note\n";
     let good = "R1,instapay,09171234567,Juan,,Cruz,GCash,100,PHP,ok\n";
-    let huge = format!("{header}{good}R2,instapay,09171234568,{},,Cruz,GCash,100,PHP,x\n", "A".repeat(10 * 1024 * 1024));
+    let huge = format!(
+        "{header}{good}R2,instapay,09171234568,{},,Cruz,GCash,100,PHP,x\n",
+        "A".repeat(10 * 1024 * 1024)
+    );
     let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
-        ("missing field", format!("{header}{good}R2,instapay,,Juan,,Cruz,GCash,100,PHP,x\n").into_bytes(), &["line 3", "account_no"]),
-        ("amount zero", format!("{header}{good}R2,instapay,0917,Juan,,Cruz,GCash,0,PHP,x\n").into_bytes(), &["line 3", "amount"]),
-        ("negative amount", format!("{header}{good}R2,instapay,0917,Juan,,Cruz,GCash,-5,PHP,x\n").into_bytes(), &["line 3", "amount"]),
-        ("three decimals", format!("{header}{good}R2,instapay,0917,Juan,,Cruz,GCash,1.234,PHP,x\n").into_bytes(), &["line 3", "amount"]),
-        ("over instapay cap", format!("{header}{good}R2,instapay,0917,Juan,,Cruz,GCash,50000.01,PHP,x\n").into_bytes(), &["line 3", "amount"]),
-        ("unknown channel", format!("{header}{good}R2,paypal,0917,Juan,,Cruz,GCash,1,PHP,x\n").into_bytes(), &["line 3", "channel"]),
-        ("unknown currency", format!("{header}{good}R2,instapay,0917,Juan,,Cruz,GCash,1,USD,x\n").into_bytes(), &["line 3", "currency"]),
-        ("note too long", format!("{header}{good}R2,instapay,0917,Juan,,Cruz,GCash,1,PHP,{}\n", "n".repeat(93)).into_bytes(), &["line 3", "note"]),
-        ("duplicate reference", format!("{header}{good}{good}").into_bytes(), &["line 3", "reference"]),
-        ("wrong header", b"ref,chan\nR1,instapay\n".to_vec(), &["line 1"]),
+        (
+            "missing field",
+            format!("{header}{good}R2,instapay,,Juan,,Cruz,GCash,100,PHP,x\n").into_bytes(),
+            &["line 3", "account_no"],
+        ),
+        (
+            "amount zero",
+            format!("{header}{good}R2,instapay,0917,Juan,,Cruz,GCash,0,PHP,x\n").into_bytes(),
+            &["line 3", "amount"],
+        ),
+        (
+            "negative amount",
+            format!("{header}{good}R2,instapay,0917,Juan,,Cruz,GCash,-5,PHP,x\n").into_bytes(),
+            &["line 3", "amount"],
+        ),
+        (
+            "three decimals",
+            format!("{header}{good}R2,instapay,0917,Juan,,Cruz,GCash,1.234,PHP,x\n").into_bytes(),
+            &["line 3", "amount"],
+        ),
+        (
+            "over instapay cap",
+            format!("{header}{good}R2,instapay,0917,Juan,,Cruz,GCash,50000.01,PHP,x\n")
+                .into_bytes(),
+            &["line 3", "amount"],
+        ),
+        (
+            "unknown channel",
+            format!("{header}{good}R2,paypal,0917,Juan,,Cruz,GCash,1,PHP,x\n").into_bytes(),
+            &["line 3", "channel"],
+        ),
+        (
+            "unknown currency",
+            format!("{header}{good}R2,instapay,0917,Juan,,Cruz,GCash,1,USD,x\n").into_bytes(),
+            &["line 3", "currency"],
+        ),
+        (
+            "note too long",
+            format!(
+                "{header}{good}R2,instapay,0917,Juan,,Cruz,GCash,1,PHP,{}\n",
+                "n".repeat(93)
+            )
+            .into_bytes(),
+            &["line 3", "note"],
+        ),
+        (
+            "duplicate reference",
+            format!("{header}{good}{good}").into_bytes(),
+            &["line 3", "reference"],
+        ),
+        (
+            "wrong header",
+            b"ref,chan\nR1,instapay\n".to_vec(),
+            &["line 1"],
+        ),
         ("empty file", Vec::new(), &["empty"]),
         ("header only", header.as_bytes().to_vec(), &["no rows"]),
-        ("non-UTF-8", [header.as_bytes(), good.as_bytes(), b"R2,instapay,0917,Ju\xffan,,Cruz,GCash,1,PHP,x\n"].concat(), &["line 3"]),
-        ("binary file", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00".to_vec(), &["line 1"]),
-        ("10 MB field", huge.into_bytes(), &["line 3", "account_name"]),
+        (
+            "non-UTF-8",
+            [
+                header.as_bytes(),
+                good.as_bytes(),
+                b"R2,instapay,0917,Ju\xffan,,Cruz,GCash,1,PHP,x\n",
+            ]
+            .concat(),
+            &["line 3"],
+        ),
+        (
+            "binary file",
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00".to_vec(),
+            &["line 1"],
+        ),
+        (
+            "10 MB field",
+            huge.into_bytes(),
+            &["line 3", "account_name"],
+        ),
     ];
     for (i, (name, bytes, must)) in cases.iter().enumerate() {
         let input = dir.path().join(format!("bad{i}.csv"));
         std::fs::write(&input, bytes).unwrap();
-        let job = write_job(dir.path(), &format!("bad{i}"), &sim, &input, LIMITS_FAST, FAST_RESOLVE);
+        let job = write_job(
+            dir.path(),
+            &format!("bad{i}"),
+            &sim,
+            &input,
+            LIMITS_FAST,
+            FAST_RESOLVE,
+        );
         let out = run(vec!["run".into(), s(&job)]).await;
         assert_eq!(out.status.code(), Some(1), "{name}\n{}", show(&out));
         let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
-        assert!(err.contains(&s(&input).to_lowercase()), "{name}: names the file\n{}", show(&out));
+        assert!(
+            err.contains(&s(&input).to_lowercase()),
+            "{name}: names the file\n{}",
+            show(&out)
+        );
         for m in must.iter() {
-            assert!(err.contains(&m.to_lowercase()), "{name}: expected {m:?}\n{}", show(&out));
+            assert!(
+                err.contains(&m.to_lowercase()),
+                "{name}: expected {m:?}\n{}",
+                show(&out)
+            );
         }
-        assert!(out.stderr.len() < 64 * 1024, "{name}: the message stays short");
+        assert!(
+            out.stderr.len() < 64 * 1024,
+            "{name}: the message stays short"
+        );
     }
-    assert_eq!(sim.requests().len(), 0, "no request of any kind reached the simulator");
+    assert_eq!(
+        sim.requests().len(),
+        0,
+        "no request of any kind reached the simulator"
+    );
 }
 
 /// Acceptance 2, CI version: SIGKILL the runner at several points of a run against a simulator
@@ -200,13 +330,20 @@ async fn crash_safety(rows: usize, kill_points_ms: &[u64], seed: u64) {
         }
     }
     let out = last.expect("a run finished");
-    assert!(matches!(out.status.code(), Some(0) | Some(2)), "rows left unresolved after retries\n{}", show(&out));
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(2)),
+        "rows left unresolved after retries\n{}",
+        show(&out)
+    );
 
     let ledger = sim.ledger();
     // Exactly one order per account (= per reference): nobody paid twice.
     let mut per_acct: HashMap<String, Vec<&str>> = HashMap::new();
     for o in &ledger.orders {
-        per_acct.entry(o.acct_no.clone().unwrap_or_default()).or_default().push(&o.msg_id);
+        per_acct
+            .entry(o.acct_no.clone().unwrap_or_default())
+            .or_default()
+            .push(&o.msg_id);
     }
     for (acct, ids) in &per_acct {
         assert_eq!(ids.len(), 1, "account {acct} has orders {ids:?}");
@@ -217,12 +354,18 @@ async fn crash_safety(rows: usize, kill_points_ms: &[u64], seed: u64) {
     assert_eq!(refs.len(), rows, "every reference once");
     assert_eq!(ledger.orders.len(), rows, "every row paid exactly once");
     for r in &report {
-        let order = ledger.order(&r["msg_id"]).unwrap_or_else(|| panic!("row without order {r:?}"));
+        let order = ledger
+            .order(&r["msg_id"])
+            .unwrap_or_else(|| panic!("row without order {r:?}"));
         assert_eq!(r["state"], expected_state(&order.state), "{r:?}");
         assert_eq!(r["order_no"], order.order_no);
     }
     // Faults did happen.
-    let faults: HashSet<String> = sim.requests().iter().filter_map(|q| q.fault.clone()).collect();
+    let faults: HashSet<String> = sim
+        .requests()
+        .iter()
+        .filter_map(|q| q.fault.clone())
+        .collect();
     assert!(faults.contains("commit_then_drop"), "{faults:?}");
 }
 
@@ -250,7 +393,14 @@ async fn rate_limit(rows: usize, seed: u64) {
     write_csv(&input, rows, |_| "4321");
     let (rate, burst) = (20u64, 20u64);
     let limits = format!("requests_per_second = {rate}\nburst = {burst}\nconcurrency = 8\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2");
-    let job = write_job(dir.path(), "rate", &sim, &input, &limits, &FAST_RESOLVE.replace("deadline_secs = 60", "deadline_secs = 300"));
+    let job = write_job(
+        dir.path(),
+        "rate",
+        &sim,
+        &input,
+        &limits,
+        &FAST_RESOLVE.replace("deadline_secs = 60", "deadline_secs = 300"),
+    );
     let out = run(vec!["run".into(), s(&job)]).await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     // Signed API requests only (the unsigned health check is outside the limiter).
@@ -260,7 +410,11 @@ async fn rate_limit(rows: usize, seed: u64) {
         .filter(|r| r.path.contains("/v1/"))
         .map(|r| r.arrival_ms)
         .collect();
-    assert!(times.len() >= 2 * rows, "sends and queries: {}", times.len());
+    assert!(
+        times.len() >= 2 * rows,
+        "sends and queries: {}",
+        times.len()
+    );
     let mut max_window = 0;
     let mut j = 0;
     for i in 0..times.len() {
@@ -271,7 +425,16 @@ async fn rate_limit(rows: usize, seed: u64) {
     }
     let span_s = (times[times.len() - 1] - times[0]) as f64 / 1000.0;
     let achieved = (times.len() - 1) as f64 / span_s;
-    eprintln!("requests {} over {span_s:.1} s: {achieved:.2}/s; busiest 1-s window {max_window}", times.len());
-    assert!(max_window as u64 <= rate + burst, "window of {max_window} > rate + burst");
-    assert!(achieved >= 0.9 * rate as f64, "achieved {achieved:.2}/s < 90% of {rate}/s");
+    eprintln!(
+        "requests {} over {span_s:.1} s: {achieved:.2}/s; busiest 1-s window {max_window}",
+        times.len()
+    );
+    assert!(
+        max_window as u64 <= rate + burst,
+        "window of {max_window} > rate + burst"
+    );
+    assert!(
+        achieved >= 0.9 * rate as f64,
+        "achieved {achieved:.2}/s < 90% of {rate}/s"
+    );
 }

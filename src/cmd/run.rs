@@ -194,14 +194,25 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
             return Ok(exit::OK);
         }
     } else if args.dry_run {
-        println!("dry run: run {} of this file is open and would be resumed; nothing sent", open_run.unwrap_or_default());
+        println!(
+            "dry run: run {} of this file is open and would be resumed; nothing sent",
+            open_run.unwrap_or_default()
+        );
         return Ok(exit::OK);
     }
     let ready = connect(&cfg, store.clone()).await?;
     let engine = Arc::clone(&ready.engine);
-    let health = engine.client().check_connection().await.context("connection check (2.1) failed")?;
+    let health = engine
+        .client()
+        .check_connection()
+        .await
+        .context("connection check (2.1) failed")?;
     if !health.code.is_success() {
-        bail!("connection check (2.1) answered {} {}", health.code, health.message);
+        bail!(
+            "connection check (2.1) answered {} {}",
+            health.code,
+            health.message
+        );
     }
 
     let run_id = match open_run {
@@ -210,7 +221,8 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
             id
         }
         None => {
-            let Some(run_id) = create_run(&cfg, &engine, &store, &sha, args.skip_invalid).await? else {
+            let Some(run_id) = create_run(&cfg, &engine, &store, &sha, args.skip_invalid).await?
+            else {
                 return Ok(exit::COULD_NOT_RUN);
             };
             run_id
@@ -311,17 +323,27 @@ async fn create_run(
 
 /// Reads and validates the input; `banks` adds the 5.1 bank-name check. References already
 /// paid (or in progress) in earlier runs of this database are errors.
-async fn validate(cfg: &JobConfig, store: &Store, banks: Option<HashSet<String>>) -> anyhow::Result<crate::input::payout::PayoutFile> {
+async fn validate(
+    cfg: &JobConfig,
+    store: &Store,
+    banks: Option<HashSet<String>>,
+) -> anyhow::Result<crate::input::payout::PayoutFile> {
     let input = cfg.input.clone();
     let st = store.clone();
     let file = tokio::task::spawn_blocking(move || {
         let already_paid = |reference: &str| -> bool {
             let r = reference.to_string();
             // A database error counts as "paid": never risk paying twice.
-            !matches!(st.call_blocking(move |c| store::reference_blocked(c, &r, None)), Ok(None))
+            !matches!(
+                st.call_blocking(move |c| store::reference_blocked(c, &r, None)),
+                Ok(None)
+            )
         };
         let banks = banks.filter(|b| !b.is_empty());
-        let opts = ValidationOptions { banks: banks.as_ref(), already_paid: Some(&already_paid) };
+        let opts = ValidationOptions {
+            banks: banks.as_ref(),
+            already_paid: Some(&already_paid),
+        };
         read_payouts(&input, &opts)
     })
     .await

@@ -422,16 +422,25 @@ impl PayoutEngine {
                 detail: "UNSENT row has no attempt".into(),
             });
         };
+        // Sign first (pure, no state change): a signing failure means nothing was sent.
+        let signed = match self.client.sign_bytes(attempt.request_bytes.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                row.message = Some(format!("not sent: {e}"));
+                self.stop(format!("signing failed: {e}"));
+                return Ok(Step::Continue);
+            }
+        };
         let _permit = self
             .in_flight
             .acquire()
             .await
             .map_err(|e| EngineError::Task(e.to_string()))?;
-        self.limiter.acquire().await;
         if self.stopped() {
             return Ok(Step::Continue);
         }
-        // Mark in flight first: a crash from here on means "outcome unknown".
+        // Mark in flight before the request can leave: a crash from here on means "outcome
+        // unknown", resolved by query.
         let old = row.state;
         let now = store::now_ms();
         let resend_after_not_found =
@@ -451,29 +460,26 @@ impl PayoutEngine {
             },
         )
         .await?;
-        tracing::info!(line = row.line, msg_id = %attempt.msg_id, account = %mask_account(&row.account_no), amount = %row.amount, "sending payout");
+        // The rate permit is taken last, right before the request leaves, so the pacing the
+        // limiter grants is the pacing Starpay sees.
+        self.limiter.acquire().await;
+        if self.stopped() {
+            row.state = RowState::Unsent;
+            self.save(
+                row,
+                RowState::InFlight,
+                false,
+                Event {
+                    kind: "not_sent",
+                    detail: Some("run stopped before sending".into()),
+                    ..Event::default()
+                },
+            )
+            .await?;
+            return Ok(Step::Continue);
+        }
+        tracing::debug!(line = row.line, msg_id = %attempt.msg_id, account = %mask_account(&row.account_no), amount = %row.amount, "sending payout");
 
-        let bytes = attempt.request_bytes.clone();
-        let signed = match self.client.sign_bytes(bytes).await {
-            Ok(s) => s,
-            Err(e) => {
-                row.state = RowState::Unsent;
-                row.message = Some(format!("not sent: {e}"));
-                self.save(
-                    row,
-                    RowState::InFlight,
-                    false,
-                    Event {
-                        kind: "not_sent",
-                        detail: Some(e.to_string()),
-                        ..Event::default()
-                    },
-                )
-                .await?;
-                self.stop(format!("signing failed: {e}"));
-                return Ok(Step::Continue);
-            }
-        };
         let result = if attempt.operation == OP_WALLET {
             self.client.send::<WalletDisburseRequest>(&signed).await
         } else {

@@ -43,7 +43,14 @@ max_resolve_secs = 3600
 "#;
 
 /// Writes `dir/<name>.toml` for a payout job against `sim`; `limits` is the `[limits]` body.
-pub fn write_job(dir: &Path, name: &str, sim: &SimHandle, input: &Path, limits: &str, resolve: &str) -> PathBuf {
+pub fn write_job(
+    dir: &Path,
+    name: &str,
+    sim: &SimHandle,
+    input: &Path,
+    limits: &str,
+    resolve: &str,
+) -> PathBuf {
     let keys = root().join("samples/keys");
     let text = format!(
         r#"kind = "payout"
@@ -89,7 +96,8 @@ pub fn write_csv(path: &Path, n: usize, suffix: impl Fn(usize) -> &'static str) 
 
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_starpay-batch"));
-    c.env_remove("STARPAY_PRIVATE_KEY_FILE").env("RUST_LOG", "warn");
+    c.env_remove("STARPAY_PRIVATE_KEY_FILE")
+        .env("RUST_LOG", "warn");
     c
 }
 
@@ -111,7 +119,13 @@ pub async fn run(args: Vec<String>) -> Output {
 
 pub async fn spawn(args: Vec<String>) -> Child {
     tokio::task::spawn_blocking(move || {
-        bin().args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+        bin()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
     })
     .await
     .unwrap()
@@ -121,7 +135,9 @@ pub async fn spawn(args: Vec<String>) -> Child {
 pub async fn kill_after(mut child: Child, after: Duration) -> Option<i32> {
     tokio::time::sleep(after).await;
     let _ = child.kill();
-    tokio::task::spawn_blocking(move || child.wait().ok().and_then(|s| s.code())).await.unwrap()
+    tokio::task::spawn_blocking(move || child.wait().ok().and_then(|s| s.code()))
+        .await
+        .unwrap()
 }
 
 pub fn s(p: &Path) -> String {
@@ -135,7 +151,11 @@ pub fn read_report(path: &Path) -> Vec<HashMap<String, String>> {
     r.records()
         .map(|rec| {
             let rec = rec.unwrap();
-            headers.iter().zip(rec.iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect()
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
         })
         .collect()
 }
