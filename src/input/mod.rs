@@ -30,6 +30,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
+use crate::domain::money::MoneyError;
 use crate::domain::Centavos;
 
 /// Longest accepted field, in bytes. Far above any legitimate value (the longest Starpay field is
@@ -176,6 +177,152 @@ impl fmt::Display for HeaderProblems {
         }
         f.write_str(&parts.join("; "))
     }
+}
+
+/// Which field index holds which named column (any order, names case-insensitive).
+pub(crate) struct Columns {
+    pub(crate) index: Vec<Option<usize>>,
+    pub(crate) width: usize,
+}
+
+impl Columns {
+    /// Maps a header record onto `names`; unknown, duplicate and missing required columns are
+    /// one `BadHeader` error (an unknown column gets a "did you mean" hint).
+    pub(crate) fn parse(
+        rec: &RawRecord,
+        names: &[&'static str],
+        required: impl Fn(usize) -> bool,
+    ) -> Result<Columns, Rule> {
+        if rec.count > MAX_COLUMNS {
+            return Err(Rule::TooManyColumns {
+                found: rec.count,
+                max: MAX_COLUMNS,
+            });
+        }
+        let mut index = vec![None; names.len()];
+        let mut unknown = Vec::new();
+        let mut duplicate = Vec::new();
+        for (i, f) in rec.fields.iter().enumerate() {
+            let RawField::Bytes(bytes) = f else {
+                return Err(Rule::FieldTooLarge {
+                    limit: MAX_FIELD_BYTES,
+                });
+            };
+            let name = std::str::from_utf8(bytes)
+                .map_err(|_| Rule::NotUtf8)?
+                .trim()
+                .to_ascii_lowercase();
+            match names.iter().position(|c| *c == name) {
+                Some(c) if index[c].is_some() => duplicate.push(name),
+                Some(c) => index[c] = Some(i),
+                None => {
+                    let hint = names
+                        .iter()
+                        .copied()
+                        .filter(|known| !name.is_empty() && edit_distance(&name, known) <= 2)
+                        .min_by_key(|known| edit_distance(&name, known));
+                    unknown.push((name, hint));
+                }
+            }
+        }
+        let missing: Vec<String> = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| required(*i) && index[*i].is_none())
+            .map(|(_, n)| n.to_string())
+            .collect();
+        if missing.is_empty() && unknown.is_empty() && duplicate.is_empty() {
+            Ok(Columns {
+                index,
+                width: rec.count,
+            })
+        } else {
+            Err(Rule::BadHeader(Box::new(HeaderProblems {
+                missing,
+                unknown,
+                duplicate,
+            })))
+        }
+    }
+
+    /// Decodes a record's cells in column order; undecodable or oversized cells are reported
+    /// through `on_error(column index, rule)` and come back as `Cell::Bad`.
+    pub(crate) fn cells<'r>(
+        &self,
+        rec: &'r RawRecord,
+        mut on_error: impl FnMut(usize, Rule),
+    ) -> Vec<Cell<'r>> {
+        self.index
+            .iter()
+            .enumerate()
+            .map(|(col, idx)| {
+                let Some(i) = idx else { return Cell::Absent };
+                match rec.fields.get(*i) {
+                    Some(RawField::Bytes(b)) => match std::str::from_utf8(b) {
+                        Ok(s) => Cell::Value(s.trim()),
+                        Err(_) => {
+                            on_error(col, Rule::NotUtf8);
+                            Cell::Bad
+                        }
+                    },
+                    Some(RawField::TooLarge) => {
+                        on_error(
+                            col,
+                            Rule::FieldTooLarge {
+                                limit: MAX_FIELD_BYTES,
+                            },
+                        );
+                        Cell::Bad
+                    }
+                    None => Cell::Absent,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A cell after decoding.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Cell<'a> {
+    /// The column is not in the file.
+    Absent,
+    /// Undecodable or too large; already reported.
+    Bad,
+    /// Trimmed text.
+    Value(&'a str),
+}
+
+/// Free text: `required` → non-empty; at most `max` characters; no control characters.
+/// `Ok(None)` when the column is absent or (optional and) empty.
+pub(crate) fn text(cell: Cell<'_>, required: bool, max: usize) -> Result<Option<String>, Rule> {
+    let v = match cell {
+        Cell::Bad => return Ok(None),
+        Cell::Absent | Cell::Value("") if required => return Err(Rule::Missing),
+        Cell::Absent => return Ok(None),
+        Cell::Value(v) => v,
+    };
+    let len = v.chars().count();
+    if len > max {
+        return Err(Rule::TooLong { max, len });
+    }
+    if let Some(c) = v.chars().find(|c| c.is_control()) {
+        return Err(Rule::ControlCharacter(c));
+    }
+    Ok(Some(v.to_string()))
+}
+
+/// Reference §12 rule 5: decimal PHP text → centavos, > 0, never through floating point.
+pub(crate) fn positive_amount(s: &str) -> Result<Centavos, Rule> {
+    let a = Centavos::parse_php(s).map_err(|e| match e {
+        MoneyError::Empty => Rule::Missing,
+        MoneyError::Invalid(v) => Rule::NotANumber(v),
+        MoneyError::TooManyDecimals(v) => Rule::TooManyDecimals(v),
+        MoneyError::Overflow(v) => Rule::AmountTooLarge(v),
+    })?;
+    if !a.is_positive() {
+        return Err(Rule::AmountNotPositive(s.to_string()));
+    }
+    Ok(a)
 }
 
 /// Collects errors up to [`MAX_ERRORS`], then only counts them.

@@ -29,10 +29,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::{
-    edit_distance, CsvRecords, ErrorList, HashingReader, HeaderProblems, InputError, RawField,
-    RawRecord, Rule, MAX_COLUMNS, MAX_FIELD_BYTES,
+    positive_amount, text, Cell, Columns, CsvRecords, ErrorList, HashingReader, InputError,
+    RawRecord, Rule, MAX_COLUMNS,
 };
-use crate::domain::money::{MoneyError, INSTAPAY_CAP};
+use crate::domain::money::INSTAPAY_CAP;
 use crate::domain::Centavos;
 
 /// Reference §6 5.2 and §4 decisions; `bank` and `reference` are the project's own limits.
@@ -189,18 +189,7 @@ impl Col {
     ];
 
     fn name(self) -> &'static str {
-        match self {
-            Col::Reference => "reference",
-            Col::Channel => "channel",
-            Col::AccountNo => "account_no",
-            Col::AccountName => "account_name",
-            Col::MiddleName => "middle_name",
-            Col::LastName => "last_name",
-            Col::Bank => "bank",
-            Col::Amount => "amount",
-            Col::Currency => "currency",
-            Col::Note => "note",
-        }
+        COL_NAMES[self as usize]
     }
 
     /// Columns the header must have. `bank` is required per row (instapay), not per file: a
@@ -213,77 +202,19 @@ impl Col {
     }
 }
 
-/// Which field index holds which column.
-struct Header {
-    index: [Option<usize>; Col::ALL.len()],
-    width: usize,
-}
-
-impl Header {
-    fn parse(rec: &RawRecord) -> Result<Header, Rule> {
-        if rec.count > MAX_COLUMNS {
-            return Err(Rule::TooManyColumns {
-                found: rec.count,
-                max: MAX_COLUMNS,
-            });
-        }
-        let mut index = [None; Col::ALL.len()];
-        let mut unknown = Vec::new();
-        let mut duplicate = Vec::new();
-        for (i, f) in rec.fields.iter().enumerate() {
-            let RawField::Bytes(bytes) = f else {
-                return Err(Rule::FieldTooLarge {
-                    limit: MAX_FIELD_BYTES,
-                });
-            };
-            let name = std::str::from_utf8(bytes)
-                .map_err(|_| Rule::NotUtf8)?
-                .trim()
-                .to_ascii_lowercase();
-            match Col::ALL.iter().position(|c| c.name() == name) {
-                Some(c) if index[c].is_some() => duplicate.push(name),
-                Some(c) => index[c] = Some(i),
-                None => {
-                    let hint = Col::ALL
-                        .iter()
-                        .map(|c| c.name())
-                        .filter(|known| !name.is_empty() && edit_distance(&name, known) <= 2)
-                        .min_by_key(|known| edit_distance(&name, known));
-                    unknown.push((name, hint));
-                }
-            }
-        }
-        let missing: Vec<String> = Col::ALL
-            .iter()
-            .zip(index)
-            .filter(|(c, i)| c.required() && i.is_none())
-            .map(|(c, _)| c.name().to_string())
-            .collect();
-        if missing.is_empty() && unknown.is_empty() && duplicate.is_empty() {
-            Ok(Header {
-                index,
-                width: rec.count,
-            })
-        } else {
-            Err(Rule::BadHeader(Box::new(HeaderProblems {
-                missing,
-                unknown,
-                duplicate,
-            })))
-        }
-    }
-}
-
-/// A cell after decoding.
-#[derive(Clone, Copy)]
-enum Cell<'a> {
-    /// The column is not in the file.
-    Absent,
-    /// Undecodable or too large; already reported.
-    Bad,
-    /// Trimmed text.
-    Value(&'a str),
-}
+/// Column names in `Col` order, for the generic header parser.
+const COL_NAMES: [&str; Col::ALL.len()] = [
+    "reference",
+    "channel",
+    "account_no",
+    "account_name",
+    "middle_name",
+    "last_name",
+    "bank",
+    "amount",
+    "currency",
+    "note",
+];
 
 /// Reads and validates a payout file.
 ///
@@ -310,7 +241,8 @@ pub fn read_payouts(path: &Path, opts: &ValidationOptions) -> Result<PayoutFile,
             Some(r) => break r,
         }
     };
-    let header = Header::parse(&header_rec).map_err(|rule| file_err(header_rec.line, rule))?;
+    let header = Columns::parse(&header_rec, &COL_NAMES, |i| Col::ALL[i].required())
+        .map_err(|rule| file_err(header_rec.line, rule))?;
 
     let mut v = Validator {
         file: path.to_path_buf(),
@@ -355,7 +287,7 @@ struct Validator<'o, 'a> {
 
 impl Validator<'_, '_> {
     /// Validates one record; pushes its errors and returns the row only when it has none.
-    fn row(&mut self, header: &Header, rec: &RawRecord) -> Option<PayoutRow> {
+    fn row(&mut self, header: &Columns, rec: &RawRecord) -> Option<PayoutRow> {
         let line = rec.line;
         let mut errs: Vec<(Option<Col>, Rule)> = Vec::new();
         if rec.count != header.width {
@@ -371,29 +303,7 @@ impl Validator<'_, '_> {
             return None;
         }
 
-        let mut cells = [Cell::Absent; Col::ALL.len()];
-        for (slot, (col, idx)) in cells.iter_mut().zip(Col::ALL.iter().zip(header.index)) {
-            let Some(i) = idx else { continue };
-            *slot = match rec.fields.get(i) {
-                Some(RawField::Bytes(b)) => match std::str::from_utf8(b) {
-                    Ok(s) => Cell::Value(s.trim()),
-                    Err(_) => {
-                        errs.push((Some(*col), Rule::NotUtf8));
-                        Cell::Bad
-                    }
-                },
-                Some(RawField::TooLarge) => {
-                    errs.push((
-                        Some(*col),
-                        Rule::FieldTooLarge {
-                            limit: MAX_FIELD_BYTES,
-                        },
-                    ));
-                    Cell::Bad
-                }
-                None => Cell::Absent,
-            };
-        }
+        let cells = header.cells(rec, |i, rule| errs.push((Some(Col::ALL[i]), rule)));
         let cell = |c: Col| cells[c as usize];
         let mut check = |c: Col, r: Result<Option<String>, Rule>| match r {
             Ok(v) => v,
@@ -525,25 +435,6 @@ impl Validator<'_, '_> {
     }
 }
 
-/// Free text: `required` → non-empty; at most `max` characters; no control characters.
-/// `Ok(None)` when the column is absent or (optional and) empty.
-fn text(cell: Cell<'_>, required: bool, max: usize) -> Result<Option<String>, Rule> {
-    let v = match cell {
-        Cell::Bad => return Ok(None),
-        Cell::Absent | Cell::Value("") if required => return Err(Rule::Missing),
-        Cell::Absent => return Ok(None),
-        Cell::Value(v) => v,
-    };
-    let len = v.chars().count();
-    if len > max {
-        return Err(Rule::TooLong { max, len });
-    }
-    if let Some(c) = v.chars().find(|c| c.is_control()) {
-        return Err(Rule::ControlCharacter(c));
-    }
-    Ok(Some(v.to_string()))
-}
-
 /// Reference §6 5.2 decision: 1–34 characters `[A-Za-z0-9]`. Never echoed in full.
 fn account_no(cell: Cell<'_>) -> Result<Option<String>, Rule> {
     let v = match cell {
@@ -569,15 +460,7 @@ fn account_no(cell: Cell<'_>) -> Result<Option<String>, Rule> {
 
 /// Reference §12 rules 5 and 6: decimal text → centavos, > 0, ≤ the cap on InstaPay.
 fn amount(s: &str, channel: Option<Channel>) -> Result<Centavos, Rule> {
-    let a = Centavos::parse_php(s).map_err(|e| match e {
-        MoneyError::Empty => Rule::Missing,
-        MoneyError::Invalid(v) => Rule::NotANumber(v),
-        MoneyError::TooManyDecimals(v) => Rule::TooManyDecimals(v),
-        MoneyError::Overflow(v) => Rule::AmountTooLarge(v),
-    })?;
-    if !a.is_positive() {
-        return Err(Rule::AmountNotPositive(s.to_string()));
-    }
+    let a = positive_amount(s)?;
     if channel == Some(Channel::Instapay) && a > INSTAPAY_CAP {
         return Err(Rule::AboveInstapayCap(a));
     }
