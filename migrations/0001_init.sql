@@ -46,6 +46,9 @@ CREATE TABLE rows (
     -- query then means REJECTED (reference §12 rule 3).
     verified_reject  INTEGER NOT NULL DEFAULT 0,
     not_found_count  INTEGER NOT NULL DEFAULT 0,
+    -- Set when the current attempt was resent under the not-found rule (a 403 then means
+    -- NEEDS_ATTENTION, reference §12 rule 3).
+    resent_after_not_found INTEGER NOT NULL DEFAULT 0,
     hold_since       INTEGER,
     first_sent_at    INTEGER,
     last_sent_at     INTEGER,

@@ -98,6 +98,10 @@ pub struct RetryArgs {
     /// The run whose FAILED rows to re-send.
     #[arg(long)]
     pub run: i64,
+    /// Also re-send rows that failed for beneficiary data (AC*, BE01, RC01), which normally
+    /// fail again until the data is fixed (reference §9.2).
+    #[arg(long)]
+    pub include_beneficiary_errors: bool,
 }
 
 #[derive(Debug, Args)]

@@ -77,6 +77,9 @@ pub const DEMO_PLATFORM_PUBLIC_KEY: &str = "samples/keys/TEST-ONLY-sim-platform-
 const MAX_JOB_FILE_BYTES: u64 = 1024 * 1024;
 /// Reference §4: `notifyUrl` ≤ 256 characters.
 const MAX_NOTIFY_URL_LEN: usize = 256;
+/// Upper bound on any waiting period in `[resolve]` (ten years).
+pub const MAX_WAIT_SECS: u64 = 10 * 365 * 86_400;
+
 /// Upper bound on in-flight requests; far above anything Starpay tolerates (§12 rule 8: 4).
 pub const MAX_CONCURRENCY: u32 = 256;
 
@@ -445,6 +448,31 @@ impl RawResolve {
         ] {
             if v == 0 {
                 problems.push(ConfigProblem::Zero { key });
+            }
+        }
+        // Upper bound on every waiting period: ten years. Larger values would overflow time
+        // arithmetic downstream and are always a typo.
+        let mut all: Vec<(&'static str, u64)> = vec![
+            ("resolve.poll_interval_secs", self.poll_interval_secs),
+            ("resolve.not_found_window_secs", self.not_found_window_secs),
+            ("resolve.ab_hold_secs", self.ab_hold_secs),
+            ("resolve.stale_after_secs", self.stale_after_secs),
+            ("resolve.deadline_secs", self.deadline_secs),
+            ("resolve.max_resolve_secs", self.max_resolve_secs),
+        ];
+        all.extend(
+            self.poll_schedule_secs
+                .iter()
+                .map(|v| ("resolve.poll_schedule_secs", *v)),
+        );
+        for (key, value) in all {
+            if value > MAX_WAIT_SECS {
+                problems.push(ConfigProblem::OutOfRange {
+                    key,
+                    value,
+                    min: 0,
+                    max: MAX_WAIT_SECS,
+                });
             }
         }
         ResolvePolicy {
@@ -866,6 +894,15 @@ max_resolve_secs = 0
             whole.starts_with("jobs/test-job.toml: invalid job file:"),
             "{whole}"
         );
+    }
+
+    #[test]
+    fn waiting_periods_have_an_upper_bound() {
+        let text = format!("{MINIMAL_SIM}[resolve]\ndeadline_secs = 18446744073709551615\nab_hold_secs = 400000000\n");
+        let all: Vec<String> = problems(&text).iter().map(ToString::to_string).collect();
+        let all = all.join("\n");
+        assert!(all.contains("resolve.deadline_secs"), "{all}");
+        assert!(all.contains("resolve.ab_hold_secs"), "{all}");
     }
 
     #[test]

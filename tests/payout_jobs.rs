@@ -109,7 +109,23 @@ async fn same_file_refused_new_run_and_retry() {
         .map(|r| (r["reference"].clone(), r["msg_id"].clone()))
         .collect();
     assert_eq!(failed.len(), 4);
+    // AC01 is a beneficiary-data failure: not re-sent without the explicit flag (§9.2).
     let retry = run(vec!["retry".into(), s(&job), "--run".into(), "1".into()]).await;
+    assert_eq!(retry.status.code(), Some(2), "{}", show(&retry));
+    assert!(
+        String::from_utf8_lossy(&retry.stderr).contains("--include-beneficiary-errors"),
+        "{}",
+        show(&retry)
+    );
+    assert_eq!(sim.ledger().orders.len(), 20, "nothing re-sent");
+    let retry = run(vec![
+        "retry".into(),
+        s(&job),
+        "--run".into(),
+        "1".into(),
+        "--include-beneficiary-errors".into(),
+    ])
+    .await;
     assert_eq!(
         retry.status.code(),
         Some(2),
@@ -437,4 +453,83 @@ async fn rate_limit(rows: usize, seed: u64) {
         achieved >= 0.9 * rate as f64,
         "achieved {achieved:.2}/s < 90% of {rate}/s"
     );
+}
+
+/// The simulator's scenario table through the real binary: AB05 timeouts (held, then final),
+/// a lost answer resolved by query, a 406 resent under the same msgId, a payout that never
+/// settles left PENDING at the deadline (exit 3), and a resume that finishes the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_resolve_as_the_reference_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = fast_sim_config(4);
+    cfg.timeout_hold_ms = 1500;
+    let sim = start_sim(cfg).await;
+    let input = dir.path().join("payouts.csv");
+    let suffixes = ["1111", "0504", "0505", "0800", "0900", "0999", "0404"];
+    write_csv(&input, suffixes.len(), |i| suffixes[i]);
+    let resolve = FAST_RESOLVE.replace("deadline_secs = 60", "deadline_secs = 8");
+    let job = write_job(dir.path(), "scen", &sim, &input, LIMITS_FAST, &resolve);
+    let out = run(vec!["run".into(), s(&job)]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "0999 never settles\n{}",
+        show(&out)
+    );
+    let report = read_report(&dir.path().join("reports/scen-1.csv"));
+    let by_suffix = |sfx: &str| {
+        report
+            .iter()
+            .find(|r| r["account_no"].ends_with(sfx))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_suffix("1111")["state"], "SUCCESS");
+    assert_eq!(
+        by_suffix("0504")["state"],
+        "SUCCESS",
+        "late credit after AB05"
+    );
+    let r0505 = by_suffix("0505");
+    assert_eq!(r0505["state"], "FAILED", "{r0505:?}");
+    assert_eq!(r0505["error_code"], "AB05");
+    assert_eq!(
+        by_suffix("0800")["state"],
+        "SUCCESS",
+        "lost answer resolved by query"
+    );
+    assert_eq!(by_suffix("0900")["state"], "SUCCESS");
+    assert_eq!(by_suffix("0404")["error_code"], "AC04");
+    assert_eq!(by_suffix("0999")["state"], "PENDING");
+    let ledger = sim.ledger();
+    assert_eq!(
+        ledger.orders.len(),
+        suffixes.len(),
+        "one order per row, whatever happened"
+    );
+    // The 406 was answered to the first send; the resend used the same msgId.
+    let r0900 = by_suffix("0900");
+    let sends: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|q| q.msg_id.as_deref() == Some(r0900["msg_id"].as_str()))
+        .collect();
+    assert!(sends.len() >= 2, "{sends:?}");
+    assert_eq!(sends[0].code.as_deref(), Some("406"));
+    // The run is still open: running it again resumes and only queries.
+    let creates = |sim: &starpay_batch::server::sim::SimHandle| {
+        sim.requests()
+            .iter()
+            .filter(|q| q.path.ends_with("/v1/disburse"))
+            .count()
+    };
+    let before = creates(&sim);
+    let again = run(vec!["run".into(), s(&job)]).await;
+    assert_eq!(again.status.code(), Some(3), "{}", show(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("resuming run 1"),
+        "{}",
+        show(&again)
+    );
+    assert_eq!(before, creates(&sim), "a resume sends no payout again");
 }

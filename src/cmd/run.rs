@@ -21,6 +21,7 @@ use crate::input::payout::{read_payouts, ValidationOptions};
 use crate::report::{self, Summary};
 use crate::server::sim::{SimConfig, SimHandle, Simulator};
 use crate::starpay::client::{Client, ClientConfig, Environment};
+use crate::starpay::codes::{reason_class, ReasonClass};
 use crate::starpay::sign::{PrivateKey, PublicKey};
 use crate::store::{self, NewRow, Store};
 
@@ -176,6 +177,10 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
     if open_run.is_none() {
         // Validate the whole file offline first: bad input sends nothing, not even a health check.
         let file = validate(&cfg, &store, None).await?;
+        if args.skip_invalid && file.errors_omitted > 0 {
+            report_invalid(&cfg, &file);
+            bail!("--skip-invalid needs every rejected row in the report, but the file has more errors than are kept ({} more); fix the file", file.errors_omitted);
+        }
         if !file.is_valid() && !args.skip_invalid {
             report_invalid(&cfg, &file);
             return Ok(exit::COULD_NOT_RUN);
@@ -242,6 +247,16 @@ async fn create_run(
 ) -> anyhow::Result<Option<i64>> {
     let banks = engine.bank_names().await?;
     let file = validate(cfg, store, Some(banks)).await?;
+    if file.sha256 != sha {
+        bail!(
+            "{}: the file changed while it was being read; run again",
+            cfg.input.display()
+        );
+    }
+    if skip_invalid && file.errors_omitted > 0 {
+        report_invalid(cfg, &file);
+        bail!("--skip-invalid needs every rejected row in the report, but the file has more errors than are kept ({} more); fix the file", file.errors_omitted);
+    }
     if !file.is_valid() && !skip_invalid {
         report_invalid(cfg, &file);
         return Ok(None);
@@ -384,6 +399,7 @@ async fn drive_and_report(
     let result = engine.drive(run_id).await;
     ctrl_c.abort();
     progress.abort();
+    // Whatever happened, every row goes into the report.
     let result = result?;
     let rows = store
         .call(move |c| store::rows_of_run(c, run_id, false))
@@ -397,6 +413,10 @@ async fn drive_and_report(
     print_summary(run_id, &summary, &report, &summary_path);
     if let Some(reason) = result.stopped {
         eprintln!("run {run_id} stopped: {reason}");
+        return Ok(exit::COULD_NOT_RUN);
+    }
+    if let Some(error) = result.error {
+        eprintln!("run {run_id}: some rows could not be driven and stay unresolved: {error}");
         return Ok(exit::COULD_NOT_RUN);
     }
     Ok(summary.exit_code())
@@ -450,8 +470,39 @@ pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
         let ready = connect(&cfg, store.clone()).await?;
         let engine = Arc::clone(&ready.engine);
         let rows = store.call(move |c| store::rows_of_run(c, run_id, false)).await?;
+        // §9.2: a beneficiary-data failure (AC*, BE01, RC01) fails again unless the data is
+        // fixed; re-sending it needs an explicit flag.
+        let (retryable, skipped): (Vec<_>, Vec<_>) = rows
+            .into_iter()
+            .filter(|r| r.state == RowState::Failed)
+            .partition(|r| {
+                args.include_beneficiary_errors
+                    || !r.error_code.as_deref().is_some_and(|c| {
+                        reason_class(c) == ReasonClass::BeneficiaryData
+                    })
+            });
+        for r in &skipped {
+            eprintln!(
+                "line {}: FAILED with {} ({}): not re-sent; fix the beneficiary data and pay it in a new file, or pass --include-beneficiary-errors",
+                r.line,
+                r.error_code.as_deref().unwrap_or(""),
+                r.error_message.as_deref().unwrap_or("")
+            );
+        }
+        let total = retryable
+            .iter()
+            .try_fold(Centavos::ZERO, |acc, r| acc.checked_add(r.amount))
+            .context("retry total overflows")?;
+        if total.is_positive() {
+            let balance = engine.balance().await?;
+            if total > balance {
+                bail!("pre-flight: the retry total PHP {total} exceeds the available balance PHP {balance}; nothing was sent");
+            }
+        }
+        // Reopen before allocating: a crash in between leaves an open run that resumes.
+        store.call(move |c| store::reopen_run(c, run_id)).await?;
         let mut resent = 0;
-        for mut row in rows.into_iter().filter(|r| r.state == RowState::Failed) {
+        for mut row in retryable {
             let reference = row.reference.clone();
             let blocked = store
                 .call(move |c| store::reference_blocked(c, &reference, Some(run_id)))
@@ -461,9 +512,10 @@ pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
                 continue;
             }
             engine.allocate(&mut row).await?;
-            resent += 1;
+            if row.state == RowState::Unsent {
+                resent += 1;
+            }
         }
-        store.call(move |c| store::reopen_run(c, run_id)).await?;
         eprintln!("retry of run {run_id}: {resent} FAILED row(s) get a new msgId; pending and unknown rows are queried");
         drive_and_report(&cfg, &engine, run_id).await
     })

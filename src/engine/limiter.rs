@@ -28,6 +28,15 @@ fn build(rate: u32, burst: u32) -> Arc<DefaultDirectRateLimiter> {
     Arc::new(RateLimiter::direct(Quota::per_second(r).allow_burst(b)))
 }
 
+/// A replacement limiter after a rate change starts with an empty bucket, so a change never
+/// releases a fresh burst (right after a 406 least of all).
+fn rebuild(rate: u32, burst: u32) -> Arc<DefaultDirectRateLimiter> {
+    let l = build(rate, burst);
+    let b = NonZeroU32::new(burst.clamp(1, rate.max(1))).unwrap_or(NonZeroU32::MIN);
+    let _ = l.check_n(b);
+    l
+}
+
 impl AdaptiveLimiter {
     /// `rate` requests per second with bursts of up to `burst` (capped at `rate`).
     pub fn new(rate: u32, burst: u32) -> AdaptiveLimiter {
@@ -62,7 +71,7 @@ impl AdaptiveLimiter {
             let next = (g.current / 2).max(1);
             if next != g.current {
                 g.current = next;
-                g.limiter = build(next, self.burst.min(next));
+                g.limiter = rebuild(next, self.burst.min(next));
                 tracing::warn!(rate = next, "406 from Starpay: request rate cut");
             }
             g.successes = 0;
@@ -79,7 +88,7 @@ impl AdaptiveLimiter {
             if g.successes >= SUCCESSES_PER_STEP {
                 g.successes = 0;
                 g.current = (g.current + 1).min(self.max);
-                g.limiter = build(g.current, self.burst.min(g.current));
+                g.limiter = rebuild(g.current, self.burst.min(g.current));
             }
         }
     }

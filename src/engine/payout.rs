@@ -56,6 +56,15 @@ pub struct EngineSettings {
 pub struct DriveResult {
     /// Set when a stop-the-run code (401/402/410/411/414) or Ctrl-C stopped the run.
     pub stopped: Option<String>,
+    /// The first row that could not be driven (store or build failure); it stays unresolved.
+    pub error: Option<String>,
+}
+
+/// `now + d`, saturating far in the future instead of overflowing.
+fn deadline_from(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 pub struct PayoutEngine {
@@ -203,7 +212,7 @@ impl PayoutEngine {
             .store
             .call(move |c| store::rows_of_run(c, run_id, true))
             .await?;
-        let deadline = Instant::now() + self.settings.resolve.deadline;
+        let deadline = deadline_from(self.settings.resolve.deadline);
         let mut tasks = JoinSet::new();
         for row in rows {
             let engine = Arc::clone(self);
@@ -228,12 +237,10 @@ impl PayoutEngine {
             }
         }
         let stopped = self.stop_tx.borrow().clone();
-        if let Some(e) = first_error {
-            if stopped.is_none() {
-                return Err(e);
-            }
-        }
-        Ok(DriveResult { stopped })
+        Ok(DriveResult {
+            stopped,
+            error: first_error.map(|e| e.to_string()),
+        })
     }
 
     async fn save(
@@ -389,10 +396,19 @@ impl PayoutEngine {
         )?;
         let r = row.clone();
         let mid = msg_id.to_string();
-        let attempt = self
+        let attempt = match self
             .store
             .call(move |c| store::allocate_attempt(c, &r, &mid, op, &bytes))
-            .await?;
+            .await?
+        {
+            store::Allocation::Allocated(a) => a,
+            store::Allocation::Blocked { message } => {
+                tracing::warn!(line = row.line, "{message}");
+                row.state = RowState::Rejected;
+                row.message = Some(message);
+                return Ok(());
+            }
+        };
         tracing::debug!(line = row.line, msg_id = %attempt.msg_id, "attempt allocated");
         row.attempt = Some(attempt);
         row.state = RowState::Unsent;
@@ -411,6 +427,10 @@ impl PayoutEngine {
             *f = None;
         }
         row.query_count = 0;
+        row.first_sent_at = None;
+        row.last_sent_at = None;
+        row.last_checked_at = None;
+        row.resent_after_not_found = false;
         Ok(())
     }
 
@@ -436,6 +456,9 @@ impl PayoutEngine {
             .acquire()
             .await
             .map_err(|e| EngineError::Task(e.to_string()))?;
+        // The rate permit comes right before the request leaves (only the in-flight save
+        // is between), so the pacing the limiter grants is the pacing Starpay sees.
+        self.limiter.acquire().await;
         if self.stopped() {
             return Ok(Step::Continue);
         }
@@ -443,8 +466,7 @@ impl PayoutEngine {
         // unknown", resolved by query.
         let old = row.state;
         let now = store::now_ms();
-        let resend_after_not_found =
-            row.not_found_count >= i64::from(self.settings.resolve.not_found_queries);
+        let resend_after_not_found = row.resent_after_not_found;
         row.state = RowState::InFlight;
         row.first_sent_at.get_or_insert(now);
         row.last_sent_at = Some(now);
@@ -460,24 +482,6 @@ impl PayoutEngine {
             },
         )
         .await?;
-        // The rate permit is taken last, right before the request leaves, so the pacing the
-        // limiter grants is the pacing Starpay sees.
-        self.limiter.acquire().await;
-        if self.stopped() {
-            row.state = RowState::Unsent;
-            self.save(
-                row,
-                RowState::InFlight,
-                false,
-                Event {
-                    kind: "not_sent",
-                    detail: Some("run stopped before sending".into()),
-                    ..Event::default()
-                },
-            )
-            .await?;
-            return Ok(Step::Continue);
-        }
         tracing::debug!(line = row.line, msg_id = %attempt.msg_id, account = %mask_account(&row.account_no), amount = %row.amount, "sending payout");
 
         let result = if attempt.operation == OP_WALLET {
@@ -518,6 +522,20 @@ impl PayoutEngine {
         let r = &answer.response;
         row.code = Some(r.code.to_string());
         row.message = Some(r.message.clone());
+        // The platform's signature does not cover our request: an answer that echoes another
+        // msgId, merchant or amount is not about this payout. Outcome unknown → query.
+        let msg_id = row.attempt.as_ref().map(|a| a.msg_id.as_str());
+        let mismatch = r.msg_id.as_deref().is_some_and(|m| Some(m) != msg_id)
+            || r.mch_id
+                .as_deref()
+                .is_some_and(|m| m != self.client.mch_id().as_str())
+            || r.trx_amount.is_some_and(|a| a != row.amount);
+        if mismatch {
+            tracing::warn!(line = row.line, "answer does not echo this payout (msgId, mchId or amount differs); resolving by query");
+            row.state = RowState::Unknown;
+            row.message = Some("answer did not match the request; resolving by query".into());
+            return Step::Continue;
+        }
         match policy::on_send_code(&r.code, true, r.trx_state.is_some()) {
             SendVerdict::Apply => {
                 self.limiter.success();
@@ -570,8 +588,11 @@ impl PayoutEngine {
         {
             row.code = Some(code.to_string());
             match policy::on_send_code(code, false, false) {
+                // An unverified answer is an unknown outcome for the row (§3.4): the code may
+                // only drive the safe control action; the row is resolved by query.
                 SendVerdict::StopRun => {
-                    row.state = RowState::Unsent;
+                    row.state = RowState::Unknown;
+                    row.message = Some(format!("unverified answer with code {code}: {e}"));
                     self.stop(format!(
                         "Starpay answered {code} (unverified) on line {}: stopping the run",
                         row.line
@@ -580,7 +601,8 @@ impl PayoutEngine {
                 }
                 SendVerdict::BackOffResend => {
                     self.limiter.cut();
-                    row.state = RowState::Unsent;
+                    row.state = RowState::Unknown;
+                    row.message = Some(format!("unverified answer with code {code}: {e}"));
                     return Step::Backoff;
                 }
                 _ => {}
@@ -616,12 +638,34 @@ impl PayoutEngine {
             return;
         };
         let now = store::now_ms();
+        // A verified trxState means the payout exists: a later 404 is lag, not a rejection.
+        row.verified_reject = false;
+        // AB0x hold (§9.2): while held, a PROCESSING (or other non-final) answer does not move
+        // the row back, and a FAIL without a reason keeps the held reason.
+        let held = row.state == RowState::FailHeld;
+        if held && !trx.is_final() {
+            row.last_checked_at = Some(now);
+            return;
+        }
+        let error_code = match (held, trx, error_code) {
+            (true, TrxState::Fail, None) => row.error_code.clone(),
+            (_, _, e) => e,
+        };
+        let error_message = error_message.or_else(|| {
+            if held && matches!(trx, TrxState::Fail) {
+                row.error_message.clone()
+            } else {
+                None
+            }
+        });
         let timeout_fail = matches!(trx, TrxState::Fail)
             && error_code.as_deref().is_some_and(|c| {
                 crate::starpay::codes::reason_class(c)
                     == crate::starpay::codes::ReasonClass::Timeout
             });
-        if timeout_fail && row.hold_since.is_none() {
+        if !timeout_fail {
+            row.hold_since = None;
+        } else if row.hold_since.is_none() {
             row.hold_since = Some(now);
         }
         let next = policy::state_from_trx(
@@ -635,6 +679,12 @@ impl PayoutEngine {
         row.trx_state = Some(trx.as_str().to_string());
         if let TrxState::Unknown(s) = trx {
             row.message = Some(format!("UNRECOGNISED_STATE {s}: still polling"));
+        }
+        if next == RowState::FailHeld {
+            row.message = Some(format!(
+                "PENDING_TIMEOUT: FAIL with timeout reason {} is held and re-queried before it counts (a late credit can still land)",
+                error_code.as_deref().unwrap_or("?")
+            ));
         }
         if order_no.is_some() {
             row.order_no = order_no;
@@ -684,9 +734,11 @@ impl PayoutEngine {
         let step = match result {
             Ok(answer) => {
                 event.raw = Some(answer.raw_body.to_vec());
-                self.on_query_answer(row, &answer).await?
+                self.on_query_answer(row, &answer, msg_id.as_str()).await?
             }
             Err(e) => {
+                // Not a 404: the not-found chain (§12 rule 3) must be consecutive.
+                row.not_found_count = 0;
                 event.raw = e.raw_body().map(|b| b.to_vec());
                 event.detail = Some(e.to_string());
                 match &e {
@@ -718,8 +770,25 @@ impl PayoutEngine {
         &self,
         row: &mut RowRecord,
         answer: &Answer<QueryResponse>,
+        query_msg_id: &str,
     ) -> Result<Step, EngineError> {
         let r = &answer.response;
+        // The answer must be about this query and this payout (the signature does not cover
+        // our request): otherwise ignore it and ask again.
+        let original = row.attempt.as_ref().map(|a| a.msg_id.as_str());
+        let mismatch = r.msg_id.as_deref().is_some_and(|m| m != query_msg_id)
+            || r.original_msg_id
+                .as_deref()
+                .is_some_and(|m| Some(m) != original)
+            || r.mch_id
+                .as_deref()
+                .is_some_and(|m| m != self.client.mch_id().as_str())
+            || r.trx_amount.is_some_and(|a| a != row.amount);
+        if mismatch {
+            tracing::warn!(line = row.line, "query answer does not match the query (msgId, originalMsgId, mchId or amount differs); ignored");
+            row.not_found_count = 0;
+            return Ok(Step::Continue);
+        }
         Ok(
             match policy::on_query_code(&r.code, true, r.trx_state.is_some()) {
                 QueryVerdict::Apply => {
@@ -761,11 +830,16 @@ impl PayoutEngine {
                         NotFoundAction::Resend => {
                             tracing::warn!(line = row.line, "not found after {} queries over the window: resending the same msgId", row.not_found_count);
                             row.state = RowState::Unsent;
+                            row.resent_after_not_found = true;
+                            row.not_found_count = 0;
                         }
                     }
                     Step::Continue
                 }
-                QueryVerdict::AskAgain => Step::Continue,
+                QueryVerdict::AskAgain => {
+                    row.not_found_count = 0;
+                    Step::Continue
+                }
                 QueryVerdict::BackOff => {
                     self.limiter.cut();
                     Step::Backoff

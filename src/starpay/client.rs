@@ -20,6 +20,8 @@ pub const PROD_BASE_URL: &str = "https://financeapi.wallytglobal.com/finance-pay
 /// Reference §1 decisions.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest answer body accepted (a bank list is the biggest legitimate answer).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Where requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +220,8 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .no_proxy()
+            // Never follow a redirect: a 307/308 would re-POST a signed payout elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
@@ -279,10 +283,7 @@ impl Client {
             Err(e) => return Err(self.classify(e, &url)),
         };
         let status = response.status().as_u16();
-        let body = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => return Err(self.classify(e, &url)),
-        };
+        let body = self.read_body(response, &url).await?;
         self.verify_answer::<O::Response>(O::SECTION, status, body)
     }
 
@@ -325,6 +326,32 @@ impl Client {
         }
     }
 
+    /// Reads an answer body of at most [`MAX_BODY_BYTES`]; a longer one is not a Starpay
+    /// envelope (outcome unknown).
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        url: &str,
+    ) -> Result<Bytes, ClientError> {
+        let status = response.status().as_u16();
+        let mut body = bytes::BytesMut::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY_BYTES {
+                        return Err(ClientError::NotEnvelope {
+                            status,
+                            detail: format!("answer longer than {MAX_BODY_BYTES} bytes"),
+                        });
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body.freeze()),
+                Err(e) => return Err(self.classify(e, url)),
+            }
+        }
+    }
+
     fn classify(&self, e: reqwest::Error, url: &str) -> ClientError {
         if e.is_timeout() {
             ClientError::Timeout(self.request_timeout)
@@ -360,7 +387,7 @@ impl Client {
             .await
             .map_err(|e| self.classify(e, &url))?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| self.classify(e, &url))?;
+        let body = self.read_body(response, &url).await?;
         serde_json::from_slice::<HealthResponse>(&body).map_err(|e| ClientError::NotEnvelope {
             status,
             detail: e.to_string(),

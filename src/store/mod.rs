@@ -249,6 +249,7 @@ pub struct RowRecord {
     pub attempt: Option<AttemptRecord>,
     pub verified_reject: bool,
     pub not_found_count: i64,
+    pub resent_after_not_found: bool,
     pub hold_since: Option<i64>,
     pub first_sent_at: Option<i64>,
     pub last_sent_at: Option<i64>,
@@ -442,23 +443,23 @@ const ROW_SELECT: &str =
     r.middle_name, r.last_name, r.bank, r.amount, r.note, r.state, r.trx_state, r.code, r.message,
     r.error_code, r.error_message, r.order_no, r.ref_no, r.verified_reject, r.not_found_count,
     r.hold_since, r.first_sent_at, r.last_sent_at, r.last_checked_at, r.query_count,
-    a.id, a.msg_id, a.seq, a.supersedes, a.operation, a.request_bytes, a.send_count,
+    r.resent_after_not_found, a.id, a.msg_id, a.seq, a.supersedes, a.operation, a.request_bytes, a.send_count,
     (SELECT COALESCE(SUM(send_count), 0) FROM attempts x WHERE x.row_id = r.id)
     FROM rows r LEFT JOIN attempts a ON a.id = r.attempt_id";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RowRecord, String)> {
     let state_text: String = r.get(12)?;
-    let attempt_id: Option<i64> = r.get(27)?;
+    let attempt_id: Option<i64> = r.get(28)?;
     let attempt = match attempt_id {
         None => None,
         Some(id) => Some(AttemptRecord {
             id,
-            msg_id: r.get(28)?,
-            seq: r.get(29)?,
-            supersedes: r.get(30)?,
-            operation: r.get(31)?,
-            request_bytes: r.get(32)?,
-            send_count: r.get(33)?,
+            msg_id: r.get(29)?,
+            seq: r.get(30)?,
+            supersedes: r.get(31)?,
+            operation: r.get(32)?,
+            request_bytes: r.get(33)?,
+            send_count: r.get(34)?,
         }),
     };
     Ok((
@@ -491,7 +492,8 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RowRecord, String)> {
             last_sent_at: r.get(24)?,
             last_checked_at: r.get(25)?,
             query_count: r.get(26)?,
-            sends: r.get(34)?,
+            resent_after_not_found: r.get::<_, i64>(27)? != 0,
+            sends: r.get(35)?,
         },
         state_text,
     ))
@@ -532,9 +534,12 @@ pub fn reference_blocked(
     reference: &str,
     except_run: Option<i64>,
 ) -> Result<Option<(i64, RowState)>, StoreError> {
+    // NEW rows of an open run count: that run will pay them when it resumes.
     let mut stmt = conn.prepare_cached(
-        "SELECT run_id, state FROM rows WHERE reference = ?1 AND (?2 IS NULL OR run_id != ?2)
-         AND state NOT IN ('NEW', 'FAILED', 'REJECTED') ORDER BY id DESC LIMIT 1",
+        "SELECT r.run_id, r.state FROM rows r JOIN runs u ON u.id = r.run_id
+         WHERE r.reference = ?1 AND (?2 IS NULL OR r.run_id != ?2)
+           AND (r.state NOT IN ('NEW', 'FAILED', 'REJECTED') OR (r.state = 'NEW' AND u.status = 'OPEN'))
+         ORDER BY r.id DESC LIMIT 1",
     )?;
     let found: Option<(i64, String)> = stmt
         .query_row(params![reference, except_run], |r| {
@@ -579,16 +584,67 @@ pub fn next_counter(conn: &Connection, name: &str) -> Result<i64, StoreError> {
         .map_err(|_| StoreError::BadState(format!("counter {name} = {v:?}")))
 }
 
+/// What `allocate_attempt` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allocation {
+    Allocated(AttemptRecord),
+    /// Another row with the same reference may have moved money (or is about to): this row
+    /// was set REJECTED instead, with the reason in its message.
+    Blocked {
+        message: String,
+    },
+}
+
 /// Stores a new attempt (msgId + exact request bytes) and points the row at it, state UNSENT,
-/// in one transaction — before anything is sent (non-negotiable 1).
+/// in one transaction — before anything is sent (non-negotiable 1). Refuses (and rejects the
+/// row) when another row with the same reference has been sent or is being paid: checked in
+/// the same transaction, so no two runs or jobs can both pay one reference.
 pub fn allocate_attempt(
     conn: &mut Connection,
     row: &RowRecord,
     msg_id: &str,
     operation: &str,
     request_bytes: &[u8],
-) -> Result<AttemptRecord, StoreError> {
+) -> Result<Allocation, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let other: Option<(i64, i64, String)> = tx
+        .query_row(
+            "SELECT run_id, line, state FROM rows WHERE reference = ?1 AND id != ?2
+               AND state NOT IN ('NEW', 'FAILED', 'REJECTED') ORDER BY id DESC LIMIT 1",
+            params![row.reference, row.id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    if let Some((run, line, state)) = other {
+        let message = format!(
+            "not sent: reference {:?} is {state} in run {run} (line {line}); a reference is paid once",
+            row.reference
+        );
+        let changed = tx.execute(
+            "UPDATE rows SET state = 'REJECTED', message = ?2, updated_at = ?3 WHERE id = ?1 AND state = ?4",
+            params![row.id, message, now_ms(), row.state.as_str()],
+        )?;
+        if changed != 1 {
+            return Err(StoreError::StateConflict {
+                row_id: row.id,
+                expected: row.state,
+            });
+        }
+        append_event(
+            &tx,
+            &Event {
+                run_id: Some(row.run_id),
+                row_id: Some(row.id),
+                kind: "reference_blocked",
+                old_state: Some(row.state),
+                new_state: Some(RowState::Rejected),
+                detail: Some(message.clone()),
+                ..Event::default()
+            },
+        )?;
+        tx.commit()?;
+        return Ok(Allocation::Blocked { message });
+    }
     let seq: i64 = tx.query_row(
         "SELECT COALESCE(MAX(seq), 0) + 1 FROM attempts WHERE row_id = ?1",
         [row.id],
@@ -605,7 +661,9 @@ pub fn allocate_attempt(
     let changed = tx.execute(
         "UPDATE rows SET attempt_id = ?2, state = 'UNSENT', verified_reject = 0, not_found_count = 0,
              hold_since = NULL, trx_state = NULL, code = NULL, message = NULL, error_code = NULL,
-             error_message = NULL, order_no = NULL, ref_no = NULL, updated_at = ?3
+             error_message = NULL, order_no = NULL, ref_no = NULL, updated_at = ?3,
+             first_sent_at = NULL, last_sent_at = NULL, last_checked_at = NULL, query_count = 0,
+             resent_after_not_found = 0
          WHERE id = ?1 AND state = ?4",
         params![row.id, attempt_id, now_ms(), row.state.as_str()],
     )?;
@@ -629,7 +687,7 @@ pub fn allocate_attempt(
         },
     )?;
     tx.commit()?;
-    Ok(AttemptRecord {
+    Ok(Allocation::Allocated(AttemptRecord {
         id: attempt_id,
         msg_id: msg_id.to_string(),
         seq,
@@ -637,7 +695,7 @@ pub fn allocate_attempt(
         operation: operation.to_string(),
         request_bytes: request_bytes.to_vec(),
         send_count: 0,
-    })
+    }))
 }
 
 /// Saves every mutable column of `row` if its stored state is still `expected`; appends `event`.
@@ -654,7 +712,8 @@ pub fn save_row(
         "UPDATE rows SET state = ?3, trx_state = ?4, code = ?5, message = ?6, error_code = ?7,
              error_message = ?8, order_no = ?9, ref_no = ?10, verified_reject = ?11,
              not_found_count = ?12, hold_since = ?13, first_sent_at = ?14, last_sent_at = ?15,
-             last_checked_at = ?16, query_count = ?17, updated_at = ?18
+             last_checked_at = ?16, query_count = ?17, updated_at = ?18,
+             resent_after_not_found = ?19
          WHERE id = ?1 AND state = ?2",
         params![
             row.id,
@@ -674,7 +733,8 @@ pub fn save_row(
             row.last_sent_at,
             row.last_checked_at,
             row.query_count,
-            now_ms()
+            now_ms(),
+            row.resent_after_not_found as i64
         ],
     )?;
     if changed != 1 {
@@ -770,10 +830,13 @@ mod tests {
         assert_eq!(rows.len(), 2);
         let row = rows[0].clone();
         let r2 = row.clone();
-        let attempt = store
+        let Allocation::Allocated(attempt) = store
             .call(move |c| allocate_attempt(c, &r2, "MSG1", "5.2", b"{}"))
             .await
-            .unwrap();
+            .unwrap()
+        else {
+            panic!("blocked")
+        };
         assert_eq!(attempt.seq, 1);
         // The msgId is unique forever.
         let r3 = row.clone();
@@ -806,6 +869,29 @@ mod tests {
             row.attempt.as_ref().map(|a| a.msg_id.as_str()),
             Some("MSG1")
         );
+        // Another run may not pay the same reference once this one has an attempt.
+        let run2 = store
+            .call(|c| create_run(c, "job", "payout", "in2.csv", "def", &[new_row(2, "R1")]))
+            .await
+            .unwrap();
+        let other = store
+            .call(move |c| rows_of_run(c, run2, true))
+            .await
+            .unwrap()[0]
+            .clone();
+        let o2 = other.clone();
+        let blocked = store
+            .call(move |c| allocate_attempt(c, &o2, "MSG2", "5.2", b"{}"))
+            .await
+            .unwrap();
+        assert!(matches!(blocked, Allocation::Blocked { .. }), "{blocked:?}");
+        let other = store.call(move |c| row_by_id(c, other.id)).await.unwrap();
+        assert_eq!(other.state, RowState::Rejected);
+        assert!(store
+            .call(|c| reference_blocked(c, "R1", None))
+            .await
+            .unwrap()
+            .is_some());
         // Events cannot be changed.
         assert!(store
             .call(|c| Ok(c.execute("DELETE FROM events", [])?))
