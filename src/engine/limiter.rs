@@ -38,9 +38,17 @@ fn rebuild(rate: u32, burst: u32) -> Arc<DefaultDirectRateLimiter> {
 }
 
 impl AdaptiveLimiter {
-    /// `rate` requests per second with bursts of up to `burst` (capped at `rate`).
+    /// `rate` requests per second with bursts of up to `burst` (capped at `rate`). A tenth of
+    /// the burst (at least one permit when the burst is above 1) is kept back as a margin for
+    /// the jitter between a permit and the request's arrival, so the provider never sees more
+    /// than `rate + burst` requests in any one second. The steady rate is unchanged.
     pub fn new(rate: u32, burst: u32) -> AdaptiveLimiter {
         let rate = rate.max(1);
+        let burst = if burst > 1 {
+            burst - (burst / 10).max(1)
+        } else {
+            burst
+        };
         AdaptiveLimiter {
             max: rate,
             burst: burst.max(1),

@@ -4,3 +4,4 @@
 pub mod limiter;
 pub mod payout;
 pub mod policy;
+pub mod pool;

@@ -13,13 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::domain::{Centavos, MchId, MsgId, RowState, TrxState};
-use crate::engine::limiter::AdaptiveLimiter;
 use crate::engine::policy::{self, NotFoundAction, QueryVerdict, ResolveSettings, SendVerdict};
+use crate::engine::pool::Pool;
 use crate::logging::mask_account;
 use crate::starpay::client::{Answer, Client, ClientError, Outcome};
 use crate::starpay::model::{
@@ -39,6 +37,8 @@ pub enum EngineError {
     Preflight(String),
     #[error("a row task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Pool(#[from] crate::engine::pool::PoolError),
 }
 
 /// Settings the engine needs, built by `cmd::run` from the job file.
@@ -71,10 +71,7 @@ pub struct PayoutEngine {
     client: Client,
     store: Store,
     settings: EngineSettings,
-    limiter: AdaptiveLimiter,
-    in_flight: Semaphore,
-    db_id: String,
-    stop_tx: watch::Sender<Option<String>>,
+    pool: Pool,
     done: AtomicU64,
 }
 
@@ -87,16 +84,18 @@ impl PayoutEngine {
         store: Store,
         settings: EngineSettings,
     ) -> Result<Arc<PayoutEngine>, EngineError> {
-        let db_id = store.call(|c| store::db_id(c)).await?;
-        let (stop_tx, _) = watch::channel(None);
+        let pool = Pool::new(
+            store.clone(),
+            settings.concurrency,
+            settings.requests_per_second,
+            settings.burst,
+        )
+        .await?;
         Ok(Arc::new(PayoutEngine {
-            limiter: AdaptiveLimiter::new(settings.requests_per_second, settings.burst),
-            in_flight: Semaphore::new(settings.concurrency.max(1)),
             client,
             store,
             settings,
-            db_id,
-            stop_tx,
+            pool,
             done: AtomicU64::new(0),
         }))
     }
@@ -112,55 +111,30 @@ impl PayoutEngine {
     /// Stops taking work (Ctrl-C or a stop code). In-flight requests finish; their rows stay
     /// IN_FLIGHT/UNKNOWN and are resolved by query on the next run.
     pub fn stop(&self, reason: String) {
-        self.stop_tx.send_if_modified(|s| {
-            if s.is_none() {
-                *s = Some(reason);
-                true
-            } else {
-                false
-            }
-        });
+        self.pool.stop(reason);
     }
 
     fn stopped(&self) -> bool {
-        self.stop_tx.borrow().is_some()
+        self.pool.stopped()
+    }
+
+    /// The shared request pool (limiter, in-flight bound, stop signal, msgIds).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     pub fn rows_done(&self) -> u64 {
         self.done.load(Ordering::Relaxed)
     }
 
-    /// A fresh msgId for a query or balance check, recorded before use.
-    async fn fresh_msg_id(
-        &self,
-        prefix: char,
-        purpose: &'static str,
-        row_id: Option<i64>,
-    ) -> Result<MsgId, EngineError> {
-        let db = self.db_id.clone();
-        let id = self
-            .store
-            .call(move |c| {
-                let n = store::next_counter(c, purpose)?;
-                let id = format!("{prefix}{db}{n}");
-                store::record_msg_id(c, &id, purpose, row_id)?;
-                Ok(id)
-            })
-            .await?;
-        MsgId::new(id).map_err(|e| EngineError::Build {
-            line: 0,
-            detail: e.to_string(),
-        })
-    }
-
     /// Pre-flight balance (5.6): the available disbursement balance, verified.
     pub async fn balance(&self) -> Result<Centavos, EngineError> {
-        let msg_id = self.fresh_msg_id('B', "balance", None).await?;
+        let msg_id = self.pool.fresh_msg_id('B', "balance", None).await?;
         let req = DisburseBalanceRequest {
             msg_id,
             mch_id: self.client.mch_id().clone(),
         };
-        self.limiter.acquire().await;
+        self.pool.pace().await;
         let answer = self
             .client
             .disbursement_balance(&req)
@@ -179,12 +153,12 @@ impl PayoutEngine {
 
     /// Pre-flight bank list (5.1): the `bankName`s that `receivingBank` must match.
     pub async fn bank_names(&self) -> Result<std::collections::HashSet<String>, EngineError> {
-        let msg_id = self.fresh_msg_id('L', "bank_list", None).await?;
+        let msg_id = self.pool.fresh_msg_id('L', "bank_list", None).await?;
         let req = crate::starpay::model::BankListRequest {
             msg_id,
             mch_id: self.client.mch_id().clone(),
         };
-        self.limiter.acquire().await;
+        self.pool.pace().await;
         let answer = self
             .client
             .bank_list(&req)
@@ -236,7 +210,7 @@ impl PayoutEngine {
                 }
             }
         }
-        let stopped = self.stop_tx.borrow().clone();
+        let stopped = self.pool.stop_reason();
         Ok(DriveResult {
             stopped,
             error: first_error.map(|e| e.to_string()),
@@ -328,10 +302,9 @@ impl PayoutEngine {
                         return Ok(());
                     }
                     if !wait.is_zero() {
-                        let mut stop_rx = self.stop_tx.subscribe();
                         tokio::select! {
                             () = tokio::time::sleep(wait) => {}
-                            _ = stop_rx.wait_for(|s| s.is_some()) => return Ok(()),
+                            () = self.pool.until_stopped() => return Ok(()),
                         }
                     }
                     match self.query(&mut row).await? {
@@ -367,23 +340,16 @@ impl PayoutEngine {
     }
 
     async fn sleep_backoff(&self, n: u32, deadline: Instant) {
-        let base = self.settings.resolve.backoff(n);
-        // Full jitter in [base/2, base].
-        let jitter = rand::rng().random_range(0.5f64..=1.0);
-        let wait = base.mul_f64(jitter);
-        let wait = wait.min(deadline.saturating_duration_since(Instant::now()));
-        let mut stop_rx = self.stop_tx.subscribe();
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = stop_rx.wait_for(|s| s.is_some()) => {}
-        }
+        self.pool
+            .sleep_backoff(self.settings.resolve.backoff(n), deadline)
+            .await;
     }
 
     /// Builds the payout request, derives its msgId from (database, run, line, attempt) and
     /// commits msgId + bytes before anything is sent.
     pub async fn allocate(&self, row: &mut RowRecord) -> Result<(), EngineError> {
         let seq = row.attempt.as_ref().map_or(1, |a| a.seq + 1);
-        let msg_id = format!("P{}R{}L{}A{}", self.db_id, row.run_id, row.line, seq);
+        let msg_id = format!("P{}R{}L{}A{}", self.pool.db_id(), row.run_id, row.line, seq);
         let msg_id = MsgId::new(msg_id).map_err(|e| EngineError::Build {
             line: row.line,
             detail: e.to_string(),
@@ -447,23 +413,16 @@ impl PayoutEngine {
             Ok(s) => s,
             Err(e) => {
                 row.message = Some(format!("not sent: {e}"));
-                self.stop(format!("signing failed: {e}"));
+                self.pool.stop(format!("signing failed: {e}"));
                 return Ok(Step::Continue);
             }
         };
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|e| EngineError::Task(e.to_string()))?;
-        // The rate permit comes right before the request leaves (only the in-flight save
-        // is between), so the pacing the limiter grants is the pacing Starpay sees.
-        self.limiter.acquire().await;
+        let _permit = self.pool.slot().await?;
         if self.stopped() {
             return Ok(Step::Continue);
         }
         // Mark in flight before the request can leave: a crash from here on means "outcome
-        // unknown", resolved by query.
+        // unknown", resolved by query (never a new msgId).
         let old = row.state;
         let now = store::now_ms();
         let resend_after_not_found = row.resent_after_not_found;
@@ -474,7 +433,7 @@ impl PayoutEngine {
         self.save(
             row,
             old,
-            true,
+            false,
             Event {
                 kind: "sending",
                 msg_id: Some(attempt.msg_id.clone()),
@@ -482,6 +441,24 @@ impl PayoutEngine {
             },
         )
         .await?;
+        // The rate permit is the last thing before the request leaves (a database write in
+        // between would bunch requests up), so the pacing granted is the pacing Starpay sees.
+        self.pool.pace().await;
+        if self.stopped() {
+            row.state = RowState::Unsent;
+            self.save(
+                row,
+                RowState::InFlight,
+                false,
+                Event {
+                    kind: "not_sent",
+                    detail: Some("run stopped before sending".into()),
+                    ..Event::default()
+                },
+            )
+            .await?;
+            return Ok(Step::Continue);
+        }
         tracing::debug!(line = row.line, msg_id = %attempt.msg_id, account = %mask_account(&row.account_no), amount = %row.amount, "sending payout");
 
         let result = if attempt.operation == OP_WALLET {
@@ -509,7 +486,8 @@ impl PayoutEngine {
             // Defensive: every branch above sets a state; never leave a row in flight.
             row.state = RowState::Unknown;
         }
-        self.save(row, RowState::InFlight, false, event).await?;
+        // `sent`: counts this send in the attempt's send_count.
+        self.save(row, RowState::InFlight, true, event).await?;
         Ok(step)
     }
 
@@ -538,7 +516,7 @@ impl PayoutEngine {
         }
         match policy::on_send_code(&r.code, true, r.trx_state.is_some()) {
             SendVerdict::Apply => {
-                self.limiter.success();
+                self.pool.success();
                 row.not_found_count = 0;
                 self.apply_trx(
                     row,
@@ -551,7 +529,7 @@ impl PayoutEngine {
                 Step::Continue
             }
             SendVerdict::Query { verified_reject } => {
-                self.limiter.success();
+                self.pool.success();
                 if r.code.as_str() == "403" && resend_after_not_found {
                     // Rule 3: the resend is refused as repeated while queries say not found.
                     row.state = RowState::NeedsAttention;
@@ -564,13 +542,13 @@ impl PayoutEngine {
                 Step::Continue
             }
             SendVerdict::BackOffResend => {
-                self.limiter.cut();
+                self.pool.cut();
                 row.state = RowState::Unsent;
                 Step::Backoff
             }
             SendVerdict::StopRun => {
                 row.state = RowState::Unsent;
-                self.stop(format!("Starpay answered {} {} (line {}): stopping the run; fix the configuration or keys and run again", r.code, r.message, row.line));
+                self.pool.stop(format!("Starpay answered {} {} (line {}): stopping the run; fix the configuration or keys and run again", r.code, r.message, row.line));
                 Step::Continue
             }
         }
@@ -593,14 +571,14 @@ impl PayoutEngine {
                 SendVerdict::StopRun => {
                     row.state = RowState::Unknown;
                     row.message = Some(format!("unverified answer with code {code}: {e}"));
-                    self.stop(format!(
+                    self.pool.stop(format!(
                         "Starpay answered {code} (unverified) on line {}: stopping the run",
                         row.line
                     ));
                     return Step::Continue;
                 }
                 SendVerdict::BackOffResend => {
-                    self.limiter.cut();
+                    self.pool.cut();
                     row.state = RowState::Unknown;
                     row.message = Some(format!("unverified answer with code {code}: {e}"));
                     return Step::Backoff;
@@ -708,19 +686,15 @@ impl PayoutEngine {
             line: row.line,
             detail: e.to_string(),
         })?;
-        let msg_id = self.fresh_msg_id('Q', "query", Some(row.id)).await?;
+        let msg_id = self.pool.fresh_msg_id('Q', "query", Some(row.id)).await?;
         let req = DisburseQueryRequest {
             msg_id: msg_id.clone(),
             mch_id: self.client.mch_id().clone(),
             original_msg_id: original,
         };
         let result = {
-            let _permit = self
-                .in_flight
-                .acquire()
-                .await
-                .map_err(|e| EngineError::Task(e.to_string()))?;
-            self.limiter.acquire().await;
+            let _permit = self.pool.slot().await?;
+            self.pool.pace().await;
             self.client.query_disbursement(&req).await
         };
         let old = row.state;
@@ -747,11 +721,11 @@ impl PayoutEngine {
                     } => {
                         match policy::on_query_code(code, false, false) {
                             QueryVerdict::StopRun => {
-                                self.stop(format!("Starpay answered {code} (unverified) to a query: stopping the run"));
+                                self.pool.stop(format!("Starpay answered {code} (unverified) to a query: stopping the run"));
                                 Step::Continue
                             }
                             QueryVerdict::BackOff => {
-                                self.limiter.cut();
+                                self.pool.cut();
                                 Step::Backoff
                             }
                             _ => Step::Continue,
@@ -792,7 +766,7 @@ impl PayoutEngine {
         Ok(
             match policy::on_query_code(&r.code, true, r.trx_state.is_some()) {
                 QueryVerdict::Apply => {
-                    self.limiter.success();
+                    self.pool.success();
                     row.not_found_count = 0;
                     row.code = Some(r.code.to_string());
                     row.message = Some(r.message.clone());
@@ -807,7 +781,7 @@ impl PayoutEngine {
                     Step::Continue
                 }
                 QueryVerdict::NotFound => {
-                    self.limiter.success();
+                    self.pool.success();
                     row.not_found_count += 1;
                     let since_send = row.last_sent_at.map_or(Duration::MAX, |t| {
                         Duration::from_millis(store::now_ms().saturating_sub(t).max(0) as u64)
@@ -841,11 +815,11 @@ impl PayoutEngine {
                     Step::Continue
                 }
                 QueryVerdict::BackOff => {
-                    self.limiter.cut();
+                    self.pool.cut();
                     Step::Backoff
                 }
                 QueryVerdict::StopRun => {
-                    self.stop(format!(
+                    self.pool.stop(format!(
                         "Starpay answered {} {} to a query: stopping the run",
                         r.code, r.message
                     ));

@@ -584,6 +584,22 @@ pub fn next_counter(conn: &Connection, name: &str) -> Result<i64, StoreError> {
         .map_err(|_| StoreError::BadState(format!("counter {name} = {v:?}")))
 }
 
+/// Adds `n` to a named counter and returns its new value (the reserved range is
+/// `new - n .. new`). Block ids start at 1 so they never collide with `next_counter` names.
+pub fn advance_counter(conn: &Connection, name: &str, n: i64) -> Result<i64, StoreError> {
+    let key = format!("counter:{name}");
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, CAST(?2 + 1 AS TEXT))
+         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + ?2 AS TEXT)",
+        params![key, n],
+    )?;
+    let v: String = conn.query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
+        r.get(0)
+    })?;
+    v.parse::<i64>()
+        .map_err(|_| StoreError::BadState(format!("counter {name} = {v:?}")))
+}
+
 /// What `allocate_attempt` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allocation {
