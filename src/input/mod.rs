@@ -21,6 +21,7 @@
 //! left-overs such as `,,,,`) are skipped: they carry no payment.
 
 pub mod payout;
+pub mod recon;
 
 pub use payout::{read_payouts, Channel, PayoutFile, PayoutRow, ValidationOptions};
 
@@ -134,6 +135,10 @@ pub enum Rule {
     DuplicateReference { reference: String, first_line: u64 },
     #[error("reference {0:?} was already paid in an earlier run")]
     AlreadyPaid(String),
+    #[error("either ref_no or original_msg_id is required")]
+    NoLookupKey,
+    #[error("unknown state {0:?} (expected SUCCESS, FAIL, REVERSED, PROCESSING, CLOSE or CANCEL)")]
+    UnknownState(String),
 }
 
 /// What is wrong with a header (boxed in [`Rule::BadHeader`] to keep errors small).

@@ -165,6 +165,44 @@ pub struct QrFixture {
     pub trx_amount: Option<i64>,
 }
 
+/// Which kind of transaction a fixture is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FixtureKind {
+    Payout,
+    DynamicQr,
+    StaticQrPayment,
+}
+
+/// A transaction that exists when the simulator starts (`[[fixtures]]` in the config): the
+/// history an end-of-day reconciliation checks against. Its `trxDate` is `age_secs` before
+/// the simulator's start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderFixture {
+    pub kind: FixtureKind,
+    #[serde(default = "default_fixture_mch")]
+    pub mch_id: String,
+    pub msg_id: String,
+    #[serde(default)]
+    pub ref_no: Option<String>,
+    #[serde(default)]
+    pub acct_no: Option<String>,
+    #[serde(default)]
+    pub device_info: Option<String>,
+    /// Centavos.
+    pub trx_amount: i64,
+    pub state: String,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub age_secs: u64,
+}
+
+fn default_fixture_mch() -> String {
+    sign::known::DEMO_MCH_ID.to_string()
+}
+
 /// Simulator configuration. TOML file keys = field names; unknown keys are errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -200,6 +238,8 @@ pub struct SimConfig {
     pub qr_fixtures: Vec<QrFixture>,
     pub merchants: Vec<MerchantConfig>,
     pub faults: FaultConfig,
+    /// Transactions that exist at start (see [`OrderFixture`]).
+    pub fixtures: Vec<OrderFixture>,
 }
 
 impl Default for SimConfig {
@@ -250,6 +290,7 @@ impl Default for SimConfig {
                 MerchantConfig::demo("105510000001"),
             ],
             faults: FaultConfig::default(),
+            fixtures: Vec::new(),
         }
     }
 }
@@ -612,7 +653,10 @@ impl Simulator {
             .map_err(|e| SimError::HttpClient(e.to_string()))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let base_utc = chrono::Utc::now();
-        let state = State::new(base_utc, config.delays(), config.merchant_states());
+        let mut state = State::new(base_utc, config.delays(), config.merchant_states());
+        for f in &config.fixtures {
+            state.load_fixture(f, 0);
+        }
         let shared = Arc::new(Shared {
             tunables: Mutex::new(tunables_of(&config)),
             config,

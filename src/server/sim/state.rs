@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use chrono::{DateTime, Duration as ChronoDuration, FixedOffset, Offset, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::{FixtureKind, OrderFixture};
 use crate::domain::{Centavos, TrxState};
 use crate::starpay::codes::Code;
 use crate::starpay::model::Notification;
@@ -564,6 +565,57 @@ impl State {
             history: Vec::new(),
             notifications: Vec::new(),
         }
+    }
+
+    /// Loads a pre-existing transaction (a fixture: the history a reconciliation checks
+    /// against). No notification is queued and no balance moves: the fixture is the past.
+    pub fn load_fixture(&mut self, f: &OrderFixture, now: SimMillis) -> usize {
+        let (kind, service) = match f.kind {
+            FixtureKind::Payout => (OrderKind::Payout, "pay.starpay.instapay.disburse"),
+            FixtureKind::DynamicQr => (OrderKind::DynamicQr, "pay.starpay.repayment"),
+            FixtureKind::StaticQrPayment => {
+                (OrderKind::StaticQrPayment, "pay.starpay.repayment.static")
+            }
+        };
+        let mut o = self.new_order(kind, now, &f.mch_id, &f.msg_id, service);
+        o.acct_no = f.acct_no.clone();
+        o.device_info = f.device_info.clone();
+        o.trx_amount = Centavos::new(f.trx_amount);
+        o.state = TrxState::parse(&f.state);
+        o.plan = Plan::Forever;
+        o.error_code = f.error_code.clone();
+        o.error_message = f.error_code.as_deref().map(|c| {
+            crate::starpay::codes::reason_message(c)
+                .unwrap_or("Unspecified reason")
+                .to_string()
+        });
+        let age = ChronoDuration::seconds(i64::try_from(f.age_secs).unwrap_or(i64::MAX / 2));
+        o.trx_date = (self.manila_time(now) - age)
+            .format("%Y-%m-%dT%H:%M:%S+08:00")
+            .to_string();
+        o.history.push(StateChange {
+            at_ms: now,
+            state: f.state.clone(),
+            error_code: f.error_code.clone(),
+            cause: "fixture".into(),
+        });
+        let index = self.insert(o);
+        match &f.ref_no {
+            Some(r) => {
+                self.by_ref_no.insert(r.clone(), index);
+                self.orders[index].ref_no = Some(r.clone());
+            }
+            None if matches!(
+                self.orders[index].state,
+                TrxState::Success | TrxState::Reversed
+            ) =>
+            {
+                self.assign_ref_no(index)
+            }
+            None => {}
+        }
+        self.consume(&f.mch_id, &f.msg_id);
+        index
     }
 
     /// Accepts a payout (5.2/5.3/5.8/5.9): debits the balance, or fails it at once with `AM04`
