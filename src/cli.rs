@@ -67,6 +67,15 @@ pub enum Command {
     ///
     /// Example: starpay-batch retry jobs/demo-payouts.toml --run 1
     Retry(RetryArgs),
+    /// Re-check every row of one of our payout runs against Starpay and report drift.
+    ///
+    /// Queries each sent row (5.4, fresh msgId each time), puts it in a reconciliation category
+    /// (MATCHED, REVERSED_AFTER_SUCCESS, STATE_MISMATCH, …) and applies verified drift to the
+    /// store with an event (a SUCCESS that became REVERSED; a PENDING that settled). Safe to
+    /// re-run: an interrupted reconcile resumes; a finished one starts a fresh check.
+    ///
+    /// Example: starpay-batch reconcile jobs/demo-payouts.toml --run 1
+    Reconcile(ReconcileArgs),
     /// Counts and totals per state for the runs of a job (reads the database only).
     ///
     /// Example: starpay-batch status jobs/demo-payouts.toml --run 1
@@ -102,6 +111,15 @@ pub struct RetryArgs {
     /// fail again until the data is fixed (reference §9.2).
     #[arg(long)]
     pub include_beneficiary_errors: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// The payout job file (jobs/*.toml).
+    pub job: PathBuf,
+    /// The payout run to re-check.
+    #[arg(long)]
+    pub run: i64,
 }
 
 #[derive(Debug, Args)]

@@ -214,3 +214,194 @@ pub fn write_payout_report(
     })?;
     Ok((report, summary_path, summary))
 }
+
+// ------------------------------------------------------------------ reconciliation
+
+pub const RECON_COLUMNS: [&str; 18] = [
+    "line",
+    "reference",
+    "ref_no",
+    "original_msg_id",
+    "order_no",
+    "expected_amount",
+    "provider_amount",
+    "difference",
+    "expected_state",
+    "trx_state",
+    "category",
+    "code",
+    "message",
+    "error_code",
+    "error_message",
+    "trx_date",
+    "checked_at",
+    "action",
+];
+
+/// Categories in report order.
+pub const RECON_CATEGORIES: [&str; 9] = [
+    "MATCHED",
+    "AMOUNT_MISMATCH",
+    "STATE_MISMATCH",
+    "NOT_FOUND",
+    "PENDING",
+    "STALE_PENDING",
+    "REVERSED_AFTER_SUCCESS",
+    "DUPLICATE_IN_INPUT",
+    "UNKNOWN",
+];
+
+/// Count and amount per category, and the balance at the start and end of the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconSummary {
+    pub rows: Vec<(String, i64, Centavos)>,
+    pub balance_start: Option<Centavos>,
+    pub balance_end: Option<Centavos>,
+}
+
+impl ReconSummary {
+    pub fn count(&self, category: &str) -> i64 {
+        self.rows
+            .iter()
+            .filter(|r| r.0 == category)
+            .map(|r| r.1)
+            .sum()
+    }
+
+    /// Issue 5: 0 all MATCHED; 3 pending or unknown rows remain; 2 mismatches or not-found.
+    pub fn exit_code(&self) -> i32 {
+        if ["PENDING", "STALE_PENDING", "UNKNOWN", "UNCHECKED"]
+            .iter()
+            .any(|c| self.count(c) > 0)
+        {
+            crate::cmd::exit::UNRESOLVED
+        } else if self.rows.iter().any(|r| r.0 != "MATCHED" && r.1 > 0) {
+            crate::cmd::exit::FINISHED_WITH_FAILURES
+        } else {
+            crate::cmd::exit::OK
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = format!("{:<24} {:>10} {:>18}\n", "category", "rows", "amount (PHP)");
+        for (c, n, a) in &self.rows {
+            s.push_str(&format!("{c:<24} {n:>10} {a:>18}\n"));
+        }
+        let fmt =
+            |b: Option<Centavos>| b.map(|b| b.to_string()).unwrap_or_else(|| "unknown".into());
+        s.push_str(&format!(
+            "balance at start: PHP {}\n",
+            fmt(self.balance_start)
+        ));
+        s.push_str(&format!(
+            "balance at end:   PHP {}\n",
+            fmt(self.balance_end)
+        ));
+        s
+    }
+}
+
+/// Writes `<dir>/<job>-<run>.csv` (streamed from the store in input order) and the summary.
+pub fn write_recon_report(
+    store: &crate::store::Store,
+    dir: &Path,
+    job: &str,
+    run_id: i64,
+) -> Result<(PathBuf, PathBuf, ReconSummary), ReportError> {
+    use crate::store::recon as sql;
+    fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let report = dir.join(format!("{job}-{run_id}.csv"));
+    let path = report.clone();
+    // Runs on the store's thread, streaming rows straight into the file.
+    store.call_blocking(move |c| {
+        let result = write_atomically(&path, |w| {
+            w.write_record(RECON_COLUMNS)?;
+            let mut csv_error = None;
+            let walked = sql::for_each_recon_row(c, run_id, |r| {
+                let money = |a: Option<Centavos>| a.map(|a| a.to_string()).unwrap_or_default();
+                let difference = match (r.provider_amount, r.expected_amount) {
+                    (Some(p), Some(e)) => {
+                        p.checked_sub(e).map(|d| d.to_string()).unwrap_or_default()
+                    }
+                    _ => String::new(),
+                };
+                let (category, message) = match &r.category {
+                    Some(c) => (c.clone(), r.message.clone().unwrap_or_default()),
+                    None => (
+                        "UNKNOWN".to_string(),
+                        "not checked yet: run the job again".to_string(),
+                    ),
+                };
+                let rec = [
+                    r.line.to_string(),
+                    r.reference.clone().unwrap_or_default(),
+                    r.ref_no.clone().unwrap_or_default(),
+                    r.original_msg_id.clone().unwrap_or_default(),
+                    r.order_no.clone().unwrap_or_default(),
+                    money(r.expected_amount),
+                    money(r.provider_amount),
+                    difference,
+                    r.expected_state.clone().unwrap_or_default(),
+                    r.trx_state.clone().unwrap_or_default(),
+                    category,
+                    r.code.clone().unwrap_or_default(),
+                    message,
+                    r.error_code.clone().unwrap_or_default(),
+                    r.error_message.clone().unwrap_or_default(),
+                    r.trx_date.clone().unwrap_or_default(),
+                    ts(r.checked_at),
+                    r.action
+                        .clone()
+                        .unwrap_or_else(|| "run the job again".into()),
+                ];
+                if let Err(e) = w.write_record(rec) {
+                    csv_error = Some(e);
+                    return Err(StoreError::BadState("report write failed".into()));
+                }
+                Ok(())
+            });
+            match (csv_error, walked) {
+                (Some(e), _) => Err(e),
+                (None, Err(e)) => Err(csv::Error::from(std::io::Error::other(e.to_string()))),
+                (None, Ok(())) => Ok(()),
+            }
+        });
+        Ok(result)
+    })??;
+    let (mut rows, (balance_start, balance_end)) = store
+        .call_blocking(move |c| Ok((sql::recon_summary(c, run_id)?, sql::balances(c, run_id)?)))?;
+    rows.sort_by_key(|r| {
+        RECON_CATEGORIES
+            .iter()
+            .position(|c| *c == r.0)
+            .unwrap_or(RECON_CATEGORIES.len())
+    });
+    let summary = ReconSummary {
+        rows,
+        balance_start,
+        balance_end,
+    };
+    let summary_path = dir.join(format!("{job}-{run_id}-summary.csv"));
+    write_atomically(&summary_path, |w| {
+        w.write_record(["category", "count", "amount"])?;
+        for (c, n, a) in &summary.rows {
+            w.write_record([c.clone(), n.to_string(), a.to_string()])?;
+        }
+        let b = |x: Option<Centavos>| x.map(|x| x.to_string()).unwrap_or_default();
+        w.write_record([
+            "balance_start".to_string(),
+            String::new(),
+            b(summary.balance_start),
+        ])?;
+        w.write_record([
+            "balance_end".to_string(),
+            String::new(),
+            b(summary.balance_end),
+        ])?;
+        Ok(())
+    })?;
+    Ok((report, summary_path, summary))
+}

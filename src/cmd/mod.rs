@@ -1,6 +1,7 @@
 //! One module per command. Each takes its parsed arguments and returns an exit code.
 
 pub mod keys;
+pub mod recon;
 pub mod run;
 pub mod sim;
 
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(a) => run::run(a),
         Command::Retry(a) => run::retry(a),
         Command::Status(a) => run::status(a),
+        Command::Reconcile(a) => recon::reconcile(a),
         Command::Sim(a) => sim::run(a),
     }
 }

@@ -25,22 +25,27 @@ use crate::starpay::codes::{reason_class, ReasonClass};
 use crate::starpay::sign::{PrivateKey, PublicKey};
 use crate::store::{self, NewRow, Store};
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
 
-fn load(job: &Path, input: Option<PathBuf>) -> anyhow::Result<JobConfig> {
+pub(crate) fn load_any(job: &Path, input: Option<PathBuf>) -> anyhow::Result<JobConfig> {
     let overrides = Overrides {
         input,
         private_key_env: std::env::var_os("STARPAY_PRIVATE_KEY_FILE").map(PathBuf::from),
     };
-    let cfg = config::load_job(job, &overrides)?;
+    Ok(config::load_job(job, &overrides)?)
+}
+
+/// Loads a job that must be a payout job.
+fn load(job: &Path, input: Option<PathBuf>) -> anyhow::Result<JobConfig> {
+    let cfg = load_any(job, input)?;
     if cfg.kind != JobKind::Payout {
         bail!(
-            "{}: kind = {:?} is not implemented yet; this build runs kind = \"payout\" jobs",
+            "{}: kind = {:?}; this command works on kind = \"payout\" jobs",
             job.display(),
             cfg.kind.as_str()
         );
@@ -50,7 +55,7 @@ fn load(job: &Path, input: Option<PathBuf>) -> anyhow::Result<JobConfig> {
 
 /// Holds the per-(database, job) lock for the life of the process; the OS releases it if the
 /// process dies, so a crash never leaves a stale lock.
-fn lock(cfg: &JobConfig) -> anyhow::Result<File> {
+pub(crate) fn lock(cfg: &JobConfig) -> anyhow::Result<File> {
     let path = PathBuf::from(format!("{}.{}.lock", cfg.database.display(), cfg.job_name));
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
@@ -82,7 +87,9 @@ struct Ready {
     _sim: Option<SimHandle>,
 }
 
-async fn connect(cfg: &JobConfig, store: Store) -> anyhow::Result<Ready> {
+/// A client for the job's endpoint (starting the embedded simulator when asked), and the
+/// simulator handle that must live as long as the client is used.
+pub(crate) async fn connect_client(cfg: &JobConfig) -> anyhow::Result<(Client, Option<SimHandle>)> {
     let signer = Arc::new(PrivateKey::from_file(&cfg.starpay.private_key)?);
     let mut platform_keys = Vec::new();
     for p in &cfg.starpay.platform_public_keys {
@@ -110,6 +117,22 @@ async fn connect(cfg: &JobConfig, store: Store) -> anyhow::Result<Ready> {
     client_cfg.request_timeout = cfg.limits.request_timeout;
     client_cfg.connect_timeout = cfg.limits.connect_timeout;
     let client = Client::new(client_cfg, signer, platform_keys)?;
+    let health = client
+        .check_connection()
+        .await
+        .context("connection check (2.1) failed")?;
+    if !health.code.is_success() {
+        bail!(
+            "connection check (2.1) answered {} {}",
+            health.code,
+            health.message
+        );
+    }
+    Ok((client, sim))
+}
+
+async fn connect(cfg: &JobConfig, store: Store) -> anyhow::Result<Ready> {
+    let (client, sim) = connect_client(cfg).await?;
     let settings = EngineSettings {
         concurrency: cfg.limits.concurrency,
         requests_per_second: cfg.limits.requests_per_second.get(),
@@ -130,7 +153,7 @@ async fn connect(cfg: &JobConfig, store: Store) -> anyhow::Result<Ready> {
     Ok(Ready { engine, _sim: sim })
 }
 
-fn sha256_file(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let mut f =
         File::open(path).with_context(|| format!("cannot read input {}", path.display()))?;
     let mut h = Sha256::new();
@@ -148,7 +171,10 @@ fn sha256_file(path: &Path) -> anyhow::Result<String> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let cfg = load(&args.job, args.input.clone())?;
+    let cfg = load_any(&args.job, args.input.clone())?;
+    if cfg.kind != JobKind::Payout {
+        return crate::cmd::recon::run(cfg, args);
+    }
     let _lock = lock(&cfg)?;
     runtime()?.block_on(run_job(cfg, args))
 }
@@ -207,18 +233,6 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
     }
     let ready = connect(&cfg, store.clone()).await?;
     let engine = Arc::clone(&ready.engine);
-    let health = engine
-        .client()
-        .check_connection()
-        .await
-        .context("connection check (2.1) failed")?;
-    if !health.code.is_success() {
-        bail!(
-            "connection check (2.1) answered {} {}",
-            health.code,
-            health.message
-        );
-    }
 
     let run_id = match open_run {
         Some(id) => {

@@ -5,3 +5,4 @@ pub mod limiter;
 pub mod payout;
 pub mod policy;
 pub mod pool;
+pub mod recon;

@@ -34,6 +34,7 @@ pub struct Pool {
     in_flight: Semaphore,
     stop_tx: watch::Sender<Option<String>>,
     block: Mutex<(i64, i64)>,
+    capacity: usize,
 }
 
 impl Pool {
@@ -53,7 +54,13 @@ impl Pool {
             in_flight: Semaphore::new(concurrency.max(1)),
             stop_tx,
             block: Mutex::new((0, 0)),
+            capacity: concurrency.max(1),
         })
+    }
+
+    /// Requests in flight at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     pub fn store(&self) -> &Store {

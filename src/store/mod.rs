@@ -16,7 +16,12 @@ use tokio::sync::oneshot;
 
 use crate::domain::{Centavos, RowState};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+pub mod recon;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_recon.sql"),
+];
 /// Bound of the command queue to the writer thread.
 const QUEUE_CAPACITY: usize = 1024;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -785,6 +785,14 @@ fn query_response(o: &Order, ctx: &Ctx) -> QueryResponse {
     }
 }
 
+fn answer_query(o: &Order, ctx: &Ctx) -> Outcome {
+    if o.unanswerable {
+        Outcome::BadGateway
+    } else {
+        ok_outcome(&query_response(o, ctx))
+    }
+}
+
 fn not_found(ctx: &Ctx) -> Outcome {
     error_outcome(ctx, "404", std_message("404"))
 }
@@ -897,16 +905,14 @@ fn business(
                         && o.kind == OrderKind::Payout
                         && o.query_visible_at_ms <= now =>
                 {
-                    ok_outcome(&query_response(o, ctx))
+                    answer_query(o, ctx)
                 }
-                Some(o) if !payout_query && o.kind != OrderKind::Payout => {
-                    ok_outcome(&query_response(o, ctx))
-                }
+                Some(o) if !payout_query && o.kind != OrderKind::Payout => answer_query(o, ctx),
                 _ => not_found(ctx),
             }
         }
         Checked::RefNo(ref_no) => match state.find_by_ref_no(mch_id, &ref_no) {
-            Some(o) if o.kind != OrderKind::Payout => ok_outcome(&query_response(o, ctx)),
+            Some(o) if o.kind != OrderKind::Payout => answer_query(o, ctx),
             _ => not_found(ctx),
         },
         Checked::Balance { repayment } => {

@@ -197,6 +197,9 @@ pub struct OrderFixture {
     pub error_code: Option<String>,
     #[serde(default)]
     pub age_secs: u64,
+    /// Every query about it answers HTTP 502 (to exercise "queries kept failing").
+    #[serde(default)]
+    pub fail_queries: bool,
 }
 
 fn default_fixture_mch() -> String {

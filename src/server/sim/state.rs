@@ -120,6 +120,8 @@ pub struct Order {
     /// Queries answer 404 until then (query-lag fault).
     pub query_visible_at_ms: SimMillis,
     pub debited: bool,
+    /// Fixture flag: every query about this order gets a 502 (the "queries keep failing" case).
+    pub unanswerable: bool,
     pub create_requests: u32,
     pub history: Vec<StateChange>,
     pub notifications: Vec<NotificationAttempt>,
@@ -561,6 +563,7 @@ impl State {
             late_reversal: false,
             query_visible_at_ms: at,
             debited: false,
+            unanswerable: false,
             create_requests: 1,
             history: Vec::new(),
             notifications: Vec::new(),
@@ -583,6 +586,7 @@ impl State {
         o.trx_amount = Centavos::new(f.trx_amount);
         o.state = TrxState::parse(&f.state);
         o.plan = Plan::Forever;
+        o.unanswerable = f.fail_queries;
         o.error_code = f.error_code.clone();
         o.error_message = f.error_code.as_deref().map(|c| {
             crate::starpay::codes::reason_message(c)

@@ -1,0 +1,697 @@
+//! Reconciliation: each row is checked against Starpay with one query (fresh msgId), through
+//! the same `Pool` (limiter, in-flight bound, backoff, stop) as payouts, and put in exactly one
+//! category. Rows stream from the store in pages; results go back in batched transactions, so
+//! memory stays flat whatever the number of rows, and a killed run resumes where it stopped
+//! without re-querying rows already final.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinSet;
+
+use crate::domain::{Centavos, MsgId, RowState, TrxState};
+use crate::engine::payout::EngineError;
+use crate::engine::policy::{self, QueryVerdict};
+use crate::engine::pool::Pool;
+use crate::input::recon::ReconKind;
+use crate::starpay::client::{Answer, Client, ClientError};
+use crate::starpay::model::{
+    DisburseBalanceRequest, DisburseQueryRequest, QueryResponse, RefNoQueryRequest,
+    RepaymentBalanceRequest, RepaymentQueryRequest,
+};
+use crate::store::recon::{self as sql, ReconResult, ReconTodo};
+use crate::store::{self, Store};
+
+/// Rows read from the store per page.
+const PAGE: i64 = 512;
+/// Results written per transaction (at most), and the longest a result waits to be written.
+const BATCH: usize = 512;
+const BATCH_WAIT: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone)]
+pub struct ReconSettings {
+    pub kind: ReconKind,
+    /// PENDING younger than this, STALE_PENDING older (issue 5: 30 min for InstaPay).
+    pub stale_after: Duration,
+    /// Queries per row before it is UNKNOWN.
+    pub max_tries: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How long one run keeps checking.
+    pub deadline: Duration,
+}
+
+/// What Starpay said about a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    Found {
+        state: TrxState,
+        amount: Option<Centavos>,
+        trx_date: Option<String>,
+    },
+    NotFound,
+    /// Queries kept failing.
+    Failed(String),
+}
+
+/// The expectation a row carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expectation {
+    pub amount: Option<Centavos>,
+    pub state: Option<TrxState>,
+    pub expect_not_found: bool,
+}
+
+/// One category per row (issue 5), with the hint for the report's `action` column. Pure.
+pub fn categorize(
+    kind: ReconKind,
+    exp: &Expectation,
+    obs: &Observation,
+    now_ms: i64,
+    stale_after: Duration,
+) -> (&'static str, &'static str) {
+    match obs {
+        Observation::Failed(_) => ("UNKNOWN", "queries kept failing: run the job again later"),
+        Observation::NotFound if exp.expect_not_found => ("MATCHED", "none: nothing at Starpay, as expected"),
+        Observation::NotFound => match kind {
+            ReconKind::Disbursement => (
+                "NOT_FOUND",
+                "not at Starpay: safe to re-send with the same msgId once 10 minutes have passed since it was sent",
+            ),
+            ReconKind::Repayment => ("NOT_FOUND", "no such payment at Starpay: check the reference with the payer"),
+        },
+        Observation::Found { state, amount, trx_date } => {
+            if *state == TrxState::Reversed && exp.state.as_ref() != Some(&TrxState::Reversed) {
+                return (
+                    "REVERSED_AFTER_SUCCESS",
+                    match kind {
+                        ReconKind::Disbursement => "money came back: contact the recipient, then re-pay if still due",
+                        ReconKind::Repayment => "payment reversed: follow up with the payer",
+                    },
+                );
+            }
+            if let (Some(want), Some(got)) = (exp.amount, amount) {
+                if want != *got {
+                    return ("AMOUNT_MISMATCH", "investigate with Starpay: the amounts differ");
+                }
+            }
+            if !state.is_final() {
+                let age_ms = trx_date
+                    .as_deref()
+                    .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+                    .map(|t| now_ms - t.timestamp_millis());
+                return match age_ms {
+                    Some(a) if a >= stale_after.as_millis() as i64 => {
+                        ("STALE_PENDING", "investigate with Starpay: still pending beyond the SLA")
+                    }
+                    _ => ("PENDING", "re-check after the SLA"),
+                };
+            }
+            match &exp.state {
+                Some(want) if want == state => ("MATCHED", "none"),
+                Some(_) => ("STATE_MISMATCH", "investigate with Starpay: the state differs from what was expected"),
+                None if *state == TrxState::Success => ("MATCHED", "none"),
+                None => match kind {
+                    ReconKind::Disbursement => ("STATE_MISMATCH", "not paid: fix the data or funds, then re-pay with a new file"),
+                    ReconKind::Repayment => ("STATE_MISMATCH", "not paid: the payment did not complete"),
+                },
+            }
+        }
+    }
+}
+
+/// The state a payout row should move to when a reconcile finds Starpay has moved on (§8:
+/// SUCCESS → REVERSED is the only change between final states; an unresolved row takes the
+/// verified final state). `None`: no change.
+pub fn drift(
+    ours: RowState,
+    theirs: &TrxState,
+    error_code: Option<&str>,
+    ab_hold: Duration,
+) -> Option<RowState> {
+    let next = policy::state_from_trx(theirs, error_code, None, 0, ab_hold);
+    let allowed = match ours {
+        RowState::Success => next == RowState::Reversed,
+        RowState::Pending | RowState::Unknown | RowState::FailHeld | RowState::NeedsAttention => {
+            theirs.is_final() && next != ours
+        }
+        _ => false,
+    };
+    allowed.then_some(next)
+}
+
+pub struct ReconEngine {
+    client: Client,
+    store: Store,
+    pool: Pool,
+    settings: ReconSettings,
+    ab_hold: Duration,
+    done: AtomicU64,
+}
+
+impl ReconEngine {
+    pub fn new(
+        client: Client,
+        store: Store,
+        pool: Pool,
+        settings: ReconSettings,
+        ab_hold: Duration,
+    ) -> Arc<ReconEngine> {
+        Arc::new(ReconEngine {
+            client,
+            store,
+            pool,
+            settings,
+            ab_hold,
+            done: AtomicU64::new(0),
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn rows_done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Balance of the account the job is about: 5.6 (disbursement) or 6.6 (repayment).
+    pub async fn balance(&self) -> Result<Centavos, EngineError> {
+        let msg_id = self.pool.fresh_msg_id('B', "balance", None).await?;
+        let mch_id = self.client.mch_id().clone();
+        self.pool.pace().await;
+        let answer = match self.settings.kind {
+            ReconKind::Disbursement => {
+                self.client
+                    .disbursement_balance(&DisburseBalanceRequest { msg_id, mch_id })
+                    .await
+            }
+            ReconKind::Repayment => {
+                self.client
+                    .repayment_balance(&RepaymentBalanceRequest { msg_id, mch_id })
+                    .await
+            }
+        }
+        .map_err(|e| EngineError::Preflight(format!("balance query failed: {e}")))?;
+        if !answer.response.code.is_success() {
+            return Err(EngineError::Preflight(format!(
+                "balance query answered code {} {}",
+                answer.response.code, answer.response.message
+            )));
+        }
+        answer
+            .response
+            .balance
+            .ok_or_else(|| EngineError::Preflight("balance answer has no balance".into()))
+    }
+
+    /// Checks every open row of `run_id` (streamed), until done, the deadline, or a stop.
+    pub async fn drive(self: &Arc<Self>, run_id: i64) -> Result<Option<String>, EngineError> {
+        let deadline = Instant::now()
+            .checked_add(self.settings.deadline)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400));
+        let workers = self.pool_width();
+        let (work_tx, work_rx) = mpsc::channel::<ReconTodo>(workers * 4);
+        let (res_tx, mut res_rx) = mpsc::channel::<ReconResult>(BATCH * 2);
+        let work_rx = Arc::new(Mutex::new(work_rx));
+        let mut tasks = JoinSet::new();
+
+        // Producer: pages of open rows, in id order.
+        {
+            let engine = Arc::clone(self);
+            tasks.spawn(async move {
+                let mut after = 0i64;
+                loop {
+                    if engine.pool.stopped() || Instant::now() >= deadline {
+                        return Ok(());
+                    }
+                    let page = engine
+                        .store
+                        .call(move |c| sql::recon_todo_page(c, run_id, after, PAGE))
+                        .await?;
+                    let Some(last) = page.last() else {
+                        return Ok(());
+                    };
+                    after = last.id;
+                    for todo in page {
+                        if work_tx.send(todo).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            });
+        }
+        // Workers.
+        for _ in 0..workers {
+            let engine = Arc::clone(self);
+            let rx = Arc::clone(&work_rx);
+            let tx = res_tx.clone();
+            tasks.spawn(async move {
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some(todo) = next else { return Ok(()) };
+                    if engine.pool.stopped() || Instant::now() >= deadline {
+                        // Left unchecked: the next run checks it.
+                        continue;
+                    }
+                    if let Some(result) = engine.check(&todo, deadline).await? {
+                        if tx.send(result).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            });
+        }
+        drop(res_tx);
+        // Writer: batched transactions.
+        let writer = {
+            let engine = Arc::clone(self);
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(BATCH);
+                loop {
+                    let (closed, idle) = match tokio::time::timeout(BATCH_WAIT, res_rx.recv()).await
+                    {
+                        Ok(Some(r)) => {
+                            batch.push(r);
+                            (false, false)
+                        }
+                        Ok(None) => (true, false),
+                        Err(_) => (false, true),
+                    };
+                    if !batch.is_empty() && (batch.len() >= BATCH || closed || idle) {
+                        let items = std::mem::take(&mut batch);
+                        let n = items.len() as u64;
+                        engine
+                            .store
+                            .call(move |c| sql::save_recon_results(c, run_id, &items))
+                            .await?;
+                        engine.done.fetch_add(n, Ordering::Relaxed);
+                    }
+                    if closed {
+                        return Ok::<(), EngineError>(());
+                    }
+                }
+            })
+        };
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    self.pool.stop(format!("reconciliation failed: {e}"));
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(EngineError::Task(e.to_string()));
+                }
+            }
+        }
+        match writer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(EngineError::Task(e.to_string()));
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        Ok(self.pool.stop_reason())
+    }
+
+    fn pool_width(&self) -> usize {
+        self.pool.capacity().max(1)
+    }
+
+    /// Queries one row until an answer, `max_tries`, or a stop. `None`: leave it unchecked.
+    async fn check(
+        &self,
+        todo: &ReconTodo,
+        deadline: Instant,
+    ) -> Result<Option<ReconResult>, EngineError> {
+        let mut result = ReconResult {
+            id: todo.id,
+            queries: todo.queries,
+            ..ReconResult::default()
+        };
+        let mut tries = 0u32;
+        let observation = loop {
+            if self.pool.stopped() {
+                return Ok(None);
+            }
+            let msg_id = self.pool.block_msg_id('K').await?;
+            result.query_ids.push(msg_id.to_string());
+            result.queries += 1;
+            let answer = {
+                let _slot = self.pool.slot().await?;
+                self.pool.pace().await;
+                self.query(todo, msg_id.clone()).await
+            };
+            tries += 1;
+            let mut backoff = false;
+            match answer {
+                Ok(a) if self.echoes(todo, &a, &msg_id) => {
+                    let r = &a.response;
+                    result.code = Some(r.code.to_string());
+                    result.message = Some(r.message.clone());
+                    match policy::on_query_code(&r.code, true, r.trx_state.is_some()) {
+                        QueryVerdict::Apply => {
+                            self.pool.success();
+                            result.raw = Some(a.raw_body.to_vec());
+                            result.order_no = r.order_no.clone();
+                            result.provider_amount = r.trx_amount;
+                            result.trx_state = r.trx_state.as_ref().map(|s| s.as_str().to_string());
+                            result.error_code = r.error_code.clone();
+                            result.error_message = r.error_message.clone();
+                            result.trx_date = r.trx_date.clone();
+                            break Observation::Found {
+                                state: r
+                                    .trx_state
+                                    .clone()
+                                    .unwrap_or(TrxState::Unknown(String::new())),
+                                amount: r.trx_amount,
+                                trx_date: r.trx_date.clone(),
+                            };
+                        }
+                        QueryVerdict::NotFound => {
+                            self.pool.success();
+                            result.raw = Some(a.raw_body.to_vec());
+                            break Observation::NotFound;
+                        }
+                        QueryVerdict::AskAgain => {}
+                        QueryVerdict::BackOff => {
+                            self.pool.cut();
+                            backoff = true;
+                        }
+                        QueryVerdict::StopRun => {
+                            self.pool.stop(format!(
+                                "Starpay answered {} {} to a query: stopping the run",
+                                r.code, r.message
+                            ));
+                            return Ok(None);
+                        }
+                    }
+                }
+                Ok(_) => {
+                    tracing::warn!(
+                        line = todo.line,
+                        "query answer does not match the query; ignored"
+                    );
+                    result.message = Some("answer did not match the query".into());
+                }
+                Err(e) => {
+                    result.message = Some(e.to_string());
+                    if let ClientError::Unverified {
+                        code: Some(code), ..
+                    } = &e
+                    {
+                        match policy::on_query_code(code, false, false) {
+                            QueryVerdict::StopRun => {
+                                self.pool.stop(format!("Starpay answered {code} (unverified) to a query: stopping the run"));
+                                return Ok(None);
+                            }
+                            QueryVerdict::BackOff => {
+                                self.pool.cut();
+                                backoff = true;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            if tries >= self.settings.max_tries || Instant::now() >= deadline {
+                break Observation::Failed(result.message.clone().unwrap_or_default());
+            }
+            let n = if backoff { tries + 1 } else { tries };
+            let base = self
+                .settings
+                .backoff_base
+                .saturating_mul(1u32 << n.min(16).saturating_sub(1))
+                .min(self.settings.backoff_max);
+            self.pool.sleep_backoff(base, deadline).await;
+        };
+        let now = store::now_ms();
+        let expectation = Expectation {
+            amount: todo.expected_amount,
+            state: todo.expected_state.as_deref().map(TrxState::parse),
+            expect_not_found: todo.expect_not_found,
+        };
+        let (category, action) = categorize(
+            self.settings.kind,
+            &expectation,
+            &observation,
+            now,
+            self.settings.stale_after,
+        );
+        result.category = category;
+        result.action = action;
+        result.checked_at = now;
+        if let (Some(row_id), Some(ours), Observation::Found { state, .. }) =
+            (todo.source_row_id, todo.source_state, &observation)
+        {
+            if let Some(next) = drift(ours, state, result.error_code.as_deref(), self.ab_hold) {
+                result.drift = Some((row_id, ours, next));
+            }
+        }
+        Ok(Some(result))
+    }
+
+    /// The answer is about this query and this transaction (the signature does not cover our
+    /// request).
+    fn echoes(&self, todo: &ReconTodo, a: &Answer<QueryResponse>, msg_id: &MsgId) -> bool {
+        let r = &a.response;
+        r.msg_id.as_deref().is_none_or(|m| m == msg_id.as_str())
+            && r.mch_id
+                .as_deref()
+                .is_none_or(|m| m == self.client.mch_id().as_str())
+            && match (&todo.ref_no, &todo.original_msg_id) {
+                (Some(rf), _) => r.ref_no.as_deref().is_none_or(|x| x == rf),
+                (None, Some(orig)) => r.original_msg_id.as_deref().is_none_or(|x| x == orig),
+                (None, None) => true,
+            }
+    }
+
+    async fn query(
+        &self,
+        todo: &ReconTodo,
+        msg_id: MsgId,
+    ) -> Result<Answer<QueryResponse>, ClientError> {
+        let mch_id = self.client.mch_id().clone();
+        let original =
+            |m: &String| MsgId::new(m.clone()).map_err(|e| ClientError::Config(e.to_string()));
+        match (self.settings.kind, &todo.ref_no, &todo.original_msg_id) {
+            (ReconKind::Repayment, Some(ref_no), _) => {
+                self.client
+                    .query_repayment_by_ref_no(&RefNoQueryRequest {
+                        msg_id,
+                        mch_id,
+                        ref_no: ref_no.clone(),
+                    })
+                    .await
+            }
+            (ReconKind::Repayment, None, Some(m)) => {
+                self.client
+                    .query_repayment(&RepaymentQueryRequest {
+                        msg_id,
+                        mch_id,
+                        original_msg_id: original(m)?,
+                    })
+                    .await
+            }
+            (ReconKind::Disbursement, _, Some(m)) => {
+                self.client
+                    .query_disbursement(&DisburseQueryRequest {
+                        msg_id,
+                        mch_id,
+                        original_msg_id: original(m)?,
+                    })
+                    .await
+            }
+            _ => Err(ClientError::Config(format!(
+                "line {}: nothing to query",
+                todo.line
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SLA: Duration = Duration::from_secs(1800);
+
+    fn found(state: TrxState, amount: i64, age_s: i64, now_ms: i64) -> Observation {
+        let t = chrono::DateTime::from_timestamp_millis(now_ms - age_s * 1000)
+            .unwrap()
+            .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap());
+        Observation::Found {
+            state,
+            amount: Some(Centavos::new(amount)),
+            trx_date: Some(t.format("%Y-%m-%dT%H:%M:%S+08:00").to_string()),
+        }
+    }
+
+    #[test]
+    fn category_table() {
+        let now = 1_800_000_000_000;
+        let none = Expectation::default();
+        let amt = |a: i64| Expectation {
+            amount: Some(Centavos::new(a)),
+            ..Expectation::default()
+        };
+        let st = |s: TrxState| Expectation {
+            state: Some(s),
+            ..Expectation::default()
+        };
+        let d = ReconKind::Disbursement;
+        let r = ReconKind::Repayment;
+        let cases: Vec<(ReconKind, Expectation, Observation, &str)> = vec![
+            (
+                r,
+                none.clone(),
+                found(TrxState::Success, 100, 60, now),
+                "MATCHED",
+            ),
+            (
+                r,
+                amt(100),
+                found(TrxState::Success, 100, 60, now),
+                "MATCHED",
+            ),
+            (
+                r,
+                amt(100),
+                found(TrxState::Success, 101, 60, now),
+                "AMOUNT_MISMATCH",
+            ),
+            (
+                r,
+                st(TrxState::Fail),
+                found(TrxState::Success, 1, 60, now),
+                "STATE_MISMATCH",
+            ),
+            (
+                d,
+                none.clone(),
+                found(TrxState::Fail, 1, 60, now),
+                "STATE_MISMATCH",
+            ),
+            (
+                d,
+                st(TrxState::Fail),
+                found(TrxState::Fail, 1, 60, now),
+                "MATCHED",
+            ),
+            (d, none.clone(), Observation::NotFound, "NOT_FOUND"),
+            (
+                d,
+                Expectation {
+                    expect_not_found: true,
+                    ..Expectation::default()
+                },
+                Observation::NotFound,
+                "MATCHED",
+            ),
+            (
+                r,
+                none.clone(),
+                found(TrxState::Processing, 1, 60, now),
+                "PENDING",
+            ),
+            (
+                r,
+                none.clone(),
+                found(TrxState::Processing, 1, 1801, now),
+                "STALE_PENDING",
+            ),
+            (
+                r,
+                none.clone(),
+                found(TrxState::Unknown("HELD".into()), 1, 60, now),
+                "PENDING",
+            ),
+            (
+                d,
+                st(TrxState::Success),
+                found(TrxState::Reversed, 1, 60, now),
+                "REVERSED_AFTER_SUCCESS",
+            ),
+            (
+                d,
+                none.clone(),
+                found(TrxState::Reversed, 1, 60, now),
+                "REVERSED_AFTER_SUCCESS",
+            ),
+            (
+                d,
+                st(TrxState::Reversed),
+                found(TrxState::Reversed, 1, 60, now),
+                "MATCHED",
+            ),
+            (
+                d,
+                none.clone(),
+                Observation::Failed("timeout".into()),
+                "UNKNOWN",
+            ),
+        ];
+        for (i, (kind, exp, obs, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                categorize(kind, &exp, &obs, now, SLA).0,
+                want,
+                "case {i}: {exp:?} {obs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn drift_table() {
+        let hold = Duration::from_secs(86_400);
+        assert_eq!(
+            drift(RowState::Success, &TrxState::Reversed, None, hold),
+            Some(RowState::Reversed)
+        );
+        assert_eq!(
+            drift(RowState::Success, &TrxState::Success, None, hold),
+            None
+        );
+        assert_eq!(
+            drift(RowState::Success, &TrxState::Fail, Some("AC01"), hold),
+            None,
+            "conflict: flagged, not applied"
+        );
+        assert_eq!(
+            drift(RowState::Pending, &TrxState::Success, None, hold),
+            Some(RowState::Success)
+        );
+        assert_eq!(
+            drift(RowState::Unknown, &TrxState::Fail, Some("AC01"), hold),
+            Some(RowState::Failed)
+        );
+        assert_eq!(
+            drift(RowState::Pending, &TrxState::Fail, Some("AB05"), hold),
+            Some(RowState::FailHeld)
+        );
+        assert_eq!(
+            drift(RowState::FailHeld, &TrxState::Fail, Some("AB05"), hold),
+            None
+        );
+        assert_eq!(
+            drift(RowState::Pending, &TrxState::Processing, None, hold),
+            None
+        );
+        assert_eq!(
+            drift(RowState::Failed, &TrxState::Success, None, hold),
+            None
+        );
+        assert_eq!(
+            drift(RowState::Rejected, &TrxState::Success, None, hold),
+            None
+        );
+    }
+}

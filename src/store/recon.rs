@@ -1,0 +1,426 @@
+//! Reconciliation SQL: recon runs and their rows, batched result writes, streaming reads for
+//! the report. Part of the store: callers run these on the writer thread via `Store::call`.
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{append_event, now_ms, record_msg_id, Event, StoreError};
+use crate::domain::{Centavos, RowState};
+
+/// Categories that are not re-checked when a run resumes.
+pub const FINAL_CATEGORIES: [&str; 6] = [
+    "MATCHED",
+    "AMOUNT_MISMATCH",
+    "STATE_MISMATCH",
+    "NOT_FOUND",
+    "REVERSED_AFTER_SUCCESS",
+    "DUPLICATE_IN_INPUT",
+];
+
+/// A row to insert.
+#[derive(Debug, Clone)]
+pub struct NewReconRow {
+    pub line: u64,
+    pub reference: Option<String>,
+    pub ref_no: Option<String>,
+    pub original_msg_id: Option<String>,
+    pub expected_amount: Option<Centavos>,
+    pub expected_state: Option<String>,
+}
+
+/// A row still to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconTodo {
+    pub id: i64,
+    pub line: i64,
+    pub ref_no: Option<String>,
+    pub original_msg_id: Option<String>,
+    pub expected_amount: Option<Centavos>,
+    pub expected_state: Option<String>,
+    pub expect_not_found: bool,
+    pub source_row_id: Option<i64>,
+    /// The payout row's state now (reconcile of a payout run).
+    pub source_state: Option<RowState>,
+    pub source_amount: Option<Centavos>,
+    pub queries: i64,
+}
+
+/// The outcome of checking one row.
+#[derive(Debug, Clone, Default)]
+pub struct ReconResult {
+    pub id: i64,
+    pub category: &'static str,
+    pub action: &'static str,
+    pub order_no: Option<String>,
+    pub provider_amount: Option<Centavos>,
+    pub trx_state: Option<String>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub trx_date: Option<String>,
+    pub checked_at: i64,
+    pub queries: i64,
+    /// Query msgIds used (recorded as issued).
+    pub query_ids: Vec<String>,
+    /// The last verified answer (evidence for the event log).
+    pub raw: Option<Vec<u8>>,
+    /// For a payout row that drifted: (row id, state it had, state Starpay now implies).
+    pub drift: Option<(i64, RowState, RowState)>,
+}
+
+/// A row as reported.
+#[derive(Debug, Clone, Default)]
+pub struct ReconRecord {
+    pub line: i64,
+    pub reference: Option<String>,
+    pub ref_no: Option<String>,
+    pub original_msg_id: Option<String>,
+    pub order_no: Option<String>,
+    pub expected_amount: Option<Centavos>,
+    pub provider_amount: Option<Centavos>,
+    pub expected_state: Option<String>,
+    pub trx_state: Option<String>,
+    pub category: Option<String>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub trx_date: Option<String>,
+    pub checked_at: Option<i64>,
+    pub action: Option<String>,
+}
+
+pub fn create_recon_run(
+    conn: &Connection,
+    job: &str,
+    kind: &str,
+    input_path: &str,
+    sha: &str,
+) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO runs (job, kind, input_path, input_sha256, status, created_at, row_count, total)
+         VALUES (?1, ?2, ?3, ?4, 'OPEN', ?5, 0, 0)",
+        params![job, kind, input_path, sha, now_ms()],
+    )?;
+    let run_id = conn.last_insert_rowid();
+    append_event(
+        conn,
+        &Event {
+            run_id: Some(run_id),
+            kind: "run_created",
+            detail: Some(format!("{kind} of {input_path} (sha256 {sha})")),
+            ..Event::default()
+        },
+    )?;
+    Ok(run_id)
+}
+
+/// Inserts rows inside the caller's transaction.
+pub fn insert_recon_rows_tx(
+    tx: &Connection,
+    run_id: i64,
+    rows: &[NewReconRow],
+) -> Result<(), StoreError> {
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO recon_rows (run_id, line, reference, ref_no, original_msg_id, lookup_key,
+                 expected_amount, expected_state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for r in rows {
+            let key = match (&r.ref_no, &r.original_msg_id) {
+                (Some(rf), _) => format!("ref:{rf}"),
+                (None, Some(m)) => format!("msg:{m}"),
+                (None, None) => format!("line:{}", r.line),
+            };
+            stmt.execute(params![
+                run_id,
+                r.line as i64,
+                r.reference,
+                r.ref_no,
+                r.original_msg_id,
+                key,
+                r.expected_amount.map(Centavos::get),
+                r.expected_state
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// After the last insert: counts and totals, and every later copy of a transaction marked
+/// DUPLICATE_IN_INPUT (the first one is checked).
+pub fn seal_recon_run_tx(tx: &Connection, run_id: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE runs SET row_count = (SELECT COUNT(*) FROM recon_rows WHERE run_id = ?1),
+             total = (SELECT COALESCE(SUM(expected_amount), 0) FROM recon_rows WHERE run_id = ?1)
+         WHERE id = ?1",
+        [run_id],
+    )?;
+    tx.execute(
+        "UPDATE recon_rows SET category = 'DUPLICATE_IN_INPUT',
+             action = 'remove the duplicate line; the first one was checked',
+             message = 'same transaction as line ' || (SELECT MIN(f.line) FROM recon_rows f
+                 WHERE f.run_id = recon_rows.run_id AND f.lookup_key = recon_rows.lookup_key)
+         WHERE run_id = ?1 AND category IS NULL AND id NOT IN (
+             SELECT MIN(id) FROM recon_rows WHERE run_id = ?1 GROUP BY lookup_key)",
+        [run_id],
+    )?;
+    Ok(())
+}
+
+/// Builds the recon rows of a reconcile of payout run `payout_run` (one per payout row).
+pub fn fill_from_payout_run(
+    conn: &mut Connection,
+    run_id: i64,
+    payout_run: i64,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO recon_rows (run_id, line, reference, original_msg_id, lookup_key, expected_amount,
+             expected_state, expect_not_found, source_row_id)
+         SELECT ?1, r.line, NULLIF(r.reference, ''), a.msg_id,
+                COALESCE('msg:' || a.msg_id, 'line:' || r.line),
+                NULLIF(r.amount, 0),
+                CASE r.state WHEN 'SUCCESS' THEN 'SUCCESS' WHEN 'FAILED' THEN 'FAIL'
+                             WHEN 'REVERSED' THEN 'REVERSED' ELSE NULL END,
+                CASE WHEN r.state = 'REJECTED' OR a.id IS NULL THEN 1 ELSE 0 END,
+                r.id
+         FROM rows r LEFT JOIN attempts a ON a.id = r.attempt_id
+         WHERE r.run_id = ?2 ORDER BY r.line",
+        params![run_id, payout_run],
+    )?;
+    // Rows that were never sent have nothing to query.
+    tx.execute(
+        "UPDATE recon_rows SET category = 'MATCHED', action = 'none: never sent, nothing at Starpay',
+             message = 'not sent (no msgId)', checked_at = ?2
+         WHERE run_id = ?1 AND original_msg_id IS NULL",
+        params![run_id, now_ms()],
+    )?;
+    seal_recon_run_tx(&tx, run_id)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The next page of rows still to check (no category yet, or one that resumes re-check).
+pub fn recon_todo_page(
+    conn: &Connection,
+    run_id: i64,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<ReconTodo>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT x.id, x.line, x.ref_no, x.original_msg_id, x.expected_amount, x.expected_state,
+                x.expect_not_found, x.source_row_id, r.state, r.amount, x.queries
+         FROM recon_rows x LEFT JOIN rows r ON r.id = x.source_row_id
+         WHERE x.run_id = ?1 AND x.id > ?2
+           AND (x.category IS NULL OR x.category IN ('PENDING', 'STALE_PENDING', 'UNKNOWN'))
+         ORDER BY x.id LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![run_id, after_id, limit], |r| {
+        Ok((
+            ReconTodo {
+                id: r.get(0)?,
+                line: r.get(1)?,
+                ref_no: r.get(2)?,
+                original_msg_id: r.get(3)?,
+                expected_amount: r.get::<_, Option<i64>>(4)?.map(Centavos::new),
+                expected_state: r.get(5)?,
+                expect_not_found: r.get::<_, i64>(6)? != 0,
+                source_row_id: r.get(7)?,
+                source_state: None,
+                source_amount: r.get::<_, Option<i64>>(9)?.map(Centavos::new),
+                queries: r.get(10)?,
+            },
+            r.get::<_, Option<String>>(8)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut todo, state) = row?;
+        todo.source_state = match state {
+            None => None,
+            Some(s) => Some(RowState::parse(&s).ok_or(StoreError::BadState(s))?),
+        };
+        out.push(todo);
+    }
+    Ok(out)
+}
+
+/// Writes a batch of results in one transaction: the rows, the query msgIds, one event per
+/// row (with the raw answer), and any drift of a payout row (compare-and-set).
+pub fn save_recon_results(
+    conn: &mut Connection,
+    run_id: i64,
+    results: &[ReconResult],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE recon_rows SET category = ?2, action = ?3, order_no = ?4, provider_amount = ?5,
+                 trx_state = ?6, code = ?7, message = ?8, error_code = ?9, error_message = ?10,
+                 trx_date = ?11, checked_at = ?12, queries = ?13
+             WHERE id = ?1",
+        )?;
+        for r in results {
+            stmt.execute(params![
+                r.id,
+                r.category,
+                r.action,
+                r.order_no,
+                r.provider_amount.map(Centavos::get),
+                r.trx_state,
+                r.code,
+                r.message,
+                r.error_code,
+                r.error_message,
+                r.trx_date,
+                r.checked_at,
+                r.queries
+            ])?;
+            for q in &r.query_ids {
+                record_msg_id(&tx, q, "recon_query", Some(r.id))?;
+            }
+            append_event(
+                &tx,
+                &Event {
+                    run_id: Some(run_id),
+                    msg_id: r.query_ids.last().cloned(),
+                    kind: "recon_checked",
+                    detail: Some(format!("recon row {}: {}", r.id, r.category)),
+                    raw: r.raw.clone(),
+                    ..Event::default()
+                },
+            )?;
+            if let Some((row_id, old, new)) = r.drift {
+                let changed = tx.execute(
+                    "UPDATE rows SET state = ?3, trx_state = ?4, error_code = ?5, error_message = ?6,
+                         order_no = COALESCE(?7, order_no), last_checked_at = ?8, updated_at = ?8
+                     WHERE id = ?1 AND state = ?2",
+                    params![
+                        row_id,
+                        old.as_str(),
+                        new.as_str(),
+                        r.trx_state,
+                        r.error_code,
+                        r.error_message,
+                        r.order_no,
+                        now_ms()
+                    ],
+                )?;
+                if changed == 1 {
+                    append_event(
+                        &tx,
+                        &Event {
+                            row_id: Some(row_id),
+                            kind: "reconcile_drift",
+                            old_state: Some(old),
+                            new_state: Some(new),
+                            detail: Some(format!(
+                                "reconcile run {run_id}: Starpay says {}",
+                                r.trx_state.as_deref().unwrap_or("?")
+                            )),
+                            raw: r.raw.clone(),
+                            ..Event::default()
+                        },
+                    )?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn set_balance(
+    conn: &Connection,
+    run_id: i64,
+    start: bool,
+    balance: Centavos,
+) -> Result<(), StoreError> {
+    let sql = if start {
+        "UPDATE runs SET balance_start = COALESCE(balance_start, ?2) WHERE id = ?1"
+    } else {
+        "UPDATE runs SET balance_end = ?2 WHERE id = ?1"
+    };
+    conn.execute(sql, params![run_id, balance.get()])?;
+    Ok(())
+}
+
+pub fn balances(
+    conn: &Connection,
+    run_id: i64,
+) -> Result<(Option<Centavos>, Option<Centavos>), StoreError> {
+    let pair: Option<(Option<i64>, Option<i64>)> = conn
+        .query_row(
+            "SELECT balance_start, balance_end FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (a, b) = pair.unwrap_or((None, None));
+    Ok((a.map(Centavos::new), b.map(Centavos::new)))
+}
+
+/// Rows that still need a check (for the exit code and whether the run is finished).
+pub fn open_recon_rows(conn: &Connection, run_id: i64) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM recon_rows WHERE run_id = ?1
+           AND (category IS NULL OR category IN ('PENDING', 'STALE_PENDING', 'UNKNOWN'))",
+        [run_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Count and amount per category (amount: Starpay's when known, else the expected one).
+pub fn recon_summary(
+    conn: &Connection,
+    run_id: i64,
+) -> Result<Vec<(String, i64, Centavos)>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT COALESCE(category, 'UNCHECKED'), COUNT(*), COALESCE(SUM(COALESCE(provider_amount, expected_amount, 0)), 0)
+         FROM recon_rows WHERE run_id = ?1 GROUP BY 1",
+    )?;
+    let rows = stmt.query_map([run_id], |r| {
+        Ok((r.get(0)?, r.get(1)?, Centavos::new(r.get(2)?)))
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Streams the report rows in input order to `f` (memory stays flat).
+pub fn for_each_recon_row(
+    conn: &Connection,
+    run_id: i64,
+    mut f: impl FnMut(&ReconRecord) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT line, reference, ref_no, original_msg_id, order_no, expected_amount, provider_amount,
+                expected_state, trx_state, category, code, message, error_code, error_message,
+                trx_date, checked_at, action
+         FROM recon_rows WHERE run_id = ?1 ORDER BY line",
+    )?;
+    let mut rows = stmt.query([run_id])?;
+    while let Some(r) = rows.next()? {
+        let rec = ReconRecord {
+            line: r.get(0)?,
+            reference: r.get(1)?,
+            ref_no: r.get(2)?,
+            original_msg_id: r.get(3)?,
+            order_no: r.get(4)?,
+            expected_amount: r.get::<_, Option<i64>>(5)?.map(Centavos::new),
+            provider_amount: r.get::<_, Option<i64>>(6)?.map(Centavos::new),
+            expected_state: r.get(7)?,
+            trx_state: r.get(8)?,
+            category: r.get(9)?,
+            code: r.get(10)?,
+            message: r.get(11)?,
+            error_code: r.get(12)?,
+            error_message: r.get(13)?,
+            trx_date: r.get(14)?,
+            checked_at: r.get(15)?,
+            action: r.get(16)?,
+        };
+        f(&rec)?;
+    }
+    Ok(())
+}
