@@ -167,7 +167,7 @@ async fn same_file_refused_new_run_and_retry() {
     assert_eq!(status.status.code(), Some(0), "{}", show(&status));
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
-        text.contains("run 1 (finished)") && text.contains("run 2 (finished)"),
+        text.contains("run 1 (payout, finished)") && text.contains("run 2 (payout, finished)"),
         "{text}"
     );
 }

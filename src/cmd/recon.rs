@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 
 use crate::cli::{ReconcileArgs, RunArgs};
 use crate::cmd::exit;
-use crate::cmd::run::{connect_client, load_any, lock, runtime, sha256_file};
+use crate::cmd::run::{connect_client, load_any, lock, open_run_of_file, runtime, sha256_file};
 use crate::config::{JobConfig, JobKind};
 use crate::engine::pool::Pool;
 use crate::engine::recon::{ReconEngine, ReconSettings};
@@ -40,6 +40,31 @@ fn settings(cfg: &JobConfig, kind: ReconKind) -> ReconSettings {
     }
 }
 
+/// A reconciliation engine on the job's endpoint, with its own request pool (the simulator
+/// handle, if any, must outlive the engine's use).
+async fn recon_engine(
+    cfg: &JobConfig,
+    store: &Store,
+    kind: ReconKind,
+) -> anyhow::Result<(Arc<ReconEngine>, Option<crate::server::sim::SimHandle>)> {
+    let (client, sim) = connect_client(cfg).await?;
+    let pool = Pool::new(
+        store.clone(),
+        cfg.limits.concurrency,
+        cfg.limits.requests_per_second.get(),
+        cfg.limits.burst.get(),
+    )
+    .await?;
+    let engine = ReconEngine::new(
+        client,
+        store.clone(),
+        pool,
+        settings(cfg, kind),
+        cfg.resolve.ab_hold,
+    );
+    Ok((engine, sim))
+}
+
 /// `run JOB` for a recon job.
 pub fn run(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
     let Some(kind) = recon_kind(cfg.kind) else {
@@ -55,22 +80,7 @@ pub fn run(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
 async fn run_recon(cfg: JobConfig, kind: ReconKind, args: RunArgs) -> anyhow::Result<i32> {
     let store = Store::open(&cfg.database)?;
     let sha = sha256_file(&cfg.input)?;
-    let (job, s) = (cfg.job_name.clone(), sha.clone());
-    let runs = store
-        .call(move |c| store::runs_for(c, &job, Some(&s)))
-        .await?;
-    let open_run = runs.iter().find(|r| !r.finished).map(|r| r.id);
-    if let (None, Some(done)) = (open_run, runs.iter().rev().find(|r| r.finished)) {
-        if !args.new_run {
-            bail!(
-                "{}: this file (sha256 {}) was already reconciled by run {} of job {:?}; pass --new-run to check it again",
-                cfg.input.display(),
-                &sha[..12],
-                done.id,
-                cfg.job_name
-            );
-        }
-    }
+    let open_run = open_run_of_file(&cfg, &store, &sha, args.new_run, "reconciled").await?;
     if open_run.is_none() {
         // Validate the whole file before anything is sent (streaming: nothing is kept).
         let input = cfg.input.clone();
@@ -93,21 +103,7 @@ async fn run_recon(cfg: JobConfig, kind: ReconKind, args: RunArgs) -> anyhow::Re
         );
         return Ok(exit::OK);
     }
-    let (client, _sim) = connect_client(&cfg).await?;
-    let pool = Pool::new(
-        store.clone(),
-        cfg.limits.concurrency,
-        cfg.limits.requests_per_second.get(),
-        cfg.limits.burst.get(),
-    )
-    .await?;
-    let engine = ReconEngine::new(
-        client,
-        store.clone(),
-        pool,
-        settings(&cfg, kind),
-        cfg.resolve.ab_hold,
-    );
+    let (engine, _sim) = recon_engine(&cfg, &store, kind).await?;
     let run_id = match open_run {
         Some(id) => {
             eprintln!("resuming run {id} of job {:?}", cfg.job_name);
@@ -292,21 +288,7 @@ pub fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
             .into_iter()
             .find(|r| !r.finished)
             .map(|r| r.id);
-        let (client, _sim) = connect_client(&cfg).await?;
-        let pool = Pool::new(
-            store.clone(),
-            cfg.limits.concurrency,
-            cfg.limits.requests_per_second.get(),
-            cfg.limits.burst.get(),
-        )
-        .await?;
-        let engine = ReconEngine::new(
-            client,
-            store.clone(),
-            pool,
-            settings(&cfg, ReconKind::Disbursement),
-            cfg.resolve.ab_hold,
-        );
+        let (engine, _sim) = recon_engine(&cfg, &store, ReconKind::Disbursement).await?;
         let run_id = match open {
             Some(id) => {
                 eprintln!("resuming reconcile run {id} of payout run {payout_run}");

@@ -183,23 +183,7 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
     let store = Store::open(&cfg.database)?;
     let sha = sha256_file(&cfg.input)?;
     let job = cfg.job_name.clone();
-    let (j, s) = (job.clone(), sha.clone());
-    let runs = store
-        .call(move |c| store::runs_for(c, &j, Some(&s)))
-        .await?;
-    let open_run = runs.iter().find(|r| !r.finished).map(|r| r.id);
-    if let (None, Some(done)) = (open_run, runs.iter().rev().find(|r| r.finished)) {
-        if !args.new_run {
-            bail!(
-                "{}: this file (sha256 {}) was already paid by run {} of job {:?}, finished {}; refusing to pay it twice. Pass --new-run to pay the same file again on purpose",
-                cfg.input.display(),
-                &sha[..12],
-                done.id,
-                job,
-                done.finished_at.and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339()).unwrap_or_default()
-            );
-        }
-    }
+    let open_run = open_run_of_file(&cfg, &store, &sha, args.new_run, "paid").await?;
     if open_run.is_none() {
         // Validate the whole file offline first: bad input sends nothing, not even a health check.
         let file = validate(&cfg, &store, None).await?;
@@ -248,6 +232,38 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
         }
     };
     drive_and_report(&cfg, &engine, run_id).await
+}
+
+/// The open run of this job for this file (to resume), if any. A finished run of the same
+/// file refuses the job unless `new_run` (a scheduler that fires twice must not pay twice).
+pub(crate) async fn open_run_of_file(
+    cfg: &JobConfig,
+    store: &Store,
+    sha: &str,
+    new_run: bool,
+    done_verb: &str,
+) -> anyhow::Result<Option<i64>> {
+    let (j, s) = (cfg.job_name.clone(), sha.to_string());
+    let runs = store
+        .call(move |c| store::runs_for(c, &j, Some(&s)))
+        .await?;
+    let open_run = runs.iter().find(|r| !r.finished).map(|r| r.id);
+    if let (None, Some(done)) = (open_run, runs.iter().rev().find(|r| r.finished)) {
+        if !new_run {
+            bail!(
+                "{}: this file (sha256 {}) was already {done_verb} by run {} of job {:?}, finished {}; refusing to do it twice. Pass --new-run to run the same file again on purpose",
+                cfg.input.display(),
+                &sha[..12.min(sha.len())],
+                done.id,
+                cfg.job_name,
+                done.finished_at
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(open_run)
 }
 
 /// Validates the file against the bank list and earlier runs, checks the balance, and stores
@@ -536,7 +552,7 @@ pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
-    let cfg = load(&args.job, None)?;
+    let cfg = load_any(&args.job, None)?;
     if !cfg.database.exists() {
         bail!(
             "database {} does not exist yet: job {:?} has never run",
@@ -550,16 +566,23 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
     let mut shown = 0;
     for run in runs.iter().filter(|r| args.run.is_none_or(|id| id == r.id)) {
         let id = run.id;
-        let rows = store.call_blocking(move |c| store::rows_of_run(c, id, false))?;
-        let summary = Summary::from_rows(&rows);
         println!(
-            "run {} ({}) input {} sha256 {}…",
+            "run {} ({}, {}) input {} sha256 {}…",
             run.id,
+            run.kind,
             if run.finished { "finished" } else { "open" },
             run.input_path,
             &run.input_sha256[..12.min(run.input_sha256.len())]
         );
-        print!("{}", summary.to_text());
+        if run.kind == "payout" {
+            let rows = store.call_blocking(move |c| store::rows_of_run(c, id, false))?;
+            print!("{}", Summary::from_rows(&rows).to_text());
+        } else {
+            let rows = store.call_blocking(move |c| store::recon::recon_summary(c, id))?;
+            for (category, count, amount) in rows {
+                println!("{category:<24} {count:>10} {amount:>18}");
+            }
+        }
         shown += 1;
     }
     if shown == 0 {

@@ -21,8 +21,8 @@ use crate::engine::pool::Pool;
 use crate::logging::mask_account;
 use crate::starpay::client::{Answer, Client, ClientError, Outcome};
 use crate::starpay::model::{
-    Currency, DisburseBalanceRequest, DisburseQueryRequest, DisburseResponse,
-    InstapayDisburseRequest, Operation, QueryResponse, WalletDisburseRequest,
+    Currency, DisburseQueryRequest, DisburseResponse, InstapayDisburseRequest, Operation,
+    QueryResponse, WalletDisburseRequest,
 };
 use crate::starpay::sign;
 use crate::store::{self, Event, RowRecord, Store, StoreError};
@@ -129,26 +129,12 @@ impl PayoutEngine {
 
     /// Pre-flight balance (5.6): the available disbursement balance, verified.
     pub async fn balance(&self) -> Result<Centavos, EngineError> {
-        let msg_id = self.pool.fresh_msg_id('B', "balance", None).await?;
-        let req = DisburseBalanceRequest {
-            msg_id,
-            mch_id: self.client.mch_id().clone(),
-        };
-        self.pool.pace().await;
-        let answer = self
-            .client
-            .disbursement_balance(&req)
-            .await
-            .map_err(|e| EngineError::Preflight(format!("balance query (5.6) failed: {e}")))?;
-        if !answer.response.code.is_success() {
-            return Err(EngineError::Preflight(format!(
-                "balance query (5.6) answered code {} {}",
-                answer.response.code, answer.response.message
-            )));
-        }
-        answer.response.balance.ok_or_else(|| {
-            EngineError::Preflight("balance query (5.6) answer has no balance".into())
-        })
+        crate::engine::query_balance(
+            &self.pool,
+            &self.client,
+            crate::engine::Account::Disbursement,
+        )
+        .await
     }
 
     /// Pre-flight bank list (5.1): the `bankName`s that `receivingBank` must match.

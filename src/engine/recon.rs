@@ -18,8 +18,7 @@ use crate::engine::pool::Pool;
 use crate::input::recon::ReconKind;
 use crate::starpay::client::{Answer, Client, ClientError};
 use crate::starpay::model::{
-    DisburseBalanceRequest, DisburseQueryRequest, QueryResponse, RefNoQueryRequest,
-    RepaymentBalanceRequest, RepaymentQueryRequest,
+    DisburseQueryRequest, QueryResponse, RefNoQueryRequest, RepaymentQueryRequest,
 };
 use crate::store::recon::{self as sql, ReconResult, ReconTodo};
 use crate::store::{self, Store};
@@ -179,32 +178,11 @@ impl ReconEngine {
 
     /// Balance of the account the job is about: 5.6 (disbursement) or 6.6 (repayment).
     pub async fn balance(&self) -> Result<Centavos, EngineError> {
-        let msg_id = self.pool.fresh_msg_id('B', "balance", None).await?;
-        let mch_id = self.client.mch_id().clone();
-        self.pool.pace().await;
-        let answer = match self.settings.kind {
-            ReconKind::Disbursement => {
-                self.client
-                    .disbursement_balance(&DisburseBalanceRequest { msg_id, mch_id })
-                    .await
-            }
-            ReconKind::Repayment => {
-                self.client
-                    .repayment_balance(&RepaymentBalanceRequest { msg_id, mch_id })
-                    .await
-            }
-        }
-        .map_err(|e| EngineError::Preflight(format!("balance query failed: {e}")))?;
-        if !answer.response.code.is_success() {
-            return Err(EngineError::Preflight(format!(
-                "balance query answered code {} {}",
-                answer.response.code, answer.response.message
-            )));
-        }
-        answer
-            .response
-            .balance
-            .ok_or_else(|| EngineError::Preflight("balance answer has no balance".into()))
+        let account = match self.settings.kind {
+            ReconKind::Disbursement => crate::engine::Account::Disbursement,
+            ReconKind::Repayment => crate::engine::Account::Repayment,
+        };
+        crate::engine::query_balance(&self.pool, &self.client, account).await
     }
 
     /// Checks every open row of `run_id` (streamed), until done, the deadline, or a stop.

@@ -184,6 +184,36 @@ impl fmt::Display for HeaderProblems {
     }
 }
 
+/// An error about the file as a whole (no column).
+pub(crate) fn file_error(path: &std::path::Path, line: u64, rule: Rule) -> InputError {
+    InputError {
+        file: path.to_path_buf(),
+        line,
+        column: None,
+        rule,
+    }
+}
+
+/// Opens a CSV input: refuses binary files, skips leading blank lines, and returns the record
+/// reader (hashing everything it reads) with the header record.
+pub(crate) fn open_csv(
+    path: &std::path::Path,
+) -> Result<(CsvRecords<HashingReader<std::fs::File>>, RawRecord), InputError> {
+    let io_err = |e| file_error(path, 0, Rule::Io(e));
+    let f = std::fs::File::open(path).map_err(io_err)?;
+    let mut reader = CsvRecords::new(HashingReader::new(f)).map_err(io_err)?;
+    if let Some(why) = reader.binary() {
+        return Err(file_error(path, 1, Rule::Binary(why)));
+    }
+    loop {
+        match reader.next_record(MAX_COLUMNS).map_err(io_err)? {
+            None => return Err(file_error(path, 1, Rule::EmptyFile)),
+            Some(r) if r.is_blank() => continue,
+            Some(r) => return Ok((reader, r)),
+        }
+    }
+}
+
 /// Which field index holds which named column (any order, names case-insensitive).
 pub(crate) struct Columns {
     pub(crate) index: Vec<Option<usize>>,

@@ -25,12 +25,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::{
-    positive_amount, text, Cell, Columns, CsvRecords, ErrorList, HashingReader, InputError,
-    RawRecord, Rule, MAX_COLUMNS,
+    file_error, open_csv, positive_amount, text, Cell, Columns, ErrorList, InputError, RawRecord,
+    Rule,
 };
 use crate::domain::money::INSTAPAY_CAP;
 use crate::domain::Centavos;
@@ -222,25 +221,9 @@ const COL_NAMES: [&str; Col::ALL.len()] = [
 /// no rows, total overflow). Otherwise every row is either in `rows` or has its errors in
 /// `errors`, so `--skip-invalid` can report the rejected rows and send the rest.
 pub fn read_payouts(path: &Path, opts: &ValidationOptions) -> Result<PayoutFile, InputError> {
-    let file_err = |line: u64, rule: Rule| InputError {
-        file: path.to_path_buf(),
-        line,
-        column: None,
-        rule,
-    };
+    let file_err = |line: u64, rule: Rule| file_error(path, line, rule);
     let io_err = |e| file_err(0, Rule::Io(e));
-    let f = File::open(path).map_err(io_err)?;
-    let mut reader = CsvRecords::new(HashingReader::new(f)).map_err(io_err)?;
-    if let Some(why) = reader.binary() {
-        return Err(file_err(1, Rule::Binary(why)));
-    }
-    let header_rec = loop {
-        match reader.next_record(MAX_COLUMNS).map_err(io_err)? {
-            None => return Err(file_err(1, Rule::EmptyFile)),
-            Some(r) if r.is_blank() => continue,
-            Some(r) => break r,
-        }
-    };
+    let (mut reader, header_rec) = open_csv(path)?;
     let header = Columns::parse(&header_rec, &COL_NAMES, |i| Col::ALL[i].required())
         .map_err(|rule| file_err(header_rec.line, rule))?;
 
@@ -470,6 +453,7 @@ fn amount(s: &str, channel: Option<Channel>) -> Result<Centavos, Rule> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::Write;
 
     const HEADER: &str =

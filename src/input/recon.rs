@@ -13,12 +13,11 @@
 //!
 //! Duplicates are not errors: they are reported as DUPLICATE_IN_INPUT by the job.
 
-use std::fs::File;
 use std::path::Path;
 
 use super::{
-    positive_amount, text, Cell, Columns, CsvRecords, ErrorList, HashingReader, InputError,
-    RawRecord, Rule, MAX_COLUMNS,
+    file_error, open_csv, positive_amount, text, Cell, Columns, ErrorList, InputError, RawRecord,
+    Rule,
 };
 use crate::domain::{Centavos, MsgId, TrxState};
 
@@ -108,25 +107,9 @@ pub fn scan_recon<E>(
     kind: ReconKind,
     mut on_row: impl FnMut(ReconRow) -> Result<(), E>,
 ) -> Result<Result<ReconScan, E>, InputError> {
-    let file_err = |line: u64, rule: Rule| InputError {
-        file: path.to_path_buf(),
-        line,
-        column: None,
-        rule,
-    };
+    let file_err = |line: u64, rule: Rule| file_error(path, line, rule);
     let io_err = |e| file_err(0, Rule::Io(e));
-    let f = File::open(path).map_err(io_err)?;
-    let mut reader = CsvRecords::new(HashingReader::new(f)).map_err(io_err)?;
-    if let Some(why) = reader.binary() {
-        return Err(file_err(1, Rule::Binary(why)));
-    }
-    let header_rec = loop {
-        match reader.next_record(MAX_COLUMNS).map_err(io_err)? {
-            None => return Err(file_err(1, Rule::EmptyFile)),
-            Some(r) if r.is_blank() => continue,
-            Some(r) => break r,
-        }
-    };
+    let (mut reader, header_rec) = open_csv(path)?;
     let required = |i: usize| kind == ReconKind::Disbursement && i == ORIGINAL;
     let header = Columns::parse(&header_rec, &NAMES, required)
         .map_err(|rule| file_err(header_rec.line, rule))?;

@@ -51,9 +51,22 @@ pub fn write_job(
     limits: &str,
     resolve: &str,
 ) -> PathBuf {
+    write_job_kind(dir, name, "payout", sim, input, limits, resolve)
+}
+
+/// Same, for any job kind.
+pub fn write_job_kind(
+    dir: &Path,
+    name: &str,
+    kind: &str,
+    sim: &SimHandle,
+    input: &Path,
+    limits: &str,
+    resolve: &str,
+) -> PathBuf {
     let keys = root().join("samples/keys");
     let text = format!(
-        r#"kind = "payout"
+        r#"kind = "{kind}"
 input = "{input}"
 database = "{db}"
 reports_dir = "{reports}"

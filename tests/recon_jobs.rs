@@ -1,0 +1,356 @@
+//! Reconciliation jobs end to end (issue 5): the real binary against the real simulator over
+//! 127.0.0.1, its ledger as the oracle, a real SQLite file.
+
+mod payout_common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use payout_common::*;
+use starpay_batch::server::sim::{FixtureKind, OrderFixture, SimConfig};
+
+const LIMITS: &str = "requests_per_second = 400\nburst = 100\nconcurrency = 8\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2";
+const RESOLVE: &str = "[resolve]\nstale_after_secs = 1800\ndeadline_secs = 60\n";
+
+fn fixture(
+    kind: FixtureKind,
+    msg_id: &str,
+    ref_no: Option<&str>,
+    amount: i64,
+    state: &str,
+    age_secs: u64,
+) -> OrderFixture {
+    OrderFixture {
+        kind,
+        mch_id: "101510000001".into(),
+        msg_id: msg_id.into(),
+        ref_no: ref_no.map(str::to_string),
+        acct_no: None,
+        device_info: Some("DEV1".into()),
+        trx_amount: amount,
+        state: state.into(),
+        error_code: None,
+        age_secs,
+        fail_queries: false,
+    }
+}
+
+/// Acceptance 1: every category, and the report agrees with the simulator's ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_category_agrees_with_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    // The demo's simulator settings are the fixture set that covers every category.
+    let cfg = SimConfig::from_toml_file(&root().join("samples/sim-recon-demo.toml")).unwrap();
+    let sim = start_sim(SimConfig {
+        rate_limit_per_sec: 0.0,
+        ..cfg
+    })
+    .await;
+    let job = write_job_kind(
+        dir.path(),
+        "eod",
+        "repayment-recon",
+        &sim,
+        &root().join("samples/repayments.csv"),
+        LIMITS,
+        RESOLVE,
+    );
+    let out = run(vec!["run".into(), s(&job)]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "pending and unknown rows remain\n{}",
+        show(&out)
+    );
+    let report = read_report(&dir.path().join("reports/eod-1.csv"));
+    let input = std::fs::read_to_string(root().join("samples/repayments.csv")).unwrap();
+    assert_eq!(
+        report.len(),
+        input.lines().count() - 1,
+        "one line per input row"
+    );
+    let categories: Vec<&str> = report.iter().map(|r| r["category"].as_str()).collect();
+    for c in [
+        "MATCHED",
+        "AMOUNT_MISMATCH",
+        "STATE_MISMATCH",
+        "NOT_FOUND",
+        "PENDING",
+        "STALE_PENDING",
+        "REVERSED_AFTER_SUCCESS",
+        "DUPLICATE_IN_INPUT",
+        "UNKNOWN",
+    ] {
+        assert!(categories.contains(&c), "{c} missing from {categories:?}");
+    }
+    let ledger = sim.ledger();
+    let by_ref: HashMap<&str, _> = ledger
+        .orders
+        .iter()
+        .filter_map(|o| o.ref_no.as_deref().map(|r| (r, o)))
+        .collect();
+    let by_msg: HashMap<&str, _> = ledger
+        .orders
+        .iter()
+        .map(|o| (o.msg_id.as_str(), o))
+        .collect();
+    for r in &report {
+        let order = if !r["ref_no"].is_empty() {
+            by_ref.get(r["ref_no"].as_str())
+        } else {
+            by_msg.get(r["original_msg_id"].as_str())
+        };
+        match r["category"].as_str() {
+            "NOT_FOUND" => assert!(order.is_none(), "{r:?}"),
+            "DUPLICATE_IN_INPUT" | "UNKNOWN" => {}
+            _ => {
+                let o = order.unwrap_or_else(|| panic!("no ledger order for {r:?}"));
+                assert_eq!(r["trx_state"], o.state, "{r:?}");
+                assert_eq!(r["order_no"], o.order_no, "{r:?}");
+                assert_eq!(
+                    r["provider_amount"],
+                    starpay_batch::domain::Centavos::new(o.trx_amount).to_string()
+                );
+                assert_eq!(r["trx_date"], o.trx_date);
+            }
+        }
+    }
+    let summary = std::fs::read_to_string(dir.path().join("reports/eod-1-summary.csv")).unwrap();
+    assert!(
+        summary.contains("balance_start") && summary.contains("balance_end"),
+        "{summary}"
+    );
+
+    // Running it again resumes the open run and re-checks only PENDING/STALE_PENDING/UNKNOWN.
+    let before = sim.requests().len();
+    let again = run(vec!["run".into(), s(&job)]).await;
+    assert_eq!(again.status.code(), Some(3), "{}", show(&again));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("resuming run 1"));
+    let queries = sim.requests()[before..]
+        .iter()
+        .filter(|q| q.path.contains("/v1/repayment/query"))
+        .count();
+    // 3 open rows: PENDING and STALE_PENDING once each, UNKNOWN up to 4 tries.
+    assert!((3..=6).contains(&queries), "re-checked {queries} queries");
+}
+
+/// Acceptance 2: a 2,000-row recon killed twice finishes with each row once, and no row that
+/// was final before a kill is queried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_twice_resumes_without_requerying_final_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 2000;
+    let fixtures: Vec<OrderFixture> = (0..n)
+        .map(|i| {
+            fixture(
+                FixtureKind::StaticQrPayment,
+                &format!("S{i:08}"),
+                Some(&format!("71{i:014}")),
+                1000 + i as i64,
+                "SUCCESS",
+                600,
+            )
+        })
+        .collect();
+    let sim = start_sim(SimConfig {
+        fixtures,
+        rate_limit_per_sec: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let input = dir.path().join("recon.csv");
+    let mut csv = String::from("reference,ref_no,expected_amount\n");
+    for i in 0..n {
+        csv.push_str(&format!(
+            "R{i},71{i:014},{}.{:02}\n",
+            (1000 + i) / 100,
+            (1000 + i) % 100
+        ));
+    }
+    std::fs::write(&input, csv).unwrap();
+    let limits = "requests_per_second = 300\nburst = 50\nconcurrency = 8\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2";
+    let job = write_job_kind(
+        dir.path(),
+        "big",
+        "repayment-recon",
+        &sim,
+        &input,
+        limits,
+        RESOLVE,
+    );
+    let db = dir.path().join("big.db");
+    let mut snapshots = Vec::new();
+    for wait in [2500u64, 2500] {
+        let child = spawn(vec!["run".into(), s(&job)]).await;
+        kill_after(child, Duration::from_millis(wait)).await;
+        snapshots.push(final_rows(&db));
+    }
+    assert!(
+        !snapshots[0].is_empty(),
+        "the first run got some rows done before the kill"
+    );
+    assert!(
+        snapshots[1].len() > snapshots[0].len(),
+        "the second run made progress"
+    );
+    let out = run(vec!["run".into(), s(&job)]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report = read_report(&dir.path().join("reports/big-1.csv"));
+    assert_eq!(report.len(), n);
+    assert!(
+        report.iter().all(|r| r["category"] == "MATCHED"),
+        "all match"
+    );
+    let lines: std::collections::HashSet<&String> = report.iter().map(|r| &r["line"]).collect();
+    assert_eq!(lines.len(), n, "each row once");
+    let end = final_rows(&db);
+    for snap in &snapshots {
+        for (id, checked) in snap {
+            assert_eq!(
+                end.get(id),
+                Some(checked),
+                "row {id} was final before a kill and was checked again"
+            );
+        }
+    }
+}
+
+/// recon row id → (checked_at, queries) for rows in a final category.
+fn final_rows(db: &std::path::Path) -> HashMap<i64, (i64, i64)> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = c
+        .prepare("SELECT id, checked_at, queries FROM recon_rows WHERE category IN ('MATCHED','AMOUNT_MISMATCH','STATE_MISMATCH','NOT_FOUND','REVERSED_AFTER_SUCCESS')")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Acceptance 3: bad input → exit 1, line and field named, nothing sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_recon_input_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(fast_sim_config(9)).await;
+    let cases: Vec<(&str, &str, &str, &[&str])> = vec![
+        (
+            "repayment-recon",
+            "no key",
+            "reference,ref_no,original_msg_id\nA,,\n",
+            &["line 2", "ref_no or original_msg_id"],
+        ),
+        (
+            "repayment-recon",
+            "bad amount",
+            "ref_no,expected_amount\n123,1.234\n",
+            &["line 2", "expected_amount"],
+        ),
+        (
+            "repayment-recon",
+            "bad state",
+            "ref_no,expected_state\n123,PAID\n",
+            &["line 2", "expected_state"],
+        ),
+        (
+            "repayment-recon",
+            "bad ref",
+            "ref_no\n12-3\n",
+            &["line 2", "ref_no"],
+        ),
+        (
+            "disbursement-recon",
+            "missing msg id",
+            "original_msg_id,reference\n,x\n",
+            &["line 2", "original_msg_id"],
+        ),
+        (
+            "disbursement-recon",
+            "ref_no column",
+            "original_msg_id,ref_no\nA,1\n",
+            &["line 1", "ref_no"],
+        ),
+        ("repayment-recon", "header only", "ref_no\n", &["no rows"]),
+        ("repayment-recon", "binary", "\u{0}\u{1}PNG", &["binary"]),
+    ];
+    for (i, (kind, name, text, must)) in cases.iter().enumerate() {
+        let input = dir.path().join(format!("bad{i}.csv"));
+        std::fs::write(&input, text).unwrap();
+        let job = write_job_kind(
+            dir.path(),
+            &format!("bad{i}"),
+            kind,
+            &sim,
+            &input,
+            LIMITS,
+            RESOLVE,
+        );
+        let out = run(vec!["run".into(), s(&job)]).await;
+        assert_eq!(out.status.code(), Some(1), "{name}\n{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        for m in must.iter() {
+            assert!(err.contains(m), "{name}: expected {m:?}\n{}", show(&out));
+        }
+    }
+    assert_eq!(sim.requests().len(), 0, "nothing was sent");
+}
+
+/// `reconcile --run`: a payout that succeeded and was later reversed is reported as
+/// REVERSED_AFTER_SUCCESS and the store's row becomes REVERSED, with an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_reports_and_applies_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = fast_sim_config(10);
+    cfg.reversal_delay_ms = 3_600_000;
+    let sim = start_sim(cfg).await;
+    let input = dir.path().join("payouts.csv");
+    write_csv(&input, 6, |i| match i {
+        1 => "0700",
+        2 => "0401",
+        _ => "2468",
+    });
+    let job = write_job(dir.path(), "pay", &sim, &input, LIMITS, FAST_RESOLVE);
+    let out = run(vec!["run".into(), s(&job)]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let payout_report = read_report(&dir.path().join("reports/pay-1.csv"));
+    assert_eq!(payout_report[1]["state"], "SUCCESS");
+    // An hour later (simulated), the 0700 payout is reversed by the rail.
+    sim.advance(3700);
+    let rec = run(vec![
+        "reconcile".into(),
+        s(&job),
+        "--run".into(),
+        "1".into(),
+    ])
+    .await;
+    assert_eq!(rec.status.code(), Some(2), "drift found\n{}", show(&rec));
+    let report = read_report(&dir.path().join("reports/pay-2.csv"));
+    assert_eq!(report.len(), 6);
+    assert_eq!(
+        report[1]["category"], "REVERSED_AFTER_SUCCESS",
+        "{:?}",
+        report[1]
+    );
+    assert_eq!(report[1]["trx_state"], "REVERSED");
+    assert_eq!(
+        report[2]["category"], "MATCHED",
+        "FAILED expected and FAIL found: {:?}",
+        report[2]
+    );
+    assert_eq!(report[0]["category"], "MATCHED");
+    let status = run(vec!["status".into(), s(&job), "--run".into(), "1".into()]).await;
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("REVERSED") && l.split_whitespace().nth(1) == Some("1")),
+        "{text}"
+    );
+    let c = rusqlite::Connection::open(dir.path().join("pay.db")).unwrap();
+    let drift: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'reconcile_drift' AND new_state = 'REVERSED'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(drift, 1);
+}
