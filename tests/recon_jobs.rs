@@ -353,4 +353,24 @@ async fn reconcile_reports_and_applies_drift() {
         )
         .unwrap();
     assert_eq!(drift, 1);
+    // A completed pass is not resumed: the next reconcile checks every row again (drift can
+    // happen to rows that were final), and now finds the store in agreement.
+    let again = run(vec![
+        "reconcile".into(),
+        s(&job),
+        "--run".into(),
+        "1".into(),
+    ])
+    .await;
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("created reconcile run 3"),
+        "{}",
+        show(&again)
+    );
+    let report = read_report(&dir.path().join("reports/pay-3.csv"));
+    assert_eq!(
+        report[1]["category"], "MATCHED",
+        "expected REVERSED, found REVERSED: {:?}",
+        report[1]
+    );
 }

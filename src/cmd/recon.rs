@@ -111,15 +111,12 @@ async fn run_recon(cfg: JobConfig, kind: ReconKind, args: RunArgs) -> anyhow::Re
         }
         None => {
             let balance = engine.balance().await?;
-            let id = load_rows(&cfg, &store, kind, &sha).await?;
-            store
-                .call(move |c| sql::set_balance(c, id, true, balance))
-                .await?;
+            let id = load_rows(&cfg, &store, kind, &sha, balance).await?;
             eprintln!("created run {id} of job {:?}", cfg.job_name);
             id
         }
     };
-    drive_and_report(&cfg, &engine, &store, run_id).await
+    drive_and_report(&cfg, &engine, &store, run_id, false).await
 }
 
 /// Creates the run and loads every row in one transaction (all or nothing: a kill while
@@ -129,6 +126,7 @@ async fn load_rows(
     store: &Store,
     kind: ReconKind,
     sha: &str,
+    balance: crate::domain::Centavos,
 ) -> anyhow::Result<i64> {
     let (job, input, sha, kind_name) = (
         cfg.job_name.clone(),
@@ -171,6 +169,7 @@ async fn load_rows(
                 ));
             }
             sql::seal_recon_run_tx(&tx, run_id)?;
+            sql::set_balance(&tx, run_id, true, balance)?;
             tx.commit()?;
             Ok(Ok(run_id))
         })
@@ -192,6 +191,7 @@ async fn drive_and_report(
     engine: &Arc<ReconEngine>,
     store: &Store,
     run_id: i64,
+    reconcile_pass: bool,
 ) -> anyhow::Result<i32> {
     let ctrl_c = {
         let engine = Arc::clone(engine);
@@ -219,7 +219,7 @@ async fn drive_and_report(
     progress.abort();
     let drive_error = result.as_ref().err().map(ToString::to_string);
     let stopped = result.ok().flatten();
-    if stopped.is_none() {
+    if stopped.is_none() && drive_error.is_none() {
         match engine.balance().await {
             Ok(b) => {
                 store
@@ -230,7 +230,11 @@ async fn drive_and_report(
         }
     }
     let open = store.call(move |c| sql::open_recon_rows(c, run_id)).await?;
-    if open == 0 && stopped.is_none() && drive_error.is_none() {
+    // A recon job's run stays open while rows can still change (re-run to re-check them). A
+    // reconcile pass is complete when it was not interrupted: the next `reconcile` starts a
+    // fresh pass over every row (drift can happen to rows that were final).
+    let complete = stopped.is_none() && drive_error.is_none();
+    if complete && (open == 0 || reconcile_pass) {
         store.call(move |c| store::finish_run(c, run_id)).await?;
     }
     let (dir, job, st) = (cfg.reports_dir.clone(), cfg.job_name.clone(), store.clone());
@@ -244,7 +248,12 @@ async fn drive_and_report(
     println!("summary: {}", summary_path.display());
     if let Some(reason) = stopped {
         eprintln!("run {run_id} stopped: {reason}");
-        return Ok(exit::COULD_NOT_RUN);
+        // Interrupted by the operator: rows remain to check (3). A stop code: could not run (1).
+        return Ok(if reason.starts_with("interrupted") {
+            exit::UNRESOLVED
+        } else {
+            exit::COULD_NOT_RUN
+        });
     }
     if let Some(e) = drive_error {
         eprintln!("run {run_id}: {e}");
@@ -299,15 +308,19 @@ pub fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
                 let job = cfg.job_name.clone();
                 let id = store
                     .call(move |c| {
+                        // The run, its rows and its opening balance in one transaction.
+                        let tx =
+                            c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                         let id = sql::create_recon_run(
-                            c,
+                            &tx,
                             &job,
                             "reconcile",
                             &format!("payout run {payout_run}"),
                             &key,
                         )?;
-                        sql::fill_from_payout_run(c, id, payout_run)?;
-                        sql::set_balance(c, id, true, balance)?;
+                        sql::fill_from_payout_run_tx(&tx, id, payout_run)?;
+                        sql::set_balance(&tx, id, true, balance)?;
+                        tx.commit()?;
                         Ok(id)
                     })
                     .await?;
@@ -315,6 +328,6 @@ pub fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
                 id
             }
         };
-        drive_and_report(&cfg, &engine, &store, run_id).await
+        drive_and_report(&cfg, &engine, &store, run_id, true).await
     })
 }

@@ -443,7 +443,12 @@ async fn drive_and_report(
     print_summary(run_id, &summary, &report, &summary_path);
     if let Some(reason) = result.stopped {
         eprintln!("run {run_id} stopped: {reason}");
-        return Ok(exit::COULD_NOT_RUN);
+        // Ctrl-C leaves rows to resume (3); a stop code means the job could not run (1).
+        return Ok(if reason.starts_with("interrupted") {
+            exit::UNRESOLVED
+        } else {
+            exit::COULD_NOT_RUN
+        });
     }
     if let Some(error) = result.error {
         eprintln!("run {run_id}: some rows could not be driven and stay unresolved: {error}");

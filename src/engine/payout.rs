@@ -736,7 +736,7 @@ impl PayoutEngine {
         // The answer must be about this query and this payout (the signature does not cover
         // our request): otherwise ignore it and ask again.
         let original = row.attempt.as_ref().map(|a| a.msg_id.as_str());
-        let mismatch = r.msg_id.as_deref().is_some_and(|m| m != query_msg_id)
+        let mismatch = r.msg_id.as_deref() != Some(query_msg_id)
             || r.original_msg_id
                 .as_deref()
                 .is_some_and(|m| Some(m) != original)

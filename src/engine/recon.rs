@@ -17,6 +17,7 @@ use crate::engine::policy::{self, QueryVerdict};
 use crate::engine::pool::Pool;
 use crate::input::recon::ReconKind;
 use crate::starpay::client::{Answer, Client, ClientError};
+use crate::starpay::codes::{reason_class, ReasonClass};
 use crate::starpay::model::{
     DisburseQueryRequest, QueryResponse, RefNoQueryRequest, RepaymentQueryRequest,
 };
@@ -49,6 +50,7 @@ pub enum Observation {
         state: TrxState,
         amount: Option<Centavos>,
         trx_date: Option<String>,
+        error_code: Option<String>,
     },
     NotFound,
     /// Queries kept failing.
@@ -81,7 +83,12 @@ pub fn categorize(
             ),
             ReconKind::Repayment => ("NOT_FOUND", "no such payment at Starpay: check the reference with the payer"),
         },
-        Observation::Found { state, amount, trx_date } => {
+        Observation::Found {
+            state,
+            amount,
+            trx_date,
+            error_code,
+        } => {
             if *state == TrxState::Reversed && exp.state.as_ref() != Some(&TrxState::Reversed) {
                 return (
                     "REVERSED_AFTER_SUCCESS",
@@ -91,12 +98,13 @@ pub fn categorize(
                     },
                 );
             }
-            if let (Some(want), Some(got)) = (exp.amount, amount) {
-                if want != *got {
-                    return ("AMOUNT_MISMATCH", "investigate with Starpay: the amounts differ");
-                }
-            }
-            if !state.is_final() {
+            // Not final yet: a non-final state, or a FAIL with an AB0x timeout reason (§9.2: a
+            // late credit can still land). Re-checked when the job runs again.
+            let held_fail = *state == TrxState::Fail
+                && error_code
+                    .as_deref()
+                    .is_some_and(|c| reason_class(c) == ReasonClass::Timeout);
+            if !state.is_final() || held_fail {
                 let age_ms = trx_date
                     .as_deref()
                     .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
@@ -107,6 +115,11 @@ pub fn categorize(
                     }
                     _ => ("PENDING", "re-check after the SLA"),
                 };
+            }
+            if let (Some(want), Some(got)) = (exp.amount, amount) {
+                if want != *got {
+                    return ("AMOUNT_MISMATCH", "investigate with Starpay: the amounts differ");
+                }
             }
             match &exp.state {
                 Some(want) if want == state => ("MATCHED", "none"),
@@ -130,12 +143,14 @@ pub fn drift(
     error_code: Option<&str>,
     ab_hold: Duration,
 ) -> Option<RowState> {
+    // Never touched: NEEDS_ATTENTION (a human owns it, §12 rule 3) and FAILED/REJECTED/
+    // REVERSED. A FAIL_HELD row stays held on a FAIL (its AB0x reason still applies and the hold
+    // is the payout engine's to end); only SUCCESS or REVERSED moves it here.
     let next = policy::state_from_trx(theirs, error_code, None, 0, ab_hold);
     let allowed = match ours {
         RowState::Success => next == RowState::Reversed,
-        RowState::Pending | RowState::Unknown | RowState::FailHeld | RowState::NeedsAttention => {
-            theirs.is_final() && next != ours
-        }
+        RowState::FailHeld => matches!(next, RowState::Success | RowState::Reversed),
+        RowState::Pending | RowState::Unknown => theirs.is_final() && next != ours,
         _ => false,
     };
     allowed.then_some(next)
@@ -214,8 +229,9 @@ impl ReconEngine {
                     };
                     after = last.id;
                     for todo in page {
-                        if work_tx.send(todo).await.is_err() {
-                            return Ok(());
+                        tokio::select! {
+                            sent = work_tx.send(todo) => if sent.is_err() { return Ok(()) },
+                            () = engine.pool.until_stopped() => return Ok(()),
                         }
                     }
                 }
@@ -243,6 +259,9 @@ impl ReconEngine {
             });
         }
         drop(res_tx);
+        // Only the workers hold the receiver now: when they are gone the producer's send fails
+        // and it stops too (no hang if the writer or every worker fails).
+        drop(work_rx);
         // Writer: batched transactions.
         let writer = {
             let engine = Arc::clone(self);
@@ -261,10 +280,14 @@ impl ReconEngine {
                     if !batch.is_empty() && (batch.len() >= BATCH || closed || idle) {
                         let items = std::mem::take(&mut batch);
                         let n = items.len() as u64;
-                        engine
+                        if let Err(e) = engine
                             .store
                             .call(move |c| sql::save_recon_results(c, run_id, &items))
-                            .await?;
+                            .await
+                        {
+                            engine.pool.stop(format!("cannot save results: {e}"));
+                            return Err(EngineError::from(e));
+                        }
                         engine.done.fetch_add(n, Ordering::Relaxed);
                     }
                     if closed {
@@ -353,6 +376,7 @@ impl ReconEngine {
                                     .unwrap_or(TrxState::Unknown(String::new())),
                                 amount: r.trx_amount,
                                 trx_date: r.trx_date.clone(),
+                                error_code: r.error_code.clone(),
                             };
                         }
                         QueryVerdict::NotFound => {
@@ -428,10 +452,13 @@ impl ReconEngine {
         result.category = category;
         result.action = action;
         result.checked_at = now;
-        if let (Some(row_id), Some(ours), Observation::Found { state, .. }) =
+        if let (Some(row_id), Some(ours), Observation::Found { state, amount, .. }) =
             (todo.source_row_id, todo.source_state, &observation)
         {
-            if let Some(next) = drift(ours, state, result.error_code.as_deref(), self.ab_hold) {
+            // A provider amount that differs from ours is a conflict for a human, not drift.
+            let amounts_agree = amount.is_none() || *amount == todo.source_amount;
+            let next = drift(ours, state, result.error_code.as_deref(), self.ab_hold);
+            if let (true, Some(next)) = (amounts_agree, next) {
                 result.drift = Some((row_id, ours, next));
             }
         }
@@ -442,15 +469,17 @@ impl ReconEngine {
     /// request).
     fn echoes(&self, todo: &ReconTodo, a: &Answer<QueryResponse>, msg_id: &MsgId) -> bool {
         let r = &a.response;
-        r.msg_id.as_deref().is_none_or(|m| m == msg_id.as_str())
+        let about_a_transaction = r.trx_state.is_some();
+        r.msg_id.as_deref() == Some(msg_id.as_str())
             && r.mch_id
                 .as_deref()
                 .is_none_or(|m| m == self.client.mch_id().as_str())
-            && match (&todo.ref_no, &todo.original_msg_id) {
-                (Some(rf), _) => r.ref_no.as_deref().is_none_or(|x| x == rf),
-                (None, Some(orig)) => r.original_msg_id.as_deref().is_none_or(|x| x == orig),
-                (None, None) => true,
-            }
+            && (!about_a_transaction
+                || match (&todo.ref_no, &todo.original_msg_id) {
+                    (Some(rf), _) => r.ref_no.as_deref() == Some(rf.as_str()),
+                    (None, Some(orig)) => r.original_msg_id.as_deref() == Some(orig.as_str()),
+                    (None, None) => false,
+                })
     }
 
     async fn query(
@@ -511,6 +540,7 @@ mod tests {
             state,
             amount: Some(Centavos::new(amount)),
             trx_date: Some(t.format("%Y-%m-%dT%H:%M:%S+08:00").to_string()),
+            error_code: None,
         }
     }
 
@@ -617,6 +647,34 @@ mod tests {
                 Observation::Failed("timeout".into()),
                 "UNKNOWN",
             ),
+            (
+                r,
+                amt(5),
+                found(TrxState::Processing, 1, 60, now),
+                "PENDING",
+            ),
+            (
+                d,
+                st(TrxState::Fail),
+                Observation::Found {
+                    state: TrxState::Fail,
+                    amount: None,
+                    trx_date: None,
+                    error_code: Some("AB05".into()),
+                },
+                "PENDING",
+            ),
+            (
+                d,
+                st(TrxState::Fail),
+                Observation::Found {
+                    state: TrxState::Fail,
+                    amount: None,
+                    trx_date: None,
+                    error_code: Some("AC01".into()),
+                },
+                "MATCHED",
+            ),
         ];
         for (i, (kind, exp, obs, want)) in cases.into_iter().enumerate() {
             assert_eq!(
@@ -662,6 +720,20 @@ mod tests {
         assert_eq!(
             drift(RowState::Pending, &TrxState::Processing, None, hold),
             None
+        );
+        assert_eq!(
+            drift(RowState::FailHeld, &TrxState::Fail, None, hold),
+            None,
+            "held reason still applies"
+        );
+        assert_eq!(
+            drift(RowState::FailHeld, &TrxState::Success, None, hold),
+            Some(RowState::Success)
+        );
+        assert_eq!(
+            drift(RowState::NeedsAttention, &TrxState::Success, None, hold),
+            None,
+            "a human owns it"
         );
         assert_eq!(
             drift(RowState::Failed, &TrxState::Success, None, hold),

@@ -169,22 +169,24 @@ pub fn seal_recon_run_tx(tx: &Connection, run_id: i64) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Builds the recon rows of a reconcile of payout run `payout_run` (one per payout row).
-pub fn fill_from_payout_run(
-    conn: &mut Connection,
+/// Builds the recon rows of a reconcile of payout run `payout_run` (one per payout row), inside
+/// the caller's transaction, so the run and its rows appear together or not at all.
+pub fn fill_from_payout_run_tx(
+    tx: &Connection,
     run_id: i64,
     payout_run: i64,
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
         "INSERT INTO recon_rows (run_id, line, reference, original_msg_id, lookup_key, expected_amount,
              expected_state, expect_not_found, source_row_id)
          SELECT ?1, r.line, NULLIF(r.reference, ''), a.msg_id,
                 COALESCE('msg:' || a.msg_id, 'line:' || r.line),
                 NULLIF(r.amount, 0),
-                CASE r.state WHEN 'SUCCESS' THEN 'SUCCESS' WHEN 'FAILED' THEN 'FAIL'
+                CASE r.state WHEN 'SUCCESS' THEN 'SUCCESS'
+                             WHEN 'FAILED' THEN COALESCE(r.trx_state, 'FAIL')
                              WHEN 'REVERSED' THEN 'REVERSED' ELSE NULL END,
-                CASE WHEN r.state = 'REJECTED' OR a.id IS NULL THEN 1 ELSE 0 END,
+                -- Never sent, known not processed (UNSENT) or rejected: expected to be absent.
+                CASE WHEN r.state IN ('REJECTED', 'UNSENT') OR a.id IS NULL THEN 1 ELSE 0 END,
                 r.id
          FROM rows r LEFT JOIN attempts a ON a.id = r.attempt_id
          WHERE r.run_id = ?2 ORDER BY r.line",
@@ -197,9 +199,7 @@ pub fn fill_from_payout_run(
          WHERE run_id = ?1 AND original_msg_id IS NULL",
         params![run_id, now_ms()],
     )?;
-    seal_recon_run_tx(&tx, run_id)?;
-    tx.commit()?;
-    Ok(())
+    seal_recon_run_tx(tx, run_id)
 }
 
 /// The next page of rows still to check (no category yet, or one that resumes re-check).
@@ -295,8 +295,11 @@ pub fn save_recon_results(
             if let Some((row_id, old, new)) = r.drift {
                 let changed = tx.execute(
                     "UPDATE rows SET state = ?3, trx_state = ?4, error_code = ?5, error_message = ?6,
-                         order_no = COALESCE(?7, order_no), last_checked_at = ?8, updated_at = ?8
-                     WHERE id = ?1 AND state = ?2",
+                         order_no = COALESCE(?7, order_no), last_checked_at = ?8, updated_at = ?8,
+                         hold_since = CASE WHEN ?3 = 'FAIL_HELD' THEN COALESCE(hold_since, ?8) ELSE NULL END
+                     WHERE id = ?1 AND state = ?2
+                       AND attempt_id = (SELECT a.id FROM attempts a JOIN recon_rows x
+                                         ON x.original_msg_id = a.msg_id WHERE x.id = ?9)",
                     params![
                         row_id,
                         old.as_str(),
@@ -305,7 +308,8 @@ pub fn save_recon_results(
                         r.error_code,
                         r.error_message,
                         r.order_no,
-                        now_ms()
+                        now_ms(),
+                        r.id
                     ],
                 )?;
                 if changed == 1 {
@@ -378,7 +382,7 @@ pub fn recon_summary(
     run_id: i64,
 ) -> Result<Vec<(String, i64, Centavos)>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT COALESCE(category, 'UNCHECKED'), COUNT(*), COALESCE(SUM(COALESCE(provider_amount, expected_amount, 0)), 0)
+        "SELECT COALESCE(category, 'UNKNOWN'), COUNT(*), COALESCE(SUM(COALESCE(provider_amount, expected_amount, 0)), 0)
          FROM recon_rows WHERE run_id = ?1 GROUP BY 1",
     )?;
     let rows = stmt.query_map([run_id], |r| {

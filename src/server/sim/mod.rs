@@ -321,6 +321,29 @@ impl SimConfig {
         if self.tick_ms == 0 {
             return Err(SimError::Invalid("tick_ms must be at least 1".into()));
         }
+        let mut msg_ids = std::collections::HashSet::new();
+        let mut ref_nos = std::collections::HashSet::new();
+        for f in &self.fixtures {
+            if f.age_secs > 100 * 365 * 86_400 {
+                return Err(SimError::Invalid(format!(
+                    "fixture {}: age_secs above 100 years",
+                    f.msg_id
+                )));
+            }
+            if !msg_ids.insert((f.mch_id.as_str(), f.msg_id.as_str())) {
+                return Err(SimError::Invalid(format!(
+                    "fixture msg_id {} appears twice",
+                    f.msg_id
+                )));
+            }
+            if let Some(r) = &f.ref_no {
+                if !ref_nos.insert(r.as_str()) {
+                    return Err(SimError::Invalid(format!(
+                        "fixture ref_no {r} appears twice"
+                    )));
+                }
+            }
+        }
         if self.rate_limit_per_sec.is_nan() || self.rate_limit_per_sec < 0.0 {
             return Err(SimError::Invalid("rate_limit_per_sec must be >= 0".into()));
         }

@@ -593,8 +593,15 @@ impl State {
                 .unwrap_or("Unspecified reason")
                 .to_string()
         });
-        let age = ChronoDuration::seconds(i64::try_from(f.age_secs).unwrap_or(i64::MAX / 2));
-        o.trx_date = (self.manila_time(now) - age)
+        // `SimConfig::validate` bounds `age_secs`; saturate anyway rather than panic.
+        let age = i64::try_from(f.age_secs)
+            .ok()
+            .and_then(ChronoDuration::try_seconds)
+            .unwrap_or_else(ChronoDuration::zero);
+        let at = self.manila_time(now);
+        o.trx_date = at
+            .checked_sub_signed(age)
+            .unwrap_or(at)
             .format("%Y-%m-%dT%H:%M:%S+08:00")
             .to_string();
         o.history.push(StateChange {
