@@ -533,3 +533,44 @@ async fn scenarios_resolve_as_the_reference_says() {
     );
     assert_eq!(before, creates(&sim), "a resume sends no payout again");
 }
+
+/// `--log-format json` gives one JSON object per log line for schedulers, and no full account
+/// number appears in logs or on stdout (STYLE.md §9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_and_masked_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(fast_sim_config(5)).await;
+    let input = dir.path().join("payouts.csv");
+    write_csv(&input, 3, |_| "1357");
+    let job = write_job(dir.path(), "logs", &sim, &input, LIMITS_FAST, FAST_RESOLVE);
+    let job_s = s(&job);
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .env("RUST_LOG", "debug")
+            .args(["--log-format", "json", "run", &job_s])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let json_lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert!(json_lines.len() >= 3, "{stderr}");
+    assert!(json_lines
+        .iter()
+        .all(|v| v.get("level").is_some() && v.get("timestamp").is_some()));
+    for i in 0..3 {
+        let full = format!("{i:06}1357");
+        assert!(
+            !stderr.contains(&full),
+            "full account number {full} in logs"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(&full));
+    }
+    assert!(!stderr.contains("PRIVATE KEY"));
+}
