@@ -9,7 +9,9 @@ use anyhow::{bail, Context};
 
 use crate::cli::{ReconcileArgs, RunArgs};
 use crate::cmd::exit;
-use crate::cmd::run::{connect_client, load_any, lock, open_run_of_file, runtime, sha256_file};
+use crate::cmd::run::{
+    connect_client, load_any, lock, open_run_of_file, runtime, sha256_file, stop_on_ctrl_c,
+};
 use crate::config::{JobConfig, JobKind};
 use crate::engine::pool::Pool;
 use crate::engine::recon::{ReconEngine, ReconSettings};
@@ -195,11 +197,8 @@ async fn drive_and_report(
 ) -> anyhow::Result<i32> {
     let ctrl_c = {
         let engine = Arc::clone(engine);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: finishing in-flight queries; unchecked rows resume on the next run");
-                engine.pool().stop("interrupted by Ctrl-C".into());
-            }
+        stop_on_ctrl_c("unchecked rows resume on the next run", move |r| {
+            engine.pool().stop(r)
         })
     };
     let progress = {

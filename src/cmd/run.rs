@@ -405,6 +405,20 @@ fn report_invalid(cfg: &JobConfig, file: &crate::input::payout::PayoutFile) {
     );
 }
 
+/// Ctrl-C stops taking work: in-flight requests finish and what is left resumes on the next
+/// run. Abort the returned task once the drive is over.
+pub(crate) fn stop_on_ctrl_c(
+    what_resumes: &'static str,
+    stop: impl FnOnce(String) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: finishing in-flight requests; {what_resumes}");
+            stop("interrupted by Ctrl-C".into());
+        }
+    })
+}
+
 /// Drives the run with progress output and Ctrl-C handling, then writes the report.
 async fn drive_and_report(
     cfg: &JobConfig,
@@ -419,11 +433,8 @@ async fn drive_and_report(
     let progress = spawn_progress(Arc::clone(engine), open);
     let ctrl_c = {
         let engine = Arc::clone(engine);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: finishing in-flight requests; unresolved rows resume on the next run");
-                engine.stop("interrupted by Ctrl-C".into());
-            }
+        stop_on_ctrl_c("unresolved rows resume on the next run", move |r| {
+            engine.stop(r)
         })
     };
     let result = engine.drive(run_id).await;

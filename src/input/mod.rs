@@ -184,6 +184,15 @@ impl fmt::Display for HeaderProblems {
     }
 }
 
+/// One error per line, then "… and N more errors" when the list was capped.
+pub(crate) fn describe_errors(errors: &[InputError], omitted: usize) -> String {
+    let mut out: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    if omitted > 0 {
+        out.push(format!("… and {omitted} more errors"));
+    }
+    out.join("\n")
+}
+
 /// An error about the file as a whole (no column).
 pub(crate) fn file_error(path: &std::path::Path, line: u64, rule: Rule) -> InputError {
     InputError {

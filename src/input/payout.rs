@@ -151,11 +151,7 @@ impl PayoutFile {
 
     /// One error per line, then "… and N more errors" when the list was capped.
     pub fn describe_errors(&self) -> String {
-        let mut out: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
-        if self.errors_omitted > 0 {
-            out.push(format!("… and {} more errors", self.errors_omitted));
-        }
-        out.join("\n")
+        super::describe_errors(&self.errors, self.errors_omitted)
     }
 }
 

@@ -54,11 +54,7 @@ impl ReconScan {
     }
 
     pub fn describe_errors(&self) -> String {
-        let mut s: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
-        if self.errors_omitted > 0 {
-            s.push(format!("… and {} more errors", self.errors_omitted));
-        }
-        s.join("\n")
+        super::describe_errors(&self.errors, self.errors_omitted)
     }
 }
 
