@@ -272,6 +272,12 @@ pub fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
             cfg.kind.as_str()
         );
     }
+    if cfg.starpay.endpoint == crate::config::Endpoint::EmbeddedSim {
+        bail!(
+            "{}: endpoint = \"embedded-sim\" starts an empty simulator in each command, so there is nothing to reconcile against; point the job at Starpay or at a running `starpay-batch sim` (endpoint = its base URL)",
+            args.job.display()
+        );
+    }
     let _lock = lock(&cfg)?;
     runtime()?.block_on(async move {
         let store = Store::open(&cfg.database)?;
