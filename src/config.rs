@@ -1042,6 +1042,9 @@ endpoint = "prod"
         let job = load_job(&path, &Overrides::default()).unwrap();
         assert_eq!(job.job_name, "demo-payouts");
         assert_eq!(job.starpay.endpoint, Endpoint::EmbeddedSim);
-        assert!(job.resolve.deadline < Duration::from_secs(60));
+        assert!(
+            job.resolve.deadline <= Duration::from_secs(120),
+            "the demo stays quick"
+        );
     }
 }

@@ -276,7 +276,16 @@ async fn create_run(
     skip_invalid: bool,
 ) -> anyhow::Result<Option<i64>> {
     let banks = engine.bank_names().await?;
+    let no_banks = banks.is_empty();
     let file = validate(cfg, store, Some(banks)).await?;
+    if no_banks
+        && file
+            .rows
+            .iter()
+            .any(|r| r.channel == crate::input::payout::Channel::Instapay)
+    {
+        bail!("pre-flight: the bank list (5.1) is empty, so no InstaPay bank name can be checked; nothing was sent");
+    }
     if file.sha256 != sha {
         bail!(
             "{}: the file changed while it was being read; run again",
@@ -413,8 +422,14 @@ pub(crate) fn stop_on_ctrl_c(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: finishing in-flight requests; {what_resumes}");
+            eprintln!("interrupted: finishing in-flight requests; {what_resumes} (Ctrl-C again to quit now)");
             stop("interrupted by Ctrl-C".into());
+            if tokio::signal::ctrl_c().await.is_ok() {
+                // Safe: every msgId is stored before its send; rows caught in flight are
+                // resolved by query on the next run.
+                eprintln!("quitting now; rows in flight are resolved by query on the next run");
+                std::process::exit(exit::UNRESOLVED);
+            }
         }
     })
 }
@@ -557,7 +572,11 @@ pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
                 eprintln!("line {}: reference {:?} is {} in run {other}; not re-sent", row.line, row.reference, state);
                 continue;
             }
-            engine.allocate(&mut row).await?;
+            if let Err(e) = engine.allocate(&mut row).await {
+                // The row stays FAILED (nothing was sent for it); the report still comes.
+                eprintln!("line {}: not re-sent: {e}", row.line);
+                continue;
+            }
             if row.state == RowState::Unsent {
                 resent += 1;
             }

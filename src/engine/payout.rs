@@ -249,7 +249,7 @@ impl PayoutEngine {
                     if Instant::now() >= deadline {
                         return Ok(());
                     }
-                    match self.send(&mut row).await? {
+                    match self.send(&mut row, deadline).await? {
                         Step::Continue => backoff_try = 0,
                         Step::Backoff => {
                             self.sleep_backoff(backoff_try, deadline).await;
@@ -284,7 +284,10 @@ impl PayoutEngine {
                     }
                     let due = self.next_query_at(&row);
                     let wait = Duration::from_millis(due.saturating_sub(now).max(0) as u64);
-                    if Instant::now() + wait > deadline {
+                    if Instant::now()
+                        .checked_add(wait)
+                        .is_none_or(|t| t > deadline)
+                    {
                         return Ok(());
                     }
                     if !wait.is_zero() {
@@ -293,7 +296,7 @@ impl PayoutEngine {
                             () = self.pool.until_stopped() => return Ok(()),
                         }
                     }
-                    match self.query(&mut row).await? {
+                    match self.query(&mut row, deadline).await? {
                         Step::Continue => backoff_try = 0,
                         Step::Backoff => {
                             self.sleep_backoff(backoff_try, deadline).await;
@@ -387,14 +390,22 @@ impl PayoutEngine {
     }
 
     /// Sends the row's current attempt (same msgId, same bytes) once.
-    async fn send(&self, row: &mut RowRecord) -> Result<Step, EngineError> {
+    async fn send(&self, row: &mut RowRecord, deadline: Instant) -> Result<Step, EngineError> {
         let Some(attempt) = row.attempt.clone() else {
             return Err(EngineError::Build {
                 line: row.line,
                 detail: "UNSENT row has no attempt".into(),
             });
         };
-        // Sign first (pure, no state change): a signing failure means nothing was sent.
+        let _permit = tokio::select! {
+            p = self.pool.slot() => p?,
+            () = self.pool.until_stopped() => return Ok(Step::Continue),
+        };
+        if self.stopped() || Instant::now() >= deadline {
+            return Ok(Step::Continue);
+        }
+        // Sign while holding the slot, so signing load follows the in-flight bound (pure, no
+        // state change: a signing failure means nothing was sent).
         let signed = match self.client.sign_bytes(attempt.request_bytes.clone()).await {
             Ok(s) => s,
             Err(e) => {
@@ -403,13 +414,10 @@ impl PayoutEngine {
                 return Ok(Step::Continue);
             }
         };
-        let _permit = self.pool.slot().await?;
-        if self.stopped() {
-            return Ok(Step::Continue);
-        }
         // Mark in flight before the request can leave: a crash from here on means "outcome
         // unknown", resolved by query (never a new msgId).
         let old = row.state;
+        let (old_first, old_last) = (row.first_sent_at, row.last_sent_at);
         let now = store::now_ms();
         let resend_after_not_found = row.resent_after_not_found;
         row.state = RowState::InFlight;
@@ -429,9 +437,15 @@ impl PayoutEngine {
         .await?;
         // The rate permit is the last thing before the request leaves (a database write in
         // between would bunch requests up), so the pacing granted is the pacing Starpay sees.
-        self.pool.pace().await;
+        tokio::select! {
+            () = self.pool.pace() => {}
+            () = self.pool.until_stopped() => {}
+        }
         if self.stopped() {
             row.state = RowState::Unsent;
+            // Nothing left: the send times of a send that never happened are taken back.
+            row.first_sent_at = old_first;
+            row.last_sent_at = old_last;
             self.save(
                 row,
                 RowState::InFlight,
@@ -489,7 +503,11 @@ impl PayoutEngine {
         // The platform's signature does not cover our request: an answer that echoes another
         // msgId, merchant or amount is not about this payout. Outcome unknown → query.
         let msg_id = row.attempt.as_ref().map(|a| a.msg_id.as_str());
-        let mismatch = r.msg_id.as_deref().is_some_and(|m| Some(m) != msg_id)
+        // An answer that carries a trxState must name this payout (msgId, mchId, amount).
+        let missing_echo = r.trx_state.is_some()
+            && (r.msg_id.is_none() || r.mch_id.is_none() || r.trx_amount.is_none());
+        let mismatch = missing_echo
+            || r.msg_id.as_deref().is_some_and(|m| Some(m) != msg_id)
             || r.mch_id
                 .as_deref()
                 .is_some_and(|m| m != self.client.mch_id().as_str())
@@ -520,6 +538,15 @@ impl PayoutEngine {
                     // Rule 3: the resend is refused as repeated while queries say not found.
                     row.state = RowState::NeedsAttention;
                     row.message = Some("resend after not-found answered 403 Repeated msgId while queries answer 404; stopped touching the row".into());
+                } else if verified_reject && resend_after_not_found {
+                    // The same request was resent under the not-found rule and now rejected:
+                    // the first send may still have landed. Not REJECTED (that would unblock
+                    // the reference): a human decides.
+                    row.state = RowState::NeedsAttention;
+                    row.message = Some(format!(
+                        "resend after not-found answered {} {}; the first send may still land: check with Starpay before paying again",
+                        r.code, r.message
+                    ));
                 } else {
                     row.state = RowState::Unknown;
                     row.verified_reject = verified_reject;
@@ -661,7 +688,7 @@ impl PayoutEngine {
     }
 
     /// One 5.4 query with a fresh msgId.
-    async fn query(&self, row: &mut RowRecord) -> Result<Step, EngineError> {
+    async fn query(&self, row: &mut RowRecord, deadline: Instant) -> Result<Step, EngineError> {
         let Some(attempt) = row.attempt.clone() else {
             return Err(EngineError::Build {
                 line: row.line,
@@ -679,8 +706,17 @@ impl PayoutEngine {
             original_msg_id: original,
         };
         let result = {
-            let _permit = self.pool.slot().await?;
-            self.pool.pace().await;
+            let _permit = tokio::select! {
+                p = self.pool.slot() => p?,
+                () = self.pool.until_stopped() => return Ok(Step::Continue),
+            };
+            tokio::select! {
+                () = self.pool.pace() => {}
+                () = self.pool.until_stopped() => return Ok(Step::Continue),
+            }
+            if Instant::now() >= deadline {
+                return Ok(Step::Continue);
+            }
             self.client.query_disbursement(&req).await
         };
         let old = row.state;
@@ -737,6 +773,7 @@ impl PayoutEngine {
         // our request): otherwise ignore it and ask again.
         let original = row.attempt.as_ref().map(|a| a.msg_id.as_str());
         let mismatch = r.msg_id.as_deref() != Some(query_msg_id)
+            || (r.trx_state.is_some() && r.original_msg_id.is_none())
             || r.original_msg_id
                 .as_deref()
                 .is_some_and(|m| Some(m) != original)

@@ -56,6 +56,9 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 #[derive(Clone)]
 pub struct Store {
     tx: SyncSender<Job>,
+    /// Async callers take a slot before queueing, so they wait here (cheaply) instead of
+    /// blocking a thread on a full queue. Half the queue; the rest is for blocking callers.
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
     path: PathBuf,
 }
 
@@ -152,6 +155,7 @@ impl Store {
             })?;
         Ok(Store {
             tx,
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(QUEUE_CAPACITY / 2)),
             path: path.to_path_buf(),
         })
     }
@@ -166,16 +170,29 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let slot = std::sync::Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
         let (reply, wait) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let _ = reply.send(f(conn));
+            drop(slot);
         });
-        let tx = self.tx.clone();
-        // The queue is bounded: a full queue blocks, so hand the send to the blocking pool.
-        tokio::task::spawn_blocking(move || tx.send(job))
-            .await
-            .map_err(|_| StoreError::WriterGone)?
-            .map_err(|_| StoreError::WriterGone)?;
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                // Blocking callers filled their half too: wait on the blocking pool.
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || tx.send(job))
+                    .await
+                    .map_err(|_| StoreError::WriterGone)?
+                    .map_err(|_| StoreError::WriterGone)?;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                return Err(StoreError::WriterGone)
+            }
+        }
         wait.await.map_err(|_| StoreError::WriterGone)?
     }
 
