@@ -305,6 +305,16 @@ pub struct Event {
     pub raw: Option<Vec<u8>>,
 }
 
+/// A compare-and-set update must change exactly one row; otherwise the row was no longer in the
+/// state the caller read (a concurrent change) and nothing is written.
+fn one_row_changed(changed: usize, row_id: i64, expected: RowState) -> Result<(), StoreError> {
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::StateConflict { row_id, expected })
+    }
+}
+
 pub fn db_id(conn: &Connection) -> Result<String, StoreError> {
     Ok(
         conn.query_row("SELECT value FROM meta WHERE key = 'db_id'", [], |r| {
@@ -662,12 +672,7 @@ pub fn allocate_attempt(
             "UPDATE rows SET state = 'REJECTED', message = ?2, updated_at = ?3 WHERE id = ?1 AND state = ?4",
             params![row.id, message, now_ms(), row.state.as_str()],
         )?;
-        if changed != 1 {
-            return Err(StoreError::StateConflict {
-                row_id: row.id,
-                expected: row.state,
-            });
-        }
+        one_row_changed(changed, row.id, row.state)?;
         append_event(
             &tx,
             &Event {
@@ -705,12 +710,7 @@ pub fn allocate_attempt(
          WHERE id = ?1 AND state = ?4",
         params![row.id, attempt_id, now_ms(), row.state.as_str()],
     )?;
-    if changed != 1 {
-        return Err(StoreError::StateConflict {
-            row_id: row.id,
-            expected: row.state,
-        });
-    }
+    one_row_changed(changed, row.id, row.state)?;
     append_event(
         &tx,
         &Event {
@@ -775,12 +775,7 @@ pub fn save_row(
             row.resent_after_not_found as i64
         ],
     )?;
-    if changed != 1 {
-        return Err(StoreError::StateConflict {
-            row_id: row.id,
-            expected,
-        });
-    }
+    one_row_changed(changed, row.id, expected)?;
     if sent {
         if let Some(a) = &row.attempt {
             tx.execute(
