@@ -98,6 +98,10 @@ pub struct RunArgs {
     /// Validate only: print the row count and total, send nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Pay again, on purpose, references whose every earlier attempt ended verified FAILED,
+    /// REVERSED or REJECTED; each earlier msgId is queried live first and must still say so.
+    #[arg(long)]
+    pub repay: bool,
 }
 
 #[derive(Debug, Args)]

@@ -152,7 +152,7 @@ fn cases() -> Vec<Case> {
             "already paid",
             "PAID-1,instapay,1,A,,B,GCash,1,,",
             "reference",
-            "already paid in an earlier run",
+            "is SUCCESS in run 1 (line 2); a reference is paid once",
         ),
         row_err(
             "duplicate reference",
@@ -392,7 +392,11 @@ fn read(path: &Path) -> Result<PayoutFile, starpay_batch::input::InputError> {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let paid = |r: &str| r == "PAID-1";
+    let paid = |r: &str| {
+        (r == "PAID-1").then(|| {
+            format!("reference {r:?} is SUCCESS in run 1 (line 2); a reference is paid once")
+        })
+    };
     let opts = ValidationOptions {
         banks: Some(&banks),
         already_paid: Some(&paid),

@@ -146,12 +146,35 @@ async fn same_file_refused_new_run_and_retry() {
         }
     }
 
-    // --new-run --skip-invalid: the paid rows are REJECTED, the failed ones are sent again.
+    // --new-run --skip-invalid: every reference was sent by run 1, so none is paid again
+    // (the FAILED ones need --repay): nothing to send.
+    let before = sim.requests().len();
     let new_run = run(vec![
         "run".into(),
         s(&job),
         "--new-run".into(),
         "--skip-invalid".into(),
+    ])
+    .await;
+    assert_eq!(new_run.status.code(), Some(1), "{}", show(&new_run));
+    assert!(
+        String::from_utf8_lossy(&new_run.stderr).contains("--repay"),
+        "{}",
+        show(&new_run)
+    );
+    assert!(
+        sim.requests()[before..]
+            .iter()
+            .all(|r| r.service.as_deref() != Some("pay.starpay.instapay.disburse")),
+        "no payout sent"
+    );
+    // … with --repay: the paid rows are REJECTED, the failed ones are checked live and sent again.
+    let new_run = run(vec![
+        "run".into(),
+        s(&job),
+        "--new-run".into(),
+        "--skip-invalid".into(),
+        "--repay".into(),
     ])
     .await;
     assert_eq!(new_run.status.code(), Some(2), "{}", show(&new_run));

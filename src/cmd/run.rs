@@ -15,7 +15,7 @@ use crate::cli::{RetryArgs, RunArgs, StatusArgs};
 use crate::cmd::exit;
 use crate::config::{self, Endpoint, JobConfig, JobKind, Overrides};
 use crate::domain::{Centavos, RowState};
-use crate::engine::payout::{EngineSettings, PayoutEngine};
+use crate::engine::payout::{Allocated, EngineSettings, PayoutEngine};
 use crate::engine::policy::ResolveSettings;
 use crate::input::payout::{read_payouts, ValidationOptions};
 use crate::report::{self, Summary};
@@ -186,7 +186,7 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
     let open_run = open_run_of_file(&cfg, &store, &sha, args.new_run, "paid").await?;
     if open_run.is_none() {
         // Validate the whole file offline first: bad input sends nothing, not even a health check.
-        let file = validate(&cfg, &store, None).await?;
+        let file = validate(&cfg, &store, None, args.repay).await?.0;
         if args.skip_invalid && file.errors_omitted > 0 {
             report_invalid(&cfg, &file);
             bail!("--skip-invalid needs every rejected row in the report, but the file has more errors than are kept ({} more); fix the file", file.errors_omitted);
@@ -224,7 +224,8 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
             id
         }
         None => {
-            let Some(run_id) = create_run(&cfg, &engine, &store, &sha, args.skip_invalid).await?
+            let Some(run_id) =
+                create_run(&cfg, &engine, &store, &sha, args.skip_invalid, args.repay).await?
             else {
                 return Ok(exit::COULD_NOT_RUN);
             };
@@ -274,10 +275,11 @@ async fn create_run(
     store: &Store,
     sha: &str,
     skip_invalid: bool,
+    repay: bool,
 ) -> anyhow::Result<Option<i64>> {
     let banks = engine.bank_names().await?;
     let no_banks = banks.is_empty();
-    let file = validate(cfg, store, Some(banks)).await?;
+    let (file, repays) = validate(cfg, store, Some(banks), repay).await?;
     if no_banks
         && file
             .rows
@@ -316,6 +318,7 @@ async fn create_run(
             note: r.note.clone(),
             state: RowState::New,
             message: None,
+            repay: repays.contains(&r.reference),
         })
         .collect();
     let mut rejected_lines = HashSet::new();
@@ -342,10 +345,12 @@ async fn create_run(
             note: None,
             state: RowState::Rejected,
             message: Some(format!("invalid input: {}", all.join("; "))),
+            repay: false,
         });
     }
     rows.sort_by_key(|r| r.line);
     if rows.iter().all(|r| r.state != RowState::New) {
+        report_invalid(cfg, &file);
         bail!("{}: no valid rows to send", cfg.input.display());
     }
     let balance = engine.balance().await?;
@@ -376,33 +381,43 @@ async fn create_run(
 }
 
 /// Reads and validates the input; `banks` adds the 5.1 bank-name check. References already
-/// paid (or in progress) in earlier runs of this database are errors.
+/// used by earlier runs of this database are errors (README "Paying a reference again"),
+/// except, with `repay`, those whose every earlier attempt ended verified FAILED, REVERSED or
+/// REJECTED: they are returned as re-payments (checked live before their msgId exists).
 async fn validate(
     cfg: &JobConfig,
     store: &Store,
     banks: Option<HashSet<String>>,
-) -> anyhow::Result<crate::input::payout::PayoutFile> {
+    repay: bool,
+) -> anyhow::Result<(crate::input::payout::PayoutFile, HashSet<String>)> {
     let input = cfg.input.clone();
     let st = store.clone();
-    let file = tokio::task::spawn_blocking(move || {
-        let already_paid = |reference: &str| -> bool {
+    let (file, repays) = tokio::task::spawn_blocking(move || {
+        let repays = std::cell::RefCell::new(HashSet::new());
+        let already_paid = |reference: &str| -> Option<String> {
             let r = reference.to_string();
-            // A database error counts as "paid": never risk paying twice.
-            !matches!(
-                st.call_blocking(move |c| store::reference_blocked(c, &r, None)),
-                Ok(None)
-            )
+            let uses = match st.call_blocking(move |c| store::reference_uses(c, &r, None)) {
+                Ok(uses) => uses,
+                // A database error counts as "paid": never risk paying twice.
+                Err(e) => return Some(format!("cannot check earlier runs of this reference: {e}")),
+            };
+            let check = store::ReferenceCheck::of(&uses);
+            if repay && matches!(check, store::ReferenceCheck::Repayable(_)) {
+                repays.borrow_mut().insert(reference.to_string());
+            }
+            check.refusal(reference, repay)
         };
         let banks = banks.filter(|b| !b.is_empty());
         let opts = ValidationOptions {
             banks: banks.as_ref(),
             already_paid: Some(&already_paid),
         };
-        read_payouts(&input, &opts)
+        let file = read_payouts(&input, &opts);
+        file.map(|f| (f, repays.take()))
     })
     .await
     .context("validation task failed")??;
-    Ok(file)
+    Ok((file, repays))
 }
 
 fn report_invalid(cfg: &JobConfig, file: &crate::input::payout::PayoutFile) {
@@ -561,24 +576,28 @@ pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
             }
         }
         // Reopen before allocating: a crash in between leaves an open run that resumes.
-        store.call(move |c| store::reopen_run(c, run_id)).await?;
+        let why = format!("retry of {} FAILED row(s)", retryable.len());
+        store.call(move |c| store::reopen_run(c, run_id, &why)).await?;
         let mut resent = 0;
         for mut row in retryable {
-            let reference = row.reference.clone();
-            let blocked = store
-                .call(move |c| store::reference_blocked(c, &reference, Some(run_id)))
+            let (reference, row_id) = (row.reference.clone(), row.id);
+            let uses = store
+                .call(move |c| store::reference_uses(c, &reference, Some(row_id)))
                 .await?;
-            if let Some((other, state)) = blocked {
-                eprintln!("line {}: reference {:?} is {} in run {other}; not re-sent", row.line, row.reference, state);
+            let check = store::ReferenceCheck::of(&uses);
+            if let Some(reason) = check.refusal(&row.reference, true) {
+                eprintln!("line {}: not re-sent: {reason}", row.line);
                 continue;
             }
-            if let Err(e) = engine.allocate(&mut row).await {
+            match engine.allocate(&mut row).await {
+                Ok(Allocated::Yes) => resent += 1,
+                Ok(Allocated::Refused) | Ok(Allocated::TryLater) => eprintln!(
+                    "line {}: not re-sent: {}",
+                    row.line,
+                    row.message.as_deref().unwrap_or("")
+                ),
                 // The row stays FAILED (nothing was sent for it); the report still comes.
-                eprintln!("line {}: not re-sent: {e}", row.line);
-                continue;
-            }
-            if row.state == RowState::Unsent {
-                resent += 1;
+                Err(e) => eprintln!("line {}: not re-sent: {e}", row.line),
             }
         }
         eprintln!("retry of run {run_id}: {resent} FAILED row(s) get a new msgId; pending and unknown rows are queried");

@@ -239,12 +239,24 @@ impl PayoutEngine {
             .await?;
         }
         let mut backoff_try: u32 = 0;
+        // Rule: every unresolved row is queried at least once in each run before it can be
+        // given up as NEEDS_ATTENTION; a verified final answer wins whatever the row's age.
+        let mut queried_this_run = false;
         loop {
             if self.stopped() || row.state.is_terminal() {
                 return Ok(());
             }
             match row.state {
-                RowState::New => self.allocate(&mut row).await?,
+                RowState::New => match self.allocate(&mut row).await? {
+                    Allocated::Yes | Allocated::Refused => backoff_try = 0,
+                    Allocated::TryLater => {
+                        if Instant::now() >= deadline {
+                            return Ok(());
+                        }
+                        self.sleep_backoff(backoff_try, deadline).await;
+                        backoff_try += 1;
+                    }
+                },
                 RowState::Unsent => {
                     if Instant::now() >= deadline {
                         return Ok(());
@@ -263,26 +275,41 @@ impl PayoutEngine {
                 }
                 RowState::Pending | RowState::Unknown | RowState::FailHeld => {
                     let now = store::now_ms();
-                    if let Some(first) = row.first_sent_at {
-                        if now - first >= self.settings.resolve.max_resolve.as_millis() as i64 {
-                            let old = row.state;
-                            row.state = RowState::NeedsAttention;
-                            row.message =
-                                Some("still unresolved after the maximum resolve time".into());
-                            self.save(
-                                &row,
-                                old,
-                                false,
-                                Event {
-                                    kind: "gave_up",
-                                    ..Event::default()
-                                },
-                            )
-                            .await?;
-                            return Ok(());
-                        }
+                    let first_sent = row
+                        .attempt
+                        .as_ref()
+                        .and_then(|a| a.first_sent_at)
+                        .or(row.first_sent_at);
+                    let too_old = first_sent.is_some_and(|first| {
+                        now - first >= self.settings.resolve.max_resolve.as_millis() as i64
+                    });
+                    if too_old && queried_this_run {
+                        let old = row.state;
+                        row.state = RowState::NeedsAttention;
+                        row.message = Some(format!(
+                            "still unresolved {} h after it was sent (the maximum resolve time), last Starpay state {}: check with Starpay; `reconcile` re-checks it",
+                            self.settings.resolve.max_resolve.as_secs() / 3600,
+                            row.trx_state.as_deref().unwrap_or("unknown")
+                        ));
+                        self.save(
+                            &row,
+                            old,
+                            false,
+                            Event {
+                                kind: "gave_up",
+                                detail: row.message.clone(),
+                                ..Event::default()
+                            },
+                        )
+                        .await?;
+                        return Ok(());
                     }
-                    let due = self.next_query_at(&row);
+                    // A row past the limit is asked at once (one last verified chance).
+                    let due = if too_old {
+                        now
+                    } else {
+                        self.next_query_at(&row)
+                    };
                     let wait = Duration::from_millis(due.saturating_sub(now).max(0) as u64);
                     if Instant::now()
                         .checked_add(wait)
@@ -296,7 +323,11 @@ impl PayoutEngine {
                             () = self.pool.until_stopped() => return Ok(()),
                         }
                     }
-                    match self.query(&mut row, deadline).await? {
+                    let asked = row.query_count;
+                    let step = self.query(&mut row, deadline).await?;
+                    // Counts only a query that actually went out (not one cut by a stop).
+                    queried_this_run |= row.query_count != asked;
+                    match step {
                         Step::Continue => backoff_try = 0,
                         Step::Backoff => {
                             self.sleep_backoff(backoff_try, deadline).await;
@@ -335,8 +366,38 @@ impl PayoutEngine {
     }
 
     /// Builds the payout request, derives its msgId from (database, run, line, attempt) and
-    /// commits msgId + bytes before anything is sent.
-    pub async fn allocate(&self, row: &mut RowRecord) -> Result<(), EngineError> {
+    /// commits msgId + bytes before anything is sent. A re-payment (a `--repay` row, or a
+    /// `retry` of a FAILED row) first queries every earlier msgId of its reference, live.
+    pub async fn allocate(&self, row: &mut RowRecord) -> Result<Allocated, EngineError> {
+        let repay_of = if row.repay || row.attempt.is_some() {
+            match self.confirm_earlier_attempts(row).await? {
+                EarlierCheck::Confirmed(text) => Some(text),
+                EarlierCheck::Unconfirmed(why) => {
+                    tracing::warn!(line = row.line, "re-payment not confirmed yet: {why}");
+                    row.message = Some(format!("not sent yet: {why}"));
+                    return Ok(Allocated::TryLater);
+                }
+                EarlierCheck::Contradicted(why) => {
+                    let old = row.state;
+                    row.state = RowState::NeedsAttention;
+                    row.message = Some(format!("not re-paid: {why}"));
+                    self.save(
+                        row,
+                        old,
+                        false,
+                        Event {
+                            kind: "repay_refused",
+                            detail: row.message.clone(),
+                            ..Event::default()
+                        },
+                    )
+                    .await?;
+                    return Ok(Allocated::Refused);
+                }
+            }
+        } else {
+            None
+        };
         let seq = row.attempt.as_ref().map_or(1, |a| a.seq + 1);
         let msg_id = format!("P{}R{}L{}A{}", self.pool.db_id(), row.run_id, row.line, seq);
         let msg_id = MsgId::new(msg_id).map_err(|e| EngineError::Build {
@@ -351,9 +412,10 @@ impl PayoutEngine {
         )?;
         let r = row.clone();
         let mid = msg_id.to_string();
+        let repay_text = repay_of.clone();
         let attempt = match self
             .store
-            .call(move |c| store::allocate_attempt(c, &r, &mid, op, &bytes))
+            .call(move |c| store::allocate_attempt(c, &r, &mid, op, &bytes, repay_text.as_deref()))
             .await?
         {
             store::Allocation::Allocated(a) => a,
@@ -361,7 +423,7 @@ impl PayoutEngine {
                 tracing::warn!(line = row.line, "{message}");
                 row.state = RowState::Rejected;
                 row.message = Some(message);
-                return Ok(());
+                return Ok(Allocated::Refused);
             }
         };
         tracing::debug!(line = row.line, msg_id = %attempt.msg_id, "attempt allocated");
@@ -381,12 +443,120 @@ impl PayoutEngine {
         ] {
             *f = None;
         }
+        if repay_of.is_some() {
+            row.repay_of = repay_of;
+        }
         row.query_count = 0;
-        row.first_sent_at = None;
-        row.last_sent_at = None;
+        // first_sent_at / last_sent_at describe the row's sends over all attempts: kept.
         row.last_checked_at = None;
         row.resent_after_not_found = false;
-        Ok(())
+        Ok(Allocated::Yes)
+    }
+
+    /// The live check before a re-payment: one verified query of every earlier msgId of the
+    /// row's reference, just before the new msgId is allocated. Each must be verified FAIL,
+    /// CLOSE, CANCEL or REVERSED, or a verified 404 for an attempt we recorded REJECTED or never
+    /// sent. SUCCESS / PROCESSING / INIT anywhere contradicts the store; no verified answer
+    /// means "try again later".
+    async fn confirm_earlier_attempts(&self, row: &RowRecord) -> Result<EarlierCheck, EngineError> {
+        let reference = row.reference.clone();
+        let earlier = self
+            .store
+            .call(move |c| store::attempts_of_reference(c, &reference))
+            .await?;
+        let mut seen = Vec::new();
+        for e in &earlier {
+            let original = MsgId::new(e.msg_id.clone()).map_err(|err| EngineError::Build {
+                line: row.line,
+                detail: err.to_string(),
+            })?;
+            let msg_id = self
+                .pool
+                .fresh_msg_id('C', "repay_check", Some(row.id))
+                .await?;
+            let req = DisburseQueryRequest {
+                msg_id: msg_id.clone(),
+                mch_id: self.client.mch_id().clone(),
+                original_msg_id: original,
+            };
+            let answer = {
+                let _permit = self.pool.slot().await?;
+                self.pool.pace().await;
+                self.client.query_disbursement(&req).await
+            };
+            let where_ = format!(
+                "earlier msgId {} (run {}, line {}, recorded {})",
+                e.msg_id, e.run_id, e.line, e.row_state
+            );
+            let answer = match answer {
+                Ok(a) => a,
+                Err(err) => {
+                    return Ok(EarlierCheck::Unconfirmed(format!(
+                        "could not check {where_}: {err}"
+                    )))
+                }
+            };
+            let r = &answer.response;
+            let echoes = r.msg_id.as_deref() == Some(msg_id.as_str())
+                && r.original_msg_id
+                    .as_deref()
+                    .is_none_or(|m| m == e.msg_id.as_str())
+                && (r.trx_state.is_none() || r.original_msg_id.is_some());
+            if !echoes {
+                return Ok(EarlierCheck::Unconfirmed(format!(
+                    "the answer about {where_} did not echo the query"
+                )));
+            }
+            let recorded_not_at_starpay =
+                !e.current || e.row_state == RowState::Rejected || e.send_count == 0;
+            match (&r.trx_state, r.code.as_str()) {
+                (Some(t), _) if r.code.is_success() => match t {
+                    TrxState::Fail | TrxState::Close | TrxState::Cancel | TrxState::Reversed => {
+                        seen.push(format!("{} {t}", e.msg_id));
+                    }
+                    TrxState::Success | TrxState::Processing | TrxState::Init => {
+                        return Ok(EarlierCheck::Contradicted(format!(
+                            "Starpay has {where_} as {t}: this reference may have been paid; reconcile run {} and settle it with Starpay",
+                            e.run_id
+                        )));
+                    }
+                    TrxState::Unknown(v) => {
+                        return Ok(EarlierCheck::Unconfirmed(format!(
+                            "Starpay answered an unrecognised state {v:?} for {where_}"
+                        )))
+                    }
+                },
+                (None, "404") if recorded_not_at_starpay => {
+                    seen.push(format!("{} not found", e.msg_id));
+                }
+                (None, "404") => {
+                    return Ok(EarlierCheck::Unconfirmed(format!(
+                        "Starpay does not find {where_} (query lag?)"
+                    )))
+                }
+                _ => {
+                    return Ok(EarlierCheck::Unconfirmed(format!(
+                        "Starpay answered {} {} about {where_}",
+                        r.code, r.message
+                    )))
+                }
+            }
+        }
+        let first = earlier
+            .iter()
+            .find(|e| e.run_id != row.run_id || e.line != row.line);
+        Ok(EarlierCheck::Confirmed(match first {
+            Some(e) => format!(
+                "re-payment of run {} line {}; checked live: {}",
+                e.run_id,
+                e.line,
+                seen.join(", ")
+            ),
+            None => format!(
+                "re-sent after a verified failure; checked live: {}",
+                seen.join(", ")
+            ),
+        }))
     }
 
     /// Sends the row's current attempt (same msgId, same bytes) once.
@@ -417,12 +587,15 @@ impl PayoutEngine {
         // Mark in flight before the request can leave: a crash from here on means "outcome
         // unknown", resolved by query (never a new msgId).
         let old = row.state;
-        let (old_first, old_last) = (row.first_sent_at, row.last_sent_at);
+        let old_times = send_times(row);
         let now = store::now_ms();
         let resend_after_not_found = row.resent_after_not_found;
         row.state = RowState::InFlight;
         row.first_sent_at.get_or_insert(now);
         row.last_sent_at = Some(now);
+        if let Some(a) = row.attempt.as_mut() {
+            a.first_sent_at.get_or_insert(now);
+        }
         row.query_count = 0;
         self.save(
             row,
@@ -444,8 +617,7 @@ impl PayoutEngine {
         if self.stopped() {
             row.state = RowState::Unsent;
             // Nothing left: the send times of a send that never happened are taken back.
-            row.first_sent_at = old_first;
-            row.last_sent_at = old_last;
+            restore_send_times(row, old_times);
             self.save(
                 row,
                 RowState::InFlight,
@@ -471,6 +643,8 @@ impl PayoutEngine {
             msg_id: Some(attempt.msg_id.clone()),
             ..Event::default()
         };
+        // A request that provably never left (connection refused, …) is not a send.
+        let left = !matches!(&result, Err(e) if e.outcome() == Outcome::NotSent);
         let step = match result {
             Ok(answer) => {
                 event.raw = Some(answer.raw_body.to_vec());
@@ -479,6 +653,9 @@ impl PayoutEngine {
             Err(e) => {
                 event.raw = e.raw_body().map(|b| b.to_vec());
                 event.detail = Some(e.to_string());
+                if !left {
+                    event.kind = "not_sent";
+                }
                 self.on_send_error(row, &e, resend_after_not_found)
             }
         };
@@ -486,8 +663,11 @@ impl PayoutEngine {
             // Defensive: every branch above sets a state; never leave a row in flight.
             row.state = RowState::Unknown;
         }
-        // `sent`: counts this send in the attempt's send_count.
-        self.save(row, RowState::InFlight, true, event).await?;
+        if !left {
+            restore_send_times(row, old_times);
+        }
+        // `left`: counts this send in the attempt's send_count.
+        self.save(row, RowState::InFlight, left, event).await?;
         Ok(step)
     }
 
@@ -733,8 +913,8 @@ impl PayoutEngine {
                 self.on_query_answer(row, &answer, msg_id.as_str()).await?
             }
             Err(e) => {
-                // Not a 404: the not-found chain (§12 rule 3) must be consecutive.
-                row.not_found_count = 0;
+                // No verified answer is no evidence either way: it neither counts towards nor
+                // breaks the streak of consecutive 404s (§12 rule 3).
                 event.raw = e.raw_body().map(|b| b.to_vec());
                 event.detail = Some(e.to_string());
                 match &e {
@@ -779,11 +959,27 @@ impl PayoutEngine {
                 .is_some_and(|m| Some(m) != original)
             || r.mch_id
                 .as_deref()
-                .is_some_and(|m| m != self.client.mch_id().as_str())
-            || r.trx_amount.is_some_and(|a| a != row.amount);
+                .is_some_and(|m| m != self.client.mch_id().as_str());
         if mismatch {
-            tracing::warn!(line = row.line, "query answer does not match the query (msgId, originalMsgId, mchId or amount differs); ignored");
-            row.not_found_count = 0;
+            // Not about this query or payout: no evidence either way (the not-found streak
+            // is neither counted nor broken); ask again.
+            tracing::warn!(line = row.line, "query answer does not match the query (msgId, originalMsgId or mchId differs); ignored");
+            return Ok(Step::Continue);
+        }
+        if let Some(theirs) = r.trx_amount.filter(|a| *a != row.amount) {
+            // A verified answer about this very payout with another amount: a human must
+            // look now (waiting out the resolve time would only hide it).
+            tracing::error!(line = row.line, ours = %row.amount, theirs = %theirs, "Starpay has another amount for this payout");
+            row.state = RowState::NeedsAttention;
+            row.code = Some(r.code.to_string());
+            row.trx_state = r.trx_state.as_ref().map(|t| t.as_str().to_string());
+            if r.order_no.is_some() {
+                row.order_no = r.order_no.clone();
+            }
+            row.message = Some(format!(
+                "AMOUNT_MISMATCH: Starpay has PHP {theirs} for this payout, we sent PHP {}; settle it with Starpay before anything else",
+                row.amount
+            ));
             return Ok(Step::Continue);
         }
         Ok(
@@ -833,10 +1029,9 @@ impl PayoutEngine {
                     }
                     Step::Continue
                 }
-                QueryVerdict::AskAgain => {
-                    row.not_found_count = 0;
-                    Step::Continue
-                }
+                // A verified answer without a trxState (403 on a query, a system error): says
+                // nothing about the payout, so the not-found streak is neither counted nor broken.
+                QueryVerdict::AskAgain => Step::Continue,
                 QueryVerdict::BackOff => {
                     self.pool.cut();
                     Step::Backoff
@@ -856,6 +1051,47 @@ impl PayoutEngine {
 enum Step {
     Continue,
     Backoff,
+}
+
+/// The send times of a row and its attempt, to take back when a send did not happen.
+type SendTimes = (Option<i64>, Option<i64>, Option<i64>);
+
+fn send_times(row: &RowRecord) -> SendTimes {
+    (
+        row.first_sent_at,
+        row.last_sent_at,
+        row.attempt.as_ref().and_then(|a| a.first_sent_at),
+    )
+}
+
+fn restore_send_times(row: &mut RowRecord, (first, last, attempt_first): SendTimes) {
+    row.first_sent_at = first;
+    row.last_sent_at = last;
+    if let Some(a) = row.attempt.as_mut() {
+        a.first_sent_at = attempt_first;
+    }
+}
+
+/// What `allocate` did with a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocated {
+    /// A new attempt (msgId + bytes) is stored: the row is UNSENT.
+    Yes,
+    /// Not paid: REJECTED (the reference is blocked) or NEEDS_ATTENTION (the live check found
+    /// an earlier attempt SUCCESS or in progress). The row's message says why.
+    Refused,
+    /// The live check of earlier attempts got no verified answer: nothing allocated; ask again.
+    TryLater,
+}
+
+/// The live check of a re-payment's earlier attempts.
+enum EarlierCheck {
+    /// Every earlier msgId is verified not paid (the text describes them, for the report).
+    Confirmed(String),
+    /// Some earlier msgId could not be confirmed (no verified answer, lag): try later.
+    Unconfirmed(String),
+    /// Starpay has an earlier msgId as paid or in progress: a human must look.
+    Contradicted(String),
 }
 
 /// The exact request bytes of a payout row (sorted, compact), and the operation.

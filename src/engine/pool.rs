@@ -134,7 +134,8 @@ impl Pool {
     }
 
     /// A fresh msgId recorded in `msg_ids` before use (balance checks, bank list, payout
-    /// queries).
+    /// queries). Each purpose has its own counter, so it needs its own `prefix` (in use: `B`
+    /// balance, `L` bank list, `Q` query, `C` re-payment check, `K` recon query blocks).
     pub async fn fresh_msg_id(
         &self,
         prefix: char,

@@ -133,8 +133,9 @@ pub enum Rule {
     },
     #[error("reference {reference:?} is also on line {first_line}")]
     DuplicateReference { reference: String, first_line: u64 },
-    #[error("reference {0:?} was already paid in an earlier run")]
-    AlreadyPaid(String),
+    /// A reference used by an earlier run; the text says how and what to do.
+    #[error("{reason}")]
+    AlreadyPaid { reference: String, reason: String },
     #[error("either ref_no or original_msg_id is required")]
     NoLookupKey,
     #[error("unknown state {0:?} (expected SUCCESS, FAIL, REVERSED, PROCESSING, CLOSE or CANCEL)")]

@@ -116,8 +116,8 @@ pub use crate::logging::mask_account;
 pub struct ValidationOptions<'a> {
     /// Receiving bank names (5.1 `bankName`s); instapay rows must name one exactly.
     pub banks: Option<&'a HashSet<String>>,
-    /// True when a reference was already paid in an earlier run.
-    pub already_paid: Option<&'a dyn Fn(&str) -> bool>,
+    /// Why a reference may not be paid (an earlier run sent it), or `None` when it may.
+    pub already_paid: Option<&'a dyn Fn(&str) -> Option<String>>,
 }
 
 impl fmt::Debug for ValidationOptions<'_> {
@@ -379,8 +379,14 @@ impl Validator<'_, '_> {
                     self.seen.insert(r.clone(), line);
                 }
             }
-            if self.opts.already_paid.is_some_and(|paid| paid(r)) {
-                errs.push((Some(Col::Reference), Rule::AlreadyPaid(r.clone())));
+            if let Some(reason) = self.opts.already_paid.and_then(|paid| paid(r)) {
+                errs.push((
+                    Some(Col::Reference),
+                    Rule::AlreadyPaid {
+                        reference: r.clone(),
+                        reason,
+                    },
+                ));
             }
         }
 
@@ -789,7 +795,9 @@ mod tests {
 
     #[test]
     fn duplicates_name_both_lines_and_already_paid_is_asked() {
-        let paid = |r: &str| r == "OLD-1";
+        let paid = |r: &str| {
+            (r == "OLD-1").then(|| format!("reference {r:?} is SUCCESS in run 1 (line 2)"))
+        };
         let opts = ValidationOptions {
             banks: None,
             already_paid: Some(&paid),
@@ -804,7 +812,7 @@ mod tests {
         assert_eq!(f.rows.len(), 1);
         let msgs: Vec<String> = f.errors.iter().map(ToString::to_string).collect();
         assert!(msgs[0].ends_with(
-            "line 3, column reference: reference \"OLD-1\" was already paid in an earlier run"
+            "line 3, column reference: reference \"OLD-1\" is SUCCESS in run 1 (line 2)"
         ));
         assert!(msgs[1].ends_with("line 4, column reference: reference \"R1\" is also on line 2"));
     }

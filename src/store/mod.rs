@@ -21,6 +21,7 @@ pub mod recon;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_recon.sql"),
+    include_str!("../../migrations/0005_repay_and_attempt_times.sql"),
 ];
 /// Bound of the command queue to the writer thread.
 const QUEUE_CAPACITY: usize = 1024;
@@ -243,6 +244,8 @@ pub struct NewRow {
     /// `Rejected` for rows skipped by `--skip-invalid`, else `New`.
     pub state: RowState,
     pub message: Option<String>,
+    /// Re-pays a reference paid before (`run --repay`): checked live before its msgId exists.
+    pub repay: bool,
 }
 
 /// A row as stored, with its current attempt.
@@ -279,6 +282,10 @@ pub struct RowRecord {
     pub query_count: i64,
     /// Sends over all attempts of the row.
     pub sends: i64,
+    /// The row may re-pay a reference with earlier verified FAILED/REVERSED/REJECTED attempts.
+    pub repay: bool,
+    /// What the current attempt re-pays, for the report.
+    pub repay_of: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +297,8 @@ pub struct AttemptRecord {
     pub operation: String,
     pub request_bytes: Vec<u8>,
     pub send_count: i64,
+    /// When this attempt was first sent (the maximum resolve time counts from it).
+    pub first_sent_at: Option<i64>,
 }
 
 /// One event to append.
@@ -408,8 +417,8 @@ pub fn create_run(
     {
         let mut stmt = tx.prepare(
             "INSERT INTO rows (run_id, line, reference, channel, account_no, account_name, middle_name,
-                               last_name, bank, amount, note, state, message, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                               last_name, bank, amount, note, state, message, updated_at, repay)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
         for r in rows {
             stmt.execute(params![
@@ -426,7 +435,8 @@ pub fn create_run(
                 r.note,
                 r.state.as_str(),
                 r.message,
-                now
+                now,
+                r.repay as i64
             ])?;
         }
     }
@@ -446,27 +456,45 @@ pub fn create_run(
     Ok(run_id)
 }
 
-pub fn finish_run(conn: &Connection, run_id: i64) -> Result<(), StoreError> {
-    conn.execute(
+/// Marks a run FINISHED and records the event, in one transaction (both or neither).
+pub fn finish_run(conn: &mut Connection, run_id: i64) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
         "UPDATE runs SET status = 'FINISHED', finished_at = ?2 WHERE id = ?1",
         params![run_id, now_ms()],
     )?;
     append_event(
-        conn,
+        &tx,
         &Event {
             run_id: Some(run_id),
             kind: "run_finished",
             ..Event::default()
         },
-    )
+    )?;
+    tx.commit()?;
+    Ok(())
 }
 
-/// Reopens a finished run (for `retry`), so a crash mid-retry resumes it.
-pub fn reopen_run(conn: &Connection, run_id: i64) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE runs SET status = 'OPEN', finished_at = NULL WHERE id = ?1",
+/// Reopens a finished run (for `retry`), so a crash mid-retry resumes it; records why, in the
+/// same transaction.
+pub fn reopen_run(conn: &mut Connection, run_id: i64, why: &str) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let changed = tx.execute(
+        "UPDATE runs SET status = 'OPEN', finished_at = NULL WHERE id = ?1 AND status = 'FINISHED'",
         params![run_id],
     )?;
+    if changed == 1 {
+        append_event(
+            &tx,
+            &Event {
+                run_id: Some(run_id),
+                kind: "run_reopened",
+                detail: Some(why.to_string()),
+                ..Event::default()
+            },
+        )?;
+    }
+    tx.commit()?;
     Ok(())
 }
 
@@ -476,7 +504,8 @@ const ROW_SELECT: &str =
     r.error_code, r.error_message, r.order_no, r.ref_no, r.verified_reject, r.not_found_count,
     r.hold_since, r.first_sent_at, r.last_sent_at, r.last_checked_at, r.query_count,
     r.resent_after_not_found, a.id, a.msg_id, a.seq, a.supersedes, a.operation, a.request_bytes, a.send_count,
-    (SELECT COALESCE(SUM(send_count), 0) FROM attempts x WHERE x.row_id = r.id)
+    (SELECT COALESCE(SUM(send_count), 0) FROM attempts x WHERE x.row_id = r.id),
+    a.first_sent_at, r.repay, r.repay_of
     FROM rows r LEFT JOIN attempts a ON a.id = r.attempt_id";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RowRecord, String)> {
@@ -492,6 +521,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RowRecord, String)> {
             operation: r.get(32)?,
             request_bytes: r.get(33)?,
             send_count: r.get(34)?,
+            first_sent_at: r.get(36)?,
         }),
     };
     Ok((
@@ -526,6 +556,8 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RowRecord, String)> {
             query_count: r.get(26)?,
             resent_after_not_found: r.get::<_, i64>(27)? != 0,
             sends: r.get(35)?,
+            repay: r.get::<_, i64>(37)? != 0,
+            repay_of: r.get(38)?,
         },
         state_text,
     ))
@@ -560,33 +592,6 @@ pub fn row_by_id(conn: &Connection, row_id: i64) -> Result<RowRecord, StoreError
     finish_row(pair)
 }
 
-/// Earlier rows (other runs) with this reference whose money may have moved.
-pub fn reference_blocked(
-    conn: &Connection,
-    reference: &str,
-    except_run: Option<i64>,
-) -> Result<Option<(i64, RowState)>, StoreError> {
-    // NEW rows of an open run count: that run will pay them when it resumes.
-    let mut stmt = conn.prepare_cached(
-        "SELECT r.run_id, r.state FROM rows r JOIN runs u ON u.id = r.run_id
-         WHERE r.reference = ?1 AND (?2 IS NULL OR r.run_id != ?2)
-           AND (r.state NOT IN ('NEW', 'FAILED', 'REJECTED') OR (r.state = 'NEW' AND u.status = 'OPEN'))
-         ORDER BY r.id DESC LIMIT 1",
-    )?;
-    let found: Option<(i64, String)> = stmt
-        .query_row(params![reference, except_run], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?;
-    match found {
-        None => Ok(None),
-        Some((run, s)) => Ok(Some((
-            run,
-            RowState::parse(&s).ok_or(StoreError::BadState(s))?,
-        ))),
-    }
-}
-
 /// Records a new msgId (unique forever in this database).
 pub fn record_msg_id(
     conn: &Connection,
@@ -603,31 +608,31 @@ pub fn record_msg_id(
 
 /// Next value of a named counter kept in `meta` (used for query msgIds).
 pub fn next_counter(conn: &Connection, name: &str) -> Result<i64, StoreError> {
-    let key = format!("counter:{name}");
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, '1')
-         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
-        [&key],
-    )?;
-    let v: String = conn.query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
-        r.get(0)
-    })?;
-    v.parse::<i64>()
-        .map_err(|_| StoreError::BadState(format!("counter {name} = {v:?}")))
+    advance_counter_from(conn, name, 1, 1)
 }
 
 /// Adds `n` to a named counter and returns its new value (the reserved range is
 /// `new - n .. new`). Block ids start at 1 so they never collide with `next_counter` names.
 pub fn advance_counter(conn: &Connection, name: &str, n: i64) -> Result<i64, StoreError> {
+    advance_counter_from(conn, name, n, n + 1)
+}
+
+/// One atomic statement (update and read together): two processes sharing the database can
+/// never be handed the same value (two autocommit statements could interleave).
+fn advance_counter_from(
+    conn: &Connection,
+    name: &str,
+    n: i64,
+    first: i64,
+) -> Result<i64, StoreError> {
     let key = format!("counter:{name}");
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, CAST(?2 + 1 AS TEXT))
-         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + ?2 AS TEXT)",
-        params![key, n],
-    )?;
-    let v: String = conn.query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
-        r.get(0)
-    })?;
+    let v: String = conn
+        .prepare_cached(
+            "INSERT INTO meta (key, value) VALUES (?1, CAST(?3 AS TEXT))
+             ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + ?2 AS TEXT)
+             RETURNING value",
+        )?
+        .query_row(params![key, n, first], |r| r.get(0))?;
     v.parse::<i64>()
         .map_err(|_| StoreError::BadState(format!("counter {name} = {v:?}")))
 }
@@ -643,31 +648,188 @@ pub enum Allocation {
     },
 }
 
+/// One earlier use of a reference: a row of this database that carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceUse {
+    pub run_id: i64,
+    pub row_id: i64,
+    pub line: i64,
+    pub state: RowState,
+    /// The row has had at least one attempt (a msgId that may have been sent).
+    pub has_attempt: bool,
+    /// The row's run is still open (a NEW row there is paid when that run resumes).
+    pub run_open: bool,
+}
+
+/// What earlier uses of a reference allow (the re-pay rule; README "Paying a reference again").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReferenceCheck {
+    /// Never sent before: pay it.
+    Free,
+    /// Every earlier attempt ended verified FAILED, REVERSED or REJECTED: only an explicit
+    /// re-payment (`run --repay`, `retry`) may pay it, after a live query of each earlier msgId.
+    Repayable(ReferenceUse),
+    /// Money may have moved or may still move: never paid again.
+    Blocked(ReferenceUse),
+}
+
+impl ReferenceCheck {
+    /// Pure: the rule over the earlier uses (most recent first).
+    pub fn of(uses: &[ReferenceUse]) -> ReferenceCheck {
+        let mut repayable = None;
+        for u in uses {
+            match (u.state, u.has_attempt) {
+                // Not sent yet: blocks while its run can still pay it.
+                (RowState::New, false) if u.run_open => return ReferenceCheck::Blocked(u.clone()),
+                // Never sent: invalid input, or refused because of another row.
+                (RowState::New | RowState::Rejected, false) => {}
+                (RowState::Failed | RowState::Reversed | RowState::Rejected, true) => {
+                    repayable.get_or_insert_with(|| u.clone());
+                }
+                _ => return ReferenceCheck::Blocked(u.clone()),
+            }
+        }
+        match repayable {
+            Some(u) => ReferenceCheck::Repayable(u),
+            None => ReferenceCheck::Free,
+        }
+    }
+
+    /// Why a row with this reference is not paid (None: it may be), for messages.
+    pub fn refusal(&self, reference: &str, repay: bool) -> Option<String> {
+        match self {
+            ReferenceCheck::Free => None,
+            ReferenceCheck::Repayable(_) if repay => None,
+            ReferenceCheck::Repayable(u) => Some(format!(
+                "reference {reference:?} was paid before and ended {} in run {} (line {}); to pay it again on purpose pass --repay (each earlier msgId is queried first)",
+                u.state, u.run_id, u.line
+            )),
+            ReferenceCheck::Blocked(u) => Some(format!(
+                "reference {reference:?} is {} in run {} (line {}); a reference is paid once{}",
+                u.state,
+                u.run_id,
+                u.line,
+                match u.state {
+                    RowState::Success => ": it was paid",
+                    RowState::New | RowState::Unsent => ": that run has not sent it yet; resume it (`run`) instead",
+                    RowState::NeedsAttention => ": resolve it with Starpay first (`reconcile`)",
+                    _ => ": its outcome is not final yet; run that job again (it resumes and queries) or `reconcile` it",
+                }
+            )),
+        }
+    }
+}
+
+/// Every row carrying `reference` (except `except_row`), most recent first.
+pub fn reference_uses(
+    conn: &Connection,
+    reference: &str,
+    except_row: Option<i64>,
+) -> Result<Vec<ReferenceUse>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.run_id, r.id, r.line, r.state, r.attempt_id IS NOT NULL, u.status = 'OPEN'
+         FROM rows r JOIN runs u ON u.id = r.run_id
+         WHERE r.reference = ?1 AND (?2 IS NULL OR r.id != ?2) ORDER BY r.id DESC",
+    )?;
+    let rows = stmt.query_map(params![reference, except_row], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, bool>(4)?,
+            r.get::<_, bool>(5)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (run_id, row_id, line, state, has_attempt, run_open) = row?;
+        out.push(ReferenceUse {
+            run_id,
+            row_id,
+            line,
+            state: RowState::parse(&state).ok_or(StoreError::BadState(state))?,
+            has_attempt,
+            run_open,
+        });
+    }
+    Ok(out)
+}
+
+/// One attempt ever made for a reference (any run), for the live check before a re-payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlierAttempt {
+    pub attempt_id: i64,
+    pub msg_id: String,
+    pub run_id: i64,
+    pub line: i64,
+    /// The state of the row the attempt belongs to.
+    pub row_state: RowState,
+    /// The attempt is that row's current one (its state is this attempt's).
+    pub current: bool,
+    pub send_count: i64,
+}
+
+/// Every attempt of every row carrying `reference`, oldest first.
+pub fn attempts_of_reference(
+    conn: &Connection,
+    reference: &str,
+) -> Result<Vec<EarlierAttempt>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.id, a.msg_id, r.run_id, r.line, r.state, r.attempt_id = a.id, a.send_count
+         FROM attempts a JOIN rows r ON r.id = a.row_id
+         WHERE r.reference = ?1 ORDER BY a.id",
+    )?;
+    let rows = stmt.query_map([reference], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, bool>(5)?,
+            r.get::<_, i64>(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (attempt_id, msg_id, run_id, line, state, current, send_count) = row?;
+        out.push(EarlierAttempt {
+            attempt_id,
+            msg_id,
+            run_id,
+            line,
+            row_state: RowState::parse(&state).ok_or(StoreError::BadState(state))?,
+            current,
+            send_count,
+        });
+    }
+    Ok(out)
+}
+
 /// Stores a new attempt (msgId + exact request bytes) and points the row at it, state UNSENT,
 /// in one transaction — before anything is sent (non-negotiable 1). Refuses (and rejects the
-/// row) when another row with the same reference has been sent or is being paid: checked in
-/// the same transaction, so no two runs or jobs can both pay one reference.
+/// row) when another row with the same reference may have moved money (or is about to), or
+/// when it only ended FAILED/REVERSED/REJECTED but this is not a checked re-payment
+/// (`repay_of` is set only after the live query of every earlier msgId): checked in the same
+/// transaction, so no two runs or jobs can both pay one reference.
 pub fn allocate_attempt(
     conn: &mut Connection,
     row: &RowRecord,
     msg_id: &str,
     operation: &str,
     request_bytes: &[u8],
+    repay_of: Option<&str>,
 ) -> Result<Allocation, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let other: Option<(i64, i64, String)> = tx
-        .query_row(
-            "SELECT run_id, line, state FROM rows WHERE reference = ?1 AND id != ?2
-               AND state NOT IN ('NEW', 'FAILED', 'REJECTED') ORDER BY id DESC LIMIT 1",
-            params![row.reference, row.id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    if let Some((run, line, state)) = other {
-        let message = format!(
-            "not sent: reference {:?} is {state} in run {run} (line {line}); a reference is paid once",
-            row.reference
-        );
+    // NEW rows of other runs have not moved money: the first to allocate wins.
+    let uses: Vec<ReferenceUse> = reference_uses(&tx, &row.reference, Some(row.id))?
+        .into_iter()
+        .filter(|u| u.state != RowState::New || u.has_attempt)
+        .collect();
+    let refusal = ReferenceCheck::of(&uses).refusal(&row.reference, repay_of.is_some());
+    if let Some(reason) = refusal {
+        let message = format!("not sent: {reason}");
         let changed = tx.execute(
             "UPDATE rows SET state = 'REJECTED', message = ?2, updated_at = ?3 WHERE id = ?1 AND state = ?4",
             params![row.id, message, now_ms(), row.state.as_str()],
@@ -693,7 +855,20 @@ pub fn allocate_attempt(
         [row.id],
         |r| r.get(0),
     )?;
-    let supersedes = row.attempt.as_ref().map(|a| a.id);
+    // The attempt this one supersedes: the row's own, or (a re-payment from a new file) the
+    // latest attempt of the reference.
+    let supersedes: Option<i64> = match row.attempt.as_ref() {
+        Some(a) => Some(a.id),
+        None if repay_of.is_some() => tx
+            .query_row(
+                "SELECT MAX(a.id) FROM attempts a JOIN rows r ON r.id = a.row_id WHERE r.reference = ?1",
+                [&row.reference],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten(),
+        None => None,
+    };
     record_msg_id(&tx, msg_id, "payout", Some(row.id))?;
     tx.execute(
         "INSERT INTO attempts (row_id, msg_id, seq, supersedes, operation, request_bytes, created_at)
@@ -701,16 +876,22 @@ pub fn allocate_attempt(
         params![row.id, msg_id, seq, supersedes, operation, request_bytes, now_ms()],
     )?;
     let attempt_id = tx.last_insert_rowid();
+    // first_sent_at / last_sent_at are kept: they describe the row's sends over all attempts.
     let changed = tx.execute(
         "UPDATE rows SET attempt_id = ?2, state = 'UNSENT', verified_reject = 0, not_found_count = 0,
              hold_since = NULL, trx_state = NULL, code = NULL, message = NULL, error_code = NULL,
              error_message = NULL, order_no = NULL, ref_no = NULL, updated_at = ?3,
-             first_sent_at = NULL, last_sent_at = NULL, last_checked_at = NULL, query_count = 0,
-             resent_after_not_found = 0
+             last_checked_at = NULL, query_count = 0, resent_after_not_found = 0,
+             repay_of = COALESCE(?5, repay_of)
          WHERE id = ?1 AND state = ?4",
-        params![row.id, attempt_id, now_ms(), row.state.as_str()],
+        params![row.id, attempt_id, now_ms(), row.state.as_str(), repay_of],
     )?;
     one_row_changed(changed, row.id, row.state)?;
+    let detail = match (supersedes, repay_of) {
+        (_, Some(r)) => Some(format!("re-payment: {r}")),
+        (Some(s), None) => Some(format!("supersedes attempt {s}")),
+        (None, None) => None,
+    };
     append_event(
         &tx,
         &Event {
@@ -720,7 +901,7 @@ pub fn allocate_attempt(
             kind: "attempt_allocated",
             old_state: Some(row.state),
             new_state: Some(RowState::Unsent),
-            detail: supersedes.map(|s| format!("supersedes attempt {s}")),
+            detail,
             raw: Some(request_bytes.to_vec()),
         },
     )?;
@@ -733,6 +914,7 @@ pub fn allocate_attempt(
         operation: operation.to_string(),
         request_bytes: request_bytes.to_vec(),
         send_count: 0,
+        first_sent_at: None,
     }))
 }
 
@@ -776,13 +958,11 @@ pub fn save_row(
         ],
     )?;
     one_row_changed(changed, row.id, expected)?;
-    if sent {
-        if let Some(a) = &row.attempt {
-            tx.execute(
-                "UPDATE attempts SET send_count = send_count + 1 WHERE id = ?1",
-                [a.id],
-            )?;
-        }
+    if let Some(a) = &row.attempt {
+        tx.prepare_cached(
+            "UPDATE attempts SET send_count = send_count + ?2, first_sent_at = ?3 WHERE id = ?1",
+        )?
+        .execute(params![a.id, sent as i64, a.first_sent_at])?;
     }
     append_event(&tx, event)?;
     tx.commit()?;
@@ -834,6 +1014,7 @@ mod tests {
             note: None,
             state: RowState::New,
             message: None,
+            repay: false,
         }
     }
 
@@ -864,7 +1045,7 @@ mod tests {
         let row = rows[0].clone();
         let r2 = row.clone();
         let Allocation::Allocated(attempt) = store
-            .call(move |c| allocate_attempt(c, &r2, "MSG1", "5.2", b"{}"))
+            .call(move |c| allocate_attempt(c, &r2, "MSG1", "5.2", b"{}", None))
             .await
             .unwrap()
         else {
@@ -914,17 +1095,20 @@ mod tests {
             .clone();
         let o2 = other.clone();
         let blocked = store
-            .call(move |c| allocate_attempt(c, &o2, "MSG2", "5.2", b"{}"))
+            .call(move |c| allocate_attempt(c, &o2, "MSG2", "5.2", b"{}", None))
             .await
             .unwrap();
         assert!(matches!(blocked, Allocation::Blocked { .. }), "{blocked:?}");
         let other = store.call(move |c| row_by_id(c, other.id)).await.unwrap();
         assert_eq!(other.state, RowState::Rejected);
-        assert!(store
-            .call(|c| reference_blocked(c, "R1", None))
-            .await
-            .unwrap()
-            .is_some());
+        let uses = store.call(|c| reference_uses(c, "R1", None)).await.unwrap();
+        assert!(matches!(
+            ReferenceCheck::of(&uses),
+            ReferenceCheck::Blocked(ReferenceUse {
+                state: RowState::Unsent,
+                ..
+            })
+        ));
         // Events cannot be changed.
         assert!(store
             .call(|c| Ok(c.execute("DELETE FROM events", [])?))
