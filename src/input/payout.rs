@@ -111,13 +111,16 @@ impl fmt::Debug for PayoutRow {
 
 pub use crate::logging::mask_account;
 
+/// Why a reference may not be paid (an earlier run sent it), or `None` when it may.
+pub type AlreadyPaid<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// What the caller knows that the file does not.
 #[derive(Default, Clone, Copy)]
 pub struct ValidationOptions<'a> {
     /// Receiving bank names (5.1 `bankName`s); instapay rows must name one exactly.
     pub banks: Option<&'a HashSet<String>>,
     /// Why a reference may not be paid (an earlier run sent it), or `None` when it may.
-    pub already_paid: Option<&'a dyn Fn(&str) -> Option<String>>,
+    pub already_paid: Option<AlreadyPaid<'a>>,
 }
 
 impl fmt::Debug for ValidationOptions<'_> {
