@@ -211,10 +211,24 @@ async fn killed_twice_resumes_without_requerying_final_rows() {
     );
     let db = dir.path().join("big.db");
     let mut snapshots = Vec::new();
-    for wait in [2500u64, 2500] {
-        let child = spawn(vec!["run".into(), s(&job)]).await;
-        kill_after(child, Duration::from_millis(wait)).await;
+    // Each kill lands mid-work: it waits (bounded) until the store holds that many final rows,
+    // not for a fixed time, and the killed process had not exited by itself.
+    for at in [300usize, 900] {
+        let mut child = spawn(vec!["run".into(), s(&job)]).await;
+        let end = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < end
+            && final_rows_if_any(&db) < at
+            && child.try_wait().unwrap().is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let status = kill_after(child, Duration::ZERO).await;
+        assert_eq!(
+            status, None,
+            "killed while still running (kill at {at} rows)"
+        );
         snapshots.push(final_rows(&db));
+        assert!(snapshots.last().unwrap().len() < n, "killed before the end");
     }
     assert!(
         !snapshots[0].is_empty(),
@@ -247,6 +261,21 @@ async fn killed_twice_resumes_without_requerying_final_rows() {
 }
 
 /// recon row id → (checked_at, queries) for rows in a final category.
+/// How many rows are final, read-only (0 while the database or its tables do not exist yet).
+fn final_rows_if_any(db: &std::path::Path) -> usize {
+    let Ok(c) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    c.query_row(
+        "SELECT count(*) FROM recon_rows WHERE category IN ('MATCHED','AMOUNT_MISMATCH','STATE_MISMATCH','NOT_FOUND','REVERSED_AFTER_SUCCESS')",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map_or(0, |v| v as usize)
+}
+
 fn final_rows(db: &std::path::Path) -> HashMap<i64, (i64, i64)> {
     let c = rusqlite::Connection::open(db).unwrap();
     let mut stmt = c
