@@ -1,5 +1,6 @@
 //! Reconciliation throughput and memory (issue 5 acceptance 4). Prints figures; never fails on
-//! a slow machine.
+//! a slow machine, but fails loudly (exit 1, no rate printed) when a run exits non-zero or a
+//! row of its report is not MATCHED: a rate is only printed for a run that did the work.
 //!
 //! Runs the real binary (release) against an in-process simulator with no latency and no rate
 //! limit, for 10,000 rows and then 1,000,000 rows (the default; `RECON_BENCH_ROWS=10000,200000`
@@ -59,16 +60,19 @@ fn fixtures(n: usize) -> Vec<OrderFixture> {
         .collect()
 }
 
-async fn one(n: usize) -> Option<(f64, u64, f64)> {
-    let dir = tempfile::tempdir().ok()?;
+/// Runs `n` rows; `Err` says why the run does not count.
+async fn one(n: usize) -> Result<(f64, u64, f64), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let input = write_inputs(dir.path(), n).ok()?;
+    let input = write_inputs(dir.path(), n).map_err(|e| format!("input: {e}"))?;
     let config = SimConfig {
         rate_limit_per_sec: 0.0,
         fixtures: fixtures(n),
         ..SimConfig::default()
     };
-    let sim = Simulator::start(config).await.ok()?;
+    let sim = Simulator::start(config)
+        .await
+        .map_err(|e| format!("simulator: {e}"))?;
     let keys = root.join("samples/keys");
     let job = dir.path().join(format!("bench{n}.toml"));
     let text = format!(
@@ -80,7 +84,7 @@ async fn one(n: usize) -> Option<(f64, u64, f64)> {
         keys.join("TEST-ONLY-demo-merchant-private.pem").display(),
         keys.join("TEST-ONLY-sim-platform-public.pem").display(),
     );
-    std::fs::write(&job, text).ok()?;
+    std::fs::write(&job, text).map_err(|e| format!("job file: {e}"))?;
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_starpay-batch"))
         .args(["run", &job.display().to_string()])
@@ -88,7 +92,7 @@ async fn one(n: usize) -> Option<(f64, u64, f64)> {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .ok()?;
+        .map_err(|e| format!("cannot start the runner: {e}"))?;
     let pid = child.id();
     let mut peak = 0;
     let status = loop {
@@ -98,15 +102,39 @@ async fn one(n: usize) -> Option<(f64, u64, f64)> {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(_) => return None,
+            Err(e) => return Err(format!("waiting for the runner: {e}")),
         }
     };
     let secs = start.elapsed().as_secs_f64();
-    if !status.success() {
-        eprintln!("{n} rows: the run exited with {status}");
-    }
     sim.shutdown().await;
-    Some((n as f64 / secs, peak, secs))
+    if !status.success() {
+        return Err(format!("the run exited with {status}"));
+    }
+    // Every row must be MATCHED, or the rate is not a reconciliation rate.
+    let report = dir.path().join(format!("reports/bench{n}-1.csv"));
+    let mut reader =
+        csv::Reader::from_path(&report).map_err(|e| format!("{}: {e}", report.display()))?;
+    let category = reader
+        .headers()
+        .map_err(|e| format!("{}: {e}", report.display()))?
+        .iter()
+        .position(|h| h == "category")
+        .ok_or_else(|| format!("{}: no category column", report.display()))?;
+    let (mut rows, mut matched) = (0usize, 0usize);
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| format!("{}: {e}", report.display()))?;
+        rows += 1;
+        if rec.get(category) == Some("MATCHED") {
+            matched += 1;
+        }
+    }
+    if rows != n || matched != n {
+        return Err(format!(
+            "{matched} of {rows} report rows MATCHED, {n} expected ({})",
+            report.display()
+        ));
+    }
+    Ok((n as f64 / secs, peak, secs))
 }
 
 fn main() {
@@ -121,7 +149,7 @@ fn main() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("no runtime: {e}");
-            return;
+            std::process::exit(1);
         }
     };
     println!(
@@ -134,14 +162,17 @@ fn main() {
     let mut results = Vec::new();
     for n in sizes {
         match runtime.block_on(one(n)) {
-            Some((rate, peak, secs)) => {
+            Ok((rate, peak, secs)) => {
                 println!(
                     "{n:>10} {rate:>12.0} {secs:>10.1} {:>14.1}",
                     peak as f64 / 1024.0
                 );
                 results.push((n, peak));
             }
-            None => println!("{n:>10} failed to run"),
+            Err(why) => {
+                eprintln!("{n} rows: FAILED: {why}");
+                std::process::exit(1);
+            }
         }
     }
     if let (Some(first), Some(last)) = (results.first(), results.last()) {

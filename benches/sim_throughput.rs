@@ -236,6 +236,11 @@ fn main() {
     println!("  simulator:                  {rps:.0} requests/s");
     println!("  signing (aws-lc-rs), 1 thread:   {sign_1:.0} signatures/s");
     println!("  signing (aws-lc-rs), {workers} threads:  {sign_all:.0} signatures/s  (cost floor of the simulator)");
+    if ok != n {
+        // Rejected or failed requests are cheaper than accepted ones: no rate is honest then.
+        eprintln!("sim_throughput: FAILED: only {ok} of {n} requests were accepted; the rate above does not count");
+        std::process::exit(1);
+    }
     if sign_all > 0.0 {
         println!(
             "  simulator / signing bound:  {:.0}%  (target >= 80%)",

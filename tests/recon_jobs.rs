@@ -69,19 +69,25 @@ async fn every_category_agrees_with_the_ledger() {
         input.lines().count() - 1,
         "one line per input row"
     );
-    let categories: Vec<&str> = report.iter().map(|r| r["category"].as_str()).collect();
-    for c in [
-        "MATCHED",
-        "AMOUNT_MISMATCH",
-        "STATE_MISMATCH",
-        "NOT_FOUND",
-        "PENDING",
-        "STALE_PENDING",
-        "REVERSED_AFTER_SUCCESS",
-        "DUPLICATE_IN_INPUT",
-        "UNKNOWN",
-    ] {
-        assert!(categories.contains(&c), "{c} missing from {categories:?}");
+    // The category of each line of samples/repayments.csv (fixtures in
+    // samples/sim-recon-demo.toml); every category appears.
+    let expected: [(&str, &str); 11] = [
+        ("2", "MATCHED"),                // paid static QR
+        ("3", "AMOUNT_MISMATCH"),        // 999.00 paid, 1,000.00 expected
+        ("4", "STATE_MISMATCH"),         // QR expired unpaid, expected paid
+        ("5", "NOT_FOUND"),              // refNo Starpay does not know
+        ("6", "PENDING"),                // QR shown a minute ago
+        ("7", "STALE_PENDING"),          // pending two hours
+        ("8", "REVERSED_AFTER_SUCCESS"), // paid, then reversed
+        ("9", "DUPLICATE_IN_INPUT"),     // line 2 again
+        ("10", "UNKNOWN"),               // every query answers 502
+        ("11", "MATCHED"),               // paid dynamic QR, no expectations
+        ("12", "STATE_MISMATCH"),        // cancelled, no expectations
+    ];
+    assert_eq!(report.len(), expected.len());
+    for (r, (line, category)) in report.iter().zip(expected) {
+        assert_eq!(r["line"], line);
+        assert_eq!(r["category"], category, "line {line}: {r:?}");
     }
     let ledger = sim.ledger();
     let by_ref: HashMap<&str, _> = ledger
@@ -94,6 +100,7 @@ async fn every_category_agrees_with_the_ledger() {
         .iter()
         .map(|o| (o.msg_id.as_str(), o))
         .collect();
+    let money = |c: i64| starpay_batch::domain::Centavos::new(c).to_string();
     for r in &report {
         let order = if !r["ref_no"].is_empty() {
             by_ref.get(r["ref_no"].as_str())
@@ -101,20 +108,44 @@ async fn every_category_agrees_with_the_ledger() {
             by_msg.get(r["original_msg_id"].as_str())
         };
         match r["category"].as_str() {
-            "NOT_FOUND" => assert!(order.is_none(), "{r:?}"),
-            "DUPLICATE_IN_INPUT" | "UNKNOWN" => {}
+            "NOT_FOUND" => {
+                assert!(order.is_none(), "{r:?}");
+                assert_eq!(r["provider_amount"], "", "{r:?}");
+                assert_eq!(r["difference"], "", "{r:?}");
+            }
+            "DUPLICATE_IN_INPUT" => {
+                let first = report
+                    .iter()
+                    .find(|o| o["reference"] == r["reference"])
+                    .unwrap();
+                assert_ne!(first["line"], r["line"], "an earlier line has {r:?}");
+                assert_ne!(first["category"], "DUPLICATE_IN_INPUT");
+            }
+            "UNKNOWN" => {
+                // The order exists, but no verified answer about it came back.
+                assert!(order.is_some(), "{r:?}");
+                assert_eq!(r["trx_state"], "", "{r:?}");
+                assert_eq!(r["provider_amount"], "", "{r:?}");
+                assert_eq!(r["difference"], "", "{r:?}");
+            }
             _ => {
                 let o = order.unwrap_or_else(|| panic!("no ledger order for {r:?}"));
                 assert_eq!(r["trx_state"], o.state, "{r:?}");
                 assert_eq!(r["order_no"], o.order_no, "{r:?}");
-                assert_eq!(
-                    r["provider_amount"],
-                    starpay_batch::domain::Centavos::new(o.trx_amount).to_string()
-                );
+                assert_eq!(r["provider_amount"], money(o.trx_amount));
                 assert_eq!(r["trx_date"], o.trx_date);
+                // difference = what Starpay has − what was expected, from the ledger.
+                if r["expected_amount"].is_empty() {
+                    assert_eq!(r["difference"], "", "{r:?}");
+                } else {
+                    let expected = centavos(&r["expected_amount"]);
+                    assert_eq!(r["difference"], money(o.trx_amount - expected), "{r:?}");
+                }
             }
         }
     }
+    assert_eq!(report[1]["difference"], "-1.00", "999.00 − 1,000.00");
+    assert_eq!(report[0]["difference"], "0.00");
     let summary = std::fs::read_to_string(dir.path().join("reports/eod-1-summary.csv")).unwrap();
     assert!(
         summary.contains("balance_start") && summary.contains("balance_end"),
@@ -180,10 +211,24 @@ async fn killed_twice_resumes_without_requerying_final_rows() {
     );
     let db = dir.path().join("big.db");
     let mut snapshots = Vec::new();
-    for wait in [2500u64, 2500] {
-        let child = spawn(vec!["run".into(), s(&job)]).await;
-        kill_after(child, Duration::from_millis(wait)).await;
+    // Each kill lands mid-work: it waits (bounded) until the store holds that many final rows,
+    // not for a fixed time, and the killed process had not exited by itself.
+    for at in [300usize, 900] {
+        let mut child = spawn(vec!["run".into(), s(&job)]).await;
+        let end = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < end
+            && final_rows_if_any(&db) < at
+            && child.try_wait().unwrap().is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let status = kill_after(child, Duration::ZERO).await;
+        assert_eq!(
+            status, None,
+            "killed while still running (kill at {at} rows)"
+        );
         snapshots.push(final_rows(&db));
+        assert!(snapshots.last().unwrap().len() < n, "killed before the end");
     }
     assert!(
         !snapshots[0].is_empty(),
@@ -216,6 +261,21 @@ async fn killed_twice_resumes_without_requerying_final_rows() {
 }
 
 /// recon row id → (checked_at, queries) for rows in a final category.
+/// How many rows are final, read-only (0 while the database or its tables do not exist yet).
+fn final_rows_if_any(db: &std::path::Path) -> usize {
+    let Ok(c) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    c.query_row(
+        "SELECT count(*) FROM recon_rows WHERE category IN ('MATCHED','AMOUNT_MISMATCH','STATE_MISMATCH','NOT_FOUND','REVERSED_AFTER_SUCCESS')",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map_or(0, |v| v as usize)
+}
+
 fn final_rows(db: &std::path::Path) -> HashMap<i64, (i64, i64)> {
     let c = rusqlite::Connection::open(db).unwrap();
     let mut stmt = c

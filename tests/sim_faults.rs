@@ -159,6 +159,83 @@ async fn signature_faults_and_string_responses() {
     h.shutdown().await;
 }
 
+/// `echo_wrong_msg_id` / `echo_wrong_amount`: the answer verifies with the platform key, but
+/// it names another msgId (and originalMsgId) or an amount one centavo off. `faults_on
+/// = payouts` leaves the balance (5.6) answer alone.
+#[tokio::test]
+async fn validly_signed_answers_with_a_wrong_echo() {
+    use starpay_batch::domain::Centavos;
+    use starpay_batch::server::sim::FaultScope;
+    let (h, c) = start(config()).await;
+    h.set_faults(FaultConfig {
+        echo_wrong_msg_id: 1.0,
+        faults_on: FaultScope::Payouts,
+        ..FaultConfig::default()
+    })
+    .unwrap();
+    // Verified (the client checks the platform signature), yet about another msgId.
+    let a = c
+        .disburse_instapay(&payout(DEMO, "EW1", "1234", 150))
+        .await
+        .unwrap();
+    let echoed = a.response.msg_id.clone().unwrap();
+    assert_ne!(echoed, "EW1");
+    assert_eq!(echoed.len(), 3);
+    assert!(
+        h.ledger().order("EW1").is_some(),
+        "the payout itself was processed"
+    );
+    let q = c.query_disbursement(&query("EWQ1", "EW1")).await.unwrap();
+    assert_ne!(q.response.msg_id.as_deref(), Some("EWQ1"));
+    assert_ne!(q.response.original_msg_id.as_deref(), Some("EW1"));
+    assert!(q.response.original_msg_id.is_some());
+    let rec = h
+        .requests()
+        .into_iter()
+        .find(|r| r.msg_id.as_deref() == Some("EWQ1"))
+        .unwrap();
+    assert_eq!(rec.fault.as_deref(), Some("echo_wrong_msg_id"));
+    // Out of scope: the balance answer is untouched.
+    let b = c.disbursement_balance(&balance_req("EWB1")).await.unwrap();
+    assert_eq!(b.response.msg_id.as_deref(), Some("EWB1"));
+
+    h.set_faults(FaultConfig {
+        echo_wrong_amount: 1.0,
+        ..FaultConfig::default()
+    })
+    .unwrap();
+    h.advance(5);
+    let q = c.query_disbursement(&query("EWQ2", "EW1")).await.unwrap();
+    assert_eq!(q.response.msg_id.as_deref(), Some("EWQ2"));
+    assert_eq!(q.response.original_msg_id.as_deref(), Some("EW1"));
+    assert_eq!(q.response.trx_amount, Some(Centavos::new(151)));
+    assert_eq!(h.ledger().order("EW1").unwrap().trx_amount, 150);
+    let a = c
+        .disburse_instapay(&payout(DEMO, "EW2", "1234", 200))
+        .await
+        .unwrap();
+    assert_eq!(a.response.msg_id.as_deref(), Some("EW2"));
+    if let Some(amount) = a.response.trx_amount {
+        assert_eq!(amount, Centavos::new(201));
+    }
+    // Seeded like every other fault: half of the answers, the same ones for the same seed.
+    h.set_faults(FaultConfig {
+        echo_wrong_msg_id: 0.5,
+        ..FaultConfig::default()
+    })
+    .unwrap();
+    let mut hits = 0;
+    for i in 0..20 {
+        let id = format!("EWB{i}X");
+        let b = c.disbursement_balance(&balance_req(&id)).await.unwrap();
+        if b.response.msg_id.as_deref() != Some(id.as_str()) {
+            hits += 1;
+        }
+    }
+    assert!((3..=17).contains(&hits), "{hits} of 20");
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn query_lag_answers_404_for_a_while() {
     let (h, c) = start(config()).await;

@@ -85,7 +85,14 @@ async fn failed_deliveries_are_retried_on_the_schedule() {
         .unwrap();
     h.advance(5);
     eventually("first attempt", || rx.count() == 1).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // No sleep-then-assert: deliveries go out one at a time in due order, so once a marker
+    // payout's notification (due now) has arrived, any retry due before it has been sent too.
+    let marker = Receiver::start(0).await;
+    c.disburse_instapay(&with_notify(payout(DEMO, "RTM1", "1234", 100), &marker.url))
+        .await
+        .unwrap();
+    h.advance(5);
+    eventually("marker delivered", || marker.count() == 1).await;
     assert_eq!(rx.count(), 1, "the retry waits 15 simulated seconds");
     h.advance(15);
     eventually("second attempt", || rx.count() == 2).await;
@@ -98,8 +105,14 @@ async fn failed_deliveries_are_retried_on_the_schedule() {
     })
     .await;
     h.advance(10_000);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A marker created now is due after anything the advance made due.
+    c.disburse_instapay(&with_notify(payout(DEMO, "RTM2", "1234", 100), &marker.url))
+        .await
+        .unwrap();
+    h.advance(5);
+    eventually("second marker delivered", || marker.count() == 2).await;
     assert_eq!(rx.count(), 3, "no delivery after a 200");
+    assert_eq!(h.ledger().order("RT1").unwrap().notifications.len(), 3);
     h.shutdown().await;
 }
 

@@ -93,18 +93,123 @@ platform_public_key = "{platform}"
     path
 }
 
+pub const CSV_HEADER: &str =
+    "reference,channel,account_no,account_name,middle_name,last_name,bank,amount,currency,note\n";
+
+/// The amount of generated row `i`: the CSV field as written (quoted when it holds a comma)
+/// and the centavos it means. Covers two decimals, one decimal, whole pesos, thousands with
+/// commas, and the InstaPay maximum 50,000.00 (rows 5, 505, …).
+pub fn amount_of(i: usize) -> (String, i64) {
+    let pesos = (100 + i % 900) as i64;
+    let cents = (i % 100) as i64;
+    match i % 10 {
+        5 if i % 500 == 5 => ("\"50,000.00\"".into(), 5_000_000),
+        1 => (
+            format!("{pesos}.{}", cents % 10),
+            pesos * 100 + (cents % 10) * 10,
+        ),
+        3 => (format!("{pesos}"), pesos * 100),
+        7 => {
+            let thousands = 1 + (i % 49) as i64;
+            (
+                format!("\"{thousands},{:03}.{cents:02}\"", pesos),
+                (thousands * 1000 + pesos) * 100 + cents,
+            )
+        }
+        _ => (format!("{pesos}.{cents:02}"), pesos * 100 + cents),
+    }
+}
+
 /// `n` valid rows; account numbers are unique per row (so the ledger can be matched to rows)
-/// and end in `suffix(i)` (the simulator's scenario table).
+/// and end in `suffix(i)` (the simulator's scenario table); amounts from `amount_of`.
 pub fn write_csv(path: &Path, n: usize, suffix: impl Fn(usize) -> &'static str) {
-    let mut s = String::from("reference,channel,account_no,account_name,middle_name,last_name,bank,amount,currency,note\n");
+    write_csv_with(path, n, "REF-", "", suffix)
+}
+
+/// Same, with a reference prefix and an account prefix (for several files on one simulator).
+pub fn write_csv_with(
+    path: &Path,
+    n: usize,
+    ref_prefix: &str,
+    acct_prefix: &str,
+    suffix: impl Fn(usize) -> &'static str,
+) {
+    let mut s = String::from(CSV_HEADER);
     for i in 0..n {
-        let acct = format!("{:06}{}", i, suffix(i));
-        let amount = format!("{}.{:02}", 100 + i % 900, i % 100);
+        let acct = format!("{acct_prefix}{:06}{}", i, suffix(i));
+        let (amount, _) = amount_of(i);
         s.push_str(&format!(
-            "REF-{i:06},instapay,{acct},Juan,Santos,Dela Cruz,GCash,{amount},PHP,row {i}\n"
+            "{ref_prefix}{i:06},instapay,{acct},Juan,Santos,Dela Cruz,GCash,{amount},PHP,row {i}\n"
         ));
     }
     std::fs::write(path, s).unwrap();
+}
+
+/// Centavos of a report or summary amount (`1234.50`; commas tolerated).
+pub fn centavos(text: &str) -> i64 {
+    starpay_batch::domain::Centavos::parse_php(&text.replace(',', ""))
+        .unwrap_or_else(|e| panic!("amount {text:?}: {e:?}"))
+        .get()
+}
+
+/// The summary CSV as state → (count, total centavos), read by header name.
+pub fn read_summary(path: &Path) -> HashMap<String, (u64, i64)> {
+    read_report(path)
+        .into_iter()
+        .map(|r| {
+            let total = r
+                .get("total")
+                .or_else(|| r.get("amount"))
+                .cloned()
+                .unwrap_or_default();
+            (
+                r["state"].clone(),
+                (r["count"].parse().unwrap(), centavos(&total)),
+            )
+        })
+        .collect()
+}
+
+/// Waits (real time, polling every 50 ms, at most `bound`) until `f` holds; panics naming
+/// `what` otherwise. The bound is generous: it only stops a broken test from hanging.
+pub async fn eventually(what: &str, bound: Duration, mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + bound;
+    while std::time::Instant::now() < end {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(f(), "timed out after {bound:?} waiting for: {what}");
+}
+
+/// Resolve settings like `FAST_RESOLVE` with another deadline and AB0x hold.
+pub fn resolve_with(deadline_secs: u64, ab_hold_secs: u64) -> String {
+    FAST_RESOLVE
+        .replace(
+            "deadline_secs = 60",
+            &format!("deadline_secs = {deadline_secs}"),
+        )
+        .replace(
+            "ab_hold_secs = 2",
+            &format!("ab_hold_secs = {ab_hold_secs}"),
+        )
+}
+
+/// Create requests (5.2) in the simulator's log, in arrival order.
+pub fn sends(sim: &SimHandle) -> Vec<starpay_batch::server::sim::RequestRecord> {
+    sim.requests()
+        .into_iter()
+        .filter(|q| q.path.ends_with("/v1/disburse"))
+        .collect()
+}
+
+/// Queries (5.4) in the simulator's log, in arrival order.
+pub fn queries(sim: &SimHandle) -> Vec<starpay_batch::server::sim::RequestRecord> {
+    sim.requests()
+        .into_iter()
+        .filter(|q| q.path.ends_with("/v1/disburse/query"))
+        .collect()
 }
 
 pub fn bin() -> Command {
@@ -128,6 +233,37 @@ pub async fn run(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || bin().args(&args).stdin(Stdio::null()).output().unwrap())
         .await
         .unwrap()
+}
+
+/// Spawns the binary with stdout and stderr piped (read them with `wait_output`).
+pub async fn spawn_piped(args: Vec<String>) -> Child {
+    tokio::task::spawn_blocking(move || {
+        bin()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits for a spawned child off the async threads.
+pub async fn wait_output(child: Child) -> Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Sends SIGINT (Ctrl-C) to a child process by its id.
+pub fn sigint(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -INT {}", child.id());
 }
 
 pub async fn spawn(args: Vec<String>) -> Child {

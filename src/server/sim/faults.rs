@@ -44,6 +44,17 @@ pub struct FaultConfig {
     pub unsigned: f64,
     /// `response` is sent as a JSON string holding the object.
     pub response_as_string: f64,
+    /// The answer is validly signed but echoes a different `msgId` (and `originalMsgId` on a
+    /// query answer) than the request carried: an answer about another payout.
+    pub echo_wrong_msg_id: f64,
+    /// The answer is validly signed but echoes a `trxAmount` one centavo above the real one.
+    pub echo_wrong_amount: f64,
+    /// Which requests the per-request faults (`reset_before`, `http_502`, `rate_406`,
+    /// `commit_then_drop`, `hang`, `bad_signature`, `unsigned`, `response_as_string`,
+    /// `echo_wrong_msg_id`, `echo_wrong_amount`) may hit: every request (default), payout
+    /// sends and queries only, or payout sends only, so a runner's pre-flight (5.1, 5.6) or its
+    /// queries still get through.
+    pub faults_on: FaultScope,
     /// A committed payout answers `404` to queries for `query_lag_secs` simulated seconds.
     pub query_lag: f64,
     pub query_lag_secs: u64,
@@ -77,6 +88,9 @@ impl Default for FaultConfig {
             bad_signature: 0.0,
             unsigned: 0.0,
             response_as_string: 0.0,
+            echo_wrong_msg_id: 0.0,
+            echo_wrong_amount: 0.0,
+            faults_on: FaultScope::All,
             query_lag: 0.0,
             query_lag_secs: 10,
             payout_fail: 0.0,
@@ -86,6 +100,32 @@ impl Default for FaultConfig {
             notify_delay_secs: 30,
             notify_reorder: 0.0,
             notify_lost: 0.0,
+        }
+    }
+}
+
+/// The requests the per-request faults apply to (`faults_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultScope {
+    /// Every request.
+    #[default]
+    All,
+    /// Payout sends (5.2, 5.3, 5.8, 5.9) and payout queries (5.4).
+    Payouts,
+    /// Payout sends only (5.2, 5.3, 5.8, 5.9).
+    Sends,
+}
+
+impl FaultScope {
+    /// Whether a request for the operation `section` (reference numbering; `None` when the
+    /// (path, service) pair is unknown) is in scope.
+    pub fn covers(self, section: Option<&str>) -> bool {
+        let send = matches!(section, Some("5.2" | "5.3" | "5.8" | "5.9"));
+        match self {
+            FaultScope::All => true,
+            FaultScope::Payouts => send || section == Some("5.4"),
+            FaultScope::Sends => send,
         }
     }
 }
@@ -118,13 +158,24 @@ impl FaultConfig {
                 setting: setting.to_string(),
                 source,
             })?;
-        let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {}", value.trim()))
-            .map_err(|source| FaultConfigError::Invalid {
-                setting: setting.to_string(),
-                source,
-            })?
-            .remove("v")
-            .ok_or_else(|| FaultConfigError::Syntax(setting.to_string()))?;
+        let word = value.trim();
+        let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {word}")) {
+            Ok(mut t) => t
+                .remove("v")
+                .ok_or_else(|| FaultConfigError::Syntax(setting.to_string()))?,
+            // A bare word is a string (`answer_faults_on=payouts`).
+            Err(_)
+                if !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
+            {
+                toml::Value::String(word.to_string())
+            }
+            Err(source) => {
+                return Err(FaultConfigError::Invalid {
+                    setting: setting.to_string(),
+                    source,
+                })
+            }
+        };
         // Integers are fine where floats are expected (`hang=1`).
         let value = match (table.get(key.trim()), value) {
             (Some(toml::Value::Float(_)), toml::Value::Integer(i)) => toml::Value::Float(i as f64),
@@ -152,6 +203,8 @@ impl FaultConfig {
             ("bad_signature", self.bad_signature),
             ("unsigned", self.unsigned),
             ("response_as_string", self.response_as_string),
+            ("echo_wrong_msg_id", self.echo_wrong_msg_id),
+            ("echo_wrong_amount", self.echo_wrong_amount),
             ("query_lag", self.query_lag),
             ("payout_fail", self.payout_fail),
             ("late_reversal", self.late_reversal),
@@ -319,6 +372,29 @@ mod tests {
     }
 
     #[test]
+    fn scopes() {
+        for (scope, sections) in [
+            (
+                FaultScope::All,
+                ["5.1", "5.2", "5.4", "5.6", "6.1"].as_slice(),
+            ),
+            (
+                FaultScope::Payouts,
+                ["5.2", "5.3", "5.4", "5.8", "5.9"].as_slice(),
+            ),
+            (FaultScope::Sends, ["5.2", "5.3", "5.8", "5.9"].as_slice()),
+        ] {
+            for s in sections {
+                assert!(scope.covers(Some(s)), "{scope:?} {s}");
+            }
+        }
+        assert!(!FaultScope::Payouts.covers(Some("5.6")));
+        assert!(!FaultScope::Payouts.covers(None));
+        assert!(!FaultScope::Sends.covers(Some("5.4")));
+        assert!(FaultScope::All.covers(None));
+    }
+
+    #[test]
     fn set_parses_key_value() {
         let mut f = FaultConfig::default();
         f.set("hang=1").unwrap();
@@ -327,6 +403,15 @@ mod tests {
         assert_eq!(f.hang_secs, 3);
         f.set("notify_lost=0.25").unwrap();
         assert_eq!(f.notify_lost, 0.25);
+        f.set("faults_on=payouts").unwrap();
+        assert_eq!(f.faults_on, FaultScope::Payouts);
+        f.set("faults_on=sends").unwrap();
+        assert_eq!(f.faults_on, FaultScope::Sends);
+        f.set("faults_on=\"all\"").unwrap();
+        assert_eq!(f.faults_on, FaultScope::All);
+        assert!(f.set("faults_on=some").is_err());
+        f.set("echo_wrong_amount=0.5").unwrap();
+        assert_eq!(f.echo_wrong_amount, 0.5);
         assert!(f.set("nope=1").is_err());
         assert!(f.set("hang=2").is_err());
         assert!(f.set("hang").is_err());

@@ -179,6 +179,7 @@ fn record_simple(shared: &Shared, seq: u64, method: &str, path: &str, code: &str
         code: Some(code.into()),
         http_status: Some(status),
         fault: None,
+        request_sha256: None,
     });
 }
 
@@ -205,6 +206,10 @@ struct Ctx {
     key: String,
     /// How many requests carried this msgId before this one.
     occurrence: u32,
+    /// The operation (reference numbering), once the (path, service) pair is known.
+    section: Option<&'static str>,
+    /// Hex SHA-256 of the `request` bytes as received.
+    request_sha256: Option<String>,
 }
 
 /// Error answer: the first four members shared by every response layout.
@@ -273,6 +278,7 @@ async fn api(
         code: None,
         http_status: None,
         fault: None,
+        request_sha256: ctx.request_sha256.clone(),
     };
     let latency = faults::latency_ms(seed, f, &ctx.key);
     let mut shutdown = shared.shutdown.clone();
@@ -305,8 +311,9 @@ async fn api(
                 sleep_ms(latency, &mut shutdown).await;
                 return Err(DropConnection(reason));
             }
-            let hang = faults::roll(seed, "hang", &ctx.key, f.hang);
-            let (wire, fault) = frame(&shared, &tunables, &ctx.key, &payload);
+            let hang =
+                f.faults_on.covers(ctx.section) && faults::roll(seed, "hang", &ctx.key, f.hang);
+            let (wire, fault) = frame(&shared, &tunables, &ctx, &payload);
             record.fault = if hang { Some("hang".into()) } else { fault };
             record.http_status = Some(200);
             shared.record(record);
@@ -335,12 +342,43 @@ async fn sleep_ms(ms: u64, shutdown: &mut tokio::sync::watch::Receiver<bool>) ->
 }
 
 /// Signs the payload and frames the envelope, applying the response-side faults.
-fn frame(shared: &Shared, t: &Tunables, key: &str, payload: &[u8]) -> (Vec<u8>, Option<String>) {
+fn frame(shared: &Shared, t: &Tunables, ctx: &Ctx, payload: &[u8]) -> (Vec<u8>, Option<String>) {
     let f = &t.faults;
+    let key = ctx.key.as_str();
+    let in_scope = f.faults_on.covers(ctx.section);
     let as_string = shared.config.response_as_string
-        || faults::roll(t.seed, "response_as_string", key, f.response_as_string);
-    let unsigned = faults::roll(t.seed, "unsigned", key, f.unsigned);
-    let bad = !unsigned && faults::roll(t.seed, "bad_signature", key, f.bad_signature);
+        || (in_scope && faults::roll(t.seed, "response_as_string", key, f.response_as_string));
+    let unsigned = in_scope && faults::roll(t.seed, "unsigned", key, f.unsigned);
+    let bad = in_scope && !unsigned && faults::roll(t.seed, "bad_signature", key, f.bad_signature);
+    // A validly signed answer about another payout: the echo fields are changed before signing.
+    let wrong_id = in_scope
+        && !unsigned
+        && !bad
+        && faults::roll(t.seed, "echo_wrong_msg_id", key, f.echo_wrong_msg_id);
+    let wrong_amount = in_scope
+        && !unsigned
+        && !bad
+        && !wrong_id
+        && faults::roll(t.seed, "echo_wrong_amount", key, f.echo_wrong_amount);
+    let mut echo_fault = None;
+    let changed;
+    let payload: &[u8] = if wrong_id || wrong_amount {
+        match change_echo(payload, wrong_id) {
+            Some(p) => {
+                echo_fault = Some(if wrong_id {
+                    "echo_wrong_msg_id"
+                } else {
+                    "echo_wrong_amount"
+                });
+                changed = p;
+                &changed
+            }
+            // Nothing to change (no msgId / no trxAmount in this answer): sent as it is.
+            None => payload,
+        }
+    } else {
+        payload
+    };
     let value: Vec<u8> = if as_string {
         let text = String::from_utf8_lossy(payload);
         serde_json::to_vec(&text).unwrap_or_default()
@@ -365,12 +403,48 @@ fn frame(shared: &Shared, t: &Tunables, key: &str, payload: &[u8]) -> (Vec<u8>, 
     }
     let fault = if bad {
         Some("bad_signature".into())
+    } else if let Some(name) = echo_fault {
+        Some(name.into())
     } else if as_string && !shared.config.response_as_string {
         Some("response_as_string".into())
     } else {
         None
     };
     (sign::envelope_bytes("response", &value, &signature), fault)
+}
+
+/// The payload with `msgId` (and `originalMsgId`, if present) changed to another valid msgId,
+/// or `trxAmount` one centavo higher; field order kept. `None` if the field is absent.
+fn change_echo(payload: &[u8], msg_id: bool) -> Option<Vec<u8>> {
+    let mut map: Map<String, Value> = serde_json::from_slice(payload).ok()?;
+    let mut changed = false;
+    if msg_id {
+        for k in ["msgId", "originalMsgId"] {
+            if let Some(Value::String(s)) = map.get_mut(k) {
+                // Same length and alphabet, different last character.
+                let last = if s.ends_with('X') { 'Y' } else { 'X' };
+                s.pop();
+                s.push(last);
+                changed = true;
+            }
+        }
+    } else {
+        match map.get_mut("trxAmount") {
+            Some(Value::Number(n)) => {
+                *n = (n.as_i64()? + 1).into();
+                changed = true;
+            }
+            Some(Value::String(s)) => {
+                *s = (s.parse::<i64>().ok()? + 1).to_string();
+                changed = true;
+            }
+            _ => {}
+        }
+    }
+    if !changed {
+        return None;
+    }
+    serde_json::to_vec(&map).ok()
 }
 
 /// Changes one Base64 character so the signature stays well-formed but does not verify.
@@ -402,23 +476,36 @@ fn process(shared: &Shared, t: &Tunables, rel: &str, body: &[u8], ctx: &mut Ctx)
         let map: Map<String, Value> = serde_json::from_str(&split.signed_text).ok()?;
         Some((split, map))
     });
-    if let Some((_, map)) = &parsed {
+    if let Some((split, map)) = &parsed {
+        use sha2::Digest as _;
+        ctx.request_sha256 = Some(
+            sha2::Sha256::digest(split.signed_text.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        );
         ctx.mch_id = map.get("mchId").and_then(Value::as_str).map(str::to_string);
         ctx.msg_id = map.get("msgId").and_then(Value::as_str).map(str::to_string);
         ctx.service = map
             .get("service")
             .and_then(Value::as_str)
             .map(str::to_string);
+        ctx.section = ctx
+            .service
+            .as_deref()
+            .and_then(|s| model::find_route(rel, s))
+            .map(|r| r.section);
     }
     if let (Some(m), Some(id)) = (&ctx.mch_id, &ctx.msg_id) {
         ctx.occurrence = shared.state().note_seen(m, id);
         ctx.key = format!("{m}/{id}#{}", ctx.occurrence);
     }
     let f: &FaultConfig = &t.faults;
-    if faults::roll(t.seed, "reset_before", &ctx.key, f.reset_before) {
+    let in_scope = f.faults_on.covers(ctx.section);
+    if in_scope && faults::roll(t.seed, "reset_before", &ctx.key, f.reset_before) {
         return Outcome::Reset;
     }
-    if faults::roll(t.seed, "http_502", &ctx.key, f.http_502) {
+    if in_scope && faults::roll(t.seed, "http_502", &ctx.key, f.http_502) {
         return Outcome::BadGateway;
     }
     // `split_envelope` reports a non-string signature as absent; only then tell "missing"
@@ -432,11 +519,7 @@ fn process(shared: &Shared, t: &Tunables, rel: &str, body: &[u8], ctx: &mut Ctx)
     };
 
     // Step 2: known merchant.
-    let Some(key) = ctx
-        .mch_id
-        .as_ref()
-        .and_then(|m| shared.merchant_keys.get(m))
-    else {
+    let Some(key) = ctx.mch_id.as_ref().and_then(|m| shared.merchant_key(m)) else {
         return error_outcome(ctx, "410", "Configuration error");
     };
     // Step 3: a signature of the key's length.
@@ -484,7 +567,7 @@ fn process(shared: &Shared, t: &Tunables, rel: &str, body: &[u8], ctx: &mut Ctx)
     let acct_no = map.get("acctNo").and_then(Value::as_str).unwrap_or("");
     let first_0900 = acct_no.ends_with("0900") && ctx.occurrence == 0 && is_create(route.section);
     if !shared.take_token(&mch_id, t.rate_limit_per_sec, t.rate_limit_burst)
-        || faults::roll(t.seed, "rate_406", &ctx.key, f.rate_406)
+        || (in_scope && faults::roll(t.seed, "rate_406", &ctx.key, f.rate_406))
         || first_0900
     {
         return error_outcome(ctx, "406", "Requests are too frequent");
@@ -851,7 +934,9 @@ fn business(
             };
             let drop = if acct_no.ends_with("0800") {
                 Some("commit_then_drop (acctNo 0800)")
-            } else if faults::roll(t.seed, "commit_then_drop", &ctx.key, f.commit_then_drop) {
+            } else if f.faults_on.covers(ctx.section)
+                && faults::roll(t.seed, "commit_then_drop", &ctx.key, f.commit_then_drop)
+            {
                 Some("commit_then_drop")
             } else {
                 None
@@ -977,8 +1062,9 @@ fn business(
                 trx_amount: Some(o.trx_amount),
                 trx_state: Some(o.state.clone()),
             };
-            let drop = faults::roll(t.seed, "commit_then_drop", &ctx.key, f.commit_then_drop)
-                .then_some("commit_then_drop");
+            let drop = (f.faults_on.covers(ctx.section)
+                && faults::roll(t.seed, "commit_then_drop", &ctx.key, f.commit_then_drop))
+            .then_some("commit_then_drop");
             match ok_outcome(&response) {
                 Outcome::Answer { payload, code, .. } => Outcome::Answer {
                     payload,

@@ -34,7 +34,7 @@ use crate::domain::Centavos;
 use crate::starpay::model::Bank;
 use crate::starpay::sign::{self, KeyError, PrivateKey, PublicKey};
 
-pub use faults::FaultConfig;
+pub use faults::{FaultConfig, FaultScope};
 pub use state::{BalanceSnapshot, MerchantStatus, NotificationAttempt, StateChange, StaticQr};
 
 use state::{Delays, MerchantState, State};
@@ -463,6 +463,10 @@ pub struct RequestRecord {
     /// Fault applied, if any (`commit_then_drop`, `http_502`, `hang`, …).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fault: Option<String>,
+    /// Lower-case hex SHA-256 of the `request` bytes exactly as received (the signed text),
+    /// so a test can tell a resend of the same bytes from a rebuilt request.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request_sha256: Option<String>,
 }
 
 /// One order in the ledger (`GET /_sim/ledger`).
@@ -515,7 +519,8 @@ pub(crate) struct Shared {
     /// Wall-clock instant of simulated time 0 (the state holds the same value).
     pub base_utc: chrono::DateTime<chrono::Utc>,
     pub platform_key: PrivateKey,
-    pub merchant_keys: HashMap<String, PublicKey>,
+    /// Each merchant's public key; replaceable at run time (`SimHandle::set_merchant_key`).
+    pub merchant_keys: Mutex<HashMap<String, Arc<PublicKey>>>,
     pub banks: Vec<Bank>,
     state: Mutex<State>,
     tunables: Mutex<Tunables>,
@@ -566,6 +571,11 @@ impl Shared {
             .entry(mch_id.to_string())
             .or_insert_with(|| faults::TokenBucket::new(burst, now))
             .try_take(rate, burst, now)
+    }
+
+    /// The key that verifies `mch_id`'s requests now.
+    pub fn merchant_key(&self, mch_id: &str) -> Option<Arc<PublicKey>> {
+        relock(&self.merchant_keys).get(mch_id).cloned()
     }
 
     pub fn record(&self, r: RequestRecord) {
@@ -660,7 +670,7 @@ impl Simulator {
         .map_err(SimError::PlatformKey)?;
         let mut merchant_keys = HashMap::new();
         for m in &config.merchants {
-            merchant_keys.insert(m.mch_id.clone(), m.load_key()?);
+            merchant_keys.insert(m.mch_id.clone(), Arc::new(m.load_key()?));
         }
         let banks = match &config.banks_file {
             None => parse_banks(DEFAULT_BANKS_CSV, "samples/banks.csv")?,
@@ -689,7 +699,7 @@ impl Simulator {
             clock: SimClock::new(),
             base_utc,
             platform_key,
-            merchant_keys,
+            merchant_keys: Mutex::new(merchant_keys),
             banks,
             state: Mutex::new(state),
             buckets: Mutex::new(HashMap::new()),
@@ -819,6 +829,19 @@ impl SimHandle {
         status: MerchantStatus,
     ) -> Result<(), state::ControlError> {
         self.shared.state().set_merchant_status(mch_id, status)
+    }
+
+    /// Replaces the public key the simulator verifies a merchant's requests with (a key
+    /// rotated on the Starpay side: the runner's requests then answer `402`).
+    pub fn set_merchant_key(&self, mch_id: &str, key: PublicKey) -> Result<(), SimError> {
+        let mut keys = relock(&self.shared.merchant_keys);
+        match keys.get_mut(mch_id) {
+            Some(k) => {
+                *k = Arc::new(key);
+                Ok(())
+            }
+            None => Err(SimError::Invalid(format!("unknown merchant {mch_id}"))),
+        }
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded), stops the notifier.

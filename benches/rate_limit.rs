@@ -1,0 +1,128 @@
+//! How close the payout runner gets to its configured request rate (issue 4 acceptance 4, the
+//! speed half; the hard rule "no one-second window above rate + burst" is the test
+//! `rate_limit_short` in tests/payout_jobs.rs). Prints figures; never fails on a slow machine,
+//! but exits 1 without a rate when the run does not finish with every row SUCCESS.
+//!
+//! `cargo bench --bench rate_limit` (200 rows at 20 req/s, about 20 s;
+//! `RATE_BENCH_ROWS=1000` for a longer run).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use starpay_batch::server::sim::{SimConfig, Simulator};
+
+const RATE: u64 = 20;
+const BURST: u64 = 20;
+
+async fn one(rows: usize) -> Result<(usize, f64, f64, usize), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let input = dir.path().join("rate.csv");
+    let mut csv = String::from(
+        "reference,channel,account_no,account_name,middle_name,last_name,bank,amount,currency,note\n",
+    );
+    for i in 0..rows {
+        csv.push_str(&format!(
+            "RATE-{i:06},instapay,{i:06}4321,Juan,Santos,Dela Cruz,GCash,{}.{:02},PHP,row {i}\n",
+            100 + i % 900,
+            i % 100
+        ));
+    }
+    std::fs::write(&input, csv).map_err(|e| format!("input: {e}"))?;
+    let sim = Simulator::start(SimConfig {
+        seed: 21,
+        settle_delay_ms: 0,
+        settle_jitter_ms: 0,
+        rate_limit_per_sec: 0.0,
+        ..SimConfig::default()
+    })
+    .await
+    .map_err(|e| format!("simulator: {e}"))?;
+    let keys = root.join("samples/keys");
+    let job = dir.path().join("rate.toml");
+    let text = format!(
+        "kind = \"payout\"\ninput = \"{}\"\ndatabase = \"{}\"\nreports_dir = \"{}\"\n\n[starpay]\nendpoint = \"{}\"\nmch_id = \"101510000001\"\nprivate_key = \"{}\"\nplatform_public_key = \"{}\"\n\n[limits]\nrequests_per_second = {RATE}\nburst = {BURST}\nconcurrency = 8\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2\n\n[resolve]\npoll_schedule_secs = [1]\npoll_interval_secs = 1\nnot_found_window_secs = 1\nnot_found_queries = 3\ndeadline_secs = 600\n",
+        input.display(),
+        dir.path().join("rate.db").display(),
+        dir.path().join("reports").display(),
+        sim.base_url(),
+        keys.join("TEST-ONLY-demo-merchant-private.pem").display(),
+        keys.join("TEST-ONLY-sim-platform-public.pem").display(),
+    );
+    std::fs::write(&job, text).map_err(|e| format!("job file: {e}"))?;
+    let job_s = job.display().to_string();
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_starpay-batch"))
+            .args(["run", &job_s])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+    })
+    .await
+    .map_err(|e| format!("join: {e}"))?
+    .map_err(|e| format!("cannot run the runner: {e}"))?;
+    let times: Vec<u64> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/v1/"))
+        .map(|r| r.arrival_ms)
+        .collect();
+    sim.shutdown().await;
+    if !status.success() {
+        return Err(format!(
+            "the run exited with {status} (every row should be SUCCESS)"
+        ));
+    }
+    if times.len() < 2 {
+        return Err(format!("only {} requests", times.len()));
+    }
+    let mut max_window = 0;
+    let mut j = 0;
+    for i in 0..times.len() {
+        while times[j] + 1000 <= times[i] {
+            j += 1;
+        }
+        max_window = max_window.max(i - j + 1);
+    }
+    let span_s = (times[times.len() - 1] - times[0]) as f64 / 1000.0;
+    let achieved = (times.len() - 1) as f64 / span_s.max(0.001);
+    Ok((times.len(), span_s, achieved, max_window))
+}
+
+fn main() {
+    let rows: usize = std::env::var("RATE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("no runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    match runtime.block_on(one(rows)) {
+        Ok((requests, span_s, achieved, max_window)) => {
+            println!(
+                "rate_limit: {rows} payout rows, requests_per_second = {RATE}, burst = {BURST}"
+            );
+            println!("  signed requests (sends + queries): {requests} over {span_s:.1} s");
+            println!(
+                "  achieved: {achieved:.2} req/s = {:.0}% of the configured rate (target >= 90%)",
+                100.0 * achieved / RATE as f64
+            );
+            println!(
+                "  busiest one-second window: {max_window} (hard limit rate + burst = {})",
+                RATE + BURST
+            );
+        }
+        Err(why) => {
+            eprintln!("rate_limit: FAILED: {why}");
+            std::process::exit(1);
+        }
+    }
+}
