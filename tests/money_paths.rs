@@ -112,6 +112,16 @@ async fn no_row_final_from(
         assert!(matches!(o.state.as_str(), "SUCCESS" | "FAIL"), "{o:?}");
     }
 
+    if name == "echo_wrong_amount" {
+        // A verified answer about our payout with another amount is a stop sign (issue 8):
+        // every row went to NEEDS_ATTENTION at once, naming both amounts, and none took the
+        // answer's state. A human settles them; nothing is left for a resumed run.
+        for r in &report {
+            assert_eq!(r["state"], "NEEDS_ATTENTION", "{r:?}");
+            assert!(r["message"].contains("AMOUNT_MISMATCH"), "{r:?}");
+        }
+        return;
+    }
     sim.set_faults(some).unwrap();
     let before = sim.requests().len();
     let job = write_job(dir, name, sim, &input, LIMITS, &resolve_with(40, 2));
@@ -119,25 +129,8 @@ async fn no_row_final_from(
     let report = report_of(dir, name, 1);
     assert_eq!(report.len(), 6);
     let ledger = sim.ledger();
-    if name == "echo_wrong_amount" {
-        // A verified answer naming another amount may also send the row to NEEDS_ATTENTION
-        // (issue 8); it never makes it final with that answer's state.
-        assert!(
-            matches!(out.status.code(), Some(2) | Some(3)),
-            "{}",
-            show(&out)
-        );
-        let decided: Vec<_> = report
-            .iter()
-            .filter(|r| r["state"] != "NEEDS_ATTENTION")
-            .cloned()
-            .collect();
-        assert_rows_match_ledger(&decided, &ledger);
-        assert!(decided.iter().all(|r| FINAL.contains(&r["state"].as_str())));
-    } else {
-        assert_eq!(out.status.code(), Some(2), "0401 fails\n{}", show(&out));
-        assert_rows_match_ledger(&report, &ledger);
-    }
+    assert_eq!(out.status.code(), Some(2), "0401 fails\n{}", show(&out));
+    assert_rows_match_ledger(&report, &ledger);
     // Seeded per request: how many answers of this resolving run were hit (not asserted: a
     // handful of draws at 0.5 can all miss).
     let hits = sim.requests()[before..]
