@@ -111,6 +111,88 @@ impl fmt::Debug for PayoutRow {
 
 pub use crate::logging::mask_account;
 
+/// Longest text kept of one field of a rejected line (the report shows it; the error message
+/// already names the rule).
+pub const REJECTED_FIELD_MAX_CHARS: usize = 256;
+
+/// A line that failed validation, with every field as it was written (decoded lossily,
+/// trimmed, cut at [`REJECTED_FIELD_MAX_CHARS`]), so `--skip-invalid` can keep it in the
+/// report (issue 8, defect 7). `amount` is set only when the amount text parses as a
+/// non-negative PHP amount (`"12.345"` does not; `"60000"` over the InstaPay cap does).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RejectedLine {
+    pub line: u64,
+    pub reference: String,
+    pub channel: String,
+    pub account_no: String,
+    pub account_name: String,
+    pub middle_name: String,
+    pub last_name: String,
+    pub bank: String,
+    pub amount_text: String,
+    pub amount: Option<Centavos>,
+    pub currency: String,
+    pub note: String,
+}
+
+/// Hand-written so a full account number never reaches a log (STYLE.md §9).
+impl fmt::Debug for RejectedLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RejectedLine")
+            .field("line", &self.line)
+            .field("reference", &self.reference)
+            .field("channel", &self.channel)
+            .field("account_no", &mask_account(&self.account_no))
+            .field("amount_text", &self.amount_text)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RejectedLine {
+    fn from_record(header: &Columns, rec: &RawRecord) -> RejectedLine {
+        let raw = |c: Col| -> String {
+            let Some(Some(i)) = header.index.get(c as usize) else {
+                return String::new();
+            };
+            match rec.fields.get(*i) {
+                Some(super::RawField::Bytes(b)) => {
+                    let t = String::from_utf8_lossy(b);
+                    let t = t.trim();
+                    if t.chars().count() > REJECTED_FIELD_MAX_CHARS {
+                        let mut cut: String = t.chars().take(REJECTED_FIELD_MAX_CHARS).collect();
+                        cut.push('…');
+                        cut
+                    } else {
+                        t.to_string()
+                    }
+                }
+                Some(super::RawField::TooLarge) => {
+                    format!("[field over {} bytes]", super::MAX_FIELD_BYTES)
+                }
+                None => String::new(),
+            }
+        };
+        let amount_text = raw(Col::Amount);
+        let amount = Centavos::parse_php(&amount_text)
+            .ok()
+            .filter(|a| a.get() >= 0);
+        RejectedLine {
+            line: rec.line,
+            reference: raw(Col::Reference),
+            channel: raw(Col::Channel),
+            account_no: raw(Col::AccountNo),
+            account_name: raw(Col::AccountName),
+            middle_name: raw(Col::MiddleName),
+            last_name: raw(Col::LastName),
+            bank: raw(Col::Bank),
+            amount_text,
+            amount,
+            currency: raw(Col::Currency),
+            note: raw(Col::Note),
+        }
+    }
+}
+
 /// What the caller knows that the file does not.
 #[derive(Default, Clone, Copy)]
 pub struct ValidationOptions<'a> {
@@ -138,6 +220,8 @@ pub struct PayoutFile {
     pub errors: Vec<InputError>,
     /// Errors found beyond the cap (counted, not kept).
     pub errors_omitted: usize,
+    /// The invalid lines with their fields, in file order, at most [`super::MAX_ERRORS`].
+    pub rejected: Vec<RejectedLine>,
     /// Sum of the valid rows' amounts.
     pub total: Centavos,
     /// Lower-case hex SHA-256 of the file's bytes.
@@ -228,6 +312,7 @@ pub fn read_payouts(path: &Path, opts: &ValidationOptions) -> Result<PayoutFile,
         opts,
         seen: HashMap::new(),
         errors: ErrorList::default(),
+        rejected: Vec::new(),
     };
     let mut rows = Vec::new();
     let mut total = Centavos::ZERO;
@@ -251,6 +336,7 @@ pub fn read_payouts(path: &Path, opts: &ValidationOptions) -> Result<PayoutFile,
         rows,
         errors: v.errors.errors,
         errors_omitted: v.errors.omitted,
+        rejected: v.rejected,
         total,
         sha256: reader.into_inner().hex_digest(),
     })
@@ -262,6 +348,7 @@ struct Validator<'o, 'a> {
     /// reference → first line it appeared on.
     seen: HashMap<String, u64>,
     errors: ErrorList,
+    rejected: Vec<RejectedLine>,
 }
 
 impl Validator<'_, '_> {
@@ -279,6 +366,7 @@ impl Validator<'_, '_> {
                 },
             ));
             self.flush(line, errs);
+            self.reject(header, rec);
             return None;
         }
 
@@ -386,6 +474,7 @@ impl Validator<'_, '_> {
 
         if !errs.is_empty() {
             self.flush(line, errs);
+            self.reject(header, rec);
             return None;
         }
         Some(PayoutRow {
@@ -400,6 +489,13 @@ impl Validator<'_, '_> {
             amount: amount?,
             note: note.filter(|n| !n.is_empty()),
         })
+    }
+
+    /// Keeps the invalid line's fields (bounded like the error list).
+    fn reject(&mut self, header: &Columns, rec: &RawRecord) {
+        if self.rejected.len() < super::MAX_ERRORS {
+            self.rejected.push(RejectedLine::from_record(header, rec));
+        }
     }
 
     fn flush(&mut self, line: u64, errs: Vec<(Option<Col>, Rule)>) {

@@ -21,6 +21,7 @@ pub mod recon;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_recon.sql"),
+    include_str!("../../migrations/0004_report_truth.sql"),
 ];
 /// Bound of the command queue to the writer thread.
 const QUEUE_CAPACITY: usize = 1024;
@@ -243,6 +244,17 @@ pub struct NewRow {
     /// `Rejected` for rows skipped by `--skip-invalid`, else `New`.
     pub state: RowState,
     pub message: Option<String>,
+    /// Raw text of a rejected line's fields that have no typed column (migration 0004).
+    pub raw: RawFields,
+}
+
+/// Raw text of the fields of a rejected input line that do not fit a typed column: a channel
+/// we do not know, an amount that does not parse (`"12.345"`), the currency. `None` on valid rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawFields {
+    pub channel: Option<String>,
+    pub amount: Option<String>,
+    pub currency: Option<String>,
 }
 
 /// A row as stored, with its current attempt.
@@ -279,6 +291,7 @@ pub struct RowRecord {
     pub query_count: i64,
     /// Sends over all attempts of the row.
     pub sends: i64,
+    pub raw: RawFields,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,8 +421,9 @@ pub fn create_run(
     {
         let mut stmt = tx.prepare(
             "INSERT INTO rows (run_id, line, reference, channel, account_no, account_name, middle_name,
-                               last_name, bank, amount, note, state, message, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                               last_name, bank, amount, note, state, message, updated_at,
+                               raw_channel, raw_amount, raw_currency)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
         for r in rows {
             stmt.execute(params![
@@ -426,7 +440,10 @@ pub fn create_run(
                 r.note,
                 r.state.as_str(),
                 r.message,
-                now
+                now,
+                r.raw.channel,
+                r.raw.amount,
+                r.raw.currency
             ])?;
         }
     }
@@ -476,7 +493,8 @@ const ROW_SELECT: &str =
     r.error_code, r.error_message, r.order_no, r.ref_no, r.verified_reject, r.not_found_count,
     r.hold_since, r.first_sent_at, r.last_sent_at, r.last_checked_at, r.query_count,
     r.resent_after_not_found, a.id, a.msg_id, a.seq, a.supersedes, a.operation, a.request_bytes, a.send_count,
-    (SELECT COALESCE(SUM(send_count), 0) FROM attempts x WHERE x.row_id = r.id)
+    (SELECT COALESCE(SUM(send_count), 0) FROM attempts x WHERE x.row_id = r.id),
+    r.raw_channel, r.raw_amount, r.raw_currency
     FROM rows r LEFT JOIN attempts a ON a.id = r.attempt_id";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RowRecord, String)> {
@@ -526,6 +544,11 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RowRecord, String)> {
             query_count: r.get(26)?,
             resent_after_not_found: r.get::<_, i64>(27)? != 0,
             sends: r.get(35)?,
+            raw: RawFields {
+                channel: r.get(36)?,
+                amount: r.get(37)?,
+                currency: r.get(38)?,
+            },
         },
         state_text,
     ))
@@ -834,6 +857,7 @@ mod tests {
             note: None,
             state: RowState::New,
             message: None,
+            raw: RawFields::default(),
         }
     }
 
