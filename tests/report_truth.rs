@@ -81,18 +81,28 @@ async fn wait_for(what: &str, cond: impl Fn() -> bool + Send + 'static) {
     .unwrap();
 }
 
-fn count(dir: &Path, job: &str, sql: &str) -> i64 {
+/// `SELECT COUNT…` on the job's database, polled: one read-only connection, opened once the
+/// database exists; -1 until then (or while the schema is not there yet).
+fn counter(dir: &Path, job: &str, sql: &'static str) -> impl Fn() -> i64 + Send + 'static {
     let path = dir.join(format!("{job}.db"));
-    if !path.exists() {
-        return -1;
+    let conn: std::sync::Mutex<Option<rusqlite::Connection>> = std::sync::Mutex::new(None);
+    move || {
+        let mut c = conn.lock().unwrap();
+        if c.is_none() && path.exists() {
+            *c = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .ok();
+            if let Some(c) = c.as_ref() {
+                let _ = c.busy_timeout(Duration::from_secs(10));
+            }
+        }
+        match c.as_ref() {
+            Some(c) => c.query_row(sql, [], |r| r.get(0)).unwrap_or(-1),
+            None => -1,
+        }
     }
-    let Ok(c) =
-        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-    else {
-        return -1;
-    };
-    let _ = c.busy_timeout(Duration::from_secs(10));
-    c.query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
 }
 
 /// The files beside `<stem>.csv` that keep its previous versions (`<stem>.<time>.csv`).
@@ -166,7 +176,7 @@ async fn a_finished_run_always_has_its_report_whatever_the_kill_point() {
     cfg.settle_delay_ms = 0;
     cfg.settle_jitter_ms = 0;
     let sim = start_sim(cfg).await;
-    let rows = 1500;
+    let rows = 500;
     let limits = "requests_per_second = 5000\nburst = 1000\nconcurrency = 32\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2";
     let points = [
         KillPoint::AfterMs(400),
@@ -199,23 +209,17 @@ async fn a_finished_run_always_has_its_report_whatever_the_kill_point() {
         match *point {
             KillPoint::AfterMs(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
             KillPoint::RowsFinalPlusMs(ms) => {
-                let d = sub.clone();
-                wait_for("every row final", move || {
-                    count(&d, "chaos", open_rows) == 0
-                })
-                .await;
+                let open = counter(&sub, "chaos", open_rows);
+                wait_for("every row final", move || open() == 0).await;
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
             KillPoint::Finished => {
-                let d = sub.clone();
-                wait_for("run 1 FINISHED", move || {
-                    count(
-                        &d,
-                        "chaos",
-                        "SELECT COUNT(*) FROM runs WHERE id = 1 AND status = 'FINISHED'",
-                    ) == 1
-                })
-                .await;
+                let finished = counter(
+                    &sub,
+                    "chaos",
+                    "SELECT COUNT(*) FROM runs WHERE id = 1 AND status = 'FINISHED'",
+                );
+                wait_for("run 1 FINISHED", move || finished() == 1).await;
             }
             KillPoint::ReportDirAppears => {
                 let d = sub.join("reports");
