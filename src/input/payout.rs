@@ -635,6 +635,36 @@ mod tests {
     }
 
     #[test]
+    fn rejected_lines_keep_their_fields() {
+        let f = read(&format!(
+            "{HEADER}R1,instapay,0917,Juan,,Cruz,GCash,12.345,PHP,x\n\
+             R2,paypal,0918,Ana,M,Reyes,GCash,\"1,250.50\",usd,y\n\
+             R3,instapay,0919,Leo,,Luna,GCash,100,PHP,ok\n\
+             R4,instapay\n"
+        ));
+        assert_eq!(f.rows.len(), 1);
+        let lines: Vec<u64> = f.rejected.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [2, 3, 5]);
+        let r = &f.rejected[0];
+        assert_eq!(
+            (r.reference.as_str(), r.amount_text.as_str()),
+            ("R1", "12.345")
+        );
+        assert_eq!(r.amount, None, "does not parse");
+        let r = &f.rejected[1];
+        assert_eq!((r.channel.as_str(), r.currency.as_str()), ("paypal", "usd"));
+        assert_eq!(r.amount, Some(Centavos::new(125_050)));
+        assert_eq!(r.middle_name, "M");
+        // A short line keeps what it had.
+        let r = &f.rejected[2];
+        assert_eq!(
+            (r.reference.as_str(), r.channel.as_str()),
+            ("R4", "instapay")
+        );
+        assert_eq!(r.account_no, "");
+    }
+
+    #[test]
     fn each_value_rule() {
         let r = |reference: &str,
                  channel: &str,
