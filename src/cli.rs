@@ -56,7 +56,8 @@ pub enum Command {
     /// Safe to re-run: running the same job on the same file resumes its open run; a finished
     /// run is refused unless --new-run. A lock stops a second process on the same job and
     /// database. Exit 0 all SUCCESS, 2 some FAILED/REVERSED/REJECTED, 3 some still
-    /// PENDING/UNKNOWN/NEEDS_ATTENTION (run again later), 1 the job could not run.
+    /// PENDING/UNKNOWN/NOT_SENT/NEEDS_ATTENTION (run again later), 1 the job could not run.
+    /// The run is marked finished only after its report is in place.
     ///
     /// Example: starpay-batch run jobs/demo-payouts.toml
     Run(RunArgs),
@@ -72,10 +73,21 @@ pub enum Command {
     /// Queries each sent row (5.4, fresh msgId each time), puts it in a reconciliation category
     /// (MATCHED, REVERSED_AFTER_SUCCESS, STATE_MISMATCH, …) and applies verified drift to the
     /// store with an event (a SUCCESS that became REVERSED; a PENDING that settled). Safe to
-    /// re-run: an interrupted reconcile resumes; a finished one starts a fresh check.
+    /// re-run: an interrupted reconcile resumes; a finished one starts a fresh check. Writes
+    /// `<job>-reconcile-<payout run>-<pass run>.csv` and rewrites the payout run's report.
     ///
     /// Example: starpay-batch reconcile jobs/demo-payouts.toml --run 1
     Reconcile(ReconcileArgs),
+    /// Rewrite one run's report, summary and details from the database, at any time.
+    ///
+    /// Works for payout runs and reconciliation runs (including `reconcile` passes). Reads the
+    /// database only and sends nothing; safe while the job runs (it takes no job lock; writers
+    /// of one report take turns). A changed file keeps its previous version beside it as
+    /// `<name>.<time>.csv`. Use it when a report is missing or was deleted, or after changing
+    /// `[report] timezone`.
+    ///
+    /// Example: starpay-batch report jobs/demo-payouts.toml --run 1
+    Report(ReportArgs),
     /// Counts and totals per state for the runs of a job (reads the database only).
     ///
     /// Example: starpay-batch status jobs/demo-payouts.toml --run 1
@@ -122,6 +134,15 @@ pub struct ReconcileArgs {
     /// The payout job file (jobs/*.toml).
     pub job: PathBuf,
     /// The payout run to re-check.
+    #[arg(long)]
+    pub run: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The job file (jobs/*.toml).
+    pub job: PathBuf,
+    /// The run whose report to write.
     #[arg(long)]
     pub run: i64,
 }

@@ -48,6 +48,9 @@
 //! deadline_secs = 600
 //! max_resolve_secs = 259200
 //!
+//! [report]
+//! timezone = "+08:00"                 # every report time: ISO 8601 with this UTC offset
+//!
 //! [sim]                               # only with endpoint = "embedded-sim"
 //! seed = 42
 //! config = "samples/sim.toml"
@@ -104,7 +107,51 @@ pub struct JobConfig {
     pub starpay: StarpayConfig,
     pub limits: Limits,
     pub resolve: ResolvePolicy,
+    pub report: ReportSettings,
     pub sim: SimSettings,
+}
+
+/// `[report]`: how reports are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportSettings {
+    /// Offset of every time in a report (ISO 8601 with offset). Default Philippine time.
+    pub timezone: chrono::FixedOffset,
+}
+
+/// Philippine time, UTC+08:00 (no daylight saving).
+pub const DEFAULT_REPORT_TIMEZONE: &str = "+08:00";
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        ReportSettings {
+            // A constant within ±14:00: always valid.
+            timezone: chrono::FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset"),
+        }
+    }
+}
+
+/// `"+08:00"`, `"-05:30"`, `"+00:00"` or `"Z"` → a fixed offset (at most ±14:00).
+pub fn parse_utc_offset(s: &str) -> Option<chrono::FixedOffset> {
+    if s == "Z" {
+        return chrono::FixedOffset::east_opt(0);
+    }
+    let b = s.as_bytes();
+    if b.len() != 6 || b[3] != b':' || !matches!(b[0], b'+' | b'-') {
+        return None;
+    }
+    let num = |t: &[u8]| -> Option<i32> {
+        if t.iter().all(u8::is_ascii_digit) {
+            std::str::from_utf8(t).ok()?.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (h, m) = (num(&b[1..3])?, num(&b[4..6])?);
+    if h > 14 || m > 59 || (h == 14 && m > 0) {
+        return None;
+    }
+    let secs = (h * 3600 + m * 60) * if b[0] == b'-' { -1 } else { 1 };
+    chrono::FixedOffset::east_opt(secs)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -293,6 +340,8 @@ pub enum ConfigProblem {
     SimWithoutSim { endpoint: String },
     #[error("the job file name has no usable stem (it names the job)")]
     NoJobName,
+    #[error("`report.timezone` = {value:?}: write a UTC offset such as \"+08:00\" (Philippine time) or \"Z\"")]
+    Timezone { value: String },
 }
 
 // ---- the file as written ------------------------------------------------------------------
@@ -309,7 +358,23 @@ struct RawJob {
     limits: RawLimits,
     #[serde(default)]
     resolve: RawResolve,
+    #[serde(default)]
+    report: RawReport,
     sim: Option<RawSim>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReport {
+    timezone: String,
+}
+
+impl Default for RawReport {
+    fn default() -> Self {
+        RawReport {
+            timezone: DEFAULT_REPORT_TIMEZONE.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -595,6 +660,15 @@ fn validate(
         }
     };
     let resolve = raw.resolve.to_policy(&mut problems);
+    let report = match parse_utc_offset(&raw.report.timezone) {
+        Some(timezone) => ReportSettings { timezone },
+        None => {
+            problems.push(ConfigProblem::Timezone {
+                value: raw.report.timezone.clone(),
+            });
+            ReportSettings::default()
+        }
+    };
     let sim = raw
         .sim
         .map(|s| SimSettings {
@@ -613,6 +687,7 @@ fn validate(
             starpay,
             limits,
             resolve,
+            report,
             sim,
         }),
         _ => Err(problems),
@@ -830,6 +905,7 @@ platform_public_key = "keys/prod-platform.pem"
             ("starpay", "mchid"),
             ("limits", "request_per_second"),
             ("resolve", "poll_interval"),
+            ("report", "time_zone"),
             ("sim", "sed"),
         ] {
             let text = if table == "starpay" {
@@ -841,6 +917,22 @@ platform_public_key = "keys/prod-platform.pem"
             assert!(msg.contains(key), "{table}: {msg}");
             assert!(msg.contains("jobs/test-job.toml"), "{table}: {msg}");
             assert!(msg.contains("unknown field"), "{table}: {msg}");
+        }
+    }
+
+    #[test]
+    fn report_timezone_defaults_to_philippine_time_and_is_checked() {
+        let cfg = parse(MINIMAL_SIM).unwrap();
+        assert_eq!(cfg.report.timezone.local_minus_utc(), 8 * 3600);
+        let cfg = parse(&format!("{MINIMAL_SIM}[report]\ntimezone = \"-05:30\"\n")).unwrap();
+        assert_eq!(cfg.report.timezone.local_minus_utc(), -(5 * 3600 + 1800));
+        let cfg = parse(&format!("{MINIMAL_SIM}[report]\ntimezone = \"Z\"\n")).unwrap();
+        assert_eq!(cfg.report.timezone.local_minus_utc(), 0);
+        for bad in ["Asia/Manila", "+8", "+08:60", "+15:00", "08:00", ""] {
+            let msg = parse(&format!("{MINIMAL_SIM}[report]\ntimezone = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("report.timezone"), "{bad}: {msg}");
         }
     }
 

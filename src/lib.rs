@@ -11,6 +11,8 @@
 //!   column.
 //! - `server`: `sim`, the stateful Starpay simulator (state machines, faults, notifications,
 //!   `/_sim/` control routes; guide in `docs/SIMULATOR.md`).
+//! - `report`: the CSV reports (report, summary, run details) and what a row's state means to
+//!   a reader (`ReportState`); `cmd::report` writes them for every command.
 //! - `cli`: the clap command tree; `cmd`: one module per command.
 //! - `logging`: tracing set-up (human or JSON).
 //!

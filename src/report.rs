@@ -1,13 +1,23 @@
-//! CSV reports: reads rows through the store, computes no states (row states come from the
-//! engine). Account numbers are masked to their last 4 digits; no key material ever appears.
+//! CSV reports: reads rows through the store, computes no row states (they come from the
+//! engine; [`ReportState`] only says what a stored state means to a reader). Account numbers
+//! are masked to their last 4 digits; no key material ever appears.
+//!
+//! Each run has three files in `reports_dir`: `<stem>.csv` (one line per input row),
+//! `<stem>-summary.csv` (per state or category, and a TOTAL line) and `<stem>-run.csv` (run
+//! details, and the balances of a reconciliation). Every file is written to a temporary file
+//! and renamed into place; a changed file keeps its previous version beside it
+//! (`<stem>.<time>.csv`). Every time is ISO 8601 with the job's `[report] timezone` offset.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::FixedOffset;
 
 use crate::domain::{Centavos, RowState};
 use crate::logging::mask_account;
-use crate::store::{RowRecord, StoreError};
+use crate::store::{RowRecord, RunRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -25,60 +35,231 @@ pub enum ReportError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("run {0} does not exist in this database")]
+    NoRun(i64),
 }
 
-pub const PAYOUT_COLUMNS: [&str; 17] = [
+pub const PAYOUT_COLUMNS: [&str; 23] = [
     "line",
     "reference",
+    "beneficiary",
     "msg_id",
     "order_no",
+    "ref_no",
     "channel",
     "bank",
     "account_no",
     "amount",
+    "currency",
     "state",
+    "action",
     "trx_state",
     "code",
     "message",
     "error_code",
     "error_message",
     "attempts",
+    "repayment_of",
     "first_sent_at",
+    "last_sent_at",
     "last_checked_at",
 ];
 
-/// The report states in a stable order.
-pub const REPORT_STATES: [&str; 7] = [
-    "SUCCESS",
-    "FAILED",
-    "REVERSED",
-    "PENDING",
-    "UNKNOWN",
-    "REJECTED",
-    "NEEDS_ATTENTION",
-];
+/// What a payout report says about a row (issue 8, defect 8). Computed from the stored row
+/// only; the engine decides row states, this only says what they mean to a reader.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum ReportState {
+    Success,
+    Failed,
+    Reversed,
+    /// Accepted by Starpay, not final yet (or a FAIL held under the AB0x rule).
+    Pending,
+    /// Sent, outcome not known yet: resolved by query, never by paying again.
+    Unknown,
+    /// Nothing of the current attempt has left yet (Ctrl-C, or a crash before the send).
+    NotSent,
+    /// Never processed: invalid input, a reference paid elsewhere, or a verified rejection.
+    Rejected,
+    NeedsAttention,
+}
 
-fn ts(ms: Option<i64>) -> String {
+impl ReportState {
+    /// Report order (summaries, `status`, the terminal table).
+    pub const ALL: [ReportState; 8] = [
+        ReportState::Success,
+        ReportState::Failed,
+        ReportState::Reversed,
+        ReportState::Pending,
+        ReportState::Unknown,
+        ReportState::NotSent,
+        ReportState::Rejected,
+        ReportState::NeedsAttention,
+    ];
+
+    pub fn of(row: &RowRecord) -> ReportState {
+        match row.state {
+            RowState::New => ReportState::NotSent,
+            // Waiting to resend under the not-found rule: the first send may have landed.
+            RowState::Unsent if row.resent_after_not_found => ReportState::Unknown,
+            // The current attempt never left (a retry's new attempt, or Ctrl-C before the send).
+            RowState::Unsent if row.attempt.as_ref().is_none_or(|a| a.send_count == 0) => {
+                ReportState::NotSent
+            }
+            // Sent, answered "not processed", to be sent again: unsure until it is.
+            RowState::Unsent => ReportState::Unknown,
+            RowState::InFlight | RowState::Unknown => ReportState::Unknown,
+            RowState::Pending | RowState::FailHeld => ReportState::Pending,
+            RowState::Success => ReportState::Success,
+            RowState::Failed => ReportState::Failed,
+            RowState::Reversed => ReportState::Reversed,
+            RowState::Rejected => ReportState::Rejected,
+            RowState::NeedsAttention => ReportState::NeedsAttention,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportState::Success => "SUCCESS",
+            ReportState::Failed => "FAILED",
+            ReportState::Reversed => "REVERSED",
+            ReportState::Pending => "PENDING",
+            ReportState::Unknown => "UNKNOWN",
+            ReportState::NotSent => "NOT_SENT",
+            ReportState::Rejected => "REJECTED",
+            ReportState::NeedsAttention => "NEEDS_ATTENTION",
+        }
+    }
+
+    /// Rows the job still has work for: `run` again (exit 3).
+    pub fn is_unresolved(self) -> bool {
+        matches!(
+            self,
+            ReportState::Pending
+                | ReportState::Unknown
+                | ReportState::NotSent
+                | ReportState::NeedsAttention
+        )
+    }
+
+    /// What finance does about a row in this state (the `action` column).
+    pub fn action(self) -> &'static str {
+        match self {
+            ReportState::Success => "none: paid",
+            ReportState::Failed => {
+                "not paid: see error_code; `retry` re-sends it (beneficiary-data errors need corrected data in a new file)"
+            }
+            ReportState::Reversed => {
+                "money returned to us: confirm with the beneficiary; pay again from a new file if still due"
+            }
+            ReportState::Pending => "wait: run the job again later, it queries Starpay; do not pay again",
+            ReportState::Unknown => {
+                "outcome not known yet: run the job again, it queries Starpay; never pay this row by hand"
+            }
+            ReportState::NotSent => "not sent yet: run the job again, it resumes",
+            ReportState::Rejected => {
+                "not sent: see message; fix the line and pay it in a new file if still due"
+            }
+            ReportState::NeedsAttention => {
+                "ask Starpay about msg_id before doing anything; do not pay again"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ReportState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `2026-12-07T02:15:00.123+08:00`: ISO 8601 with the report's offset.
+pub fn ts(ms: Option<i64>, tz: FixedOffset) -> String {
     ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .map(|t| {
+            t.with_timezone(&tz)
+                .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
-/// Count and total per report state.
+/// [`ts`] to the second (run details: a rewrite from the store gives the same text).
+fn ts_secs(ms: Option<i64>, tz: FixedOffset) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| {
+            t.with_timezone(&tz)
+                .format("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// `1234567.89` → `1,234,567.89` (terminal tables; CSV files keep plain `1234567.89`).
+pub fn with_thousands(a: Centavos) -> String {
+    let plain = a.to_string();
+    let (sign, rest) = match plain.strip_prefix('-') {
+        Some(r) => ("-", r),
+        None => ("", plain.as_str()),
+    };
+    let (int, frac) = rest.split_once('.').unwrap_or((rest, ""));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if frac.is_empty() {
+        format!("{sign}{grouped}")
+    } else {
+        format!("{sign}{grouped}.{frac}")
+    }
+}
+
+/// One table for the terminal and `status`: a header, one line per category in a fixed
+/// order, a TOTAL line; counts and amounts right-aligned under their headings.
+pub fn table_text(first: &str, rows: &[(String, i64, Centavos)]) -> String {
+    let width = rows
+        .iter()
+        .map(|r| r.0.len())
+        .chain([first.len(), "TOTAL".len()])
+        .max()
+        .unwrap_or(5)
+        + 2;
+    let mut s = format!("{first:<width$}{:>8}{:>20}\n", "rows", "amount (PHP)");
+    let mut n = 0i64;
+    let mut total = Centavos::ZERO;
+    for (c, count, amount) in rows {
+        s.push_str(&format!(
+            "{c:<width$}{count:>8}{:>20}\n",
+            with_thousands(*amount)
+        ));
+        n += count;
+        total = total.checked_add(*amount).unwrap_or(total);
+    }
+    s.push_str(&format!(
+        "{:<width$}{n:>8}{:>20}\n",
+        "TOTAL",
+        with_thousands(total)
+    ));
+    s
+}
+
+/// Count and total per report state, every state in [`ReportState::ALL`] order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
-    pub rows: Vec<(&'static str, u64, Centavos)>,
+    pub rows: Vec<(ReportState, u64, Centavos)>,
 }
 
 impl Summary {
     pub fn from_rows(rows: &[RowRecord]) -> Summary {
-        let mut out: Vec<(&'static str, u64, Centavos)> = REPORT_STATES
+        let mut out: Vec<(ReportState, u64, Centavos)> = ReportState::ALL
             .iter()
             .map(|s| (*s, 0, Centavos::ZERO))
             .collect();
         for r in rows {
-            let label = r.state.report_label();
-            if let Some(e) = out.iter_mut().find(|e| e.0 == label) {
+            let state = ReportState::of(r);
+            if let Some(e) = out.iter_mut().find(|e| e.0 == state) {
                 e.1 += 1;
                 e.2 = e.2.checked_add(r.amount).unwrap_or(e.2);
             }
@@ -86,20 +267,22 @@ impl Summary {
         Summary { rows: out }
     }
 
-    pub fn count(&self, state: &str) -> u64 {
+    pub fn count(&self, state: ReportState) -> u64 {
         self.rows.iter().find(|e| e.0 == state).map_or(0, |e| e.1)
     }
 
-    /// Exit code per issue 4: 3 unresolved rows remain; 2 failed/reversed/rejected; 0 all SUCCESS.
+    /// 3 rows remain to resolve (PENDING, UNKNOWN, NOT_SENT — run again, it resumes — or
+    /// NEEDS_ATTENTION); 2 FAILED/REVERSED/REJECTED; 0 all SUCCESS.
     pub fn exit_code(&self) -> i32 {
-        if ["PENDING", "UNKNOWN", "NEEDS_ATTENTION"]
-            .iter()
-            .any(|s| self.count(s) > 0)
-        {
+        if self.rows.iter().any(|e| e.0.is_unresolved() && e.1 > 0) {
             crate::cmd::exit::UNRESOLVED
-        } else if ["FAILED", "REVERSED", "REJECTED"]
-            .iter()
-            .any(|s| self.count(s) > 0)
+        } else if [
+            ReportState::Failed,
+            ReportState::Reversed,
+            ReportState::Rejected,
+        ]
+        .iter()
+        .any(|s| self.count(*s) > 0)
         {
             crate::cmd::exit::FINISHED_WITH_FAILURES
         } else {
@@ -108,22 +291,23 @@ impl Summary {
     }
 
     pub fn to_text(&self) -> String {
-        let mut s = format!("{:<16} {:>8} {:>18}\n", "state", "rows", "amount (PHP)");
-        let mut n = 0;
-        let mut total = Centavos::ZERO;
-        for (state, count, amount) in &self.rows {
-            s.push_str(&format!("{state:<16} {count:>8} {amount:>18}\n"));
-            n += count;
-            total = total.checked_add(*amount).unwrap_or(total);
-        }
-        s.push_str(&format!("{:<16} {n:>8} {total:>18}\n", "TOTAL"));
-        s
+        let rows: Vec<(String, i64, Centavos)> = self
+            .rows
+            .iter()
+            .map(|(s, n, a)| (s.to_string(), *n as i64, *a))
+            .collect();
+        table_text("state", &rows)
     }
 }
 
 /// Extra text for a row's message column (reference §12 rule 4: STALE_PENDING).
-fn message_of(r: &RowRecord, stale_after_ms: i64, now_ms: i64) -> String {
-    let base = r.message.clone().unwrap_or_default();
+fn message_of(r: &RowRecord, state: ReportState, stale_after_ms: i64, now_ms: i64) -> String {
+    // A FAILED row's message is the failure, not the transport's "success" of the call.
+    let base = match state {
+        ReportState::Failed => r.error_message.clone().or_else(|| r.message.clone()),
+        _ => r.message.clone(),
+    }
+    .unwrap_or_default();
     let stale = r.state == RowState::Pending
         && r.first_sent_at
             .is_some_and(|t| now_ms - t >= stale_after_ms);
@@ -134,85 +318,307 @@ fn message_of(r: &RowRecord, stale_after_ms: i64, now_ms: i64) -> String {
     }
 }
 
-fn write_atomically(
-    path: &Path,
-    f: impl FnOnce(&mut csv::Writer<fs::File>) -> Result<(), csv::Error>,
-) -> Result<(), ReportError> {
-    let tmp = path.with_extension("csv.tmp");
-    let io = |source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = fs::File::create(&tmp).map_err(io)?;
-    let mut w = csv::Writer::from_writer(file);
-    f(&mut w).map_err(|source| ReportError::Csv {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut file = w.into_inner().map_err(|e| ReportError::Io {
-        path: path.to_path_buf(),
-        source: e.into_error(),
-    })?;
-    file.flush().and_then(|()| file.sync_all()).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+fn beneficiary(r: &RowRecord) -> String {
+    [&r.account_name, &r.middle_name, &r.last_name]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-/// Writes `<dir>/<job>-<run>.csv` (one line per input row, input order) and
-/// `<dir>/<job>-<run>-summary.csv`. Returns both paths.
-pub fn write_payout_report(
-    dir: &Path,
-    job: &str,
-    run_id: i64,
-    rows: &[RowRecord],
-    stale_after_ms: i64,
-) -> Result<(PathBuf, PathBuf, Summary), ReportError> {
+// ------------------------------------------------------------------ files
+
+/// The three files of one run's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportPaths {
+    /// One line per input row, input order.
+    pub report: PathBuf,
+    /// Count and amount per state/category, and a TOTAL line.
+    pub summary: PathBuf,
+    /// Run details: job, run id, input file and SHA-256, started, finished, exit code, balances.
+    pub details: PathBuf,
+}
+
+/// The file name stem of a run's report: `<job>-<run>` for payout runs and reconciliation
+/// jobs; `<job>-reconcile-<payout run>-<pass run>` for a `reconcile` pass over a payout run, so
+/// nobody mistakes it for a second payout run.
+pub fn report_stem(run: &RunRecord) -> String {
+    match run.input_sha256.strip_prefix("reconcile-of-run-") {
+        Some(payout_run) if run.kind == "reconcile" => {
+            format!("{}-reconcile-{payout_run}-{}", run.job, run.id)
+        }
+        _ => format!("{}-{}", run.job, run.id),
+    }
+}
+
+pub fn paths(dir: &Path, stem: &str) -> ReportPaths {
+    ReportPaths {
+        report: dir.join(format!("{stem}.csv")),
+        summary: dir.join(format!("{stem}-summary.csv")),
+        details: dir.join(format!("{stem}-run.csv")),
+    }
+}
+
+/// Serialises the writers of one run's report (the job itself, `retry`, `reconcile`, `report`)
+/// so a snapshot read earlier never replaces one read later. Held only while one report is
+/// read and written; released when dropped (or when the process dies).
+fn lock_reports(dir: &Path, stem: &str) -> Result<fs::File, ReportError> {
     fs::create_dir_all(dir).map_err(|source| ReportError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
-    let report = dir.join(format!("{job}-{run_id}.csv"));
+    let path = dir.join(format!(".{stem}.lock"));
+    let io = |source| ReportError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    file.lock().map_err(io)?;
+    Ok(file)
+}
+
+/// Writes `path` through a temporary file renamed into place (a reader or a crash sees the old
+/// file or the new one, never half of one). When the file already exists with other content,
+/// the previous version is kept beside it first as `<name>.<its time>.csv` (a hard link, so
+/// there is no moment without a report); identical content is left alone.
+fn write_file(
+    path: &Path,
+    tz: FixedOffset,
+    f: impl FnOnce(&mut csv::Writer<fs::File>) -> Result<(), csv::Error>,
+) -> Result<(), ReportError> {
+    static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let io = |source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let written = (|| {
+        let file = fs::File::create(&tmp).map_err(io)?;
+        let mut w = csv::Writer::from_writer(file);
+        f(&mut w).map_err(|source| ReportError::Csv {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut file = w.into_inner().map_err(|e| ReportError::Io {
+            path: path.to_path_buf(),
+            source: e.into_error(),
+        })?;
+        file.flush().and_then(|()| file.sync_all()).map_err(io)?;
+        if let Ok(old) = fs::read(path) {
+            if fs::read(&tmp).map_err(io)? == old {
+                fs::remove_file(&tmp).map_err(io)?;
+                return Ok(());
+            }
+            keep_previous(path, tz)?;
+        }
+        fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            // Make the rename durable before the caller marks the run finished.
+            if let Ok(d) = fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Links the current `path` to `<stem>.<time it was written>.csv` (`job-1.20261207T021500+0800.csv`;
+/// `-2`, `-3`… when that name is taken).
+fn keep_previous(path: &Path, tz: FixedOffset) -> Result<PathBuf, ReportError> {
+    let io = |source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let written: chrono::DateTime<chrono::Utc> = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map(Into::into)
+        .unwrap_or_else(|_| chrono::Utc::now());
+    let stamp = written.with_timezone(&tz).format("%Y%m%dT%H%M%S%z");
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for n in 1..10_000 {
+        let name = if n == 1 {
+            format!("{stem}.{stamp}.csv")
+        } else {
+            format!("{stem}.{stamp}-{n}.csv")
+        };
+        let backup = path.with_file_name(name);
+        if backup.exists() {
+            continue;
+        }
+        match fs::hard_link(path, &backup) {
+            Ok(()) => return Ok(backup),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(_) => {
+                fs::copy(path, &backup).map_err(io)?;
+                return Ok(backup);
+            }
+        }
+    }
+    Err(io(std::io::Error::other(
+        "too many earlier versions of this report with the same time",
+    )))
+}
+
+fn details_file(
+    path: &Path,
+    tz: FixedOffset,
+    run: &RunRecord,
+    finished_at: Option<i64>,
+    exit_code: i32,
+    extra: &[(&str, String)],
+) -> Result<(), ReportError> {
+    write_file(path, tz, |w| {
+        w.write_record(["field", "value"])?;
+        let mut fields = vec![
+            ("job", run.job.clone()),
+            ("run_id", run.id.to_string()),
+            ("kind", run.kind.clone()),
+            ("input_file", run.input_path.clone()),
+            ("input_sha256", run.input_sha256.clone()),
+            ("started", ts_secs(Some(run.created_at), tz)),
+            ("finished", ts_secs(finished_at, tz)),
+            (
+                "status",
+                if finished_at.is_some() {
+                    "FINISHED"
+                } else {
+                    "OPEN"
+                }
+                .to_string(),
+            ),
+            ("exit_code", exit_code.to_string()),
+        ];
+        fields.extend(extra.iter().cloned());
+        for (k, v) in fields {
+            w.write_record([k, v.as_str()])?;
+        }
+        Ok(())
+    })
+}
+
+/// When the run is (or is about to be) finished, and which exit code the report states.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunEnd {
+    /// The caller marks the run finished right after the report is in place: the details give
+    /// the time of that moment (to the second; the store keeps the exact one).
+    pub finishing: bool,
+    /// The command's exit code when it is not the one the rows give (stopped, drive error).
+    pub exit_code: Option<i32>,
+}
+
+/// Writes a payout run's report, summary and details from the store (input order, one line per
+/// row). Blocking: call from a blocking thread.
+pub fn write_payout_run(
+    store: &Store,
+    dir: &Path,
+    tz: FixedOffset,
+    stale_after_ms: i64,
+    run_id: i64,
+    end: RunEnd,
+) -> Result<(ReportPaths, Summary), ReportError> {
+    let run = run_record(store, run_id)?;
+    let stem = report_stem(&run);
+    let _lock = lock_reports(dir, &stem)?;
+    let rows = store.call_blocking(move |c| crate::store::rows_of_run(c, run_id, false))?;
+    let p = paths(dir, &stem);
     let now = crate::store::now_ms();
-    write_atomically(&report, |w| {
+    write_file(&p.report, tz, |w| {
         w.write_record(PAYOUT_COLUMNS)?;
-        for r in rows {
+        for r in &rows {
+            let state = ReportState::of(r);
             let msg_id = r
                 .attempt
                 .as_ref()
                 .map(|a| a.msg_id.clone())
                 .unwrap_or_default();
+            let amount = match &r.raw.amount {
+                Some(raw) => raw.clone(),
+                None => r.amount.to_string(),
+            };
+            let channel = r.raw.channel.clone().unwrap_or_else(|| r.channel.clone());
+            // Valid rows are PHP; a rejected line shows what it said.
+            let currency = r.raw.currency.clone().unwrap_or_else(|| "PHP".to_string());
+            let code = match state {
+                ReportState::Failed => r.error_code.clone().or_else(|| r.code.clone()),
+                _ => r.code.clone(),
+            };
             w.write_record([
                 r.line.to_string(),
                 r.reference.clone(),
+                beneficiary(r),
                 msg_id,
                 r.order_no.clone().unwrap_or_default(),
-                r.channel.clone(),
+                r.ref_no.clone().unwrap_or_default(),
+                channel,
                 r.bank.clone().unwrap_or_default(),
                 mask_account(&r.account_no),
-                r.amount.to_string(),
-                r.state.report_label().to_string(),
+                amount,
+                currency,
+                state.to_string(),
+                state.action().to_string(),
                 r.trx_state.clone().unwrap_or_default(),
-                r.code.clone().unwrap_or_default(),
-                message_of(r, stale_after_ms, now),
+                code.unwrap_or_default(),
+                message_of(r, state, stale_after_ms, now),
                 r.error_code.clone().unwrap_or_default(),
                 r.error_message.clone().unwrap_or_default(),
                 r.sends.to_string(),
-                ts(r.first_sent_at),
-                ts(r.last_checked_at),
+                r.repay_of.clone().unwrap_or_default(),
+                ts(r.first_sent_at, tz),
+                ts(r.last_sent_at, tz),
+                ts(r.last_checked_at, tz),
             ])?;
         }
         Ok(())
     })?;
-    let summary = Summary::from_rows(rows);
-    let summary_path = dir.join(format!("{job}-{run_id}-summary.csv"));
-    write_atomically(&summary_path, |w| {
+    let summary = Summary::from_rows(&rows);
+    write_file(&p.summary, tz, |w| {
         w.write_record(["state", "count", "total"])?;
-        for (state, count, total) in &summary.rows {
-            w.write_record([state.to_string(), count.to_string(), total.to_string()])?;
+        let (mut n, mut total) = (0u64, Centavos::ZERO);
+        for (state, count, amount) in &summary.rows {
+            w.write_record([state.to_string(), count.to_string(), amount.to_string()])?;
+            n += count;
+            total = total.checked_add(*amount).unwrap_or(total);
         }
+        w.write_record(["TOTAL".to_string(), n.to_string(), total.to_string()])?;
         Ok(())
     })?;
-    Ok((report, summary_path, summary))
+    let exit_code = end.exit_code.unwrap_or_else(|| summary.exit_code());
+    details_file(
+        &p.details,
+        tz,
+        &run,
+        run.finished_at.or(end.finishing.then(crate::store::now_ms)),
+        exit_code,
+        &[],
+    )?;
+    Ok((p, summary))
+}
+
+fn run_record(store: &Store, run_id: i64) -> Result<RunRecord, ReportError> {
+    store
+        .call_blocking(move |c| crate::store::run_by_id(c, run_id))?
+        .ok_or(ReportError::NoRun(run_id))
 }
 
 // ------------------------------------------------------------------ reconciliation
@@ -254,12 +660,39 @@ pub const RECON_CATEGORIES: [&str; 9] = [
 /// Count and amount per category, and the balance at the start and end of the run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReconSummary {
+    /// Every category of [`RECON_CATEGORIES`] in that order (zero rows too), then any other.
     pub rows: Vec<(String, i64, Centavos)>,
     pub balance_start: Option<Centavos>,
     pub balance_end: Option<Centavos>,
 }
 
 impl ReconSummary {
+    /// Puts `rows` (category, count, amount) in the fixed category order.
+    pub fn from_counts(
+        counts: Vec<(String, i64, Centavos)>,
+        balance_start: Option<Centavos>,
+        balance_end: Option<Centavos>,
+    ) -> ReconSummary {
+        let mut rows: Vec<(String, i64, Centavos)> = RECON_CATEGORIES
+            .iter()
+            .map(|c| (c.to_string(), 0, Centavos::ZERO))
+            .collect();
+        for (c, n, a) in counts {
+            match rows.iter_mut().find(|r| r.0 == c) {
+                Some(r) => {
+                    r.1 += n;
+                    r.2 = r.2.checked_add(a).unwrap_or(r.2);
+                }
+                None => rows.push((c, n, a)),
+            }
+        }
+        ReconSummary {
+            rows,
+            balance_start,
+            balance_end,
+        }
+    }
+
     pub fn count(&self, category: &str) -> i64 {
         self.rows
             .iter()
@@ -282,42 +715,41 @@ impl ReconSummary {
         }
     }
 
+    /// The category table, then the balances on their own lines.
     pub fn to_text(&self) -> String {
-        let mut s = format!("{:<24} {:>10} {:>18}\n", "category", "rows", "amount (PHP)");
-        for (c, n, a) in &self.rows {
-            s.push_str(&format!("{c:<24} {n:>10} {a:>18}\n"));
-        }
-        let fmt =
-            |b: Option<Centavos>| b.map(|b| b.to_string()).unwrap_or_else(|| "unknown".into());
+        let mut s = table_text("category", &self.rows);
+        let fmt = |b: Option<Centavos>| b.map(with_thousands).unwrap_or_else(|| "unknown".into());
+        s.push('\n');
         s.push_str(&format!(
-            "balance at start: PHP {}\n",
+            "balance at start: PHP {:>20}\n",
             fmt(self.balance_start)
         ));
         s.push_str(&format!(
-            "balance at end:   PHP {}\n",
+            "balance at end:   PHP {:>20}\n",
             fmt(self.balance_end)
         ));
         s
     }
 }
 
-/// Writes `<dir>/<job>-<run>.csv` (streamed from the store in input order) and the summary.
-pub fn write_recon_report(
-    store: &crate::store::Store,
+/// Writes a reconciliation run's report (streamed from the store in input order), summary and
+/// details. Blocking: call from a blocking thread.
+pub fn write_recon_run(
+    store: &Store,
     dir: &Path,
-    job: &str,
+    tz: FixedOffset,
     run_id: i64,
-) -> Result<(PathBuf, PathBuf, ReconSummary), ReportError> {
+    end: RunEnd,
+) -> Result<(ReportPaths, ReconSummary), ReportError> {
     use crate::store::recon as sql;
-    fs::create_dir_all(dir).map_err(|source| ReportError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let report = dir.join(format!("{job}-{run_id}.csv"));
-    let path = report.clone();
+    let run = run_record(store, run_id)?;
+    let stem = report_stem(&run);
+    let _lock = lock_reports(dir, &stem)?;
+    let p = paths(dir, &stem);
+    let path = p.report.clone();
     // Runs on the store's thread, streaming rows straight into the file.
     store.call_blocking(move |c| {
-        let result = write_atomically(&path, |w| {
+        let result = write_file(&path, tz, |w| {
             w.write_record(RECON_COLUMNS)?;
             let mut csv_error = None;
             let walked = sql::for_each_recon_row(c, run_id, |r| {
@@ -352,7 +784,7 @@ pub fn write_recon_report(
                     r.error_code.clone().unwrap_or_default(),
                     r.error_message.clone().unwrap_or_default(),
                     r.trx_date.clone().unwrap_or_default(),
-                    ts(r.checked_at),
+                    ts(r.checked_at, tz),
                     r.action
                         .clone()
                         .unwrap_or_else(|| "run the job again".into()),
@@ -371,37 +803,163 @@ pub fn write_recon_report(
         });
         Ok(result)
     })??;
-    let (mut rows, (balance_start, balance_end)) = store
+    let (counts, (balance_start, balance_end)) = store
         .call_blocking(move |c| Ok((sql::recon_summary(c, run_id)?, sql::balances(c, run_id)?)))?;
-    rows.sort_by_key(|r| {
-        RECON_CATEGORIES
-            .iter()
-            .position(|c| *c == r.0)
-            .unwrap_or(RECON_CATEGORIES.len())
-    });
-    let summary = ReconSummary {
-        rows,
-        balance_start,
-        balance_end,
-    };
-    let summary_path = dir.join(format!("{job}-{run_id}-summary.csv"));
-    write_atomically(&summary_path, |w| {
+    let summary = ReconSummary::from_counts(counts, balance_start, balance_end);
+    write_file(&p.summary, tz, |w| {
         w.write_record(["category", "count", "amount"])?;
-        for (c, n, a) in &summary.rows {
-            w.write_record([c.clone(), n.to_string(), a.to_string()])?;
+        let (mut n, mut total) = (0i64, Centavos::ZERO);
+        for (c, count, amount) in &summary.rows {
+            w.write_record([c.clone(), count.to_string(), amount.to_string()])?;
+            n += count;
+            total = total.checked_add(*amount).unwrap_or(total);
         }
-        let b = |x: Option<Centavos>| x.map(|x| x.to_string()).unwrap_or_default();
-        w.write_record([
-            "balance_start".to_string(),
-            String::new(),
-            b(summary.balance_start),
-        ])?;
-        w.write_record([
-            "balance_end".to_string(),
-            String::new(),
-            b(summary.balance_end),
-        ])?;
+        w.write_record(["TOTAL".to_string(), n.to_string(), total.to_string()])?;
         Ok(())
     })?;
-    Ok((report, summary_path, summary))
+    let b = |x: Option<Centavos>| x.map(|x| x.to_string()).unwrap_or_default();
+    let mut extra = vec![
+        ("balance_start", b(summary.balance_start)),
+        ("balance_end", b(summary.balance_end)),
+    ];
+    if let Some(payout_run) = run.input_sha256.strip_prefix("reconcile-of-run-") {
+        extra.insert(0, ("payout_run", payout_run.to_string()));
+    }
+    let exit_code = end.exit_code.unwrap_or_else(|| summary.exit_code());
+    details_file(
+        &p.details,
+        tz,
+        &run,
+        run.finished_at.or(end.finishing.then(crate::store::now_ms)),
+        exit_code,
+        &extra,
+    )?;
+    Ok((p, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AttemptRecord, RawFields};
+
+    fn row(state: RowState, sends: Option<i64>, resent_after_not_found: bool) -> RowRecord {
+        RowRecord {
+            id: 1,
+            run_id: 1,
+            line: 2,
+            reference: "R1".into(),
+            channel: "instapay".into(),
+            account_no: "09170000001".into(),
+            account_name: "Juan".into(),
+            middle_name: String::new(),
+            last_name: "Cruz".into(),
+            bank: Some("GCash".into()),
+            amount: Centavos::new(100),
+            note: None,
+            state,
+            trx_state: None,
+            code: None,
+            message: None,
+            error_code: None,
+            error_message: None,
+            order_no: None,
+            ref_no: None,
+            attempt: sends.map(|n| AttemptRecord {
+                id: 1,
+                msg_id: "M1".into(),
+                seq: 1,
+                supersedes: None,
+                operation: "5.2".into(),
+                request_bytes: Vec::new(),
+                send_count: n,
+                first_sent_at: None,
+            }),
+            verified_reject: false,
+            not_found_count: 0,
+            resent_after_not_found,
+            hold_since: None,
+            first_sent_at: None,
+            last_sent_at: None,
+            last_checked_at: None,
+            query_count: 0,
+            sends: sends.unwrap_or(0),
+            repay: false,
+            repay_of: None,
+            raw: RawFields::default(),
+        }
+    }
+
+    #[test]
+    fn report_state_of_a_row() {
+        use ReportState as S;
+        let table = [
+            (row(RowState::New, None, false), S::NotSent),
+            (row(RowState::Unsent, Some(0), false), S::NotSent),
+            // Waiting to resend after the not-found rule: the first send may have landed.
+            (row(RowState::Unsent, Some(1), true), S::Unknown),
+            (row(RowState::Unsent, Some(0), true), S::Unknown),
+            (row(RowState::Unsent, Some(1), false), S::Unknown),
+            (row(RowState::InFlight, Some(1), false), S::Unknown),
+            (row(RowState::Unknown, Some(1), false), S::Unknown),
+            (row(RowState::Pending, Some(1), false), S::Pending),
+            (row(RowState::FailHeld, Some(1), false), S::Pending),
+            (row(RowState::Success, Some(1), false), S::Success),
+            (row(RowState::Failed, Some(1), false), S::Failed),
+            (row(RowState::Reversed, Some(1), false), S::Reversed),
+            (row(RowState::Rejected, None, false), S::Rejected),
+            (
+                row(RowState::NeedsAttention, Some(1), false),
+                S::NeedsAttention,
+            ),
+        ];
+        for (r, want) in table {
+            assert_eq!(ReportState::of(&r), want, "{:?}", r.state);
+        }
+        let s = Summary::from_rows(&[row(RowState::New, None, false)]);
+        assert_eq!(
+            s.exit_code(),
+            crate::cmd::exit::UNRESOLVED,
+            "NOT_SENT: run again"
+        );
+    }
+
+    #[test]
+    fn thousands_separators() {
+        for (c, s) in [
+            (0, "0.00"),
+            (5, "0.05"),
+            (99_999, "999.99"),
+            (100_000, "1,000.00"),
+            (123_456_789, "1,234,567.89"),
+            (-123_456_789, "-1,234,567.89"),
+        ] {
+            assert_eq!(with_thousands(Centavos::new(c)), s);
+        }
+    }
+
+    #[test]
+    fn times_carry_the_report_offset() {
+        let pht = FixedOffset::east_opt(8 * 3600).unwrap();
+        // 2026-12-06T18:15:00Z
+        let ms = 1_796_580_900_000;
+        assert_eq!(ts(Some(ms), pht), "2026-12-07T02:15:00.000+08:00");
+        assert_eq!(ts(None, pht), "");
+    }
+
+    #[test]
+    fn table_is_aligned_with_a_total() {
+        let t = table_text(
+            "state",
+            &[
+                ("SUCCESS".into(), 2, Centavos::new(123_456_789)),
+                ("FAILED".into(), 10, Centavos::new(5)),
+            ],
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[3].starts_with("TOTAL"));
+        assert!(lines[3].ends_with("1,234,567.94"), "{t}");
+        // Right-aligned: every line has the same length.
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{t}");
+    }
 }

@@ -146,10 +146,11 @@ async fn every_category_agrees_with_the_ledger() {
     }
     assert_eq!(report[1]["difference"], "-1.00", "999.00 − 1,000.00");
     assert_eq!(report[0]["difference"], "0.00");
-    let summary = std::fs::read_to_string(dir.path().join("reports/eod-1-summary.csv")).unwrap();
+    // Balances are on their own lines in the run details, apart from the category table.
+    let details = std::fs::read_to_string(dir.path().join("reports/eod-1-run.csv")).unwrap();
     assert!(
-        summary.contains("balance_start") && summary.contains("balance_end"),
-        "{summary}"
+        details.contains("balance_start") && details.contains("balance_end"),
+        "{details}"
     );
 
     // Running it again resumes the open run and re-checks only PENDING/STALE_PENDING/UNKNOWN.
@@ -383,7 +384,7 @@ async fn reconcile_reports_and_applies_drift() {
     ])
     .await;
     assert_eq!(rec.status.code(), Some(2), "drift found\n{}", show(&rec));
-    let report = read_report(&dir.path().join("reports/pay-2.csv"));
+    let report = read_report(&dir.path().join("reports/pay-reconcile-1-2.csv"));
     assert_eq!(report.len(), 6);
     assert_eq!(
         report[1]["category"], "REVERSED_AFTER_SUCCESS",
@@ -427,7 +428,7 @@ async fn reconcile_reports_and_applies_drift() {
         "{}",
         show(&again)
     );
-    let report = read_report(&dir.path().join("reports/pay-3.csv"));
+    let report = read_report(&dir.path().join("reports/pay-reconcile-1-3.csv"));
     assert_eq!(
         report[1]["category"], "MATCHED",
         "expected REVERSED, found REVERSED: {:?}",

@@ -2,6 +2,7 @@
 
 pub mod keys;
 pub mod recon;
+pub mod report;
 pub mod run;
 pub mod sim;
 
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Keys(k) => keys::run(k),
         Command::Run(a) => run::run(a),
         Command::Retry(a) => run::retry(a),
+        Command::Report(a) => report::run(a),
         Command::Status(a) => run::status(a),
         Command::Reconcile(a) => recon::reconcile(a),
         Command::Sim(a) => sim::run(a),

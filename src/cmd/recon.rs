@@ -236,15 +236,9 @@ async fn drive_and_report(
     if complete && (open == 0 || reconcile_pass) {
         store.call(move |c| store::finish_run(c, run_id)).await?;
     }
-    let (dir, job, st) = (cfg.reports_dir.clone(), cfg.job_name.clone(), store.clone());
-    let (report_path, summary_path, summary) =
-        tokio::task::spawn_blocking(move || report::write_recon_report(&st, &dir, &job, run_id))
-            .await
-            .context("report task failed")??;
-    println!("run {run_id}");
-    print!("{}", summary.to_text());
-    println!("report:  {}", report_path.display());
-    println!("summary: {}", summary_path.display());
+    let (paths, summary) =
+        crate::cmd::report::recon(cfg, store, run_id, report::RunEnd::default()).await?;
+    crate::cmd::report::print(run_id, &summary.to_text(), &paths);
     if let Some(reason) = stopped {
         eprintln!("run {run_id} stopped: {reason}");
         // Interrupted by the operator: rows remain to check (3). A stop code: could not run (1).
@@ -333,6 +327,15 @@ pub fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
                 id
             }
         };
-        drive_and_report(&cfg, &engine, &store, run_id, true).await
+        let code = drive_and_report(&cfg, &engine, &store, run_id, true).await?;
+        // The pass may have moved payout rows (drift applied to the store): the payout run's
+        // report says so too (its previous version is kept beside it).
+        let (paths, _) =
+            crate::cmd::report::payout(&cfg, &store, payout_run, report::RunEnd::default()).await?;
+        println!(
+            "payout run {payout_run} report rewritten: {}",
+            paths.report.display()
+        );
+        Ok(code)
     })
 }

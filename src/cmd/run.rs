@@ -13,12 +13,13 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::{RetryArgs, RunArgs, StatusArgs};
 use crate::cmd::exit;
+use crate::cmd::report as report_cmd;
 use crate::config::{self, Endpoint, JobConfig, JobKind, Overrides};
 use crate::domain::{Centavos, RowState};
 use crate::engine::payout::{Allocated, EngineSettings, PayoutEngine};
 use crate::engine::policy::ResolveSettings;
 use crate::input::payout::{read_payouts, ValidationOptions};
-use crate::report::{self, Summary};
+use crate::report::{self, ReconSummary, RunEnd, Summary};
 use crate::server::sim::{SimConfig, SimHandle, Simulator};
 use crate::starpay::client::{Client, ClientConfig, Environment};
 use crate::starpay::codes::{reason_class, ReasonClass};
@@ -251,16 +252,30 @@ pub(crate) async fn open_run_of_file(
     let open_run = runs.iter().find(|r| !r.finished).map(|r| r.id);
     if let (None, Some(done)) = (open_run, runs.iter().rev().find(|r| r.finished)) {
         if !new_run {
+            // A finished run always has its report; if it went missing, write it again.
+            if !report_cmd::report_exists(cfg, done) {
+                let paths = if done.kind == "payout" {
+                    report_cmd::payout(cfg, store, done.id, RunEnd::default())
+                        .await?
+                        .0
+                } else {
+                    report_cmd::recon(cfg, store, done.id, RunEnd::default())
+                        .await?
+                        .0
+                };
+                eprintln!(
+                    "the report of finished run {} was missing; written again: {}",
+                    done.id,
+                    paths.report.display()
+                );
+            }
             bail!(
                 "{}: this file (sha256 {}) was already {done_verb} by run {} of job {:?}, finished {}; refusing to do it twice. Pass --new-run to run the same file again on purpose",
                 cfg.input.display(),
                 &sha[..12.min(sha.len())],
                 done.id,
                 cfg.job_name,
-                done.finished_at
-                    .and_then(chrono::DateTime::from_timestamp_millis)
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default()
+                report::ts(done.finished_at, cfg.report.timezone)
             );
         }
     }
@@ -319,19 +334,52 @@ async fn create_run(
             state: RowState::New,
             message: None,
             repay: repays.contains(&r.reference),
+            raw: store::RawFields::default(),
         })
         .collect();
+    // Rejected lines keep every field they had (raw text where it did not parse) and the
+    // reasons, so the report shows them and its total adds up to the file (issue 8, defect 7).
+    let reasons = |line: u64| -> String {
+        let all: Vec<String> = file
+            .errors
+            .iter()
+            .filter(|x| x.line == line)
+            .map(|x| x.to_string())
+            .collect();
+        format!("invalid input: {}", all.join("; "))
+    };
     let mut rejected_lines = HashSet::new();
+    for r in &file.rejected {
+        if !rejected_lines.insert(r.line) {
+            continue;
+        }
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        rows.push(NewRow {
+            line: r.line,
+            reference: r.reference.clone(),
+            channel: crate::input::payout::Channel::parse(&r.channel).map_or("", |c| c.as_str()),
+            account_no: r.account_no.clone(),
+            account_name: r.account_name.clone(),
+            middle_name: r.middle_name.clone(),
+            last_name: r.last_name.clone(),
+            bank: non_empty(&r.bank),
+            amount: r.amount.unwrap_or(Centavos::ZERO),
+            note: non_empty(&r.note),
+            state: RowState::Rejected,
+            message: Some(reasons(r.line)),
+            repay: false,
+            raw: store::RawFields {
+                channel: Some(r.channel.clone()),
+                amount: r.amount.is_none().then(|| r.amount_text.clone()),
+                currency: Some(r.currency.clone()),
+            },
+        });
+    }
+    // Never lose a row: an error line without its fields still gets a REJECTED line.
     for e in &file.errors {
         if e.line == 0 || !rejected_lines.insert(e.line) {
             continue;
         }
-        let all: Vec<String> = file
-            .errors
-            .iter()
-            .filter(|x| x.line == e.line)
-            .map(|x| x.to_string())
-            .collect();
         rows.push(NewRow {
             line: e.line,
             reference: String::new(),
@@ -344,8 +392,9 @@ async fn create_run(
             amount: Centavos::ZERO,
             note: None,
             state: RowState::Rejected,
-            message: Some(format!("invalid input: {}", all.join("; "))),
+            message: Some(reasons(e.line)),
             repay: false,
+            raw: store::RawFields::default(),
         });
     }
     rows.sort_by_key(|r| r.line);
@@ -475,34 +524,33 @@ async fn drive_and_report(
     let rows = store
         .call(move |c| store::rows_of_run(c, run_id, false))
         .await?;
-    if rows.iter().all(|r| r.state.is_terminal()) {
+    let all_final = rows.iter().all(|r| r.state.is_terminal());
+    let stopped_code = match (&result.stopped, &result.error) {
+        // Ctrl-C leaves rows to resume (3); a stop code means the job could not run (1).
+        (Some(reason), _) if reason.starts_with("interrupted") => Some(exit::UNRESOLVED),
+        (Some(_), _) | (None, Some(_)) => Some(exit::COULD_NOT_RUN),
+        (None, None) => None,
+    };
+    let end = RunEnd {
+        finishing: all_final,
+        exit_code: stopped_code,
+    };
+    // Report first (temporary files renamed into place), then finish the run: a crash or a
+    // failed write in between leaves the run open, and the next `run` writes the report again.
+    let (paths, summary) = report_cmd::payout(cfg, &store, run_id, end).await?;
+    if all_final {
         store.call(move |c| store::finish_run(c, run_id)).await?;
     }
-    let stale_ms = cfg.resolve.stale_after.as_millis() as i64;
-    let (report, summary_path, summary) =
-        report::write_payout_report(&cfg.reports_dir, &cfg.job_name, run_id, &rows, stale_ms)?;
-    print_summary(run_id, &summary, &report, &summary_path);
+    report_cmd::print(run_id, &summary.to_text(), &paths);
     if let Some(reason) = result.stopped {
         eprintln!("run {run_id} stopped: {reason}");
-        // Ctrl-C leaves rows to resume (3); a stop code means the job could not run (1).
-        return Ok(if reason.starts_with("interrupted") {
-            exit::UNRESOLVED
-        } else {
-            exit::COULD_NOT_RUN
-        });
+        return Ok(stopped_code.unwrap_or(exit::COULD_NOT_RUN));
     }
     if let Some(error) = result.error {
         eprintln!("run {run_id}: some rows could not be driven and stay unresolved: {error}");
         return Ok(exit::COULD_NOT_RUN);
     }
     Ok(summary.exit_code())
-}
-
-fn print_summary(run_id: i64, summary: &Summary, report: &Path, summary_path: &Path) {
-    println!("run {run_id}");
-    print!("{}", summary.to_text());
-    println!("report:  {}", report.display());
-    println!("summary: {}", summary_path.display());
 }
 
 fn spawn_progress(engine: Arc<PayoutEngine>, total: u64) -> tokio::task::JoinHandle<()> {
@@ -632,10 +680,16 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
             let rows = store.call_blocking(move |c| store::rows_of_run(c, id, false))?;
             print!("{}", Summary::from_rows(&rows).to_text());
         } else {
-            let rows = store.call_blocking(move |c| store::recon::recon_summary(c, id))?;
-            for (category, count, amount) in rows {
-                println!("{category:<24} {count:>10} {amount:>18}");
-            }
+            let (counts, (start, end)) = store.call_blocking(move |c| {
+                Ok((
+                    store::recon::recon_summary(c, id)?,
+                    store::recon::balances(c, id)?,
+                ))
+            })?;
+            print!(
+                "{}",
+                ReconSummary::from_counts(counts, start, end).to_text()
+            );
         }
         shown += 1;
     }

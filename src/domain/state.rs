@@ -204,20 +204,6 @@ impl RowState {
         )
     }
 
-    /// The state shown in reports (issue 4): SUCCESS, FAILED, REVERSED, PENDING, UNKNOWN,
-    /// REJECTED, NEEDS_ATTENTION.
-    pub fn report_label(self) -> &'static str {
-        match self {
-            RowState::New | RowState::Unsent | RowState::Pending | RowState::FailHeld => "PENDING",
-            RowState::InFlight | RowState::Unknown => "UNKNOWN",
-            RowState::Success => "SUCCESS",
-            RowState::Failed => "FAILED",
-            RowState::Reversed => "REVERSED",
-            RowState::Rejected => "REJECTED",
-            RowState::NeedsAttention => "NEEDS_ATTENTION",
-        }
-    }
-
     /// Whether money may have moved or may still move for this row (blocks a re-pay of the
     /// same reference in a later run).
     pub fn may_have_paid(self) -> bool {

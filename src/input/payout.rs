@@ -114,6 +114,88 @@ pub use crate::logging::mask_account;
 /// Why a reference may not be paid (an earlier run sent it), or `None` when it may.
 pub type AlreadyPaid<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// Longest text kept of one field of a rejected line (the report shows it; the error message
+/// already names the rule).
+pub const REJECTED_FIELD_MAX_CHARS: usize = 256;
+
+/// A line that failed validation, with every field as it was written (decoded lossily,
+/// trimmed, cut at [`REJECTED_FIELD_MAX_CHARS`]), so `--skip-invalid` can keep it in the
+/// report (issue 8, defect 7). `amount` is set only when the amount text parses as a
+/// non-negative PHP amount (`"12.345"` does not; `"60000"` over the InstaPay cap does).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RejectedLine {
+    pub line: u64,
+    pub reference: String,
+    pub channel: String,
+    pub account_no: String,
+    pub account_name: String,
+    pub middle_name: String,
+    pub last_name: String,
+    pub bank: String,
+    pub amount_text: String,
+    pub amount: Option<Centavos>,
+    pub currency: String,
+    pub note: String,
+}
+
+/// Hand-written so a full account number never reaches a log (STYLE.md §9).
+impl fmt::Debug for RejectedLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RejectedLine")
+            .field("line", &self.line)
+            .field("reference", &self.reference)
+            .field("channel", &self.channel)
+            .field("account_no", &mask_account(&self.account_no))
+            .field("amount_text", &self.amount_text)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RejectedLine {
+    fn from_record(header: &Columns, rec: &RawRecord) -> RejectedLine {
+        let raw = |c: Col| -> String {
+            let Some(Some(i)) = header.index.get(c as usize) else {
+                return String::new();
+            };
+            match rec.fields.get(*i) {
+                Some(super::RawField::Bytes(b)) => {
+                    let t = String::from_utf8_lossy(b);
+                    let t = t.trim();
+                    if t.chars().count() > REJECTED_FIELD_MAX_CHARS {
+                        let mut cut: String = t.chars().take(REJECTED_FIELD_MAX_CHARS).collect();
+                        cut.push('…');
+                        cut
+                    } else {
+                        t.to_string()
+                    }
+                }
+                Some(super::RawField::TooLarge) => {
+                    format!("[field over {} bytes]", super::MAX_FIELD_BYTES)
+                }
+                None => String::new(),
+            }
+        };
+        let amount_text = raw(Col::Amount);
+        let amount = Centavos::parse_php(&amount_text)
+            .ok()
+            .filter(|a| a.get() >= 0);
+        RejectedLine {
+            line: rec.line,
+            reference: raw(Col::Reference),
+            channel: raw(Col::Channel),
+            account_no: raw(Col::AccountNo),
+            account_name: raw(Col::AccountName),
+            middle_name: raw(Col::MiddleName),
+            last_name: raw(Col::LastName),
+            bank: raw(Col::Bank),
+            amount_text,
+            amount,
+            currency: raw(Col::Currency),
+            note: raw(Col::Note),
+        }
+    }
+}
+
 /// What the caller knows that the file does not.
 #[derive(Default, Clone, Copy)]
 pub struct ValidationOptions<'a> {
@@ -141,6 +223,8 @@ pub struct PayoutFile {
     pub errors: Vec<InputError>,
     /// Errors found beyond the cap (counted, not kept).
     pub errors_omitted: usize,
+    /// The invalid lines with their fields, in file order, at most [`super::MAX_ERRORS`].
+    pub rejected: Vec<RejectedLine>,
     /// Sum of the valid rows' amounts.
     pub total: Centavos,
     /// Lower-case hex SHA-256 of the file's bytes.
@@ -231,6 +315,7 @@ pub fn read_payouts(path: &Path, opts: &ValidationOptions) -> Result<PayoutFile,
         opts,
         seen: HashMap::new(),
         errors: ErrorList::default(),
+        rejected: Vec::new(),
     };
     let mut rows = Vec::new();
     let mut total = Centavos::ZERO;
@@ -254,6 +339,7 @@ pub fn read_payouts(path: &Path, opts: &ValidationOptions) -> Result<PayoutFile,
         rows,
         errors: v.errors.errors,
         errors_omitted: v.errors.omitted,
+        rejected: v.rejected,
         total,
         sha256: reader.into_inner().hex_digest(),
     })
@@ -265,6 +351,7 @@ struct Validator<'o, 'a> {
     /// reference → first line it appeared on.
     seen: HashMap<String, u64>,
     errors: ErrorList,
+    rejected: Vec<RejectedLine>,
 }
 
 impl Validator<'_, '_> {
@@ -282,6 +369,7 @@ impl Validator<'_, '_> {
                 },
             ));
             self.flush(line, errs);
+            self.reject(header, rec);
             return None;
         }
 
@@ -395,6 +483,7 @@ impl Validator<'_, '_> {
 
         if !errs.is_empty() {
             self.flush(line, errs);
+            self.reject(header, rec);
             return None;
         }
         Some(PayoutRow {
@@ -409,6 +498,13 @@ impl Validator<'_, '_> {
             amount: amount?,
             note: note.filter(|n| !n.is_empty()),
         })
+    }
+
+    /// Keeps the invalid line's fields (bounded like the error list).
+    fn reject(&mut self, header: &Columns, rec: &RawRecord) {
+        if self.rejected.len() < super::MAX_ERRORS {
+            self.rejected.push(RejectedLine::from_record(header, rec));
+        }
     }
 
     fn flush(&mut self, line: u64, errs: Vec<(Option<Col>, Rule)>) {
@@ -545,6 +641,36 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(f.sha256, want);
+    }
+
+    #[test]
+    fn rejected_lines_keep_their_fields() {
+        let f = read(&format!(
+            "{HEADER}R1,instapay,0917,Juan,,Cruz,GCash,12.345,PHP,x\n\
+             R2,paypal,0918,Ana,M,Reyes,GCash,\"1,250.50\",usd,y\n\
+             R3,instapay,0919,Leo,,Luna,GCash,100,PHP,ok\n\
+             R4,instapay\n"
+        ));
+        assert_eq!(f.rows.len(), 1);
+        let lines: Vec<u64> = f.rejected.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [2, 3, 5]);
+        let r = &f.rejected[0];
+        assert_eq!(
+            (r.reference.as_str(), r.amount_text.as_str()),
+            ("R1", "12.345")
+        );
+        assert_eq!(r.amount, None, "does not parse");
+        let r = &f.rejected[1];
+        assert_eq!((r.channel.as_str(), r.currency.as_str()), ("paypal", "usd"));
+        assert_eq!(r.amount, Some(Centavos::new(125_050)));
+        assert_eq!(r.middle_name, "M");
+        // A short line keeps what it had.
+        let r = &f.rejected[2];
+        assert_eq!(
+            (r.reference.as_str(), r.channel.as_str()),
+            ("R4", "instapay")
+        );
+        assert_eq!(r.account_no, "");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod recon;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_recon.sql"),
+    include_str!("../../migrations/0004_report_truth.sql"),
     include_str!("../../migrations/0005_repay_and_attempt_times.sql"),
 ];
 /// Bound of the command queue to the writer thread.
@@ -246,6 +247,17 @@ pub struct NewRow {
     pub message: Option<String>,
     /// Re-pays a reference paid before (`run --repay`): checked live before its msgId exists.
     pub repay: bool,
+    /// Raw text of a rejected line's fields that have no typed column (migration 0004).
+    pub raw: RawFields,
+}
+
+/// Raw text of the fields of a rejected input line that do not fit a typed column: a channel
+/// we do not know, an amount that does not parse (`"12.345"`), the currency. `None` on valid rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawFields {
+    pub channel: Option<String>,
+    pub amount: Option<String>,
+    pub currency: Option<String>,
 }
 
 /// A row as stored, with its current attempt.
@@ -286,6 +298,7 @@ pub struct RowRecord {
     pub repay: bool,
     /// What the current attempt re-pays, for the report.
     pub repay_of: Option<String>,
+    pub raw: RawFields,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,8 +430,9 @@ pub fn create_run(
     {
         let mut stmt = tx.prepare(
             "INSERT INTO rows (run_id, line, reference, channel, account_no, account_name, middle_name,
-                               last_name, bank, amount, note, state, message, updated_at, repay)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                               last_name, bank, amount, note, state, message, updated_at, repay,
+                               raw_channel, raw_amount, raw_currency)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?;
         for r in rows {
             stmt.execute(params![
@@ -436,7 +450,10 @@ pub fn create_run(
                 r.state.as_str(),
                 r.message,
                 now,
-                r.repay as i64
+                r.repay as i64,
+                r.raw.channel,
+                r.raw.amount,
+                r.raw.currency
             ])?;
         }
     }
@@ -505,7 +522,7 @@ const ROW_SELECT: &str =
     r.hold_since, r.first_sent_at, r.last_sent_at, r.last_checked_at, r.query_count,
     r.resent_after_not_found, a.id, a.msg_id, a.seq, a.supersedes, a.operation, a.request_bytes, a.send_count,
     (SELECT COALESCE(SUM(send_count), 0) FROM attempts x WHERE x.row_id = r.id),
-    a.first_sent_at, r.repay, r.repay_of
+    a.first_sent_at, r.repay, r.repay_of, r.raw_channel, r.raw_amount, r.raw_currency
     FROM rows r LEFT JOIN attempts a ON a.id = r.attempt_id";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RowRecord, String)> {
@@ -558,6 +575,11 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RowRecord, String)> {
             sends: r.get(35)?,
             repay: r.get::<_, i64>(37)? != 0,
             repay_of: r.get(38)?,
+            raw: RawFields {
+                channel: r.get(39)?,
+                amount: r.get(40)?,
+                currency: r.get(41)?,
+            },
         },
         state_text,
     ))
@@ -1015,6 +1037,7 @@ mod tests {
             state: RowState::New,
             message: None,
             repay: false,
+            raw: RawFields::default(),
         }
     }
 

@@ -1,0 +1,112 @@
+//! `report JOB --run ID`, and the one way every command writes a run's report files.
+//!
+//! No command marks a run FINISHED before its report is in place (issue 8, defect 5), and
+//! every command that changes a run's rows rewrites its report (defect 6). This command
+//! rewrites one from the store at any time, for payout and reconciliation runs alike.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use crate::cli::ReportArgs;
+use crate::cmd::exit;
+use crate::cmd::run::load_any;
+use crate::config::JobConfig;
+use crate::report::{self, ReconSummary, ReportPaths, RunEnd, Summary};
+use crate::store::{self, Store};
+
+/// Writes a payout run's report from the store (off the async threads).
+pub(crate) async fn payout(
+    cfg: &JobConfig,
+    store: &Store,
+    run_id: i64,
+    end: RunEnd,
+) -> anyhow::Result<(ReportPaths, Summary)> {
+    let (st, dir, tz) = (store.clone(), cfg.reports_dir.clone(), cfg.report.timezone);
+    let stale_ms = cfg.resolve.stale_after.as_millis() as i64;
+    let written = tokio::task::spawn_blocking(move || {
+        report::write_payout_run(&st, &dir, tz, stale_ms, run_id, end)
+    })
+    .await
+    .context("report task failed")??;
+    Ok(written)
+}
+
+/// Writes a reconciliation run's report from the store (off the async threads).
+pub(crate) async fn recon(
+    cfg: &JobConfig,
+    store: &Store,
+    run_id: i64,
+    end: RunEnd,
+) -> anyhow::Result<(ReportPaths, ReconSummary)> {
+    let (st, dir, tz) = (store.clone(), cfg.reports_dir.clone(), cfg.report.timezone);
+    let written =
+        tokio::task::spawn_blocking(move || report::write_recon_run(&st, &dir, tz, run_id, end))
+            .await
+            .context("report task failed")??;
+    Ok(written)
+}
+
+/// The terminal summary after a command: the table, then where the files are.
+pub(crate) fn print(run_id: i64, table: &str, paths: &ReportPaths) {
+    println!("run {run_id}");
+    print!("{table}");
+    print_paths(paths);
+}
+
+fn print_paths(paths: &ReportPaths) {
+    println!("report:  {}", paths.report.display());
+    println!("summary: {}", paths.summary.display());
+    println!("details: {}", paths.details.display());
+}
+
+/// `report JOB --run ID`.
+///
+/// Takes no job lock: it only reads the store (SQLite WAL readers never block the writer) and
+/// writes report files, so it is safe while the job runs. Writers of one run's report are
+/// serialised by a lock on that report alone (held for the moment one report is read and
+/// written), so this never replaces a newer report with an older snapshot.
+pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
+    let cfg = load_any(&args.job, None)?;
+    if !cfg.database.exists() {
+        bail!(
+            "database {} does not exist yet: job {:?} has never run",
+            cfg.database.display(),
+            cfg.job_name
+        );
+    }
+    let store = Store::open(&cfg.database)?;
+    let run_id = args.run;
+    let Some(run) = store.call_blocking(move |c| store::run_by_id(c, run_id))? else {
+        bail!("run {run_id} does not exist in {}", cfg.database.display());
+    };
+    if run.job != cfg.job_name {
+        bail!(
+            "run {run_id} belongs to job {:?}, not {:?}",
+            run.job,
+            cfg.job_name
+        );
+    }
+    let (dir, tz) = (cfg.reports_dir.as_path(), cfg.report.timezone);
+    if run.kind == "payout" {
+        let stale_ms = cfg.resolve.stale_after.as_millis() as i64;
+        let (paths, summary) =
+            report::write_payout_run(&store, dir, tz, stale_ms, run_id, RunEnd::default())?;
+        print(run_id, &summary.to_text(), &paths);
+    } else {
+        let (paths, summary) = report::write_recon_run(&store, dir, tz, run_id, RunEnd::default())?;
+        print(run_id, &summary.to_text(), &paths);
+    }
+    if !run.finished {
+        eprintln!("run {run_id} is still open: the report shows it as it stands now");
+    }
+    Ok(exit::OK)
+}
+
+/// Whether the main report file of a run exists (a finished run without one gets it rewritten).
+pub(crate) fn report_exists(cfg: &JobConfig, run: &store::RunRecord) -> bool {
+    let stem = report::report_stem(run);
+    report::paths(Path::new(&cfg.reports_dir), &stem)
+        .report
+        .exists()
+}
