@@ -228,19 +228,39 @@ async fn drive_and_report(
             Err(e) => tracing::warn!(error = %e, "balance at the end of the run is unknown"),
         }
     }
-    let open = store.call(move |c| sql::open_recon_rows(c, run_id)).await?;
-    // A recon job's run stays open while rows can still change (re-run to re-check them). A
-    // reconcile pass is complete when it was not interrupted: the next `reconcile` starts a
-    // fresh pass over every row (drift can happen to rows that were final).
-    let complete = stopped.is_none() && drive_error.is_none();
-    if complete && (open == 0 || reconcile_pass) {
-        store.call(move |c| store::finish_run(c, run_id)).await?;
+    // Two lines claiming one Starpay order: over the whole run, before the report (issue 8).
+    let duplicates = store
+        .call(move |c| sql::mark_duplicate_matches(c, run_id))
+        .await?;
+    if duplicates > 0 {
+        tracing::warn!(
+            rows = duplicates,
+            "rows claim a Starpay order another line already matched"
+        );
     }
+    let open = store.call(move |c| sql::open_recon_rows(c, run_id)).await?;
+    let unchecked = store
+        .call(move |c| sql::unchecked_recon_rows(c, run_id))
+        .await?;
+    // A recon job's run stays open while rows can still change (re-run to re-check them). A
+    // reconcile pass ends only when every row has been checked (issue 8: one cut by its deadline
+    // is resumed by the next `reconcile`); a finished pass is not resumed, the next `reconcile`
+    // starts a fresh pass over every row (drift can happen to rows that were final).
+    let complete = stopped.is_none() && drive_error.is_none();
+    let finish = complete && (open == 0 || (reconcile_pass && unchecked == 0));
+    // The report first, then the run is finished: a run is never FINISHED without its report.
     let (dir, job, st) = (cfg.reports_dir.clone(), cfg.job_name.clone(), store.clone());
     let (report_path, summary_path, summary) =
         tokio::task::spawn_blocking(move || report::write_recon_report(&st, &dir, &job, run_id))
             .await
             .context("report task failed")??;
+    if finish {
+        store.call(move |c| store::finish_run(c, run_id)).await?;
+    } else if reconcile_pass && complete && unchecked > 0 {
+        eprintln!(
+            "run {run_id}: {unchecked} row(s) not checked before the deadline; the pass stays open and the next `reconcile` resumes it"
+        );
+    }
     println!("run {run_id}");
     print!("{}", summary.to_text());
     println!("report:  {}", report_path.display());

@@ -21,6 +21,7 @@ pub mod recon;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_recon.sql"),
+    include_str!("../../migrations/0003_recon_truth.sql"),
 ];
 /// Bound of the command queue to the writer thread.
 const QUEUE_CAPACITY: usize = 1024;
