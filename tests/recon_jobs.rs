@@ -74,6 +74,7 @@ async fn every_category_agrees_with_the_ledger() {
         "MATCHED",
         "AMOUNT_MISMATCH",
         "STATE_MISMATCH",
+        "DUPLICATE_MATCH",
         "NOT_FOUND",
         "PENDING",
         "STALE_PENDING",
@@ -179,10 +180,14 @@ async fn killed_twice_resumes_without_requerying_final_rows() {
         RESOLVE,
     );
     let db = dir.path().join("big.db");
-    let mut snapshots = Vec::new();
-    for wait in [2500u64, 2500] {
+    let mut snapshots: Vec<HashMap<i64, (i64, i64)>> = Vec::new();
+    for _ in 0..2 {
         let child = spawn(vec!["run".into(), s(&job)]).await;
-        kill_after(child, Duration::from_millis(wait)).await;
+        // Killed once it has made progress (an observable condition, not a fixed time, so a
+        // loaded machine does not turn it into a kill before the first row).
+        let before = snapshots.last().map_or(0, HashMap::len);
+        wait_for_final_rows(&db, before + 100, Duration::from_secs(120)).await;
+        kill_after(child, Duration::from_millis(0)).await;
         snapshots.push(final_rows(&db));
     }
     assert!(
@@ -212,6 +217,25 @@ async fn killed_twice_resumes_without_requerying_final_rows() {
                 "row {id} was final before a kill and was checked again"
             );
         }
+    }
+}
+
+/// Waits until at least `n` rows are final (the database may not exist yet), or `bound`.
+async fn wait_for_final_rows(db: &std::path::Path, n: usize, bound: Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < bound {
+        let count = rusqlite::Connection::open(db).ok().and_then(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM recon_rows WHERE category IN ('MATCHED','AMOUNT_MISMATCH','STATE_MISMATCH','NOT_FOUND','REVERSED_AFTER_SUCCESS')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .ok()
+        });
+        if count.is_some_and(|c| c as usize >= n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -346,9 +346,9 @@ async fn a_reconcile_pass_cut_by_its_deadline_is_resumed_not_restarted() {
     let job = pay(dir.path(), &sim, n, |_| "2468").await;
     let input = dir.path().join("payouts.csv");
     let before = sim.requests().len();
-    // Slow and short: it cannot check 300 rows.
+    // Slow and short: it cannot check 300 rows (about 40 in 2 s at 20 req/s).
     let slow = "requests_per_second = 20\nburst = 1\nconcurrency = 2\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2";
-    let short = FAST_RESOLVE.replace("deadline_secs = 60", "deadline_secs = 1");
+    let short = FAST_RESOLVE.replace("deadline_secs = 60", "deadline_secs = 2");
     write_job(dir.path(), "pay", &sim, &input, slow, &short);
     let first = reconcile(&job, 1).await;
     assert_eq!(first.status.code(), Some(3), "{}", show(&first));
@@ -549,8 +549,17 @@ async fn one_starpay_order_claimed_by_two_lines_is_a_duplicate_match() {
         limits,
         resolve,
     );
-    let child = spawn(vec!["run".into(), s(&job)]).await;
-    kill_after(child, Duration::from_millis(1500)).await;
+    // Killed once about 300 rows are checked: the first claims of lines 2, 3, 7 (and line 9's
+    // pair) before the kill, the later claims (lines 700, 1000, 1150, 1151) after it.
+    let mut child = spawn(vec!["run".into(), s(&job)]).await;
+    wait_until_checked(
+        &dir.path().join("dup.db"),
+        300,
+        Duration::from_secs(120),
+        &mut child,
+    )
+    .await;
+    kill_after(child, Duration::from_millis(0)).await;
     let out = run(vec!["run".into(), s(&job)]).await;
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let c = db(dir.path(), "dup");
@@ -613,8 +622,10 @@ async fn reconcile_pass_killed_at_several_points_never_finishes_with_unchecked_r
         )
         .unwrap()
     };
-    let mut snapshots = Vec::new();
-    for wait in [900u64, 1300, 1700] {
+    let mut snapshots: Vec<HashMap<i64, (i64, i64)>> = Vec::new();
+    // Kill points: while starting (before or while the pass is created), then three times
+    // once the pass has checked 50 more rows (an observable condition, not a fixed time).
+    for (i, more) in [0usize, 50, 50, 50].into_iter().enumerate() {
         let child = spawn(vec![
             "reconcile".into(),
             s(&job),
@@ -622,11 +633,18 @@ async fn reconcile_pass_killed_at_several_points_never_finishes_with_unchecked_r
             "1".into(),
         ])
         .await;
-        kill_after(child, Duration::from_millis(wait)).await;
+        if more == 0 {
+            kill_after(child, Duration::from_millis(150)).await;
+        } else {
+            let before = snapshots.last().map_or(0, HashMap::len);
+            let mut child = child;
+            wait_until_checked(&path, before + more, Duration::from_secs(120), &mut child).await;
+            kill_after(child, Duration::from_millis(0)).await;
+        }
         let c = Connection::open(&path).unwrap();
-        assert_eq!(finished_with_unchecked(&c), 0, "after a kill at {wait} ms");
+        assert_eq!(finished_with_unchecked(&c), 0, "after kill {i}");
         snapshots.push(checked_rows(&c));
-        if wait == 1300 {
+        if i == 2 {
             // Between two kills, a pass cut by its deadline (it ends on its own, not killed).
             let short = FAST_RESOLVE.replace("deadline_secs = 60", "deadline_secs = 1");
             write_job(dir.path(), "pay", &sim, &input, limits, &short);
@@ -666,6 +684,29 @@ async fn reconcile_pass_killed_at_several_points_never_finishes_with_unchecked_r
         for (id, checked) in snap {
             assert_eq!(end.get(id), Some(checked), "row {id} was checked again");
         }
+    }
+}
+
+/// Waits until at least `n` recon rows are checked (the pass may not exist yet), the child has
+/// exited, or `bound`.
+async fn wait_until_checked(db: &Path, n: usize, bound: Duration, child: &mut std::process::Child) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < bound {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let count = Connection::open(db).ok().and_then(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM recon_rows WHERE category IS NOT NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .ok()
+        });
+        if count.is_some_and(|c| c as usize >= n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -374,17 +374,25 @@ impl ReconEngine {
             let engine = Arc::clone(self);
             tokio::spawn(async move {
                 let mut batch = Vec::with_capacity(BATCH);
+                // When the oldest result of the batch arrived: no result waits longer than
+                // BATCH_WAIT to be written, even while results keep coming (a kill then loses at
+                // most that much work, and progress is visible in the store).
+                let mut oldest: Option<Instant> = None;
                 loop {
-                    let (closed, idle) = match tokio::time::timeout(BATCH_WAIT, res_rx.recv()).await
-                    {
+                    let wait =
+                        oldest.map_or(BATCH_WAIT, |t| BATCH_WAIT.saturating_sub(t.elapsed()));
+                    let (closed, idle) = match tokio::time::timeout(wait, res_rx.recv()).await {
                         Ok(Some(r)) => {
+                            oldest.get_or_insert_with(Instant::now);
                             batch.push(r);
                             (false, false)
                         }
                         Ok(None) => (true, false),
                         Err(_) => (false, true),
                     };
-                    if !batch.is_empty() && (batch.len() >= BATCH || closed || idle) {
+                    let due = oldest.is_some_and(|t| t.elapsed() >= BATCH_WAIT);
+                    if !batch.is_empty() && (batch.len() >= BATCH || closed || idle || due) {
+                        oldest = None;
                         let items = std::mem::take(&mut batch);
                         let n = items.len() as u64;
                         if let Err(e) = engine

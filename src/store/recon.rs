@@ -397,7 +397,11 @@ fn move_payout_row(
         "UPDATE rows SET state = ?3, trx_state = ?4, error_code = ?5, error_message = ?6,
              order_no = COALESCE(?7, order_no), last_checked_at = ?8, updated_at = ?8,
              hold_since = CASE WHEN ?3 = 'FAIL_HELD' THEN COALESCE(hold_since, ?8) ELSE NULL END,
-             message = COALESCE(?10, message)
+             message = COALESCE(?10, message),
+             -- Starpay has the row: whatever rejection or not-found streak we had is void (a
+             -- later 404 must not make it REJECTED again).
+             verified_reject = CASE WHEN ?11 THEN 0 ELSE verified_reject END,
+             not_found_count = CASE WHEN ?11 THEN 0 ELSE not_found_count END
          WHERE id = ?1 AND state = ?2
            AND attempt_id = (SELECT a.id FROM attempts a JOIN recon_rows x
                              ON x.original_msg_id = a.msg_id WHERE x.id = ?9)",
@@ -411,7 +415,8 @@ fn move_payout_row(
             r.order_no,
             now_ms(),
             r.id,
-            message
+            message,
+            matches!(m.why, MoveWhy::PaidRecordedUnpaid { .. })
         ],
     )?;
     if changed == 1 {
