@@ -275,6 +275,11 @@ async fn reconcile_flags_and_reblocks_a_payment_recorded_as_unpaid() {
         "{}",
         show(&out)
     );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("WARNING: 5 row(s) PAID_BUT_RECORDED_UNPAID"),
+        "{}",
+        show(&out)
+    );
 
     // The store: moved to the state Starpay implies, with an event carrying the raw answer.
     let rows = payout_rows(&c, 1);
@@ -753,4 +758,127 @@ async fn a_reconcile_pass_whose_report_cannot_be_written_is_not_finished() {
     );
     assert_eq!(run_status(&c, 2), "FINISHED");
     assert_eq!(read_report(&report_of(&again)).len(), 5);
+}
+
+/// Migration 0003 rebuilds `recon_rows` (SQLite cannot alter a CHECK): a database made by the
+/// earlier schema keeps its rows and indexes and accepts the new categories, and only them.
+#[test]
+fn migration_0003_keeps_recon_rows_and_accepts_the_new_categories() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        for m in ["0001_init.sql", "0002_recon.sql"] {
+            let sql = std::fs::read_to_string(root().join("migrations").join(m)).unwrap();
+            c.execute_batch(&sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 2).unwrap();
+        c.execute(
+            "INSERT INTO runs (job, kind, input_path, input_sha256, status, created_at, row_count, total)
+             VALUES ('old', 'repayment-recon', 'x.csv', 'abc', 'OPEN', 1, 2, 300)",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO recon_rows (run_id, line, ref_no, lookup_key, expected_amount, category,
+                 action, order_no, queries)
+             VALUES (1, 2, '7100000000000001', 'ref:7100000000000001', 100, 'MATCHED', 'none',
+                 '202611260000000001', 1),
+                    (1, 3, '7100000000000002', 'ref:7100000000000002', 200, NULL, NULL, NULL, 0)",
+            [],
+        )
+        .unwrap();
+    }
+    drop(starpay_batch::store::Store::open(&path).unwrap());
+    let c = Connection::open(&path).unwrap();
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert!(version >= 3, "migrated to {version}");
+    let rows: Vec<(i64, Option<String>, Option<String>, i64)> = c
+        .prepare("SELECT line, category, order_no, queries FROM recon_rows ORDER BY line")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                2,
+                Some("MATCHED".into()),
+                Some("202611260000000001".into()),
+                1
+            ),
+            (3, None, None, 0)
+        ]
+    );
+    let indexes: HashSet<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'recon_rows'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for i in ["recon_rows_key", "recon_rows_todo", "recon_rows_order"] {
+        assert!(indexes.contains(i), "{i} missing: {indexes:?}");
+    }
+    for category in [
+        "PAID_BUT_RECORDED_UNPAID",
+        "DUPLICATE_MATCH",
+        "HELD_TIMEOUT",
+    ] {
+        c.execute(
+            "UPDATE recon_rows SET category = ?1 WHERE line = 3",
+            [category],
+        )
+        .unwrap_or_else(|e| panic!("{category}: {e}"));
+    }
+    assert!(
+        c.execute(
+            "UPDATE recon_rows SET category = 'BOGUS' WHERE line = 3",
+            []
+        )
+        .is_err(),
+        "the CHECK constraint is still there"
+    );
+}
+
+/// The exit code of a recon summary: held rows are unresolved (3); a payment recorded as unpaid
+/// or claimed twice is a finding (2), never 0.
+#[test]
+fn recon_exit_codes_of_the_new_categories() {
+    use starpay_batch::domain::Centavos;
+    use starpay_batch::report::ReconSummary;
+    let summary = |rows: &[(&str, i64)]| ReconSummary {
+        rows: rows
+            .iter()
+            .map(|(c, n)| (c.to_string(), *n, Centavos::new(100)))
+            .collect(),
+        ..ReconSummary::default()
+    };
+    assert_eq!(summary(&[("MATCHED", 3)]).exit_code(), 0);
+    assert_eq!(
+        summary(&[("MATCHED", 3), ("PAID_BUT_RECORDED_UNPAID", 1)]).exit_code(),
+        2
+    );
+    assert_eq!(
+        summary(&[("MATCHED", 3), ("DUPLICATE_MATCH", 1)]).exit_code(),
+        2
+    );
+    assert_eq!(
+        summary(&[("MATCHED", 3), ("HELD_TIMEOUT", 1)]).exit_code(),
+        3
+    );
+    for c in [
+        "PAID_BUT_RECORDED_UNPAID",
+        "DUPLICATE_MATCH",
+        "HELD_TIMEOUT",
+    ] {
+        assert!(
+            starpay_batch::report::RECON_CATEGORIES.contains(&c),
+            "{c} has its place in the report order"
+        );
+    }
 }

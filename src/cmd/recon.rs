@@ -265,6 +265,18 @@ async fn drive_and_report(
     print!("{}", summary.to_text());
     println!("report:  {}", report_path.display());
     println!("summary: {}", summary_path.display());
+    let paid = summary.count("PAID_BUT_RECORDED_UNPAID");
+    if paid > 0 {
+        eprintln!(
+            "WARNING: {paid} row(s) PAID_BUT_RECORDED_UNPAID: Starpay paid rows our store held as unpaid; their references are blocked again; do not pay them again and check whether they were paid a second time elsewhere (see the report)"
+        );
+    }
+    let claimed = summary.count("DUPLICATE_MATCH");
+    if claimed > 0 {
+        eprintln!(
+            "WARNING: {claimed} row(s) DUPLICATE_MATCH: a Starpay payment is claimed by more than one line (see the report)"
+        );
+    }
     if let Some(reason) = stopped {
         eprintln!("run {run_id} stopped: {reason}");
         // Interrupted by the operator: rows remain to check (3). A stop code: could not run (1).
