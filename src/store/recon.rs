@@ -49,7 +49,7 @@ pub struct ReconTodo {
     /// The payout row's state now (reconcile of a payout run).
     pub source_state: Option<RowState>,
     pub source_amount: Option<Centavos>,
-    /// The payout row is held as unpaid: REJECTED, UNSENT, or its attempt was never sent.
+    /// The payout row is held as unpaid: REJECTED or UNSENT (an attempt never sent is UNSENT).
     pub recorded_unpaid: bool,
     pub queries: i64,
 }
@@ -249,10 +249,11 @@ pub fn recon_todo_page(
     let mut stmt = conn.prepare_cached(
         "SELECT x.id, x.line, x.ref_no, x.original_msg_id, x.expected_amount, x.expected_state,
                 x.expect_not_found, x.source_row_id, r.state, r.amount, x.queries,
-                CASE WHEN r.id IS NOT NULL AND (r.state IN ('REJECTED', 'UNSENT')
-                          OR (a.id IS NOT NULL AND a.send_count = 0)) THEN 1 ELSE 0 END
+                -- Held as unpaid: REJECTED, or UNSENT (which covers an attempt never sent: a
+                -- send is counted only once it has left, and an IN_FLIGHT row is unknown, not
+                -- unpaid).
+                CASE WHEN r.state IN ('REJECTED', 'UNSENT') THEN 1 ELSE 0 END
          FROM recon_rows x LEFT JOIN rows r ON r.id = x.source_row_id
-              LEFT JOIN attempts a ON x.source_row_id IS NOT NULL AND a.msg_id = x.original_msg_id
          WHERE x.run_id = ?1 AND x.id > ?2
            AND (x.category IS NULL
                 OR x.category IN ('PENDING', 'HELD_TIMEOUT', 'STALE_PENDING', 'UNKNOWN'))
