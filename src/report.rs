@@ -645,12 +645,15 @@ pub const RECON_COLUMNS: [&str; 18] = [
 ];
 
 /// Categories in report order.
-pub const RECON_CATEGORIES: [&str; 9] = [
+pub const RECON_CATEGORIES: [&str; 12] = [
     "MATCHED",
     "AMOUNT_MISMATCH",
     "STATE_MISMATCH",
+    "PAID_BUT_RECORDED_UNPAID",
+    "DUPLICATE_MATCH",
     "NOT_FOUND",
     "PENDING",
+    "HELD_TIMEOUT",
     "STALE_PENDING",
     "REVERSED_AFTER_SUCCESS",
     "DUPLICATE_IN_INPUT",
@@ -701,11 +704,19 @@ impl ReconSummary {
             .sum()
     }
 
-    /// Issue 5: 0 all MATCHED; 3 pending or unknown rows remain; 2 mismatches or not-found.
+    /// Issue 5: 0 all MATCHED; 3 pending, held or unknown rows remain; 2 mismatches, not-found,
+    /// a payment recorded as unpaid (`PAID_BUT_RECORDED_UNPAID`) or claimed twice
+    /// (`DUPLICATE_MATCH`).
     pub fn exit_code(&self) -> i32 {
-        if ["PENDING", "STALE_PENDING", "UNKNOWN", "UNCHECKED"]
-            .iter()
-            .any(|c| self.count(c) > 0)
+        if [
+            "PENDING",
+            "HELD_TIMEOUT",
+            "STALE_PENDING",
+            "UNKNOWN",
+            "UNCHECKED",
+        ]
+        .iter()
+        .any(|c| self.count(c) > 0)
         {
             crate::cmd::exit::UNRESOLVED
         } else if self.rows.iter().any(|r| r.0 != "MATCHED" && r.1 > 0) {

@@ -71,7 +71,7 @@ async fn every_category_agrees_with_the_ledger() {
     );
     // The category of each line of samples/repayments.csv (fixtures in
     // samples/sim-recon-demo.toml); every category appears.
-    let expected: [(&str, &str); 11] = [
+    let expected: [(&str, &str); 12] = [
         ("2", "MATCHED"),                // paid static QR
         ("3", "AMOUNT_MISMATCH"),        // 999.00 paid, 1,000.00 expected
         ("4", "STATE_MISMATCH"),         // QR expired unpaid, expected paid
@@ -83,6 +83,7 @@ async fn every_category_agrees_with_the_ledger() {
         ("10", "UNKNOWN"),               // every query answers 502
         ("11", "MATCHED"),               // paid dynamic QR, no expectations
         ("12", "STATE_MISMATCH"),        // cancelled, no expectations
+        ("13", "DUPLICATE_MATCH"),       // by msgId, the same order line 2 claimed by refNo
     ];
     assert_eq!(report.len(), expected.len());
     for (r, (line, category)) in report.iter().zip(expected) {
@@ -261,7 +262,6 @@ async fn killed_twice_resumes_without_requerying_final_rows() {
     }
 }
 
-/// recon row id → (checked_at, queries) for rows in a final category.
 /// How many rows are final, read-only (0 while the database or its tables do not exist yet).
 fn final_rows_if_any(db: &std::path::Path) -> usize {
     let Ok(c) =
@@ -277,6 +277,7 @@ fn final_rows_if_any(db: &std::path::Path) -> usize {
     .map_or(0, |v| v as usize)
 }
 
+/// recon row id → (checked_at, queries) for rows in a final category.
 fn final_rows(db: &std::path::Path) -> HashMap<i64, (i64, i64)> {
     let c = rusqlite::Connection::open(db).unwrap();
     let mut stmt = c

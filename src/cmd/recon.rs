@@ -228,17 +228,61 @@ async fn drive_and_report(
             Err(e) => tracing::warn!(error = %e, "balance at the end of the run is unknown"),
         }
     }
-    let open = store.call(move |c| sql::open_recon_rows(c, run_id)).await?;
-    // A recon job's run stays open while rows can still change (re-run to re-check them). A
-    // reconcile pass is complete when it was not interrupted: the next `reconcile` starts a
-    // fresh pass over every row (drift can happen to rows that were final).
-    let complete = stopped.is_none() && drive_error.is_none();
-    if complete && (open == 0 || reconcile_pass) {
-        store.call(move |c| store::finish_run(c, run_id)).await?;
+    // Two lines claiming one Starpay order: over the whole run, before the report (issue 8).
+    let duplicates = store
+        .call(move |c| sql::mark_duplicate_matches(c, run_id))
+        .await?;
+    if duplicates > 0 {
+        tracing::warn!(
+            rows = duplicates,
+            "rows claim a Starpay order another line already matched"
+        );
     }
-    let (paths, summary) =
-        crate::cmd::report::recon(cfg, store, run_id, report::RunEnd::default()).await?;
+    let open = store.call(move |c| sql::open_recon_rows(c, run_id)).await?;
+    let unchecked = store
+        .call(move |c| sql::unchecked_recon_rows(c, run_id))
+        .await?;
+    // A recon job's run stays open while rows can still change (re-run to re-check them). A
+    // reconcile pass ends only when every row has been checked (issue 8: one cut by its deadline
+    // is resumed by the next `reconcile`); a finished pass is not resumed, the next `reconcile`
+    // starts a fresh pass over every row (drift can happen to rows that were final).
+    let complete = stopped.is_none() && drive_error.is_none();
+    let finish = complete && (open == 0 || (reconcile_pass && unchecked == 0));
+    // The report first, then the run is finished: a run is never FINISHED without its report.
+    let (paths, summary) = crate::cmd::report::recon(
+        cfg,
+        store,
+        run_id,
+        report::RunEnd {
+            finishing: finish,
+            exit_code: match (&stopped, &drive_error) {
+                (Some(reason), _) if reason.starts_with("interrupted") => Some(exit::UNRESOLVED),
+                (Some(_), _) | (None, Some(_)) => Some(exit::COULD_NOT_RUN),
+                (None, None) => None,
+            },
+        },
+    )
+    .await?;
+    if finish {
+        store.call(move |c| store::finish_run(c, run_id)).await?;
+    } else if reconcile_pass && complete && unchecked > 0 {
+        eprintln!(
+            "run {run_id}: {unchecked} row(s) not checked before the deadline; the pass stays open and the next `reconcile` resumes it"
+        );
+    }
     crate::cmd::report::print(run_id, &summary.to_text(), &paths);
+    let paid = summary.count("PAID_BUT_RECORDED_UNPAID");
+    if paid > 0 {
+        eprintln!(
+            "WARNING: {paid} row(s) PAID_BUT_RECORDED_UNPAID: Starpay paid rows our store held as unpaid; their references are blocked again; do not pay them again and check whether they were paid a second time elsewhere (see the report)"
+        );
+    }
+    let claimed = summary.count("DUPLICATE_MATCH");
+    if claimed > 0 {
+        eprintln!(
+            "WARNING: {claimed} row(s) DUPLICATE_MATCH: a Starpay payment is claimed by more than one line (see the report)"
+        );
+    }
     if let Some(reason) = stopped {
         eprintln!("run {run_id} stopped: {reason}");
         // Interrupted by the operator: rows remain to check (3). A stop code: could not run (1).

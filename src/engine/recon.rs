@@ -21,7 +21,7 @@ use crate::starpay::codes::{reason_class, ReasonClass};
 use crate::starpay::model::{
     DisburseQueryRequest, QueryResponse, RefNoQueryRequest, RepaymentQueryRequest,
 };
-use crate::store::recon::{self as sql, ReconResult, ReconTodo};
+use crate::store::recon::{self as sql, MoveWhy, ReconResult, ReconTodo, RowMove};
 use crate::store::{self, Store};
 
 /// Rows read from the store per page.
@@ -63,17 +63,58 @@ pub struct Expectation {
     pub amount: Option<Centavos>,
     pub state: Option<TrxState>,
     pub expect_not_found: bool,
+    /// Reconciling one of our payout runs: the row is held as unpaid (REJECTED, UNSENT, or its
+    /// attempt was never sent). Starpay having it SUCCESS or PROCESSING/INIT is then loud.
+    pub recorded_unpaid: bool,
 }
 
-/// One category per row (issue 5), with the hint for the report's `action` column. Pure.
+/// The action of a `PAID_BUT_RECORDED_UNPAID` row.
+pub const PAID_BUT_RECORDED_UNPAID_ACTION: &str = "Starpay paid this row although it was recorded as unpaid: do not pay this reference again; check whether it was paid a second time elsewhere";
+
+/// `1d 2h`, `30m`, `45s`: a hold duration as an operator reads it.
+fn human_duration(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let mut out = Vec::new();
+    for (unit, size) in [("d", 86_400u64), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push(format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out.join(" ")
+}
+
+/// One category per row (issue 5, issue 8), with the hint for the report's `action` column.
+/// `ab_hold`: how long a FAIL with an AB0x timeout reason is held (a late credit can still land).
+/// Pure.
 pub fn categorize(
     kind: ReconKind,
     exp: &Expectation,
     obs: &Observation,
     now_ms: i64,
     stale_after: Duration,
-) -> (&'static str, &'static str) {
-    match obs {
+    ab_hold: Duration,
+) -> (&'static str, String) {
+    let (category, action) = categorize_static(kind, exp, obs, now_ms, stale_after, ab_hold);
+    match action {
+        Ok(a) => (category, a.to_string()),
+        Err(a) => (category, a),
+    }
+}
+
+/// `categorize`, with the action either fixed text (`Ok`) or built for this row (`Err`).
+fn categorize_static(
+    kind: ReconKind,
+    exp: &Expectation,
+    obs: &Observation,
+    now_ms: i64,
+    stale_after: Duration,
+    ab_hold: Duration,
+) -> (&'static str, Result<&'static str, String>) {
+    let (category, action) = match obs {
         Observation::Failed(_) => ("UNKNOWN", "queries kept failing: run the job again later"),
         Observation::NotFound if exp.expect_not_found => ("MATCHED", "none: nothing at Starpay, as expected"),
         Observation::NotFound => match kind {
@@ -92,33 +133,72 @@ pub fn categorize(
             if *state == TrxState::Reversed && exp.state.as_ref() != Some(&TrxState::Reversed) {
                 return (
                     "REVERSED_AFTER_SUCCESS",
-                    match kind {
+                    Ok(match kind {
                         ReconKind::Disbursement => "money came back: contact the recipient, then re-pay if still due",
                         ReconKind::Repayment => "payment reversed: follow up with the payer",
-                    },
+                    }),
                 );
             }
-            // Not final yet: a non-final state, or a FAIL with an AB0x timeout reason (§9.2: a
-            // late credit can still land). Re-checked when the job runs again.
-            let held_fail = *state == TrxState::Fail
-                && error_code
-                    .as_deref()
-                    .is_some_and(|c| reason_class(c) == ReasonClass::Timeout);
-            if !state.is_final() || held_fail {
-                let age_ms = trx_date
-                    .as_deref()
-                    .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
-                    .map(|t| now_ms - t.timestamp_millis());
+            // Held as unpaid in our store, paid (or being paid) at Starpay: the loudest case.
+            if exp.recorded_unpaid
+                && matches!(
+                    state,
+                    TrxState::Success | TrxState::Processing | TrxState::Init
+                )
+            {
+                return (
+                    "PAID_BUT_RECORDED_UNPAID",
+                    Ok(PAID_BUT_RECORDED_UNPAID_ACTION),
+                );
+            }
+            let parsed_date = trx_date
+                .as_deref()
+                .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok());
+            // A FAIL with an AB0x timeout reason (§9.2: a late credit can still land) is held
+            // for `ab_hold` from its trxDate; after that it is a final FAIL.
+            let timeout_code = error_code
+                .as_deref()
+                .filter(|c| reason_class(c) == ReasonClass::Timeout);
+            if let (TrxState::Fail, Some(code)) = (state, timeout_code) {
+                let hold_ms = i64::try_from(ab_hold.as_millis()).unwrap_or(i64::MAX);
+                let final_at = parsed_date.and_then(|t| {
+                    chrono::TimeDelta::try_milliseconds(hold_ms).and_then(|h| t.checked_add_signed(h))
+                });
+                let still_held = match &final_at {
+                    Some(f) => now_ms < f.timestamp_millis(),
+                    None => true,
+                };
+                if still_held {
+                    let at = trx_date.as_deref().unwrap_or("an unknown time");
+                    let after = final_at
+                        .map(|f| f.format("%Y-%m-%dT%H:%M:%S%:z").to_string())
+                        .unwrap_or_else(|| format!("{} from the failure", human_duration(ab_hold)));
+                    return (
+                        "HELD_TIMEOUT",
+                        Err(format!(
+                            "a FAIL with timeout reason {code} at {at}, held for {} because a late credit can still land; final after {after}; re-check then",
+                            human_duration(ab_hold)
+                        )),
+                    );
+                }
+            }
+            // Not final yet: re-checked when the job runs again.
+            if !state.is_final() {
+                let age_ms = parsed_date.map(|t| now_ms - t.timestamp_millis());
                 return match age_ms {
-                    Some(a) if a >= stale_after.as_millis() as i64 => {
-                        ("STALE_PENDING", "investigate with Starpay: still pending beyond the SLA")
-                    }
-                    _ => ("PENDING", "re-check after the SLA"),
+                    Some(a) if a >= stale_after.as_millis() as i64 => (
+                        "STALE_PENDING",
+                        Ok("investigate with Starpay: still pending beyond the SLA"),
+                    ),
+                    _ => ("PENDING", Ok("re-check after the SLA")),
                 };
             }
             if let (Some(want), Some(got)) = (exp.amount, amount) {
                 if want != *got {
-                    return ("AMOUNT_MISMATCH", "investigate with Starpay: the amounts differ");
+                    return (
+                        "AMOUNT_MISMATCH",
+                        Ok("investigate with Starpay: the amounts differ"),
+                    );
                 }
             }
             match &exp.state {
@@ -131,7 +211,8 @@ pub fn categorize(
                 },
             }
         }
-    }
+    };
+    (category, Ok(action))
 }
 
 /// The state a payout row should move to when a reconcile finds Starpay has moved on (§8:
@@ -143,17 +224,43 @@ pub fn drift(
     error_code: Option<&str>,
     ab_hold: Duration,
 ) -> Option<RowState> {
-    // Never touched: NEEDS_ATTENTION (a human owns it, §12 rule 3) and FAILED/REJECTED/
-    // REVERSED. A FAIL_HELD row stays held on a FAIL (its AB0x reason still applies and the hold
-    // is the payout engine's to end); only SUCCESS or REVERSED moves it here.
+    // Never touched: FAILED/REJECTED/REVERSED (a REJECTED row Starpay paid is
+    // `PAID_BUT_RECORDED_UNPAID`, see `recorded_unpaid_move`). A FAIL_HELD row stays held on a
+    // FAIL (its AB0x reason still applies and the hold is the payout engine's to end); only
+    // SUCCESS or REVERSED moves it here. NEEDS_ATTENTION is not a dead end (issue 8): a verified
+    // final answer moves it to SUCCESS, FAILED or REVERSED; anything else (a non-final state, a
+    // held timeout FAIL) leaves it for the human.
     let next = policy::state_from_trx(theirs, error_code, None, 0, ab_hold);
     let allowed = match ours {
         RowState::Success => next == RowState::Reversed,
         RowState::FailHeld => matches!(next, RowState::Success | RowState::Reversed),
         RowState::Pending | RowState::Unknown => theirs.is_final() && next != ours,
+        RowState::NeedsAttention => {
+            theirs.is_final()
+                && matches!(
+                    next,
+                    RowState::Success | RowState::Failed | RowState::Reversed
+                )
+        }
         _ => false,
     };
     allowed.then_some(next)
+}
+
+/// The state a payout row held as unpaid moves to when Starpay (verified) has it SUCCESS or
+/// PROCESSING/INIT: the state the answer implies when the amounts agree, NEEDS_ATTENTION when
+/// they do not. `None` for any other answer.
+pub fn recorded_unpaid_move(theirs: &TrxState, amounts_agree: bool) -> Option<RowState> {
+    let implied = match theirs {
+        TrxState::Success => RowState::Success,
+        TrxState::Processing | TrxState::Init => RowState::Pending,
+        _ => return None,
+    };
+    Some(if amounts_agree {
+        implied
+    } else {
+        RowState::NeedsAttention
+    })
 }
 
 pub struct ReconEngine {
@@ -267,17 +374,25 @@ impl ReconEngine {
             let engine = Arc::clone(self);
             tokio::spawn(async move {
                 let mut batch = Vec::with_capacity(BATCH);
+                // When the oldest result of the batch arrived: no result waits longer than
+                // BATCH_WAIT to be written, even while results keep coming (a kill then loses at
+                // most that much work, and progress is visible in the store).
+                let mut oldest: Option<Instant> = None;
                 loop {
-                    let (closed, idle) = match tokio::time::timeout(BATCH_WAIT, res_rx.recv()).await
-                    {
+                    let wait =
+                        oldest.map_or(BATCH_WAIT, |t| BATCH_WAIT.saturating_sub(t.elapsed()));
+                    let (closed, idle) = match tokio::time::timeout(wait, res_rx.recv()).await {
                         Ok(Some(r)) => {
+                            oldest.get_or_insert_with(Instant::now);
                             batch.push(r);
                             (false, false)
                         }
                         Ok(None) => (true, false),
                         Err(_) => (false, true),
                     };
-                    if !batch.is_empty() && (batch.len() >= BATCH || closed || idle) {
+                    let due = oldest.is_some_and(|t| t.elapsed() >= BATCH_WAIT);
+                    if !batch.is_empty() && (batch.len() >= BATCH || closed || idle || due) {
+                        oldest = None;
                         let items = std::mem::take(&mut batch);
                         let n = items.len() as u64;
                         if let Err(e) = engine
@@ -441,6 +556,7 @@ impl ReconEngine {
             amount: todo.expected_amount,
             state: todo.expected_state.as_deref().map(TrxState::parse),
             expect_not_found: todo.expect_not_found,
+            recorded_unpaid: todo.recorded_unpaid,
         };
         let (category, action) = categorize(
             self.settings.kind,
@@ -448,6 +564,7 @@ impl ReconEngine {
             &observation,
             now,
             self.settings.stale_after,
+            self.ab_hold,
         );
         result.category = category;
         result.action = action;
@@ -457,9 +574,33 @@ impl ReconEngine {
         {
             // A provider amount that differs from ours is a conflict for a human, not drift.
             let amounts_agree = amount.is_none() || *amount == todo.source_amount;
-            let next = drift(ours, state, result.error_code.as_deref(), self.ab_hold);
-            if let (true, Some(next)) = (amounts_agree, next) {
-                result.drift = Some((row_id, ours, next));
+            if category == "PAID_BUT_RECORDED_UNPAID" {
+                // Re-block the reference: the row leaves REJECTED/UNSENT for the state Starpay's
+                // answer implies (or NEEDS_ATTENTION when the amounts differ).
+                if let Some(next) = recorded_unpaid_move(state, amounts_agree) {
+                    result.moved = Some(RowMove {
+                        row_id,
+                        old: ours,
+                        new: next,
+                        why: MoveWhy::PaidRecordedUnpaid {
+                            ours: todo.source_amount,
+                            theirs: *amount,
+                        },
+                    });
+                }
+            } else if amounts_agree {
+                if let Some(next) = drift(ours, state, result.error_code.as_deref(), self.ab_hold) {
+                    result.moved = Some(RowMove {
+                        row_id,
+                        old: ours,
+                        new: next,
+                        why: if ours == RowState::NeedsAttention {
+                            MoveWhy::ResolvedAttention
+                        } else {
+                            MoveWhy::Drift
+                        },
+                    });
+                }
             }
         }
         Ok(Some(result))
@@ -531,6 +672,24 @@ mod tests {
     use super::*;
 
     const SLA: Duration = Duration::from_secs(1800);
+    const HOLD: Duration = Duration::from_secs(86_400);
+
+    fn found_code(state: TrxState, code: &str, age_s: i64, now_ms: i64) -> Observation {
+        match found(state, 100, age_s, now_ms) {
+            Observation::Found {
+                state,
+                amount,
+                trx_date,
+                ..
+            } => Observation::Found {
+                state,
+                amount,
+                trx_date,
+                error_code: Some(code.into()),
+            },
+            other => other,
+        }
+    }
 
     fn found(state: TrxState, amount: i64, age_s: i64, now_ms: i64) -> Observation {
         let t = chrono::DateTime::from_timestamp_millis(now_ms - age_s * 1000)
@@ -554,6 +713,12 @@ mod tests {
         };
         let st = |s: TrxState| Expectation {
             state: Some(s),
+            ..Expectation::default()
+        };
+        let unpaid = |amount: Option<i64>, expect_not_found: bool| Expectation {
+            amount: amount.map(Centavos::new),
+            expect_not_found,
+            recorded_unpaid: true,
             ..Expectation::default()
         };
         let d = ReconKind::Disbursement;
@@ -662,7 +827,71 @@ mod tests {
                     trx_date: None,
                     error_code: Some("AB05".into()),
                 },
-                "PENDING",
+                "HELD_TIMEOUT",
+            ),
+            // Issue 8 defect 13: a held timeout FAIL is HELD_TIMEOUT inside the hold (however
+            // old against the SLA), a final FAIL after it.
+            (
+                d,
+                st(TrxState::Fail),
+                found_code(TrxState::Fail, "AB05", 60, now),
+                "HELD_TIMEOUT",
+            ),
+            (
+                d,
+                st(TrxState::Fail),
+                found_code(TrxState::Fail, "AB05", 3_600, now),
+                "HELD_TIMEOUT",
+            ),
+            (
+                d,
+                st(TrxState::Fail),
+                found_code(TrxState::Fail, "AB05", 86_401, now),
+                "MATCHED",
+            ),
+            (
+                d,
+                none.clone(),
+                found_code(TrxState::Fail, "AB06", 86_401, now),
+                "STATE_MISMATCH",
+            ),
+            // Issue 8 defect 3: held as unpaid, paid or being paid at Starpay.
+            (
+                d,
+                unpaid(Some(100), true),
+                found(TrxState::Success, 100, 60, now),
+                "PAID_BUT_RECORDED_UNPAID",
+            ),
+            (
+                d,
+                unpaid(Some(100), true),
+                found(TrxState::Success, 999, 60, now),
+                "PAID_BUT_RECORDED_UNPAID",
+            ),
+            (
+                d,
+                unpaid(Some(100), false),
+                found(TrxState::Processing, 100, 60, now),
+                "PAID_BUT_RECORDED_UNPAID",
+            ),
+            (
+                d,
+                unpaid(Some(100), true),
+                found(TrxState::Init, 100, 4_000, now),
+                "PAID_BUT_RECORDED_UNPAID",
+            ),
+            (
+                d,
+                unpaid(Some(100), true),
+                found_code(TrxState::Fail, "AC01", 60, now),
+                "STATE_MISMATCH",
+            ),
+            (d, unpaid(Some(100), true), Observation::NotFound, "MATCHED"),
+            (
+                d,
+                unpaid(Some(100), false),
+                Observation::NotFound,
+                "NOT_FOUND",
             ),
             (
                 d,
@@ -678,11 +907,62 @@ mod tests {
         ];
         for (i, (kind, exp, obs, want)) in cases.into_iter().enumerate() {
             assert_eq!(
-                categorize(kind, &exp, &obs, now, SLA).0,
+                categorize(kind, &exp, &obs, now, SLA, HOLD).0,
                 want,
                 "case {i}: {exp:?} {obs:?}"
             );
         }
+    }
+
+    #[test]
+    fn held_timeout_action_says_what_it_is() {
+        let now = 1_800_000_000_000;
+        let obs = found_code(TrxState::Fail, "AB05", 3_600, now);
+        let Observation::Found {
+            trx_date: Some(at), ..
+        } = &obs
+        else {
+            panic!("fixture");
+        };
+        let final_at = chrono::DateTime::parse_from_rfc3339(at).unwrap()
+            + chrono::TimeDelta::try_seconds(86_400).unwrap();
+        let (category, action) = categorize(
+            ReconKind::Disbursement,
+            &Expectation::default(),
+            &obs,
+            now,
+            SLA,
+            HOLD,
+        );
+        assert_eq!(category, "HELD_TIMEOUT");
+        let want = format!(
+            "a FAIL with timeout reason AB05 at {at}, held for 1d because a late credit can still land; final after {}; re-check then",
+            final_at.format("%Y-%m-%dT%H:%M:%S%:z")
+        );
+        assert_eq!(action, want);
+        assert_eq!(human_duration(Duration::from_secs(5_430)), "1h 30m 30s");
+    }
+
+    #[test]
+    fn recorded_unpaid_moves() {
+        assert_eq!(
+            recorded_unpaid_move(&TrxState::Success, true),
+            Some(RowState::Success)
+        );
+        assert_eq!(
+            recorded_unpaid_move(&TrxState::Processing, true),
+            Some(RowState::Pending)
+        );
+        assert_eq!(
+            recorded_unpaid_move(&TrxState::Init, true),
+            Some(RowState::Pending)
+        );
+        assert_eq!(
+            recorded_unpaid_move(&TrxState::Success, false),
+            Some(RowState::NeedsAttention)
+        );
+        assert_eq!(recorded_unpaid_move(&TrxState::Fail, true), None);
+        assert_eq!(recorded_unpaid_move(&TrxState::Reversed, true), None);
     }
 
     #[test]
@@ -730,10 +1010,42 @@ mod tests {
             drift(RowState::FailHeld, &TrxState::Success, None, hold),
             Some(RowState::Success)
         );
+        // Issue 8 defect 2: a verified final answer resolves NEEDS_ATTENTION; a non-final one
+        // or a held timeout FAIL leaves it.
         assert_eq!(
             drift(RowState::NeedsAttention, &TrxState::Success, None, hold),
+            Some(RowState::Success)
+        );
+        assert_eq!(
+            drift(
+                RowState::NeedsAttention,
+                &TrxState::Fail,
+                Some("AC01"),
+                hold
+            ),
+            Some(RowState::Failed)
+        );
+        assert_eq!(
+            drift(RowState::NeedsAttention, &TrxState::Reversed, None, hold),
+            Some(RowState::Reversed)
+        );
+        assert_eq!(
+            drift(RowState::NeedsAttention, &TrxState::Close, None, hold),
+            Some(RowState::Failed)
+        );
+        assert_eq!(
+            drift(RowState::NeedsAttention, &TrxState::Processing, None, hold),
+            None
+        );
+        assert_eq!(
+            drift(
+                RowState::NeedsAttention,
+                &TrxState::Fail,
+                Some("AB05"),
+                hold
+            ),
             None,
-            "a human owns it"
+            "held: a late credit can still land"
         );
         assert_eq!(
             drift(RowState::Failed, &TrxState::Success, None, hold),

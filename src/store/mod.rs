@@ -21,6 +21,7 @@ pub mod recon;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_recon.sql"),
+    include_str!("../../migrations/0003_recon_truth.sql"),
     include_str!("../../migrations/0004_report_truth.sql"),
     include_str!("../../migrations/0005_repay_and_attempt_times.sql"),
 ];
@@ -733,7 +734,8 @@ impl ReferenceCheck {
                 u.line,
                 match u.state {
                     RowState::Success => ": it was paid",
-                    RowState::New | RowState::Unsent => ": that run has not sent it yet; resume it (`run`) instead",
+                    RowState::New => ": that run has not sent it yet; resume it (`run`) instead",
+                    RowState::Unsent => ": that run holds its msgId and sends it (again) when resumed; resume it (`run`) instead",
                     RowState::NeedsAttention => ": resolve it with Starpay first (`reconcile`)",
                     _ => ": its outcome is not final yet; run that job again (it resumes and queries) or `reconcile` it",
                 }

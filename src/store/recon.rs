@@ -7,14 +7,22 @@ use super::{append_event, now_ms, record_msg_id, Event, StoreError};
 use crate::domain::{Centavos, RowState};
 
 /// Categories that are not re-checked when a run resumes.
-pub const FINAL_CATEGORIES: [&str; 6] = [
+pub const FINAL_CATEGORIES: [&str; 8] = [
     "MATCHED",
     "AMOUNT_MISMATCH",
     "STATE_MISMATCH",
+    "PAID_BUT_RECORDED_UNPAID",
+    "DUPLICATE_MATCH",
     "NOT_FOUND",
     "REVERSED_AFTER_SUCCESS",
     "DUPLICATE_IN_INPUT",
 ];
+
+/// Categories re-checked when a run resumes (a recon job's run stays open while any remain).
+pub const OPEN_CATEGORIES: [&str; 4] = ["PENDING", "HELD_TIMEOUT", "STALE_PENDING", "UNKNOWN"];
+
+/// The action of a `DUPLICATE_MATCH` row.
+pub const DUPLICATE_MATCH_ACTION: &str = "one Starpay payment is claimed by two lines: check which line it belongs to; the other one is not paid by it";
 
 /// A row to insert.
 #[derive(Debug, Clone)]
@@ -41,7 +49,32 @@ pub struct ReconTodo {
     /// The payout row's state now (reconcile of a payout run).
     pub source_state: Option<RowState>,
     pub source_amount: Option<Centavos>,
+    /// The payout row is held as unpaid: REJECTED or UNSENT (an attempt never sent is UNSENT).
+    pub recorded_unpaid: bool,
     pub queries: i64,
+}
+
+/// Why a reconcile moves a payout row (the event kind and message say it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveWhy {
+    /// Starpay moved on (SUCCESS → REVERSED, PENDING → final, ...).
+    Drift,
+    /// A NEEDS_ATTENTION row got a verified final answer.
+    ResolvedAttention,
+    /// A row held as unpaid that Starpay has SUCCESS or PROCESSING/INIT.
+    PaidRecordedUnpaid {
+        ours: Option<Centavos>,
+        theirs: Option<Centavos>,
+    },
+}
+
+/// A payout row to move (compare-and-set on its state and current attempt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowMove {
+    pub row_id: i64,
+    pub old: RowState,
+    pub new: RowState,
+    pub why: MoveWhy,
 }
 
 /// The outcome of checking one row.
@@ -49,7 +82,7 @@ pub struct ReconTodo {
 pub struct ReconResult {
     pub id: i64,
     pub category: &'static str,
-    pub action: &'static str,
+    pub action: String,
     pub order_no: Option<String>,
     pub provider_amount: Option<Centavos>,
     pub trx_state: Option<String>,
@@ -64,8 +97,9 @@ pub struct ReconResult {
     pub query_ids: Vec<String>,
     /// The last verified answer (evidence for the event log).
     pub raw: Option<Vec<u8>>,
-    /// For a payout row that drifted: (row id, state it had, state Starpay now implies).
-    pub drift: Option<(i64, RowState, RowState)>,
+    /// A payout row that moves with this result (drift, a resolved NEEDS_ATTENTION, a row held
+    /// as unpaid that Starpay paid).
+    pub moved: Option<RowMove>,
 }
 
 /// A row as reported.
@@ -185,8 +219,11 @@ pub fn fill_from_payout_run_tx(
                 CASE r.state WHEN 'SUCCESS' THEN 'SUCCESS'
                              WHEN 'FAILED' THEN COALESCE(r.trx_state, 'FAIL')
                              WHEN 'REVERSED' THEN 'REVERSED' ELSE NULL END,
-                -- Never sent, known not processed (UNSENT) or rejected: expected to be absent.
-                CASE WHEN r.state IN ('REJECTED', 'UNSENT') OR a.id IS NULL THEN 1 ELSE 0 END,
+                -- Never sent, known not processed (UNSENT) or rejected: expected to be absent. An
+                -- UNSENT row waiting to resend under the not-found rule may have been paid (the
+                -- first send may have landed): not expected absent.
+                CASE WHEN r.state = 'REJECTED' OR a.id IS NULL
+                          OR (r.state = 'UNSENT' AND r.resent_after_not_found = 0) THEN 1 ELSE 0 END,
                 r.id
          FROM rows r LEFT JOIN attempts a ON a.id = r.attempt_id
          WHERE r.run_id = ?2 ORDER BY r.line",
@@ -211,10 +248,15 @@ pub fn recon_todo_page(
 ) -> Result<Vec<ReconTodo>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT x.id, x.line, x.ref_no, x.original_msg_id, x.expected_amount, x.expected_state,
-                x.expect_not_found, x.source_row_id, r.state, r.amount, x.queries
+                x.expect_not_found, x.source_row_id, r.state, r.amount, x.queries,
+                -- Held as unpaid: REJECTED, or UNSENT (which covers an attempt never sent: a
+                -- send is counted only once it has left, and an IN_FLIGHT row is unknown, not
+                -- unpaid).
+                CASE WHEN r.state IN ('REJECTED', 'UNSENT') THEN 1 ELSE 0 END
          FROM recon_rows x LEFT JOIN rows r ON r.id = x.source_row_id
          WHERE x.run_id = ?1 AND x.id > ?2
-           AND (x.category IS NULL OR x.category IN ('PENDING', 'STALE_PENDING', 'UNKNOWN'))
+           AND (x.category IS NULL
+                OR x.category IN ('PENDING', 'HELD_TIMEOUT', 'STALE_PENDING', 'UNKNOWN'))
          ORDER BY x.id LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![run_id, after_id, limit], |r| {
@@ -230,6 +272,7 @@ pub fn recon_todo_page(
                 source_row_id: r.get(7)?,
                 source_state: None,
                 source_amount: r.get::<_, Option<i64>>(9)?.map(Centavos::new),
+                recorded_unpaid: r.get::<_, i64>(11)? != 0,
                 queries: r.get(10)?,
             },
             r.get::<_, Option<String>>(8)?,
@@ -292,48 +335,136 @@ pub fn save_recon_results(
                     ..Event::default()
                 },
             )?;
-            if let Some((row_id, old, new)) = r.drift {
-                let changed = tx.execute(
-                    "UPDATE rows SET state = ?3, trx_state = ?4, error_code = ?5, error_message = ?6,
-                         order_no = COALESCE(?7, order_no), last_checked_at = ?8, updated_at = ?8,
-                         hold_since = CASE WHEN ?3 = 'FAIL_HELD' THEN COALESCE(hold_since, ?8) ELSE NULL END
-                     WHERE id = ?1 AND state = ?2
-                       AND attempt_id = (SELECT a.id FROM attempts a JOIN recon_rows x
-                                         ON x.original_msg_id = a.msg_id WHERE x.id = ?9)",
-                    params![
-                        row_id,
-                        old.as_str(),
-                        new.as_str(),
-                        r.trx_state,
-                        r.error_code,
-                        r.error_message,
-                        r.order_no,
-                        now_ms(),
-                        r.id
-                    ],
-                )?;
-                if changed == 1 {
-                    append_event(
-                        &tx,
-                        &Event {
-                            row_id: Some(row_id),
-                            kind: "reconcile_drift",
-                            old_state: Some(old),
-                            new_state: Some(new),
-                            detail: Some(format!(
-                                "reconcile run {run_id}: Starpay says {}",
-                                r.trx_state.as_deref().unwrap_or("?")
-                            )),
-                            raw: r.raw.clone(),
-                            ..Event::default()
-                        },
-                    )?;
-                }
+            if let Some(m) = &r.moved {
+                move_payout_row(&tx, run_id, r, m)?;
             }
         }
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Applies one move of a payout row (compare-and-set on its state and on its current attempt
+/// being the one the recon row queried), with an event carrying the raw answer. A row that
+/// changed meanwhile is left alone.
+fn move_payout_row(
+    tx: &Connection,
+    run_id: i64,
+    r: &ReconResult,
+    m: &RowMove,
+) -> Result<(), StoreError> {
+    let old_message: Option<String> = tx
+        .query_row("SELECT message FROM rows WHERE id = ?1", [m.row_id], |x| {
+            x.get(0)
+        })
+        .optional()?
+        .flatten();
+    let says = r.trx_state.as_deref().unwrap_or("?");
+    let was = match old_message.as_deref().filter(|s| !s.is_empty()) {
+        Some(why) => format!("was {}: {why}", m.old),
+        None => format!("was {}", m.old),
+    };
+    let money = |a: Option<Centavos>| {
+        a.map(|a| format!("PHP {a}"))
+            .unwrap_or_else(|| "an unknown amount".into())
+    };
+    let (kind, detail, message) = match &m.why {
+        MoveWhy::Drift => (
+            "reconcile_drift",
+            format!("reconcile run {run_id}: Starpay says {says}"),
+            None,
+        ),
+        MoveWhy::ResolvedAttention => {
+            let text = format!("reconcile run {run_id}: Starpay says {says}; {was}");
+            ("reconcile_resolved_attention", text.clone(), Some(text))
+        }
+        MoveWhy::PaidRecordedUnpaid { ours, theirs } => {
+            let text = if m.new == RowState::NeedsAttention {
+                format!(
+                    "reconcile run {run_id}: Starpay says {says} for {} but this row is {}; {was}; recorded as unpaid although Starpay has it: do not pay this reference again until a human has checked it",
+                    money(*theirs),
+                    money(*ours)
+                )
+            } else {
+                format!(
+                    "reconcile run {run_id}: Starpay says {says} (amount {}); {was}; recorded as unpaid although Starpay has it: do not pay this reference again",
+                    money(*theirs)
+                )
+            };
+            ("reconcile_paid_recorded_unpaid", text.clone(), Some(text))
+        }
+    };
+    let changed = tx.execute(
+        "UPDATE rows SET state = ?3, trx_state = ?4, error_code = ?5, error_message = ?6,
+             order_no = COALESCE(?7, order_no), last_checked_at = ?8, updated_at = ?8,
+             hold_since = CASE WHEN ?3 = 'FAIL_HELD' THEN COALESCE(hold_since, ?8) ELSE NULL END,
+             message = COALESCE(?10, message),
+             -- Starpay has the row: whatever rejection or not-found streak we had is void (a
+             -- later 404 must not make it REJECTED again).
+             verified_reject = CASE WHEN ?11 THEN 0 ELSE verified_reject END,
+             not_found_count = CASE WHEN ?11 THEN 0 ELSE not_found_count END
+         WHERE id = ?1 AND state = ?2
+           AND attempt_id = (SELECT a.id FROM attempts a JOIN recon_rows x
+                             ON x.original_msg_id = a.msg_id WHERE x.id = ?9)",
+        params![
+            m.row_id,
+            m.old.as_str(),
+            m.new.as_str(),
+            r.trx_state,
+            r.error_code,
+            r.error_message,
+            r.order_no,
+            now_ms(),
+            r.id,
+            message,
+            matches!(m.why, MoveWhy::PaidRecordedUnpaid { .. })
+        ],
+    )?;
+    if changed == 1 {
+        append_event(
+            tx,
+            &Event {
+                run_id: Some(run_id),
+                row_id: Some(m.row_id),
+                msg_id: r.query_ids.last().cloned(),
+                kind,
+                old_state: Some(m.old),
+                new_state: Some(m.new),
+                detail: Some(detail),
+                raw: r.raw.clone(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Two or more rows of a run that resolved to the same Starpay order (`orderNo`) must not all be
+/// MATCHED: every MATCHED row with an earlier line on the same order becomes DUPLICATE_MATCH,
+/// naming the line that claimed the payment first. Over the whole run in SQL, so it holds across
+/// batches and across a killed-and-resumed run; idempotent. Returns the rows changed.
+pub fn mark_duplicate_matches(conn: &Connection, run_id: i64) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "UPDATE recon_rows SET category = 'DUPLICATE_MATCH', action = ?2,
+             message = 'same Starpay order ' || order_no || ' as line '
+                 || (SELECT MIN(f.line) FROM recon_rows f
+                     WHERE f.run_id = recon_rows.run_id AND f.order_no = recon_rows.order_no
+                       AND f.category IS NOT NULL)
+                 || ', which claimed the payment first'
+         WHERE run_id = ?1 AND category = 'MATCHED' AND order_no IS NOT NULL
+           AND EXISTS (SELECT 1 FROM recon_rows f
+                       WHERE f.run_id = ?1 AND f.order_no = recon_rows.order_no
+                         AND f.line < recon_rows.line AND f.category IS NOT NULL)",
+        params![run_id, DUPLICATE_MATCH_ACTION],
+    )?)
+}
+
+/// Rows not checked at all yet (a reconcile pass is finished only when this is 0).
+pub fn unchecked_recon_rows(conn: &Connection, run_id: i64) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM recon_rows WHERE run_id = ?1 AND category IS NULL",
+        [run_id],
+        |r| r.get(0),
+    )?)
 }
 
 pub fn set_balance(
@@ -370,7 +501,7 @@ pub fn balances(
 pub fn open_recon_rows(conn: &Connection, run_id: i64) -> Result<i64, StoreError> {
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM recon_rows WHERE run_id = ?1
-           AND (category IS NULL OR category IN ('PENDING', 'STALE_PENDING', 'UNKNOWN'))",
+           AND (category IS NULL OR category IN ('PENDING', 'HELD_TIMEOUT', 'STALE_PENDING', 'UNKNOWN'))",
         [run_id],
         |r| r.get(0),
     )?)
