@@ -652,3 +652,48 @@ fn counter_child() {
     }
     std::fs::write(out, lines).unwrap();
 }
+
+/// Re-paying waits while an earlier msgId is a FAIL with a timeout reason inside its hold (a
+/// late credit can still land), even when the store recorded it FAILED: nothing new is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repay_waits_out_a_held_timeout_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(fast_sim_config(89)).await;
+    let input = dir.path().join("payouts.csv");
+    // 0505: PROCESSING + AB05, then FAIL AB05 once the simulator's timeout hold has passed.
+    write_csv(&input, 1, |_| "0505");
+    let hold = "[resolve]\npoll_schedule_secs = [1]\npoll_interval_secs = 1\nnot_found_window_secs = 1\nnot_found_queries = 3\nab_hold_secs = 3600\nstale_after_secs = 600\ndeadline_secs = 3\nmax_resolve_secs = 7200\n";
+    let job = write_job(dir.path(), "held", &sim, &input, LIMITS_FAST, hold);
+    let first = run(vec!["run".into(), s(&job)]).await;
+    assert_eq!(first.status.code(), Some(3), "{}", show(&first));
+    sim.advance(600);
+    let msg_id = read_report(&dir.path().join("reports/held-1.csv"))[0]["msg_id"].clone();
+    assert_eq!(sim.ledger().order(&msg_id).unwrap().state, "FAIL");
+    // A store that took the held FAIL for a final one.
+    let conn = db(dir.path(), "held");
+    conn.execute("UPDATE rows SET state = 'FAILED' WHERE run_id = 1", [])
+        .unwrap();
+    let again = dir.path().join("again.csv");
+    std::fs::write(
+        &again,
+        "reference,channel,account_no,account_name,middle_name,last_name,bank,amount,currency,note\n\
+         REF-000000,instapay,0000001234,Juan,Santos,Dela Cruz,GCash,100.00,PHP,again\n",
+    )
+    .unwrap();
+    let out = run(vec![
+        "run".into(),
+        s(&job),
+        "--input".into(),
+        s(&again),
+        "--repay".into(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let report = read_report(&dir.path().join("reports/held-2.csv"));
+    assert_eq!(report[0]["state"], "NOT_SENT", "{report:?}");
+    assert_eq!(
+        sim.ledger().orders.len(),
+        1,
+        "nothing re-paid during the hold"
+    );
+}

@@ -511,6 +511,18 @@ impl PayoutEngine {
                 !e.current || e.row_state == RowState::Rejected || e.send_count == 0;
             match (&r.trx_state, r.code.as_str()) {
                 (Some(t), _) if r.code.is_success() => match t {
+                    // A FAIL with a timeout reason inside its hold may still be credited (§9.2).
+                    TrxState::Fail
+                        if r.error_code.as_deref().is_some_and(|c| {
+                            crate::starpay::codes::reason_class(c)
+                                == crate::starpay::codes::ReasonClass::Timeout
+                        }) && !hold_over(r.trx_date.as_deref(), self.settings.resolve.ab_hold) =>
+                    {
+                        return Ok(EarlierCheck::Unconfirmed(format!(
+                            "Starpay has {where_} as FAIL with timeout reason {}, held until the AB0x hold ends (a late credit can still land)",
+                            r.error_code.as_deref().unwrap_or("?")
+                        )))
+                    }
                     TrxState::Fail | TrxState::Close | TrxState::Cancel | TrxState::Reversed => {
                         seen.push(format!("{} {t}", e.msg_id));
                     }
@@ -1051,6 +1063,14 @@ impl PayoutEngine {
 enum Step {
     Continue,
     Backoff,
+}
+
+/// Whether the AB0x hold of a FAIL dated `trx_date` (Starpay's time, with offset) is over.
+/// An unreadable date is never "over".
+fn hold_over(trx_date: Option<&str>, hold: Duration) -> bool {
+    trx_date
+        .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+        .is_some_and(|t| store::now_ms() - t.timestamp_millis() >= hold.as_millis() as i64)
 }
 
 /// The send times of a row and its attempt, to take back when a send did not happen.

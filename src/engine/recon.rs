@@ -588,6 +588,18 @@ impl ReconEngine {
                         },
                     });
                 }
+            } else if todo.recorded_unpaid && category == "HELD_TIMEOUT" {
+                // A FAIL with a timeout reason may still be credited (§9.2): like any row whose
+                // money may still move, it must block its reference again.
+                result.moved = Some(RowMove {
+                    row_id,
+                    old: ours,
+                    new: RowState::FailHeld,
+                    why: MoveWhy::PaidRecordedUnpaid {
+                        ours: todo.source_amount,
+                        theirs: *amount,
+                    },
+                });
             } else if amounts_agree {
                 if let Some(next) = drift(ours, state, result.error_code.as_deref(), self.ab_hold) {
                     result.moved = Some(RowMove {
