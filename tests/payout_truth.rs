@@ -602,7 +602,7 @@ fn msg_id_counters_never_collide_across_processes() {
     let path = dir.path().join("shared.db");
     drop(starpay_batch::store::Store::open(&path).unwrap());
     let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..2)
+    let children: Vec<_> = (0..CHILDREN)
         .map(|i| {
             std::process::Command::new(&exe)
                 .args(["--exact", "counter_child", "--ignored", "--nocapture"])
@@ -618,17 +618,19 @@ fn msg_id_counters_never_collide_across_processes() {
     }
     let mut seen = HashSet::new();
     let mut total = 0;
-    for i in 0..2 {
+    for i in 0..CHILDREN {
         let text = std::fs::read_to_string(dir.path().join(format!("out{i}.txt"))).unwrap();
         for v in text.lines() {
             total += 1;
             assert!(seen.insert(v.to_string()), "value {v} handed out twice");
         }
     }
-    assert_eq!(total, 2 * 2 * COUNTER_ROUNDS);
+    assert_eq!(total, CHILDREN * 2 * COUNTER_ROUNDS);
 }
 
-const COUNTER_ROUNDS: usize = 300;
+const COUNTER_ROUNDS: usize = 400;
+/// Child processes allocating at once.
+const CHILDREN: usize = 4;
 
 /// Not a test on its own: the child process of `msg_id_counters_never_collide_across_processes`.
 #[test]
@@ -642,6 +644,9 @@ fn counter_child() {
     };
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    // No fsync: commits take microseconds, so the children's statements interleave as tightly
+    // as they can (an allocation that is not one atomic statement would be caught here).
+    conn.pragma_update(None, "synchronous", "OFF").unwrap();
     let mut lines = String::new();
     for _ in 0..COUNTER_ROUNDS {
         let n = starpay_batch::store::next_counter(&conn, "query").unwrap();
