@@ -8,7 +8,7 @@ fn main() {
     let code = match starpay_batch::cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            starpay_batch::logging::fatal(&e);
             starpay_batch::cmd::exit::COULD_NOT_RUN
         }
     };

@@ -779,12 +779,9 @@ async fn json_logs_and_masked_accounts() {
 }
 
 /// `--log-format json`: **every** stderr line is one JSON object with a level and a timestamp,
-/// so a scheduler can parse all of them. Fails today: `src/cmd/run.rs` writes its progress
-/// messages ("validated …", "created run …", "resuming run …", "interrupted …") with
-/// `eprintln!`, as plain text, in JSON mode too. Run it with
-/// `cargo test --test payout_jobs -- --ignored every_stderr_line_is_json_in_json_mode`.
+/// so a scheduler can parse all of them: progress messages, validation errors (with file, line,
+/// column and rule as fields) and the error that ends the command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until src/cmd routes its progress messages through the JSON logger (issue 15 finding)"]
 async fn every_stderr_line_is_json_in_json_mode() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(6)).await;
@@ -814,4 +811,34 @@ async fn every_stderr_line_is_json_in_json_mode() {
         n += 1;
     }
     assert!(n >= 3, "{stderr}");
+
+    // A file with errors: one JSON object per error, with its position as fields.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "reference,channel,account_no,account_name,middle_name,last_name,bank,amount,currency,note\n\
+         R1,instapay,09171234567,Juan,,Cruz,GCash,12.345,PHP,x\n",
+    )
+    .unwrap();
+    let (job_s, bad_s) = (s(&job), s(&bad));
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .args(["--log-format", "json", "run", &job_s, "--input", &bad_s])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["line"] == 2 && v["column"] == "amount" && v["rule"].is_string()),
+        "{stderr}"
+    );
 }

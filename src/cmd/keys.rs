@@ -72,12 +72,12 @@ fn generate(a: &KeysGenerateArgs) -> anyhow::Result<i32> {
     let key = PrivateKey::generate()?;
     write_new(&private_path, &key.to_pkcs8_pem(), 0o600, a.force)?;
     write_new(&public_path, &key.public_key().to_pem(), 0o644, a.force)?;
-    eprintln!(
+    crate::say!(
         "wrote {} (mode 0600) and {}",
         private_path.display(),
         public_path.display()
     );
-    eprintln!(
+    crate::say!(
         "Give Starpay this public key (single-line X.509 form); keep the private key file secret:"
     );
     println!("{}", key.public_key().to_one_line_b64());

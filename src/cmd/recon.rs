@@ -108,13 +108,13 @@ async fn run_recon(cfg: JobConfig, kind: ReconKind, args: RunArgs) -> anyhow::Re
     let (engine, _sim) = recon_engine(&cfg, &store, kind).await?;
     let run_id = match open_run {
         Some(id) => {
-            eprintln!("resuming run {id} of job {:?}", cfg.job_name);
+            crate::say!("resuming run {id} of job {:?}", cfg.job_name);
             id
         }
         None => {
             let balance = engine.balance().await?;
             let id = load_rows(&cfg, &store, kind, &sha, balance).await?;
-            eprintln!("created run {id} of job {:?}", cfg.job_name);
+            crate::say!("created run {id} of job {:?}", cfg.job_name);
             id
         }
     };
@@ -180,8 +180,8 @@ async fn load_rows(
 }
 
 fn report_invalid(cfg: &JobConfig, scan: &ReconScan) {
-    eprintln!("{}", scan.describe_errors());
-    eprintln!(
+    crate::logging::input_errors(&scan.errors, &scan.describe_errors());
+    crate::say_warn!(
         "{} error(s) in {}; nothing was sent",
         scan.errors.len() + scan.errors_omitted,
         cfg.input.display()
@@ -266,25 +266,25 @@ async fn drive_and_report(
     if finish {
         store.call(move |c| store::finish_run(c, run_id)).await?;
     } else if reconcile_pass && complete && unchecked > 0 {
-        eprintln!(
+        crate::say_warn!(
             "run {run_id}: {unchecked} row(s) not checked before the deadline; the pass stays open and the next `reconcile` resumes it"
         );
     }
     crate::cmd::report::print(run_id, &summary.to_text(), &paths);
     let paid = summary.count("PAID_BUT_RECORDED_UNPAID");
     if paid > 0 {
-        eprintln!(
+        crate::say_warn!(
             "WARNING: {paid} row(s) PAID_BUT_RECORDED_UNPAID: Starpay paid rows our store held as unpaid; their references are blocked again; do not pay them again and check whether they were paid a second time elsewhere (see the report)"
         );
     }
     let claimed = summary.count("DUPLICATE_MATCH");
     if claimed > 0 {
-        eprintln!(
+        crate::say_warn!(
             "WARNING: {claimed} row(s) DUPLICATE_MATCH: a Starpay payment is claimed by more than one line (see the report)"
         );
     }
     if let Some(reason) = stopped {
-        eprintln!("run {run_id} stopped: {reason}");
+        crate::say_warn!("run {run_id} stopped: {reason}");
         // Interrupted by the operator: rows remain to check (3). A stop code: could not run (1).
         return Ok(if reason.starts_with("interrupted") {
             exit::UNRESOLVED
@@ -293,7 +293,7 @@ async fn drive_and_report(
         });
     }
     if let Some(e) = drive_error {
-        eprintln!("run {run_id}: {e}");
+        crate::say_warn!("run {run_id}: {e}");
         return Ok(exit::COULD_NOT_RUN);
     }
     Ok(summary.exit_code())
@@ -343,7 +343,7 @@ pub fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
         let (engine, _sim) = recon_engine(&cfg, &store, ReconKind::Disbursement).await?;
         let run_id = match open {
             Some(id) => {
-                eprintln!("resuming reconcile run {id} of payout run {payout_run}");
+                crate::say!("resuming reconcile run {id} of payout run {payout_run}");
                 id
             }
             None => {
@@ -367,7 +367,7 @@ pub fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
                         Ok(id)
                     })
                     .await?;
-                eprintln!("created reconcile run {id} for payout run {payout_run}");
+                crate::say!("created reconcile run {id} for payout run {payout_run}");
                 id
             }
         };

@@ -98,7 +98,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
         print(run_id, &summary.to_text(), &paths);
     }
     if !run.finished {
-        eprintln!("run {run_id} is still open: the report shows it as it stands now");
+        crate::say_warn!("run {run_id} is still open: the report shows it as it stands now");
     }
     Ok(exit::OK)
 }

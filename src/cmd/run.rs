@@ -204,7 +204,7 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
                 file.errors.len() + file.errors_omitted
             );
             if !file.is_valid() {
-                eprintln!("{}", file.describe_errors());
+                crate::logging::input_errors(&file.errors, &file.describe_errors());
                 return Ok(exit::COULD_NOT_RUN);
             }
             return Ok(exit::OK);
@@ -221,7 +221,7 @@ async fn run_job(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
 
     let run_id = match open_run {
         Some(id) => {
-            eprintln!("resuming run {id} of job {job:?}");
+            crate::say!("resuming run {id} of job {job:?}");
             id
         }
         None => {
@@ -263,7 +263,7 @@ pub(crate) async fn open_run_of_file(
                         .await?
                         .0
                 };
-                eprintln!(
+                crate::say!(
                     "the report of finished run {} was missing; written again: {}",
                     done.id,
                     paths.report.display()
@@ -410,7 +410,7 @@ async fn create_run(
             balance
         );
     }
-    eprintln!(
+    crate::say!(
         "validated {} rows, total PHP {} (available balance PHP {}); {} rejected",
         file.rows.len(),
         file.total,
@@ -425,7 +425,7 @@ async fn create_run(
     let run_id = store
         .call(move |c| store::create_run(c, &job, "payout", &input, &sha, &rows))
         .await?;
-    eprintln!("created run {run_id} of job {:?}", cfg.job_name);
+    crate::say!("created run {run_id} of job {:?}", cfg.job_name);
     Ok(Some(run_id))
 }
 
@@ -470,8 +470,8 @@ async fn validate(
 }
 
 fn report_invalid(cfg: &JobConfig, file: &crate::input::payout::PayoutFile) {
-    eprintln!("{}", file.describe_errors());
-    eprintln!(
+    crate::logging::input_errors(&file.errors, &file.describe_errors());
+    crate::say_warn!(
         "{} error(s) in {}; nothing was sent (use --skip-invalid to send the valid rows and report the rest as REJECTED)",
         file.errors.len() + file.errors_omitted,
         cfg.input.display()
@@ -486,12 +486,14 @@ pub(crate) fn stop_on_ctrl_c(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: finishing in-flight requests; {what_resumes} (Ctrl-C again to quit now)");
+            crate::say_warn!("interrupted: finishing in-flight requests; {what_resumes} (Ctrl-C again to quit now)");
             stop("interrupted by Ctrl-C".into());
             if tokio::signal::ctrl_c().await.is_ok() {
                 // Safe: every msgId is stored before its send; rows caught in flight are
                 // resolved by query on the next run.
-                eprintln!("quitting now; rows in flight are resolved by query on the next run");
+                crate::say_warn!(
+                    "quitting now; rows in flight are resolved by query on the next run"
+                );
                 std::process::exit(exit::UNRESOLVED);
             }
         }
@@ -543,11 +545,13 @@ async fn drive_and_report(
     }
     report_cmd::print(run_id, &summary.to_text(), &paths);
     if let Some(reason) = result.stopped {
-        eprintln!("run {run_id} stopped: {reason}");
+        crate::say_warn!("run {run_id} stopped: {reason}");
         return Ok(stopped_code.unwrap_or(exit::COULD_NOT_RUN));
     }
     if let Some(error) = result.error {
-        eprintln!("run {run_id}: some rows could not be driven and stay unresolved: {error}");
+        crate::say_warn!(
+            "run {run_id}: some rows could not be driven and stay unresolved: {error}"
+        );
         return Ok(exit::COULD_NOT_RUN);
     }
     Ok(summary.exit_code())
@@ -606,7 +610,7 @@ pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
                     })
             });
         for r in &skipped {
-            eprintln!(
+            crate::say_warn!(
                 "line {}: FAILED with {} ({}): not re-sent; fix the beneficiary data and pay it in a new file, or pass --include-beneficiary-errors",
                 r.line,
                 r.error_code.as_deref().unwrap_or(""),
@@ -634,21 +638,21 @@ pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
                 .await?;
             let check = store::ReferenceCheck::of(&uses);
             if let Some(reason) = check.refusal(&row.reference, true) {
-                eprintln!("line {}: not re-sent: {reason}", row.line);
+                crate::say_warn!("line {}: not re-sent: {reason}", row.line);
                 continue;
             }
             match engine.allocate(&mut row).await {
                 Ok(Allocated::Yes) => resent += 1,
-                Ok(Allocated::Refused) | Ok(Allocated::TryLater) => eprintln!(
+                Ok(Allocated::Refused) | Ok(Allocated::TryLater) => crate::say_warn!(
                     "line {}: not re-sent: {}",
                     row.line,
                     row.message.as_deref().unwrap_or("")
                 ),
                 // The row stays FAILED (nothing was sent for it); the report still comes.
-                Err(e) => eprintln!("line {}: not re-sent: {e}", row.line),
+                Err(e) => crate::say_warn!("line {}: not re-sent: {e}", row.line),
             }
         }
-        eprintln!("retry of run {run_id}: {resent} FAILED row(s) get a new msgId; pending and unknown rows are queried");
+        crate::say!("retry of run {run_id}: {resent} FAILED row(s) get a new msgId; pending and unknown rows are queried");
         drive_and_report(&cfg, &engine, run_id).await
     })
 }

@@ -43,7 +43,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let handle = Simulator::start_on(listener, config).await?;
         println!("{}", handle.base_url());
-        eprintln!(
+        crate::say!(
             "simulator ready: base URL {} ; control routes under {}/_sim/ ; Ctrl-C stops",
             handle.base_url(),
             handle.root_url()
