@@ -6,6 +6,8 @@ pub mod payout;
 pub mod policy;
 pub mod pool;
 pub mod recon;
+pub mod stop;
+pub mod transition;
 
 use crate::domain::Centavos;
 use crate::starpay::client::Client;
