@@ -7,7 +7,9 @@
 //! - an unknown outcome is resolved by query; the only resend is of the *same* msgId and bytes
 //!   (406, a connect failure, a stop code, or the not-found rule);
 //! - a row's state changes only from a verified `trxState` or a verified 404 after a verified
-//!   rejection, through `policy`, and is saved by compare-and-set with the raw answer as evidence.
+//!   rejection, through `transition` (built on `policy`), and is saved by compare-and-set with
+//!   the raw answer as evidence. This module only does the I/O: it asks `transition::transition`
+//!   (`change`/`commit`), applies the patch, persists and sends; it never assigns a state itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

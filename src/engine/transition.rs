@@ -288,15 +288,9 @@ fn resolving(s: RowState) -> bool {
     )
 }
 
-/// The next state of a payout row after `event` (see the module doc for the rules).
-pub fn transition(
-    row: &RowView<'_>,
-    event: RowEvent<'_>,
-    now_ms: i64,
-    settings: &ResolveSettings,
-) -> Result<Change, IllegalTransition> {
-    let from = row.state;
-    let legal = match &event {
+/// Whether `event` can happen to a row in state `from`.
+fn legal(from: RowState, event: &RowEvent<'_>) -> bool {
+    match event {
         RowEvent::RecoveredInFlight
         | RowEvent::SendNotMade { .. }
         | RowEvent::SendMismatch { .. }
@@ -312,8 +306,18 @@ pub fn transition(
         | RowEvent::QueryAmountMismatch { .. }
         | RowEvent::QueryAnswer(_)
         | RowEvent::QueryFailed { .. } => resolving(from),
-    };
-    if !legal {
+    }
+}
+
+/// The next state of a payout row after `event` (see the module doc for the rules).
+pub fn transition(
+    row: &RowView<'_>,
+    event: RowEvent<'_>,
+    now_ms: i64,
+    settings: &ResolveSettings,
+) -> Result<Change, IllegalTransition> {
+    let from = row.state;
+    if !legal(from, &event) {
         return Err(IllegalTransition {
             line: row.line,
             from,
@@ -382,47 +386,60 @@ pub fn transition(
         RowEvent::SendFailed { error, before } => on_send_failed(row, error, before),
         RowEvent::QueryMismatch => queried(row, now_ms),
         RowEvent::QueryAmountMismatch { answer, theirs } => {
-            let mut c = queried(row, now_ms);
-            c.next = RowState::NeedsAttention;
-            c.patch.code = Some(Some(answer.code.to_string()));
-            c.patch.trx_state = Some(answer.trx_state.map(|t| t.as_str().to_string()));
-            if let Some(o) = answer.order_no {
-                c.patch.order_no = Some(Some(o.to_string()));
-            }
-            c.patch.message = Some(Some(format!(
-                "AMOUNT_MISMATCH: Starpay has PHP {theirs} for this payout, we sent PHP {}; settle it with Starpay before anything else",
-                row.amount
-            )));
-            c
+            on_amount_mismatch(row, answer, theirs, now_ms)
         }
         RowEvent::QueryAnswer(answer) => on_query_answer(row, answer, now_ms, settings),
-        RowEvent::QueryFailed { error } => {
-            // No verified answer is no evidence either way: it neither counts towards nor
-            // breaks the streak of consecutive 404s (§12 rule 3).
-            let mut c = queried(row, now_ms);
-            c.detail = Some(error.to_string());
-            if let ClientError::Unverified {
-                code: Some(code), ..
-            } = error
-            {
-                match policy::on_query_code(code, false, false) {
-                    QueryVerdict::StopRun => {
-                        c.signal = Signal::Stop(StopReason::StopCode {
-                            code: code.clone(),
-                            message: None,
-                            site: StopSite::Query,
-                        });
-                    }
-                    QueryVerdict::BackOff => {
-                        c.signal = Signal::Cut;
-                        c.step = Step::Backoff;
-                    }
-                    _ => {}
-                }
-            }
-            c
-        }
+        RowEvent::QueryFailed { error } => on_query_failed(row, error, now_ms),
     })
+}
+
+/// A verified answer about this very payout with another amount: a human must look now.
+fn on_amount_mismatch(
+    row: &RowView<'_>,
+    answer: Verified<'_>,
+    theirs: Centavos,
+    now_ms: i64,
+) -> Change {
+    let mut c = queried(row, now_ms);
+    c.next = RowState::NeedsAttention;
+    c.patch.code = Some(Some(answer.code.to_string()));
+    c.patch.trx_state = Some(answer.trx_state.map(|t| t.as_str().to_string()));
+    if let Some(o) = answer.order_no {
+        c.patch.order_no = Some(Some(o.to_string()));
+    }
+    c.patch.message = Some(Some(format!(
+        "AMOUNT_MISMATCH: Starpay has PHP {theirs} for this payout, we sent PHP {}; settle it with Starpay before anything else",
+        row.amount
+    )));
+    c
+}
+
+/// The query got no verified answer.
+fn on_query_failed(row: &RowView<'_>, error: &ClientError, now_ms: i64) -> Change {
+    // No verified answer is no evidence either way: it neither counts towards nor
+    // breaks the streak of consecutive 404s (§12 rule 3).
+    let mut c = queried(row, now_ms);
+    c.detail = Some(error.to_string());
+    if let ClientError::Unverified {
+        code: Some(code), ..
+    } = error
+    {
+        match policy::on_query_code(code, false, false) {
+            QueryVerdict::StopRun => {
+                c.signal = Signal::Stop(StopReason::StopCode {
+                    code: code.clone(),
+                    message: None,
+                    site: StopSite::Query,
+                });
+            }
+            QueryVerdict::BackOff => {
+                c.signal = Signal::Cut;
+                c.step = Step::Backoff;
+            }
+            _ => {}
+        }
+    }
+    c
 }
 
 /// A new attempt: the row starts afresh (UNSENT); the send times over all attempts are kept.
@@ -687,4 +704,560 @@ fn apply_trx(
     patch.error_code = Some(error_code.map(str::to_string));
     patch.error_message = Some(error_message.map(str::to_string));
     next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000_000_000;
+    const LINE: i64 = 7;
+
+    fn view(state: RowState) -> RowView<'static> {
+        RowView {
+            state,
+            line: LINE,
+            amount: Centavos::new(10_000),
+            code: None,
+            message: None,
+            trx_state: None,
+            error_code: None,
+            error_message: None,
+            verified_reject: false,
+            not_found_count: 0,
+            resent_after_not_found: false,
+            hold_since: None,
+            send_times: (None, None, None),
+            query_count: 0,
+        }
+    }
+
+    fn attempt() -> AttemptRecord {
+        AttemptRecord {
+            id: 1,
+            msg_id: "P1R1L7A1".into(),
+            seq: 1,
+            supersedes: None,
+            operation: "5.2".into(),
+            request_bytes: b"{}".to_vec(),
+            send_count: 0,
+            first_sent_at: None,
+        }
+    }
+
+    fn answer<'a>(code: &'a Code, trx: Option<&'a TrxState>) -> Verified<'a> {
+        Verified {
+            code,
+            message: "Msg",
+            trx_state: trx,
+            order_no: Some("O1"),
+            ref_no: Some("R1"),
+            error_code: None,
+            error_message: None,
+        }
+    }
+
+    fn unverified(code: &str) -> ClientError {
+        ClientError::Unverified {
+            code: Some(Code::new(code)),
+            error: crate::starpay::sign::VerifyError::MissingSignature,
+            raw: bytes::Bytes::new(),
+        }
+    }
+
+    fn run(v: &RowView<'_>, e: RowEvent<'_>) -> Change {
+        match transition(v, e, NOW, &ResolveSettings::default()) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn stop_text(c: &Change) -> Option<String> {
+        match &c.signal {
+            Signal::Stop(r) => Some(r.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Every state × every event: the legal ones lead where the engine has always taken the
+    /// row; the others are `IllegalTransition` (the row is left untouched).
+    #[test]
+    fn every_state_by_every_event() {
+        use RowState::*;
+        let ok = Code::new("200");
+        let success = TrxState::Success;
+        let timeout = ClientError::Timeout(Duration::from_secs(30));
+        let resolving = [Pending, Unknown, FailHeld];
+        // (event, the states it is legal in, the state it leads to; None: stays where it is)
+        type Make<'a> = Box<dyn Fn() -> RowEvent<'a> + 'a>;
+        let table: Vec<(Make<'_>, &[RowState], Option<RowState>)> = vec![
+            (
+                Box::new(|| RowEvent::RecoveredInFlight),
+                &[InFlight],
+                Some(Unknown),
+            ),
+            (
+                Box::new(|| RowEvent::GaveUp {
+                    max_resolve: Duration::from_secs(72 * 3600),
+                }),
+                &resolving,
+                Some(NeedsAttention),
+            ),
+            (
+                Box::new(|| RowEvent::RepayRefused { why: "w".into() }),
+                &[New, Failed],
+                Some(NeedsAttention),
+            ),
+            (
+                Box::new(|| RowEvent::Blocked {
+                    message: "m".into(),
+                }),
+                &[New, Failed],
+                Some(Rejected),
+            ),
+            (
+                Box::new(|| RowEvent::AttemptAllocated {
+                    attempt: attempt(),
+                    repay_of: None,
+                }),
+                &[New, Failed],
+                Some(Unsent),
+            ),
+            (
+                Box::new(|| RowEvent::SendStarted),
+                &[Unsent],
+                Some(InFlight),
+            ),
+            (
+                Box::new(|| RowEvent::SendNotMade {
+                    before: (None, None, None),
+                }),
+                &[InFlight],
+                Some(Unsent),
+            ),
+            (
+                Box::new(|| RowEvent::SendMismatch {
+                    code: &ok,
+                    message: "OK",
+                }),
+                &[InFlight],
+                Some(Unknown),
+            ),
+            (
+                Box::new(|| RowEvent::SendAnswer(answer(&ok, Some(&success)))),
+                &[InFlight],
+                Some(Success),
+            ),
+            (
+                Box::new(|| RowEvent::SendFailed {
+                    error: &timeout,
+                    before: (None, None, None),
+                }),
+                &[InFlight],
+                Some(Unknown),
+            ),
+            (Box::new(|| RowEvent::QueryMismatch), &resolving, None),
+            (
+                Box::new(|| RowEvent::QueryAmountMismatch {
+                    answer: answer(&ok, Some(&success)),
+                    theirs: Centavos::new(1),
+                }),
+                &resolving,
+                Some(NeedsAttention),
+            ),
+            (
+                Box::new(|| RowEvent::QueryAnswer(answer(&ok, Some(&success)))),
+                &resolving,
+                Some(Success),
+            ),
+            (
+                Box::new(|| RowEvent::QueryFailed { error: &timeout }),
+                &resolving,
+                None,
+            ),
+        ];
+        for (make, legal, next) in &table {
+            for state in RowState::ALL {
+                let event = make();
+                let name = event.name();
+                let got = transition(&view(state), event, NOW, &ResolveSettings::default());
+                if legal.contains(&state) {
+                    let c = got.unwrap_or_else(|e| panic!("{name} from {state}: {e}"));
+                    assert_eq!(c.next, next.unwrap_or(state), "{name} from {state}");
+                    assert!(
+                        c.next != InFlight || name == "send started",
+                        "{name} leaves a row in flight"
+                    );
+                } else {
+                    assert_eq!(
+                        got.map(|c| c.next),
+                        Err(IllegalTransition {
+                            line: LINE,
+                            from: state,
+                            event: name
+                        }),
+                        "{name} from {state}"
+                    );
+                }
+            }
+        }
+        // Every event is in the table (by its distinct name).
+        let mut names: Vec<_> = table.iter().map(|(m, _, _)| m().name()).collect();
+        names.dedup();
+        assert_eq!(names.len(), 14);
+    }
+
+    #[test]
+    fn send_answer_table() {
+        let fail = TrxState::Fail;
+        let processing = TrxState::Processing;
+        // (code, trxState, reason, resent after not-found) → (next state, verified_reject
+        // patch); the step and the signal follow from the code (406: back off and cut).
+        type Row<'a> = (
+            &'a str,
+            Option<&'a TrxState>,
+            Option<&'a str>,
+            bool,
+            RowState,
+            Option<bool>,
+        );
+        let table: [Row<'_>; 9] = [
+            (
+                "200",
+                Some(&fail),
+                Some("AC01"),
+                false,
+                RowState::Failed,
+                Some(false),
+            ),
+            (
+                "200",
+                Some(&fail),
+                Some("AB05"),
+                false,
+                RowState::FailHeld,
+                Some(false),
+            ),
+            (
+                "200",
+                Some(&processing),
+                None,
+                false,
+                RowState::Pending,
+                Some(false),
+            ),
+            ("200", None, None, false, RowState::Unknown, Some(false)),
+            ("400", None, None, false, RowState::Unknown, Some(true)),
+            ("403", None, None, false, RowState::Unknown, Some(false)),
+            ("403", None, None, true, RowState::NeedsAttention, None),
+            ("400", None, None, true, RowState::NeedsAttention, None),
+            ("406", None, None, false, RowState::Unsent, None),
+        ];
+        for (code, trx, reason, resent, next, reject) in table {
+            let code = Code::new(code);
+            let mut v = view(RowState::InFlight);
+            v.resent_after_not_found = resent;
+            let mut a = answer(&code, trx);
+            a.error_code = reason;
+            let c = run(&v, RowEvent::SendAnswer(a));
+            let what = format!("{code} {trx:?} {reason:?} resent={resent}");
+            assert_eq!(c.next, next, "{what}");
+            assert_eq!(c.patch.verified_reject, reject, "{what}");
+            assert_eq!(c.event, EventKind::SendAnswer, "{what}");
+            assert!(c.sent, "{what}");
+            assert_eq!(c.patch.code, Some(Some(code.to_string())), "{what}");
+            let backoff = code.as_str() == "406";
+            assert_eq!(c.step == Step::Backoff, backoff, "{what}");
+            assert_eq!(matches!(c.signal, Signal::Cut), backoff, "{what}");
+        }
+        // AB0x hold starts now, with the reason in the message.
+        let code = Code::new("200");
+        let mut a = answer(&code, Some(&fail));
+        a.error_code = Some("AB05");
+        let c = run(&view(RowState::InFlight), RowEvent::SendAnswer(a));
+        assert_eq!(c.patch.hold_since, Some(Some(NOW)));
+        assert_eq!(
+            c.patch.message,
+            Some(Some("PENDING_TIMEOUT: FAIL with timeout reason AB05 is held and re-queried before it counts (a late credit can still land)".into()))
+        );
+        // A send answer never carries a refNo into the row.
+        assert_eq!(c.patch.ref_no, None);
+        // A stop code keeps the row UNSENT (same bytes after the fix) and stops the run.
+        let code = Code::new("402");
+        let c = run(
+            &view(RowState::InFlight),
+            RowEvent::SendAnswer(answer(&code, None)),
+        );
+        assert_eq!(c.next, RowState::Unsent);
+        assert_eq!(
+            stop_text(&c).as_deref(),
+            Some("Starpay answered 402 Msg (line 7): stopping the run; fix the configuration or keys and run again")
+        );
+    }
+
+    #[test]
+    fn send_failure_table() {
+        let before = (Some(1), Some(2), Some(1));
+        let mut v = view(RowState::InFlight);
+        v.send_times = (Some(1), Some(NOW), Some(1));
+        // Provably not sent: UNSENT, send times taken back, not counted, backoff.
+        let e = ClientError::Config("x".into());
+        let c = run(&v, RowEvent::SendFailed { error: &e, before });
+        assert_eq!(c.next, RowState::Unsent);
+        assert_eq!(c.event, EventKind::NotSent);
+        assert!(!c.sent);
+        assert_eq!(c.patch.send_times, Some(before));
+        assert_eq!(c.step, Step::Backoff);
+        assert_eq!(
+            c.patch.message,
+            Some(Some("not sent: configuration: x".into()))
+        );
+        assert_eq!(c.detail.as_deref(), Some("configuration: x"));
+        // May have left: UNKNOWN, resolved by query; the send counts.
+        let e = ClientError::Timeout(Duration::from_secs(30));
+        let c = run(&v, RowEvent::SendFailed { error: &e, before });
+        assert_eq!(c.next, RowState::Unknown);
+        assert_eq!(c.event, EventKind::SendAnswer);
+        assert!(c.sent);
+        assert_eq!(c.patch.send_times, None);
+        assert_eq!(c.step, Step::Continue);
+        assert_eq!(c.patch.message, Some(Some(format!("outcome unknown: {e}"))));
+        // An unverified code drives only the control action; the row is UNKNOWN.
+        for (code, stop, backoff) in [
+            ("402", true, false),
+            ("406", false, true),
+            ("400", false, false),
+        ] {
+            let e = unverified(code);
+            let c = run(&v, RowEvent::SendFailed { error: &e, before });
+            assert_eq!(c.next, RowState::Unknown, "{code}");
+            assert_eq!(c.patch.code, Some(Some(code.to_string())), "{code}");
+            assert_eq!(c.patch.verified_reject, None, "{code}");
+            assert_eq!(stop_text(&c).is_some(), stop, "{code}");
+            assert_eq!(c.step == Step::Backoff, backoff, "{code}");
+        }
+        let e = unverified("402");
+        let c = run(&v, RowEvent::SendFailed { error: &e, before });
+        assert_eq!(
+            stop_text(&c).as_deref(),
+            Some("Starpay answered 402 (unverified) on line 7: stopping the run")
+        );
+        assert_eq!(
+            c.patch.message,
+            Some(Some(format!("unverified answer with code 402: {e}")))
+        );
+    }
+
+    #[test]
+    fn send_started_and_not_made() {
+        let mut v = view(RowState::Unsent);
+        v.send_times = (Some(5), Some(6), None);
+        v.query_count = 4;
+        let c = run(&v, RowEvent::SendStarted);
+        assert_eq!(c.patch.send_times, Some((Some(5), Some(NOW), Some(NOW))));
+        assert_eq!(c.patch.query_count, Some(0));
+        assert_eq!(c.event, EventKind::Sending);
+        assert!(!c.sent);
+        let c = run(
+            &view(RowState::InFlight),
+            RowEvent::SendNotMade {
+                before: (Some(5), Some(6), None),
+            },
+        );
+        assert_eq!(c.patch.send_times, Some((Some(5), Some(6), None)));
+        assert_eq!(c.detail.as_deref(), Some("run stopped before sending"));
+        assert_eq!(c.event, EventKind::NotSent);
+    }
+
+    #[test]
+    fn query_answer_table() {
+        let settings = ResolveSettings::default();
+        let window = settings.not_found_window.as_millis() as i64;
+        let not_found = Code::new("404");
+        // (verified_reject, 404 streak before, last send ms ago) → (next, streak after)
+        let table = [
+            (true, 0, 0, RowState::Rejected, 1),
+            (false, 0, window, RowState::Unknown, 1),
+            (false, 2, window - 1, RowState::Unknown, 3),
+            (false, 2, window, RowState::Unsent, 0),
+        ];
+        for (reject, streak, ago, next, after) in table {
+            let mut v = view(RowState::Unknown);
+            v.verified_reject = reject;
+            v.not_found_count = streak;
+            v.send_times = (Some(NOW - ago), Some(NOW - ago), None);
+            v.code = Some("400");
+            v.message = Some("Bad");
+            v.query_count = 2;
+            let c = run(&v, RowEvent::QueryAnswer(answer(&not_found, None)));
+            let what = format!("reject={reject} streak={streak} ago={ago}");
+            assert_eq!(c.next, next, "{what}");
+            assert_eq!(c.patch.not_found_count, Some(after), "{what}");
+            assert_eq!(c.patch.query_count, Some(3), "{what}");
+            assert_eq!(c.patch.last_checked_at, Some(Some(NOW)), "{what}");
+            assert_eq!(c.event, EventKind::QueryAnswer, "{what}");
+            assert!(!c.sent, "{what}");
+            assert_eq!(
+                c.patch.resent_after_not_found,
+                (next == RowState::Unsent).then_some(true),
+                "{what}"
+            );
+        }
+        let mut v = view(RowState::Unknown);
+        v.verified_reject = true;
+        v.code = Some("400");
+        v.message = Some("Bad");
+        let c = run(&v, RowEvent::QueryAnswer(answer(&not_found, None)));
+        assert_eq!(
+            c.patch.message,
+            Some(Some(
+                "rejected by Starpay (400 Bad) and not found by query: no money moved".into()
+            ))
+        );
+        // Answers that say nothing about the payout: the row and the 404 streak stay.
+        let mut v = view(RowState::Pending);
+        v.not_found_count = 2;
+        for code in ["403", "500"] {
+            let code = Code::new(code);
+            let c = run(&v, RowEvent::QueryAnswer(answer(&code, None)));
+            assert_eq!(c.next, RowState::Pending, "{code}");
+            assert_eq!(c.patch.not_found_count, None, "{code}");
+            assert!(matches!(c.signal, Signal::None), "{code}");
+        }
+        let c = run(&v, RowEvent::QueryMismatch);
+        assert_eq!((c.next, c.patch.not_found_count), (RowState::Pending, None));
+        let code = Code::new("406");
+        let c = run(&v, RowEvent::QueryAnswer(answer(&code, None)));
+        assert_eq!((c.next, c.step), (RowState::Pending, Step::Backoff));
+        assert!(matches!(c.signal, Signal::Cut));
+        let code = Code::new("411");
+        let c = run(&v, RowEvent::QueryAnswer(answer(&code, None)));
+        assert_eq!(c.next, RowState::Pending);
+        assert_eq!(
+            stop_text(&c).as_deref(),
+            Some("Starpay answered 411 Msg to a query: stopping the run")
+        );
+        let e = unverified("402");
+        let c = run(&v, RowEvent::QueryFailed { error: &e });
+        assert_eq!(c.next, RowState::Pending);
+        assert_eq!(
+            stop_text(&c).as_deref(),
+            Some("Starpay answered 402 (unverified) to a query: stopping the run")
+        );
+        assert_eq!(c.detail, Some(e.to_string()));
+        assert_eq!(c.patch.not_found_count, None);
+    }
+
+    #[test]
+    fn verified_state_and_the_ab_hold() {
+        let ok = Code::new("200");
+        let (fail, processing, odd) = (
+            TrxState::Fail,
+            TrxState::Processing,
+            TrxState::Unknown("HELD".into()),
+        );
+        let hold = ResolveSettings::default().ab_hold.as_millis() as i64;
+        // Held: a non-final answer does not move the row back.
+        let mut v = view(RowState::FailHeld);
+        v.hold_since = Some(NOW - 10);
+        v.error_code = Some("AB05");
+        let c = run(&v, RowEvent::QueryAnswer(answer(&ok, Some(&processing))));
+        assert_eq!(c.next, RowState::FailHeld);
+        assert_eq!(c.patch.trx_state, None);
+        assert_eq!(c.patch.hold_since, None);
+        // Held: a FAIL without a reason keeps the held reason, and the hold.
+        let c = run(&v, RowEvent::QueryAnswer(answer(&ok, Some(&fail))));
+        assert_eq!(c.next, RowState::FailHeld);
+        assert_eq!(c.patch.error_code, Some(Some("AB05".into())));
+        assert_eq!(c.patch.hold_since, Some(Some(NOW - 10)));
+        // The hold over: FAILED.
+        v.hold_since = Some(NOW - hold);
+        let c = run(&v, RowEvent::QueryAnswer(answer(&ok, Some(&fail))));
+        assert_eq!(c.next, RowState::Failed);
+        // A verified answer voids a rejection and the 404 streak; it keeps order and ref no.
+        let mut v = view(RowState::Unknown);
+        v.verified_reject = true;
+        v.not_found_count = 2;
+        let c = run(&v, RowEvent::QueryAnswer(answer(&ok, Some(&odd))));
+        assert_eq!(c.next, RowState::Pending);
+        assert_eq!(c.patch.verified_reject, Some(false));
+        assert_eq!(c.patch.not_found_count, Some(0));
+        assert_eq!(c.patch.trx_state, Some(Some("HELD".into())));
+        assert_eq!(c.patch.order_no, Some(Some("O1".into())));
+        assert_eq!(c.patch.ref_no, Some(Some("R1".into())));
+        assert_eq!(
+            c.patch.message,
+            Some(Some("UNRECOGNISED_STATE HELD: still polling".into()))
+        );
+        assert!(matches!(c.signal, Signal::Success));
+        // Another amount: NEEDS_ATTENTION at once, whatever the state says.
+        let c = run(
+            &v,
+            RowEvent::QueryAmountMismatch {
+                answer: answer(&ok, Some(&processing)),
+                theirs: Centavos::new(99),
+            },
+        );
+        assert_eq!(c.next, RowState::NeedsAttention);
+        assert_eq!(c.patch.trx_state, Some(Some("PROCESSING".into())));
+        assert!(matches!(c.signal, Signal::None));
+    }
+
+    #[test]
+    fn allocation_starts_afresh_and_messages_are_kept() {
+        let c = run(
+            &view(RowState::Failed),
+            RowEvent::AttemptAllocated {
+                attempt: attempt(),
+                repay_of: Some("re-sent".into()),
+            },
+        );
+        let p = &c.patch;
+        assert_eq!(p.attempt, Some(attempt()));
+        assert_eq!(p.repay_of.as_deref(), Some("re-sent"));
+        for f in [
+            &p.trx_state,
+            &p.code,
+            &p.message,
+            &p.error_code,
+            &p.error_message,
+            &p.order_no,
+            &p.ref_no,
+        ] {
+            assert_eq!(f, &Some(None));
+        }
+        assert_eq!(p.send_times, None, "send times over all attempts are kept");
+        assert_eq!(
+            (
+                p.query_count,
+                p.not_found_count,
+                p.verified_reject,
+                p.resent_after_not_found
+            ),
+            (Some(0), Some(0), Some(false), Some(false))
+        );
+        let c = run(
+            &view(RowState::New),
+            RowEvent::RepayRefused { why: "paid".into() },
+        );
+        assert_eq!(c.patch.message, Some(Some("not re-paid: paid".into())));
+        assert_eq!(c.detail.as_deref(), Some("not re-paid: paid"));
+        let mut v = view(RowState::Pending);
+        v.trx_state = Some("PROCESSING");
+        let c = run(
+            &v,
+            RowEvent::GaveUp {
+                max_resolve: Duration::from_secs(72 * 3600),
+            },
+        );
+        assert_eq!(c.detail.as_deref(), Some("still unresolved 72 h after it was sent (the maximum resolve time), last Starpay state PROCESSING: check with Starpay; `reconcile` re-checks it"));
+        let c = run(&view(RowState::InFlight), RowEvent::RecoveredInFlight);
+        assert_eq!(
+            c.patch.message,
+            Some(Some(
+                "interrupted while in flight; resolving by query".into()
+            ))
+        );
+        assert_eq!(c.event, EventKind::RecoveredInFlight);
+    }
 }
