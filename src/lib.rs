@@ -1,7 +1,11 @@
 //! starpay-batch: a batch job runner for the Starpay Merchant Disbursement API.
 //!
 //! # Layout
-//! - `domain`: money (`Centavos`), identifiers (`MsgId`, `MchId`) and `TrxState`; pure.
+//! - `domain`: money (`Centavos`), identifiers (`MsgId`, `MchId`), `TrxState`, our `RowState`
+//!   and the stored event kinds (`EventKind`); pure.
+//! - `engine`: `policy` (pure decisions: code → retry / query / stop), `transition` (the one
+//!   pure transition function of a payout row, table-tested), `stop` (`StopReason`), `pool`
+//!   (shared limiter, in-flight bound, stop signal), `payout` and `recon` (the I/O around them).
 //! - `starpay`: the protocol: `model` (typed requests/responses), `sign` (canonical bytes, keys,
 //!   signatures: the only module that sees private keys), `codes` (code catalogue as data),
 //!   `client` (one signed attempt, verified answer; no retry).

@@ -256,7 +256,7 @@ async fn drive_and_report(
         report::RunEnd {
             finishing: finish,
             exit_code: match (&stopped, &drive_error) {
-                (Some(reason), _) if reason.starts_with("interrupted") => Some(exit::UNRESOLVED),
+                (Some(reason), _) if reason.is_interrupted() => Some(exit::UNRESOLVED),
                 (Some(_), _) | (None, Some(_)) => Some(exit::COULD_NOT_RUN),
                 (None, None) => None,
             },
@@ -286,7 +286,7 @@ async fn drive_and_report(
     if let Some(reason) = stopped {
         crate::say_warn!("run {run_id} stopped: {reason}");
         // Interrupted by the operator: rows remain to check (3). A stop code: could not run (1).
-        return Ok(if reason.starts_with("interrupted") {
+        return Ok(if reason.is_interrupted() {
             exit::UNRESOLVED
         } else {
             exit::COULD_NOT_RUN

@@ -18,6 +18,7 @@ use crate::config::{self, Endpoint, JobConfig, JobKind, Overrides};
 use crate::domain::{Centavos, RowState};
 use crate::engine::payout::{Allocated, EngineSettings, PayoutEngine};
 use crate::engine::policy::ResolveSettings;
+use crate::engine::stop::StopReason;
 use crate::input::payout::{read_payouts, ValidationOptions};
 use crate::report::{self, ReconSummary, RunEnd, Summary};
 use crate::server::sim::{SimConfig, SimHandle, Simulator};
@@ -482,12 +483,12 @@ fn report_invalid(cfg: &JobConfig, file: &crate::input::payout::PayoutFile) {
 /// run. Abort the returned task once the drive is over.
 pub(crate) fn stop_on_ctrl_c(
     what_resumes: &'static str,
-    stop: impl FnOnce(String) + Send + 'static,
+    stop: impl FnOnce(StopReason) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             crate::say_warn!("interrupted: finishing in-flight requests; {what_resumes} (Ctrl-C again to quit now)");
-            stop("interrupted by Ctrl-C".into());
+            stop(StopReason::Interrupted);
             if tokio::signal::ctrl_c().await.is_ok() {
                 // Safe: every msgId is stored before its send; rows caught in flight are
                 // resolved by query on the next run.
@@ -529,7 +530,7 @@ async fn drive_and_report(
     let all_final = rows.iter().all(|r| r.state.is_terminal());
     let stopped_code = match (&result.stopped, &result.error) {
         // Ctrl-C leaves rows to resume (3); a stop code means the job could not run (1).
-        (Some(reason), _) if reason.starts_with("interrupted") => Some(exit::UNRESOLVED),
+        (Some(reason), _) if reason.is_interrupted() => Some(exit::UNRESOLVED),
         (Some(_), _) | (None, Some(_)) => Some(exit::COULD_NOT_RUN),
         (None, None) => None,
     };

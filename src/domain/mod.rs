@@ -3,10 +3,12 @@
 //! Owns: validated newtypes. Must not: do I/O. Invariant: a value of one of these types is always
 //! valid (constructors validate, serde goes through the same constructors).
 
+pub mod event;
 pub mod ids;
 pub mod money;
 pub mod state;
 
+pub use event::EventKind;
 pub use ids::{IdError, MchId, MsgId};
 pub use money::{Centavos, MoneyError};
 pub use state::{RowState, TrxState};

@@ -133,7 +133,8 @@ mod tests {
 }
 
 /// Our own row state (closed; stored as TEXT with a CHECK constraint). Changes only through
-/// `engine::policy` and the store's compare-and-set update.
+/// `engine::transition` (payout rows; built on `engine::policy`) and the store's compare-and-set
+/// update.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum RowState {
     /// Validated, no msgId yet.

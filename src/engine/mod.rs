@@ -1,4 +1,5 @@
-//! The engine: the payout job's row driver, its pure policy and the shared rate limiter.
+//! The engine: the payout job's row driver, its pure policy, the one transition function of a
+//! payout row (`transition`), why a run stops (`stop::StopReason`) and the shared rate limiter.
 //! Reconciliation jobs build on the same limiter, store and client; there is one engine.
 
 pub mod limiter;
@@ -6,6 +7,8 @@ pub mod payout;
 pub mod policy;
 pub mod pool;
 pub mod recon;
+pub mod stop;
+pub mod transition;
 
 use crate::domain::Centavos;
 use crate::starpay::client::Client;

@@ -7,7 +7,9 @@
 //! - an unknown outcome is resolved by query; the only resend is of the *same* msgId and bytes
 //!   (406, a connect failure, a stop code, or the not-found rule);
 //! - a row's state changes only from a verified `trxState` or a verified 404 after a verified
-//!   rejection, through `policy`, and is saved by compare-and-set with the raw answer as evidence.
+//!   rejection, through `transition` (built on `policy`), and is saved by compare-and-set with
+//!   the raw answer as evidence. This module only does the I/O: it asks `transition::transition`
+//!   (`change`/`commit`), applies the patch, persists and sends; it never assigns a state itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,10 +18,14 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use crate::domain::{Centavos, MchId, MsgId, RowState, TrxState};
-use crate::engine::policy::{self, NotFoundAction, QueryVerdict, ResolveSettings, SendVerdict};
+use crate::engine::policy::ResolveSettings;
 use crate::engine::pool::Pool;
+use crate::engine::stop::StopReason;
+use crate::engine::transition::{
+    send_times, transition, Change, IllegalTransition, RowEvent, RowView, Signal, Step, Verified,
+};
 use crate::logging::mask_account;
-use crate::starpay::client::{Answer, Client, ClientError, Outcome};
+use crate::starpay::client::{Answer, Client};
 use crate::starpay::model::{
     Currency, DisburseQueryRequest, DisburseResponse, InstapayDisburseRequest, Operation,
     QueryResponse, WalletDisburseRequest,
@@ -39,6 +45,8 @@ pub enum EngineError {
     Task(String),
     #[error(transparent)]
     Pool(#[from] crate::engine::pool::PoolError),
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
 }
 
 /// Settings the engine needs, built by `cmd::run` from the job file.
@@ -55,7 +63,7 @@ pub struct EngineSettings {
 #[derive(Debug, Clone, Default)]
 pub struct DriveResult {
     /// Set when a stop-the-run code (401/402/410/411/414) or Ctrl-C stopped the run.
-    pub stopped: Option<String>,
+    pub stopped: Option<StopReason>,
     /// The first row that could not be driven (store or build failure); it stays unresolved.
     pub error: Option<String>,
 }
@@ -110,7 +118,7 @@ impl PayoutEngine {
 
     /// Stops taking work (Ctrl-C or a stop code). In-flight requests finish; their rows stay
     /// IN_FLIGHT/UNKNOWN and are resolved by query on the next run.
-    pub fn stop(&self, reason: String) {
+    pub fn stop(&self, reason: StopReason) {
         self.pool.stop(reason);
     }
 
@@ -203,40 +211,56 @@ impl PayoutEngine {
         })
     }
 
-    async fn save(
+    /// Asks the transition function about `event`, writes the change into `row` (in memory)
+    /// and carries out its control action. An illegal transition is an error and leaves the
+    /// row untouched.
+    fn change(&self, row: &mut RowRecord, event: RowEvent<'_>) -> Result<Change, EngineError> {
+        let view = RowView::of(row);
+        let change = transition(&view, event, store::now_ms(), &self.settings.resolve)?;
+        change.apply_to(row);
+        match &change.signal {
+            Signal::None => {}
+            Signal::Success => self.pool.success(),
+            Signal::Cut => self.pool.cut(),
+            Signal::Stop(reason) => self.pool.stop(reason.clone()),
+        }
+        Ok(change)
+    }
+
+    /// `change`, then saves the row by compare-and-set from the state it had, with the event
+    /// (`msg_id` and `raw`: the request and the answer it is about, kept as evidence).
+    async fn commit(
         &self,
-        row: &RowRecord,
-        expected: RowState,
-        sent: bool,
-        mut event: Event,
-    ) -> Result<(), EngineError> {
-        event.run_id = Some(row.run_id);
-        event.row_id = Some(row.id);
-        event.old_state = Some(expected);
-        event.new_state = Some(row.state);
+        row: &mut RowRecord,
+        event: RowEvent<'_>,
+        msg_id: Option<String>,
+        raw: Option<Vec<u8>>,
+    ) -> Result<Step, EngineError> {
+        let old = row.state;
+        let change = self.change(row, event)?;
+        let event = Event {
+            run_id: Some(row.run_id),
+            row_id: Some(row.id),
+            msg_id,
+            kind: change.event,
+            old_state: Some(old),
+            new_state: Some(row.state),
+            detail: change.detail,
+            raw,
+        };
         let row = row.clone();
+        let sent = change.sent;
         self.store
-            .call(move |c| store::save_row(c, &row, expected, sent, &event))
+            .call(move |c| store::save_row(c, &row, old, sent, &event))
             .await?;
-        Ok(())
+        Ok(change.step)
     }
 
     async fn drive_row(&self, mut row: RowRecord, deadline: Instant) -> Result<(), EngineError> {
         if row.state == RowState::InFlight {
             // Interrupted mid-request (crash or kill): the outcome is unknown (rule 2).
-            let old = row.state;
-            row.state = RowState::Unknown;
-            row.message = Some("interrupted while in flight; resolving by query".into());
-            self.save(
-                &row,
-                old,
-                false,
-                Event {
-                    kind: "recovered_in_flight",
-                    ..Event::default()
-                },
-            )
-            .await?;
+            self.commit(&mut row, RowEvent::RecoveredInFlight, None, None)
+                .await?;
         }
         let mut backoff_try: u32 = 0;
         // Rule: every unresolved row is queried at least once in each run before it can be
@@ -284,24 +308,9 @@ impl PayoutEngine {
                         now - first >= self.settings.resolve.max_resolve.as_millis() as i64
                     });
                     if too_old && queried_this_run {
-                        let old = row.state;
-                        row.state = RowState::NeedsAttention;
-                        row.message = Some(format!(
-                            "still unresolved {} h after it was sent (the maximum resolve time), last Starpay state {}: check with Starpay; `reconcile` re-checks it",
-                            self.settings.resolve.max_resolve.as_secs() / 3600,
-                            row.trx_state.as_deref().unwrap_or("unknown")
-                        ));
-                        self.save(
-                            &row,
-                            old,
-                            false,
-                            Event {
-                                kind: "gave_up",
-                                detail: row.message.clone(),
-                                ..Event::default()
-                            },
-                        )
-                        .await?;
+                        let max_resolve = self.settings.resolve.max_resolve;
+                        self.commit(&mut row, RowEvent::GaveUp { max_resolve }, None, None)
+                            .await?;
                         return Ok(());
                     }
                     // A row past the limit is asked at once (one last verified chance).
@@ -378,20 +387,8 @@ impl PayoutEngine {
                     return Ok(Allocated::TryLater);
                 }
                 EarlierCheck::Contradicted(why) => {
-                    let old = row.state;
-                    row.state = RowState::NeedsAttention;
-                    row.message = Some(format!("not re-paid: {why}"));
-                    self.save(
-                        row,
-                        old,
-                        false,
-                        Event {
-                            kind: "repay_refused",
-                            detail: row.message.clone(),
-                            ..Event::default()
-                        },
-                    )
-                    .await?;
+                    self.commit(row, RowEvent::RepayRefused { why }, None, None)
+                        .await?;
                     return Ok(Allocated::Refused);
                 }
             }
@@ -420,36 +417,15 @@ impl PayoutEngine {
         {
             store::Allocation::Allocated(a) => a,
             store::Allocation::Blocked { message } => {
+                // Already written by the store (REJECTED, `reference_blocked`).
                 tracing::warn!(line = row.line, "{message}");
-                row.state = RowState::Rejected;
-                row.message = Some(message);
+                self.change(row, RowEvent::Blocked { message })?;
                 return Ok(Allocated::Refused);
             }
         };
         tracing::debug!(line = row.line, msg_id = %attempt.msg_id, "attempt allocated");
-        row.attempt = Some(attempt);
-        row.state = RowState::Unsent;
-        row.verified_reject = false;
-        row.not_found_count = 0;
-        row.hold_since = None;
-        for f in [
-            &mut row.trx_state,
-            &mut row.code,
-            &mut row.message,
-            &mut row.error_code,
-            &mut row.error_message,
-            &mut row.order_no,
-            &mut row.ref_no,
-        ] {
-            *f = None;
-        }
-        if repay_of.is_some() {
-            row.repay_of = repay_of;
-        }
-        row.query_count = 0;
-        // first_sent_at / last_sent_at describe the row's sends over all attempts: kept.
-        row.last_checked_at = None;
-        row.resent_after_not_found = false;
+        // Already written by the store (UNSENT, `attempt_allocated`).
+        self.change(row, RowEvent::AttemptAllocated { attempt, repay_of })?;
         Ok(Allocated::Yes)
     }
 
@@ -592,34 +568,16 @@ impl PayoutEngine {
             Ok(s) => s,
             Err(e) => {
                 row.message = Some(format!("not sent: {e}"));
-                self.pool.stop(format!("signing failed: {e}"));
+                self.pool.stop(StopReason::SigningFailed(Arc::new(e)));
                 return Ok(Step::Continue);
             }
         };
         // Mark in flight before the request can leave: a crash from here on means "outcome
         // unknown", resolved by query (never a new msgId).
-        let old = row.state;
-        let old_times = send_times(row);
-        let now = store::now_ms();
-        let resend_after_not_found = row.resent_after_not_found;
-        row.state = RowState::InFlight;
-        row.first_sent_at.get_or_insert(now);
-        row.last_sent_at = Some(now);
-        if let Some(a) = row.attempt.as_mut() {
-            a.first_sent_at.get_or_insert(now);
-        }
-        row.query_count = 0;
-        self.save(
-            row,
-            old,
-            false,
-            Event {
-                kind: "sending",
-                msg_id: Some(attempt.msg_id.clone()),
-                ..Event::default()
-            },
-        )
-        .await?;
+        let before = send_times(row);
+        let msg_id = Some(attempt.msg_id.clone());
+        self.commit(row, RowEvent::SendStarted, msg_id.clone(), None)
+            .await?;
         // The rate permit is the last thing before the request leaves (a database write in
         // between would bunch requests up), so the pacing granted is the pacing Starpay sees.
         tokio::select! {
@@ -627,20 +585,8 @@ impl PayoutEngine {
             () = self.pool.until_stopped() => {}
         }
         if self.stopped() {
-            row.state = RowState::Unsent;
-            // Nothing left: the send times of a send that never happened are taken back.
-            restore_send_times(row, old_times);
-            self.save(
-                row,
-                RowState::InFlight,
-                false,
-                Event {
-                    kind: "not_sent",
-                    detail: Some("run stopped before sending".into()),
-                    ..Event::default()
-                },
-            )
-            .await?;
+            self.commit(row, RowEvent::SendNotMade { before }, None, None)
+                .await?;
             return Ok(Step::Continue);
         }
         tracing::debug!(line = row.line, msg_id = %attempt.msg_id, account = %mask_account(&row.account_no), amount = %row.amount, "sending payout");
@@ -650,50 +596,28 @@ impl PayoutEngine {
         } else {
             self.client.send::<InstapayDisburseRequest>(&signed).await
         };
-        let mut event = Event {
-            kind: "send_answer",
-            msg_id: Some(attempt.msg_id.clone()),
-            ..Event::default()
+        let (event, raw) = match &result {
+            Ok(answer) => (
+                self.send_answer_event(row, answer),
+                Some(answer.raw_body.to_vec()),
+            ),
+            Err(error) => (
+                RowEvent::SendFailed { error, before },
+                error.raw_body().map(|b| b.to_vec()),
+            ),
         };
-        // A request that provably never left (connection refused, …) is not a send.
-        let left = !matches!(&result, Err(e) if e.outcome() == Outcome::NotSent);
-        let step = match result {
-            Ok(answer) => {
-                event.raw = Some(answer.raw_body.to_vec());
-                self.on_send_answer(row, &answer, resend_after_not_found)
-            }
-            Err(e) => {
-                event.raw = e.raw_body().map(|b| b.to_vec());
-                event.detail = Some(e.to_string());
-                if !left {
-                    event.kind = "not_sent";
-                }
-                self.on_send_error(row, &e, resend_after_not_found)
-            }
-        };
-        if row.state == RowState::InFlight {
-            // Defensive: every branch above sets a state; never leave a row in flight.
-            row.state = RowState::Unknown;
-        }
-        if !left {
-            restore_send_times(row, old_times);
-        }
-        // `left`: counts this send in the attempt's send_count.
-        self.save(row, RowState::InFlight, left, event).await?;
-        Ok(step)
+        self.commit(row, event, msg_id, raw).await
     }
 
-    fn on_send_answer(
+    /// What a verified payout answer is: about this payout or not. The platform's signature
+    /// does not cover our request: an answer that echoes another msgId, merchant or amount is
+    /// not about this payout (outcome unknown → query).
+    fn send_answer_event<'a>(
         &self,
-        row: &mut RowRecord,
-        answer: &Answer<DisburseResponse>,
-        resend_after_not_found: bool,
-    ) -> Step {
+        row: &RowRecord,
+        answer: &'a Answer<DisburseResponse>,
+    ) -> RowEvent<'a> {
         let r = &answer.response;
-        row.code = Some(r.code.to_string());
-        row.message = Some(r.message.clone());
-        // The platform's signature does not cover our request: an answer that echoes another
-        // msgId, merchant or amount is not about this payout. Outcome unknown → query.
         let msg_id = row.attempt.as_ref().map(|a| a.msg_id.as_str());
         // An answer that carries a trxState must name this payout (msgId, mchId, amount).
         let missing_echo = r.trx_state.is_some()
@@ -706,177 +630,20 @@ impl PayoutEngine {
             || r.trx_amount.is_some_and(|a| a != row.amount);
         if mismatch {
             tracing::warn!(line = row.line, "answer does not echo this payout (msgId, mchId or amount differs); resolving by query");
-            row.state = RowState::Unknown;
-            row.message = Some("answer did not match the request; resolving by query".into());
-            return Step::Continue;
+            return RowEvent::SendMismatch {
+                code: &r.code,
+                message: &r.message,
+            };
         }
-        match policy::on_send_code(&r.code, true, r.trx_state.is_some()) {
-            SendVerdict::Apply => {
-                self.pool.success();
-                row.not_found_count = 0;
-                self.apply_trx(
-                    row,
-                    r.trx_state.as_ref(),
-                    r.order_no.clone(),
-                    None,
-                    r.error_code.clone(),
-                    r.error_message.clone(),
-                );
-                Step::Continue
-            }
-            SendVerdict::Query { verified_reject } => {
-                self.pool.success();
-                if r.code.as_str() == "403" && resend_after_not_found {
-                    // Rule 3: the resend is refused as repeated while queries say not found.
-                    row.state = RowState::NeedsAttention;
-                    row.message = Some("resend after not-found answered 403 Repeated msgId while queries answer 404; stopped touching the row".into());
-                } else if verified_reject && resend_after_not_found {
-                    // The same request was resent under the not-found rule and now rejected:
-                    // the first send may still have landed. Not REJECTED (that would unblock
-                    // the reference): a human decides.
-                    row.state = RowState::NeedsAttention;
-                    row.message = Some(format!(
-                        "resend after not-found answered {} {}; the first send may still land: check with Starpay before paying again",
-                        r.code, r.message
-                    ));
-                } else {
-                    row.state = RowState::Unknown;
-                    row.verified_reject = verified_reject;
-                    row.not_found_count = 0;
-                }
-                Step::Continue
-            }
-            SendVerdict::BackOffResend => {
-                self.pool.cut();
-                row.state = RowState::Unsent;
-                Step::Backoff
-            }
-            SendVerdict::StopRun => {
-                row.state = RowState::Unsent;
-                self.pool.stop(format!("Starpay answered {} {} (line {}): stopping the run; fix the configuration or keys and run again", r.code, r.message, row.line));
-                Step::Continue
-            }
-        }
-    }
-
-    fn on_send_error(
-        &self,
-        row: &mut RowRecord,
-        e: &ClientError,
-        resend_after_not_found: bool,
-    ) -> Step {
-        if let ClientError::Unverified {
-            code: Some(code), ..
-        } = e
-        {
-            row.code = Some(code.to_string());
-            match policy::on_send_code(code, false, false) {
-                // An unverified answer is an unknown outcome for the row (§3.4): the code may
-                // only drive the safe control action; the row is resolved by query.
-                SendVerdict::StopRun => {
-                    row.state = RowState::Unknown;
-                    row.message = Some(format!("unverified answer with code {code}: {e}"));
-                    self.pool.stop(format!(
-                        "Starpay answered {code} (unverified) on line {}: stopping the run",
-                        row.line
-                    ));
-                    return Step::Continue;
-                }
-                SendVerdict::BackOffResend => {
-                    self.pool.cut();
-                    row.state = RowState::Unknown;
-                    row.message = Some(format!("unverified answer with code {code}: {e}"));
-                    return Step::Backoff;
-                }
-                _ => {}
-            }
-        }
-        match e.outcome() {
-            Outcome::NotSent => {
-                row.state = RowState::Unsent;
-                row.message = Some(format!("not sent: {e}"));
-                Step::Backoff
-            }
-            Outcome::Unknown => {
-                let _ = resend_after_not_found;
-                row.state = RowState::Unknown;
-                row.message = Some(format!("outcome unknown: {e}"));
-                Step::Continue
-            }
-        }
-    }
-
-    /// Applies a verified `trxState` to the row (§8 precedence: never from final to non-final).
-    fn apply_trx(
-        &self,
-        row: &mut RowRecord,
-        trx: Option<&TrxState>,
-        order_no: Option<String>,
-        ref_no: Option<String>,
-        error_code: Option<String>,
-        error_message: Option<String>,
-    ) {
-        let Some(trx) = trx else {
-            row.state = RowState::Unknown;
-            return;
-        };
-        let now = store::now_ms();
-        // A verified trxState means the payout exists: a later 404 is lag, not a rejection.
-        row.verified_reject = false;
-        // AB0x hold (§9.2): while held, a PROCESSING (or other non-final) answer does not move
-        // the row back, and a FAIL without a reason keeps the held reason.
-        let held = row.state == RowState::FailHeld;
-        if held && !trx.is_final() {
-            row.last_checked_at = Some(now);
-            return;
-        }
-        let error_code = match (held, trx, error_code) {
-            (true, TrxState::Fail, None) => row.error_code.clone(),
-            (_, _, e) => e,
-        };
-        let error_message = error_message.or_else(|| {
-            if held && matches!(trx, TrxState::Fail) {
-                row.error_message.clone()
-            } else {
-                None
-            }
-        });
-        let timeout_fail = matches!(trx, TrxState::Fail)
-            && error_code.as_deref().is_some_and(|c| {
-                crate::starpay::codes::reason_class(c)
-                    == crate::starpay::codes::ReasonClass::Timeout
-            });
-        if !timeout_fail {
-            row.hold_since = None;
-        } else if row.hold_since.is_none() {
-            row.hold_since = Some(now);
-        }
-        let next = policy::state_from_trx(
-            trx,
-            error_code.as_deref(),
-            row.hold_since,
-            now,
-            self.settings.resolve.ab_hold,
-        );
-        row.state = next;
-        row.trx_state = Some(trx.as_str().to_string());
-        if let TrxState::Unknown(s) = trx {
-            row.message = Some(format!("UNRECOGNISED_STATE {s}: still polling"));
-        }
-        if next == RowState::FailHeld {
-            row.message = Some(format!(
-                "PENDING_TIMEOUT: FAIL with timeout reason {} is held and re-queried before it counts (a late credit can still land)",
-                error_code.as_deref().unwrap_or("?")
-            ));
-        }
-        if order_no.is_some() {
-            row.order_no = order_no;
-        }
-        if ref_no.is_some() {
-            row.ref_no = ref_no;
-        }
-        row.error_code = error_code;
-        row.error_message = error_message;
+        RowEvent::SendAnswer(Verified {
+            code: &r.code,
+            message: &r.message,
+            trx_state: r.trx_state.as_ref(),
+            order_no: r.order_no.as_deref(),
+            ref_no: None,
+            error_code: r.error_code.as_deref(),
+            error_message: r.error_message.as_deref(),
+        })
     }
 
     /// One 5.4 query with a fresh msgId.
@@ -911,55 +678,37 @@ impl PayoutEngine {
             }
             self.client.query_disbursement(&req).await
         };
-        let old = row.state;
-        row.last_checked_at = Some(store::now_ms());
-        row.query_count += 1;
-        let mut event = Event {
-            kind: "query_answer",
-            msg_id: Some(msg_id.to_string()),
-            ..Event::default()
+        let (event, raw) = match &result {
+            Ok(answer) => (
+                self.query_answer_event(row, answer, msg_id.as_str()),
+                Some(answer.raw_body.to_vec()),
+            ),
+            Err(error) => (
+                RowEvent::QueryFailed { error },
+                error.raw_body().map(|b| b.to_vec()),
+            ),
         };
-        let step = match result {
-            Ok(answer) => {
-                event.raw = Some(answer.raw_body.to_vec());
-                self.on_query_answer(row, &answer, msg_id.as_str()).await?
-            }
-            Err(e) => {
-                // No verified answer is no evidence either way: it neither counts towards nor
-                // breaks the streak of consecutive 404s (§12 rule 3).
-                event.raw = e.raw_body().map(|b| b.to_vec());
-                event.detail = Some(e.to_string());
-                match &e {
-                    ClientError::Unverified {
-                        code: Some(code), ..
-                    } => {
-                        match policy::on_query_code(code, false, false) {
-                            QueryVerdict::StopRun => {
-                                self.pool.stop(format!("Starpay answered {code} (unverified) to a query: stopping the run"));
-                                Step::Continue
-                            }
-                            QueryVerdict::BackOff => {
-                                self.pool.cut();
-                                Step::Backoff
-                            }
-                            _ => Step::Continue,
-                        }
-                    }
-                    _ => Step::Continue,
-                }
-            }
-        };
-        self.save(row, old, row.state == RowState::InFlight, event)
+        let streak = row.not_found_count;
+        let step = self
+            .commit(row, event, Some(msg_id.to_string()), raw)
             .await?;
+        if row.state == RowState::Unsent {
+            tracing::warn!(
+                line = row.line,
+                "not found after {} queries over the window: resending the same msgId",
+                streak + 1
+            );
+        }
         Ok(step)
     }
 
-    async fn on_query_answer(
+    /// What a verified query answer is: about this query and payout, with our amount or not.
+    fn query_answer_event<'a>(
         &self,
-        row: &mut RowRecord,
-        answer: &Answer<QueryResponse>,
+        row: &RowRecord,
+        answer: &'a Answer<QueryResponse>,
         query_msg_id: &str,
-    ) -> Result<Step, EngineError> {
+    ) -> RowEvent<'a> {
         let r = &answer.response;
         // The answer must be about this query and this payout (the signature does not cover
         // our request): otherwise ignore it and ask again.
@@ -976,93 +725,28 @@ impl PayoutEngine {
             // Not about this query or payout: no evidence either way (the not-found streak
             // is neither counted nor broken); ask again.
             tracing::warn!(line = row.line, "query answer does not match the query (msgId, originalMsgId or mchId differs); ignored");
-            return Ok(Step::Continue);
+            return RowEvent::QueryMismatch;
         }
+        let verified = Verified {
+            code: &r.code,
+            message: &r.message,
+            trx_state: r.trx_state.as_ref(),
+            order_no: r.order_no.as_deref(),
+            ref_no: r.ref_no.as_deref(),
+            error_code: r.error_code.as_deref(),
+            error_message: r.error_message.as_deref(),
+        };
         if let Some(theirs) = r.trx_amount.filter(|a| *a != row.amount) {
             // A verified answer about this very payout with another amount: a human must
             // look now (waiting out the resolve time would only hide it).
             tracing::error!(line = row.line, ours = %row.amount, theirs = %theirs, "Starpay has another amount for this payout");
-            row.state = RowState::NeedsAttention;
-            row.code = Some(r.code.to_string());
-            row.trx_state = r.trx_state.as_ref().map(|t| t.as_str().to_string());
-            if r.order_no.is_some() {
-                row.order_no = r.order_no.clone();
-            }
-            row.message = Some(format!(
-                "AMOUNT_MISMATCH: Starpay has PHP {theirs} for this payout, we sent PHP {}; settle it with Starpay before anything else",
-                row.amount
-            ));
-            return Ok(Step::Continue);
+            return RowEvent::QueryAmountMismatch {
+                answer: verified,
+                theirs,
+            };
         }
-        Ok(
-            match policy::on_query_code(&r.code, true, r.trx_state.is_some()) {
-                QueryVerdict::Apply => {
-                    self.pool.success();
-                    row.not_found_count = 0;
-                    row.code = Some(r.code.to_string());
-                    row.message = Some(r.message.clone());
-                    self.apply_trx(
-                        row,
-                        r.trx_state.as_ref(),
-                        r.order_no.clone(),
-                        r.ref_no.clone(),
-                        r.error_code.clone(),
-                        r.error_message.clone(),
-                    );
-                    Step::Continue
-                }
-                QueryVerdict::NotFound => {
-                    self.pool.success();
-                    row.not_found_count += 1;
-                    let since_send = row.last_sent_at.map_or(Duration::MAX, |t| {
-                        Duration::from_millis(store::now_ms().saturating_sub(t).max(0) as u64)
-                    });
-                    match policy::on_not_found(
-                        row.verified_reject,
-                        row.not_found_count as u32,
-                        since_send,
-                        &self.settings.resolve,
-                    ) {
-                        NotFoundAction::Reject => {
-                            row.state = RowState::Rejected;
-                            row.message = Some(format!(
-                            "rejected by Starpay ({} {}) and not found by query: no money moved",
-                            row.code.as_deref().unwrap_or("?"),
-                            row.message.as_deref().unwrap_or("")
-                        ));
-                        }
-                        NotFoundAction::Wait => {}
-                        NotFoundAction::Resend => {
-                            tracing::warn!(line = row.line, "not found after {} queries over the window: resending the same msgId", row.not_found_count);
-                            row.state = RowState::Unsent;
-                            row.resent_after_not_found = true;
-                            row.not_found_count = 0;
-                        }
-                    }
-                    Step::Continue
-                }
-                // A verified answer without a trxState (403 on a query, a system error): says
-                // nothing about the payout, so the not-found streak is neither counted nor broken.
-                QueryVerdict::AskAgain => Step::Continue,
-                QueryVerdict::BackOff => {
-                    self.pool.cut();
-                    Step::Backoff
-                }
-                QueryVerdict::StopRun => {
-                    self.pool.stop(format!(
-                        "Starpay answered {} {} to a query: stopping the run",
-                        r.code, r.message
-                    ));
-                    Step::Continue
-                }
-            },
-        )
+        RowEvent::QueryAnswer(verified)
     }
-}
-
-enum Step {
-    Continue,
-    Backoff,
 }
 
 /// Whether the AB0x hold of a FAIL dated `trx_date` (Starpay's time, with offset) is over.
@@ -1071,25 +755,6 @@ fn hold_over(trx_date: Option<&str>, hold: Duration) -> bool {
     trx_date
         .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
         .is_some_and(|t| store::now_ms() - t.timestamp_millis() >= hold.as_millis() as i64)
-}
-
-/// The send times of a row and its attempt, to take back when a send did not happen.
-type SendTimes = (Option<i64>, Option<i64>, Option<i64>);
-
-fn send_times(row: &RowRecord) -> SendTimes {
-    (
-        row.first_sent_at,
-        row.last_sent_at,
-        row.attempt.as_ref().and_then(|a| a.first_sent_at),
-    )
-}
-
-fn restore_send_times(row: &mut RowRecord, (first, last, attempt_first): SendTimes) {
-    row.first_sent_at = first;
-    row.last_sent_at = last;
-    if let Some(a) = row.attempt.as_mut() {
-        a.first_sent_at = attempt_first;
-    }
 }
 
 /// What `allocate` did with a row.

@@ -11,6 +11,7 @@ use tokio::sync::{watch, Semaphore, SemaphorePermit};
 
 use crate::domain::MsgId;
 use crate::engine::limiter::AdaptiveLimiter;
+use crate::engine::stop::StopReason;
 use crate::store::{self, Store, StoreError};
 
 /// Query msgIds are reserved from the database counter in blocks of this size (one write per
@@ -32,7 +33,7 @@ pub struct Pool {
     db_id: String,
     limiter: AdaptiveLimiter,
     in_flight: Semaphore,
-    stop_tx: watch::Sender<Option<String>>,
+    stop_tx: watch::Sender<Option<StopReason>>,
     block: Mutex<(i64, i64)>,
     capacity: usize,
 }
@@ -73,7 +74,7 @@ impl Pool {
     }
 
     /// Stops taking work; the first reason wins.
-    pub fn stop(&self, reason: String) {
+    pub fn stop(&self, reason: StopReason) {
         self.stop_tx.send_if_modified(|s| {
             if s.is_none() {
                 *s = Some(reason);
@@ -88,7 +89,7 @@ impl Pool {
         self.stop_tx.borrow().is_some()
     }
 
-    pub fn stop_reason(&self) -> Option<String> {
+    pub fn stop_reason(&self) -> Option<StopReason> {
         self.stop_tx.borrow().clone()
     }
 

@@ -15,6 +15,7 @@ use crate::domain::{Centavos, MsgId, RowState, TrxState};
 use crate::engine::payout::EngineError;
 use crate::engine::policy::{self, QueryVerdict};
 use crate::engine::pool::Pool;
+use crate::engine::stop::{StopReason, StopSite};
 use crate::input::recon::ReconKind;
 use crate::starpay::client::{Answer, Client, ClientError};
 use crate::starpay::codes::{reason_class, ReasonClass};
@@ -308,7 +309,7 @@ impl ReconEngine {
     }
 
     /// Checks every open row of `run_id` (streamed), until done, the deadline, or a stop.
-    pub async fn drive(self: &Arc<Self>, run_id: i64) -> Result<Option<String>, EngineError> {
+    pub async fn drive(self: &Arc<Self>, run_id: i64) -> Result<Option<StopReason>, EngineError> {
         let deadline = Instant::now()
             .checked_add(self.settings.deadline)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400));
@@ -400,7 +401,7 @@ impl ReconEngine {
                             .call(move |c| sql::save_recon_results(c, run_id, &items))
                             .await
                         {
-                            engine.pool.stop(format!("cannot save results: {e}"));
+                            engine.pool.stop(StopReason::Store(e.to_string()));
                             return Err(EngineError::from(e));
                         }
                         engine.done.fetch_add(n, Ordering::Relaxed);
@@ -416,7 +417,8 @@ impl ReconEngine {
             match joined {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    self.pool.stop(format!("reconciliation failed: {e}"));
+                    let e: EngineError = e;
+                    self.pool.stop(StopReason::ReconFailed(e.to_string()));
                     first_error.get_or_insert(e);
                 }
                 Err(e) => {
@@ -505,10 +507,11 @@ impl ReconEngine {
                             backoff = true;
                         }
                         QueryVerdict::StopRun => {
-                            self.pool.stop(format!(
-                                "Starpay answered {} {} to a query: stopping the run",
-                                r.code, r.message
-                            ));
+                            self.pool.stop(StopReason::StopCode {
+                                code: r.code.clone(),
+                                message: Some(r.message.clone()),
+                                site: StopSite::Query,
+                            });
                             return Ok(None);
                         }
                     }
@@ -528,7 +531,11 @@ impl ReconEngine {
                     {
                         match policy::on_query_code(code, false, false) {
                             QueryVerdict::StopRun => {
-                                self.pool.stop(format!("Starpay answered {code} (unverified) to a query: stopping the run"));
+                                self.pool.stop(StopReason::StopCode {
+                                    code: code.clone(),
+                                    message: None,
+                                    site: StopSite::Query,
+                                });
                                 return Ok(None);
                             }
                             QueryVerdict::BackOff => {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use crate::domain::{Centavos, RowState};
+use crate::domain::{Centavos, EventKind, RowState};
 
 pub mod recon;
 
@@ -321,7 +321,7 @@ pub struct Event {
     pub run_id: Option<i64>,
     pub row_id: Option<i64>,
     pub msg_id: Option<String>,
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub old_state: Option<RowState>,
     pub new_state: Option<RowState>,
     pub detail: Option<String>,
@@ -355,7 +355,7 @@ pub fn append_event(conn: &Connection, e: &Event) -> Result<(), StoreError> {
             e.run_id,
             e.row_id,
             e.msg_id,
-            e.kind,
+            e.kind.as_str(),
             e.old_state.map(RowState::as_str),
             e.new_state.map(RowState::as_str),
             e.detail,
@@ -462,7 +462,7 @@ pub fn create_run(
         &tx,
         &Event {
             run_id: Some(run_id),
-            kind: "run_created",
+            kind: EventKind::RunCreated,
             detail: Some(format!(
                 "{} rows from {input_path} (sha256 {sha})",
                 rows.len()
@@ -485,7 +485,7 @@ pub fn finish_run(conn: &mut Connection, run_id: i64) -> Result<(), StoreError> 
         &tx,
         &Event {
             run_id: Some(run_id),
-            kind: "run_finished",
+            kind: EventKind::RunFinished,
             ..Event::default()
         },
     )?;
@@ -506,7 +506,7 @@ pub fn reopen_run(conn: &mut Connection, run_id: i64, why: &str) -> Result<(), S
             &tx,
             &Event {
                 run_id: Some(run_id),
-                kind: "run_reopened",
+                kind: EventKind::RunReopened,
                 detail: Some(why.to_string()),
                 ..Event::default()
             },
@@ -864,7 +864,7 @@ pub fn allocate_attempt(
             &Event {
                 run_id: Some(row.run_id),
                 row_id: Some(row.id),
-                kind: "reference_blocked",
+                kind: EventKind::ReferenceBlocked,
                 old_state: Some(row.state),
                 new_state: Some(RowState::Rejected),
                 detail: Some(message.clone()),
@@ -922,7 +922,7 @@ pub fn allocate_attempt(
             run_id: Some(row.run_id),
             row_id: Some(row.id),
             msg_id: Some(msg_id.to_string()),
-            kind: "attempt_allocated",
+            kind: EventKind::AttemptAllocated,
             old_state: Some(row.state),
             new_state: Some(RowState::Unsent),
             detail,
@@ -1094,7 +1094,7 @@ mod tests {
                     RowState::New,
                     false,
                     &Event {
-                        kind: "x",
+                        kind: EventKind::Sending,
                         ..Event::default()
                     },
                 )

@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{append_event, now_ms, record_msg_id, Event, StoreError};
-use crate::domain::{Centavos, RowState};
+use crate::domain::{Centavos, EventKind, RowState};
 
 /// Categories that are not re-checked when a run resumes.
 pub const FINAL_CATEGORIES: [&str; 8] = [
@@ -141,7 +141,7 @@ pub fn create_recon_run(
         conn,
         &Event {
             run_id: Some(run_id),
-            kind: "run_created",
+            kind: EventKind::RunCreated,
             detail: Some(format!("{kind} of {input_path} (sha256 {sha})")),
             ..Event::default()
         },
@@ -329,7 +329,7 @@ pub fn save_recon_results(
                 &Event {
                     run_id: Some(run_id),
                     msg_id: r.query_ids.last().cloned(),
-                    kind: "recon_checked",
+                    kind: EventKind::ReconChecked,
                     detail: Some(format!("recon row {}: {}", r.id, r.category)),
                     raw: r.raw.clone(),
                     ..Event::default()
@@ -370,13 +370,17 @@ fn move_payout_row(
     };
     let (kind, detail, message) = match &m.why {
         MoveWhy::Drift => (
-            "reconcile_drift",
+            EventKind::ReconcileDrift,
             format!("reconcile run {run_id}: Starpay says {says}"),
             None,
         ),
         MoveWhy::ResolvedAttention => {
             let text = format!("reconcile run {run_id}: Starpay says {says}; {was}");
-            ("reconcile_resolved_attention", text.clone(), Some(text))
+            (
+                EventKind::ReconcileResolvedAttention,
+                text.clone(),
+                Some(text),
+            )
         }
         MoveWhy::PaidRecordedUnpaid { ours, theirs } => {
             let text = if m.new == RowState::NeedsAttention {
@@ -391,7 +395,11 @@ fn move_payout_row(
                     money(*theirs)
                 )
             };
-            ("reconcile_paid_recorded_unpaid", text.clone(), Some(text))
+            (
+                EventKind::ReconcilePaidRecordedUnpaid,
+                text.clone(),
+                Some(text),
+            )
         }
     };
     let changed = tx.execute(
