@@ -1,5 +1,6 @@
-//! The simulator's HTTP server (hyper 1, HTTP/1.1): routing, the validation order of
-//! reference §11, the endpoints of §5–§7, and the response-side faults.
+//! The simulator's HTTP server (hyper 1, HTTP/1.1): routing, steps 1–8 of the validation
+//! order of reference §11, and the request- and response-side faults. Steps 9–10 (each
+//! operation's fields and handler, §5–§7) are in `ops`, called under the same state lock.
 //!
 //! Owns: the listener and its connection tasks. A service that returns `Err` makes hyper close
 //! the connection without writing a response — that is how commit-then-drop and connection
@@ -29,12 +30,13 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::faults::{self, FaultConfig};
-use super::state::{MerchantStatus, NewDynamicQr, NewPayout, Order, OrderKind, Plan, State};
-use super::{admin, RequestRecord, Shared, Tunables, BASE_PATH, MAX_BODY_BYTES, MAX_CONNECTIONS};
-use crate::domain::{Centavos, MsgId, TrxState};
+use super::state::{MerchantStatus, State};
+use super::{
+    admin, ops, RequestRecord, Shared, Tunables, BASE_PATH, MAX_BODY_BYTES, MAX_CONNECTIONS,
+};
 use crate::starpay::codes::Code;
-use crate::starpay::model::{self, *};
-use crate::starpay::sign::{self, Member};
+use crate::starpay::model::{self, HealthResponse};
+use crate::starpay::sign::{self, Member, SplitEnvelope};
 
 /// Returned by the service to make hyper drop the connection with no response.
 #[derive(Debug)]
@@ -184,7 +186,7 @@ fn record_simple(shared: &Shared, seq: u64, method: &str, path: &str, code: &str
 }
 
 /// What processing decided; the async part (faults, signing, sleeping) happens after.
-enum Outcome {
+pub(super) enum Outcome {
     /// Sign and send this `response` payload (compact JSON in documented order).
     Answer {
         payload: Vec<u8>,
@@ -198,18 +200,18 @@ enum Outcome {
 
 /// Facts gathered about a request, for the record and the fault keys.
 #[derive(Default)]
-struct Ctx {
-    mch_id: Option<String>,
-    msg_id: Option<String>,
-    service: Option<String>,
+pub(super) struct Ctx {
+    pub mch_id: Option<String>,
+    pub msg_id: Option<String>,
+    pub service: Option<String>,
     /// `mchId/msgId#n` or `seq#N` (see `faults`).
-    key: String,
+    pub key: String,
     /// How many requests carried this msgId before this one.
-    occurrence: u32,
+    pub occurrence: u32,
     /// The operation (reference numbering), once the (path, service) pair is known.
-    section: Option<&'static str>,
+    pub section: Option<&'static str>,
     /// Hex SHA-256 of the `request` bytes as received.
-    request_sha256: Option<String>,
+    pub request_sha256: Option<String>,
 }
 
 /// Error answer: the first four members shared by every response layout.
@@ -224,7 +226,7 @@ struct ErrorBody<'a> {
     mch_id: Option<&'a str>,
 }
 
-fn error_outcome(ctx: &Ctx, code: &str, message: impl Into<String>) -> Outcome {
+pub(super) fn error_outcome(ctx: &Ctx, code: &str, message: impl Into<String>) -> Outcome {
     let body = ErrorBody {
         code,
         message: message.into(),
@@ -238,16 +240,12 @@ fn error_outcome(ctx: &Ctx, code: &str, message: impl Into<String>) -> Outcome {
     }
 }
 
-fn ok_outcome<T: Serialize>(value: &T) -> Outcome {
+pub(super) fn ok_outcome<T: Serialize>(value: &T) -> Outcome {
     Outcome::Answer {
         payload: serde_json::to_vec(value).unwrap_or_default(),
         code: "200".into(),
         drop_after_commit: None,
     }
-}
-
-fn std_message(code: &str) -> &'static str {
-    Code::new(code).entry().map_or("error", |e| e.message)
 }
 
 async fn api(
@@ -466,11 +464,66 @@ struct TopLevel<'a> {
     signature: Option<&'a RawValue>,
 }
 
-/// Reference §11 validation order, then business processing. Synchronous: takes the state
-/// lock once for steps 5–10 so two requests with one msgId cannot both pass step 8.
+/// Reference §11 validation order, then the operation's handler (`ops`). Synchronous: takes the
+/// state lock once for steps 5–10 so two requests with one msgId cannot both pass step 8.
 fn process(shared: &Shared, t: &Tunables, rel: &str, body: &[u8], ctx: &mut Ctx) -> Outcome {
-    // Step 1: an envelope whose `request` is an object (or a string holding one) and which
-    // has a `signature` member.
+    // Every step either passes or ends the request with its answer (`Err`): both are answers.
+    match steps(shared, t, rel, body, ctx) {
+        Ok(outcome) | Err(outcome) => outcome,
+    }
+}
+
+/// The steps of `process` in order; `Err` is the answer of the step that stopped the request.
+fn steps(
+    shared: &Shared,
+    t: &Tunables,
+    rel: &str,
+    body: &[u8],
+    ctx: &mut Ctx,
+) -> Result<Outcome, Outcome> {
+    let parsed = read_envelope(shared, rel, body, ctx);
+    // Request-side faults, keyed by what step 1 learned (nothing is processed after them).
+    let f: &FaultConfig = &t.faults;
+    let in_scope = f.faults_on.covers(ctx.section);
+    if in_scope && faults::roll(t.seed, "reset_before", &ctx.key, f.reset_before) {
+        return Err(Outcome::Reset);
+    }
+    if in_scope && faults::roll(t.seed, "http_502", &ctx.key, f.http_502) {
+        return Err(Outcome::BadGateway);
+    }
+    let (split, map) = require_signature_member(parsed, body, ctx)?;
+    verify_signature(shared, ctx, &split, &map)?;
+    let mch_id = ctx.mch_id.clone().unwrap_or_default();
+    let now = shared.clock.now_ms();
+    let mut state = shared.state();
+    let route = admit(shared, t, &mut state, ctx, rel, &map)?;
+    // Step 9: field validation.
+    let op = ops::Op::parse(shared, route.section, &map)
+        .map_err(|field| error_outcome(ctx, "412", format!("Illegal parameter: {field}")))?;
+    // Step 10: business processing; the msgId is consumed from here on.
+    let msg_id = ctx.msg_id.clone().unwrap_or_default();
+    state.consume(&mch_id, &msg_id);
+    Ok(op.apply(&mut ops::Apply {
+        shared,
+        t,
+        state: &mut state,
+        ctx,
+        service: route.service,
+        mch_id: &mch_id,
+        msg_id: &msg_id,
+        now,
+    }))
+}
+
+/// Step 1, first half: an envelope whose `request` is an object (or a string holding one).
+/// Records what it can learn for the request log and the fault key (`mchId/msgId#n`, which
+/// counts this msgId as seen), whether or not the request goes on.
+fn read_envelope<'b>(
+    shared: &Shared,
+    rel: &str,
+    body: &'b [u8],
+    ctx: &mut Ctx,
+) -> Option<(SplitEnvelope<'b>, Map<String, Value>)> {
     let split = sign::split_envelope(body, Member::Request);
     let parsed = split.ok().and_then(|split| {
         let map: Map<String, Value> = serde_json::from_str(&split.signed_text).ok()?;
@@ -500,27 +553,38 @@ fn process(shared: &Shared, t: &Tunables, rel: &str, body: &[u8], ctx: &mut Ctx)
         ctx.occurrence = shared.state().note_seen(m, id);
         ctx.key = format!("{m}/{id}#{}", ctx.occurrence);
     }
-    let f: &FaultConfig = &t.faults;
-    let in_scope = f.faults_on.covers(ctx.section);
-    if in_scope && faults::roll(t.seed, "reset_before", &ctx.key, f.reset_before) {
-        return Outcome::Reset;
-    }
-    if in_scope && faults::roll(t.seed, "http_502", &ctx.key, f.http_502) {
-        return Outcome::BadGateway;
-    }
+    parsed
+}
+
+/// Step 1, second half: the envelope must have a `signature` member (else `400`).
+fn require_signature_member<'b>(
+    parsed: Option<(SplitEnvelope<'b>, Map<String, Value>)>,
+    body: &[u8],
+    ctx: &Ctx,
+) -> Result<(SplitEnvelope<'b>, Map<String, Value>), Outcome> {
     // `split_envelope` reports a non-string signature as absent; only then tell "missing"
     // (400) from "present but unusable" (401) with a second look at the body.
     let signature_present = parsed.as_ref().is_some_and(|(s, _)| s.signature.is_some())
         || serde_json::from_slice::<TopLevel>(body)
             .ok()
             .is_some_and(|t| t.signature.is_some());
-    let Some((split, map)) = parsed.filter(|_| signature_present) else {
-        return error_outcome(ctx, "400", "Bad request");
-    };
+    parsed
+        .filter(|_| signature_present)
+        .ok_or_else(|| error_outcome(ctx, "400", "Bad request"))
+}
 
+/// Steps 2–4 (no state lock): a known merchant, a signature of its key's length, and a
+/// signature that verifies over the raw bytes (lenient mode: also the compact and sorted
+/// re-serializations).
+fn verify_signature(
+    shared: &Shared,
+    ctx: &Ctx,
+    split: &SplitEnvelope<'_>,
+    map: &Map<String, Value>,
+) -> Result<(), Outcome> {
     // Step 2: known merchant.
     let Some(key) = ctx.mch_id.as_ref().and_then(|m| shared.merchant_key(m)) else {
-        return error_outcome(ctx, "410", "Configuration error");
+        return Err(error_outcome(ctx, "410", "Configuration error"));
     };
     // Step 3: a signature of the key's length.
     let sig = split
@@ -529,28 +593,42 @@ fn process(shared: &Shared, t: &Tunables, rel: &str, body: &[u8], ctx: &mut Ctx)
         .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
         .filter(|s| s.len() * 8 == key.bits());
     let Some(sig) = sig else {
-        return error_outcome(ctx, "401", "Invalid signature");
+        return Err(error_outcome(ctx, "401", "Invalid signature"));
     };
     // Step 4: strict raw bytes (lenient: also the compact and sorted re-serializations).
     let mut verified = key.verify_raw(split.signed_text.as_bytes(), &sig).is_ok();
     if !verified && shared.config.lenient_signatures {
-        let compact = serde_json::to_vec(&map).unwrap_or_default();
+        let compact = serde_json::to_vec(map).unwrap_or_default();
         let sorted: std::collections::BTreeMap<&String, &Value> = map.iter().collect();
         let sorted = serde_json::to_vec(&sorted).unwrap_or_default();
         verified = key.verify_raw(&compact, &sig).is_ok() || key.verify_raw(&sorted, &sig).is_ok();
     }
     if !verified {
-        return error_outcome(ctx, "402", "Verify signature failed");
+        return Err(error_outcome(ctx, "402", "Verify signature failed"));
     }
+    Ok(())
+}
+
+/// Steps 5–8, under the state lock: merchant status, the (path, service) pair and the
+/// merchant's access to it, the rate limit (with the `rate_406` fault and the `0900`
+/// scenario), and msgId reuse. Returns the route the request is for.
+fn admit(
+    shared: &Shared,
+    t: &Tunables,
+    state: &mut State,
+    ctx: &Ctx,
+    rel: &str,
+    map: &Map<String, Value>,
+) -> Result<&'static model::Route, Outcome> {
+    let f: &FaultConfig = &t.faults;
+    let in_scope = f.faults_on.covers(ctx.section);
     let mch_id = ctx.mch_id.clone().unwrap_or_default();
-    let now = shared.clock.now_ms();
-    let mut state = shared.state();
     // Step 5: merchant status.
     let Some(merchant) = state.merchants.get(&mch_id) else {
-        return error_outcome(ctx, "410", "Configuration error");
+        return Err(error_outcome(ctx, "410", "Configuration error"));
     };
     if merchant.status == MerchantStatus::Suspended {
-        return error_outcome(ctx, "414", "Invalid merchant status");
+        return Err(error_outcome(ctx, "414", "Invalid merchant status"));
     }
     // Step 6: (path, service) pair, then whether the merchant has it.
     let Some(route) = ctx
@@ -558,10 +636,10 @@ fn process(shared: &Shared, t: &Tunables, rel: &str, body: &[u8], ctx: &mut Ctx)
         .as_deref()
         .and_then(|s| model::find_route(rel, s))
     else {
-        return error_outcome(ctx, "412", "Illegal parameter: service");
+        return Err(error_outcome(ctx, "412", "Illegal parameter: service"));
     };
     if !merchant.service_enabled(route.service) {
-        return error_outcome(ctx, "411", "Lack of configuration");
+        return Err(error_outcome(ctx, "411", "Lack of configuration"));
     }
     // Step 7: rate limit, the 406 fault, and the `0900` scenario.
     let acct_no = map.get("acctNo").and_then(Value::as_str).unwrap_or("");
@@ -570,7 +648,7 @@ fn process(shared: &Shared, t: &Tunables, rel: &str, body: &[u8], ctx: &mut Ctx)
         || (in_scope && faults::roll(t.seed, "rate_406", &ctx.key, f.rate_406))
         || first_0900
     {
-        return error_outcome(ctx, "406", "Requests are too frequent");
+        return Err(error_outcome(ctx, "406", "Requests are too frequent"));
     }
     // Step 8: repeated msgId — no side effect besides counting it for its order.
     if let Some(id) = ctx.msg_id.as_deref() {
@@ -578,566 +656,15 @@ fn process(shared: &Shared, t: &Tunables, rel: &str, body: &[u8], ctx: &mut Ctx)
             if is_create(route.section) {
                 state.count_repeated_create(&mch_id, id);
             }
-            return error_outcome(ctx, "403", "Repeated msgId");
+            return Err(error_outcome(ctx, "403", "Repeated msgId"));
         }
     }
-    // Step 9: field validation.
-    let fields = Fields(&map);
-    let checked = match validate(shared, route.section, &fields) {
-        Ok(c) => c,
-        Err(field) => return error_outcome(ctx, "412", format!("Illegal parameter: {field}")),
-    };
-    // Step 10: business processing; the msgId is consumed from here on.
-    let msg_id = ctx.msg_id.clone().unwrap_or_default();
-    state.consume(&mch_id, &msg_id);
-    business(
-        shared,
-        t,
-        &mut state,
-        ctx,
-        route.service,
-        &mch_id,
-        &msg_id,
-        checked,
-        now,
-    )
-}
-
-/// Validated request content per operation.
-enum Checked {
-    BankList,
-    Payout {
-        acct_no: String,
-        amount: Centavos,
-        notify_url: Option<String>,
-    },
-    Query {
-        original: String,
-    },
-    Balance {
-        repayment: bool,
-    },
-    Scan(super::QrFixture),
-    DynamicQr {
-        device_info: String,
-        amount: Centavos,
-        notify_url: String,
-        expire_at: Option<String>,
-    },
-    StaticQr {
-        device_info: String,
-        display_name: String,
-        notify_url: String,
-    },
-    StaticStatus {
-        device_info: String,
-        status: QrStatus,
-    },
-    RefNo(String),
-    Cancel {
-        original: String,
-    },
-}
-
-/// Field access returning the offending field's name on failure.
-struct Fields<'a>(&'a Map<String, Value>);
-
-impl Fields<'_> {
-    fn req(&self, k: &'static str, max: usize) -> Result<String, &'static str> {
-        match self.0.get(k) {
-            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= max => Ok(s.clone()),
-            _ => Err(k),
-        }
-    }
-
-    fn opt(&self, k: &'static str, max: usize) -> Result<Option<String>, &'static str> {
-        match self.0.get(k) {
-            None => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.clone())),
-            _ => Err(k),
-        }
-    }
-
-    fn alnum(&self, k: &'static str, max: usize) -> Result<String, &'static str> {
-        let s = self.req(k, max)?;
-        if s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            Ok(s)
-        } else {
-            Err(k)
-        }
-    }
-
-    fn url(&self, k: &'static str) -> Result<Option<String>, &'static str> {
-        let u = self.opt(k, 256)?;
-        match &u {
-            Some(s) if !(s.starts_with("http://") || s.starts_with("https://")) => Err(k),
-            _ => Ok(u),
-        }
-    }
-
-    /// Integer, or a string of digits; at least 1, at most `cap`.
-    fn amount(&self, cap: Option<i64>) -> Result<Centavos, &'static str> {
-        let k = "trxAmount";
-        let v = match self.0.get(k) {
-            Some(Value::Number(n)) => n.as_i64(),
-            Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-                s.parse::<i64>().ok()
-            }
-            _ => None,
-        };
-        match v {
-            Some(a) if a >= 1 && cap.is_none_or(|c| a <= c) => Ok(Centavos::new(a)),
-            _ => Err(k),
-        }
-    }
-
-    fn currency(&self) -> Result<(), &'static str> {
-        match self.0.get("currency") {
-            Some(Value::String(s)) if s == "PHP" => Ok(()),
-            _ => Err("currency"),
-        }
-    }
-
-    fn names(&self) -> Result<(), &'static str> {
-        self.req("acctName", 64)?;
-        match self.0.get("acctMiddleName") {
-            Some(Value::String(s)) if s.chars().count() <= 64 => {}
-            _ => return Err("acctMiddleName"),
-        }
-        self.req("acctLastName", 64)?;
-        Ok(())
-    }
-}
-
-fn manila_stamp_ok(s: &str) -> bool {
-    s.len() == 14
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && chrono::NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S").is_ok()
-}
-
-fn validate(shared: &Shared, section: &str, f: &Fields<'_>) -> Result<Checked, &'static str> {
-    let msg_id = f.0.get("msgId").and_then(Value::as_str).unwrap_or("");
-    if MsgId::new(msg_id).is_err() {
-        return Err("msgId");
-    }
-    let cap = Some(crate::domain::money::INSTAPAY_CAP.get());
-    let qr = |f: &Fields<'_>, want: &str| -> Result<super::QrFixture, &'static str> {
-        let code = f.req("qrCode", 512)?;
-        shared
-            .config
-            .qr_fixtures
-            .iter()
-            .find(|q| q.qr_code == code && (want.is_empty() || q.qr_type == want))
-            .cloned()
-            .ok_or("qrCode")
-    };
-    Ok(match section {
-        "5.1" => Checked::BankList,
-        "5.2" | "5.3" => {
-            let acct_no = f.alnum("acctNo", 34)?;
-            f.names()?;
-            if section == "5.2" {
-                let bank = f.req("receivingBank", 128)?;
-                if !shared.banks.iter().any(|b| b.bank_name == bank) {
-                    return Err("receivingBank");
-                }
-            }
-            let amount = f.amount(if section == "5.2" { cap } else { None })?;
-            f.currency()?;
-            f.opt("attach", 92)?;
-            let notify_url = f.url("notifyUrl")?;
-            Checked::Payout {
-                acct_no,
-                amount,
-                notify_url,
-            }
-        }
-        "5.8" | "5.9" => {
-            let fixture = qr(f, if section == "5.8" { "P2M" } else { "P2P" })?;
-            let amount = f.amount(cap)?;
-            f.currency()?;
-            f.opt("attach", 92)?;
-            let notify_url = f.url("notifyUrl")?;
-            Checked::Payout {
-                acct_no: fixture.acct_no,
-                amount,
-                notify_url,
-            }
-        }
-        "5.4" | "6.2" | "6.9" => {
-            let original = f.alnum("originalMsgId", 32)?;
-            if section == "6.9" {
-                Checked::Cancel { original }
-            } else {
-                Checked::Query { original }
-            }
-        }
-        "5.6" => Checked::Balance { repayment: false },
-        "6.6" => Checked::Balance { repayment: true },
-        "5.7" => Checked::Scan(qr(f, "")?),
-        "6.1" => {
-            let notify_url = f.url("notifyUrl")?.ok_or("notifyUrl")?;
-            let device_info = f.req("deviceInfo", 32)?;
-            let amount = f.amount(None)?;
-            f.currency()?;
-            f.opt("attach", 92)?;
-            if let Some(s) = f.opt("timeStart", 14)? {
-                if !manila_stamp_ok(&s) {
-                    return Err("timeStart");
-                }
-            }
-            let expire_at = f.opt("timeExpire", 14)?;
-            if let Some(s) = &expire_at {
-                if !manila_stamp_ok(s) {
-                    return Err("timeExpire");
-                }
-            }
-            f.opt("displayName", 64)?;
-            Checked::DynamicQr {
-                device_info,
-                amount,
-                notify_url,
-                expire_at,
-            }
-        }
-        "6.4" => {
-            let device_info = f.req("deviceInfo", 32)?;
-            let display_name = f.req("displayName", 64)?;
-            let notify_url = f.url("notifyUrl")?.ok_or("notifyUrl")?;
-            Checked::StaticQr {
-                device_info,
-                display_name,
-                notify_url,
-            }
-        }
-        "6.7" => {
-            let device_info = f.req("deviceInfo", 32)?;
-            let status = match f.0.get("qrStatus").and_then(Value::as_str) {
-                Some("ENABLE") => QrStatus::Enable,
-                Some("DISABLE") => QrStatus::Disable,
-                _ => return Err("qrStatus"),
-            };
-            Checked::StaticStatus {
-                device_info,
-                status,
-            }
-        }
-        "6.8" => Checked::RefNo(f.req("refNo", 32)?),
-        _ => return Err("service"),
-    })
-}
-
-/// The planned outcome of a payout: the `acctNo` suffix table first (reference §11), then the
-/// seeded `payout_fail` / `late_reversal` faults. Keyed by (mchId, msgId) so it never depends
-/// on timing.
-pub fn plan_for(acct_no: &str, seed: u64, f: &FaultConfig, key: &str) -> (Plan, bool) {
-    let suffix = acct_no.get(acct_no.len().saturating_sub(4)..).unwrap_or("");
-    let plan = match suffix {
-        "0401" => Plan::Fail("AC01".into()),
-        "0404" => Plan::Fail("AC04".into()),
-        "0504" => Plan::TimeoutThenSuccess,
-        "0505" => Plan::TimeoutThenFail,
-        "0700" => Plan::SuccessThenReverse,
-        "0999" => Plan::Forever,
-        _ if faults::roll(seed, "payout_fail", key, f.payout_fail) => {
-            let codes = faults::RANDOM_FAIL_CODES;
-            let i = faults::pick(seed, "payout_fail_code", key, codes.len() as u64);
-            Plan::Fail(codes[usize::try_from(i).unwrap_or(0) % codes.len()].to_string())
-        }
-        _ => Plan::Success,
-    };
-    let late = plan == Plan::Success && faults::roll(seed, "late_reversal", key, f.late_reversal);
-    (plan, late)
-}
-
-fn query_response(o: &Order, ctx: &Ctx) -> QueryResponse {
-    QueryResponse {
-        code: Code::new("200"),
-        message: "success".into(),
-        msg_id: ctx.msg_id.clone(),
-        mch_id: ctx.mch_id.clone(),
-        trx_date: Some(o.trx_date.clone()),
-        trx_amount: Some(o.trx_amount),
-        trx_state: Some(o.state.clone()),
-        original_msg_id: Some(o.msg_id.clone()),
-        order_no: Some(o.order_no.clone()),
-        ref_no: o.ref_no.clone(),
-        error_code: o.error_code.clone(),
-        error_message: o.error_message.clone(),
-    }
-}
-
-fn answer_query(o: &Order, ctx: &Ctx) -> Outcome {
-    if o.unanswerable {
-        Outcome::BadGateway
-    } else {
-        ok_outcome(&query_response(o, ctx))
-    }
-}
-
-fn not_found(ctx: &Ctx) -> Outcome {
-    error_outcome(ctx, "404", std_message("404"))
-}
-
-/// Manila `yyyyMMddHHmmss` → simulated ms (clamped at 0).
-fn expire_ms(state: &State, stamp: &str) -> Option<u64> {
-    let naive = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d%H%M%S").ok()?;
-    let at = naive.and_local_timezone(super::state::manila()).single()?;
-    let zero = state.manila_time(0);
-    let ms = (at - zero).num_milliseconds();
-    Some(u64::try_from(ms).unwrap_or(0))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn business(
-    shared: &Shared,
-    t: &Tunables,
-    state: &mut State,
-    ctx: &Ctx,
-    service: &str,
-    mch_id: &str,
-    msg_id: &str,
-    checked: Checked,
-    now: u64,
-) -> Outcome {
-    let f = &t.faults;
-    let order_key = format!("{mch_id}/{msg_id}");
-    match checked {
-        Checked::BankList => ok_outcome(&BankListResponse {
-            code: Code::new("200"),
-            message: "success".into(),
-            msg_id: ctx.msg_id.clone(),
-            mch_id: ctx.mch_id.clone(),
-            banks: Some(shared.banks.clone()),
-        }),
-        Checked::Payout {
-            acct_no,
-            amount,
-            notify_url,
-        } => {
-            let (plan, late_reversal) = plan_for(&acct_no, t.seed, f, &order_key);
-            let jitter = if shared.config.settle_jitter_ms > 0 {
-                faults::pick(
-                    t.seed,
-                    "settle_jitter",
-                    &order_key,
-                    shared.config.settle_jitter_ms + 1,
-                )
-            } else {
-                0
-            };
-            let query_lag = if faults::roll(t.seed, "query_lag", &order_key, f.query_lag) {
-                f.query_lag_secs.saturating_mul(1_000)
-            } else {
-                0
-            };
-            let drop = if acct_no.ends_with("0800") {
-                Some("commit_then_drop (acctNo 0800)")
-            } else if f.faults_on.covers(ctx.section)
-                && faults::roll(t.seed, "commit_then_drop", &ctx.key, f.commit_then_drop)
-            {
-                Some("commit_then_drop")
-            } else {
-                None
-            };
-            let index = state.create_payout(
-                NewPayout {
-                    mch_id: mch_id.to_string(),
-                    msg_id: msg_id.to_string(),
-                    service: service.to_string(),
-                    acct_no,
-                    trx_amount: amount,
-                    notify_url,
-                    plan,
-                    settle_after: shared.config.settle_delay_ms + jitter,
-                    late_reversal,
-                    query_lag,
-                },
-                now,
-            );
-            let o = &state.orders[index];
-            let response = DisburseResponse {
-                code: Code::new("200"),
-                message: "success".into(),
-                msg_id: ctx.msg_id.clone(),
-                mch_id: ctx.mch_id.clone(),
-                trx_date: Some(o.trx_date.clone()),
-                trx_amount: Some(o.trx_amount),
-                trx_state: Some(o.state.clone()),
-                order_no: Some(o.order_no.clone()),
-                error_code: o.error_code.clone().filter(|_| o.state == TrxState::Fail),
-                error_message: o
-                    .error_message
-                    .clone()
-                    .filter(|_| o.state == TrxState::Fail),
-            };
-            shared.wake.notify_one();
-            match ok_outcome(&response) {
-                Outcome::Answer { payload, code, .. } => Outcome::Answer {
-                    payload,
-                    code,
-                    drop_after_commit: drop,
-                },
-                other => other,
-            }
-        }
-        Checked::Query { original } => {
-            let payout_query = service == DisburseQueryRequest::SERVICE;
-            match state.find(mch_id, &original) {
-                Some(o)
-                    if payout_query
-                        && o.kind == OrderKind::Payout
-                        && o.query_visible_at_ms <= now =>
-                {
-                    answer_query(o, ctx)
-                }
-                Some(o) if !payout_query && o.kind != OrderKind::Payout => answer_query(o, ctx),
-                _ => not_found(ctx),
-            }
-        }
-        Checked::RefNo(ref_no) => match state.find_by_ref_no(mch_id, &ref_no) {
-            Some(o) if o.kind != OrderKind::Payout => answer_query(o, ctx),
-            _ => not_found(ctx),
-        },
-        Checked::Balance { repayment } => {
-            let m = state.merchants.get(mch_id);
-            let balance = m.map(|m| {
-                if repayment {
-                    m.repayment
-                } else {
-                    m.disbursement
-                }
-            });
-            ok_outcome(&BalanceResponse {
-                code: Code::new("200"),
-                message: "success".into(),
-                msg_id: ctx.msg_id.clone(),
-                mch_id: ctx.mch_id.clone(),
-                balance,
-                currency: Some("PHP".into()),
-            })
-        }
-        Checked::Scan(q) => ok_outcome(&ScanQrResponse {
-            code: Code::new("200"),
-            message: "success".into(),
-            msg_id: ctx.msg_id.clone(),
-            mch_id: ctx.mch_id.clone(),
-            qr_type: Some(q.qr_type),
-            acct_name: Some(q.acct_name),
-            acct_no: Some(q.acct_no),
-            receiving_bank: Some(q.receiving_bank),
-            trx_amount: q.trx_amount.map(Centavos::new),
-        }),
-        Checked::DynamicQr {
-            device_info,
-            amount,
-            notify_url,
-            expire_at,
-        } => {
-            let default_expiry = now + shared.config.qr_expiry_secs.saturating_mul(1_000);
-            let expire_at = expire_at
-                .and_then(|s| expire_ms(state, &s))
-                .unwrap_or(default_expiry);
-            let index = state.create_dynamic_qr(
-                NewDynamicQr {
-                    mch_id: mch_id.to_string(),
-                    msg_id: msg_id.to_string(),
-                    service: service.to_string(),
-                    device_info,
-                    trx_amount: amount,
-                    notify_url,
-                    expire_at,
-                },
-                now,
-            );
-            let o = &state.orders[index];
-            let response = RepaymentResponse {
-                code: Code::new("200"),
-                message: "success".into(),
-                msg_id: ctx.msg_id.clone(),
-                mch_id: ctx.mch_id.clone(),
-                order_no: Some(o.order_no.clone()),
-                code_url: Some(State::dynamic_code_url(o)),
-                trx_amount: Some(o.trx_amount),
-                trx_state: Some(o.state.clone()),
-            };
-            let drop = (f.faults_on.covers(ctx.section)
-                && faults::roll(t.seed, "commit_then_drop", &ctx.key, f.commit_then_drop))
-            .then_some("commit_then_drop");
-            match ok_outcome(&response) {
-                Outcome::Answer { payload, code, .. } => Outcome::Answer {
-                    payload,
-                    code,
-                    drop_after_commit: drop,
-                },
-                other => other,
-            }
-        }
-        Checked::StaticQr {
-            device_info,
-            display_name,
-            notify_url,
-        } => {
-            let qr = state.generate_static_qr(mch_id, &device_info, &display_name, &notify_url);
-            ok_outcome(&StaticQrResponse {
-                code: Code::new("200"),
-                message: "success".into(),
-                msg_id: ctx.msg_id.clone(),
-                mch_id: ctx.mch_id.clone(),
-                device_info: Some(qr.device_info),
-                code_url: Some(qr.code_url),
-            })
-        }
-        Checked::StaticStatus {
-            device_info,
-            status,
-        } => match state.set_static_qr_enabled(mch_id, &device_info, status == QrStatus::Enable) {
-            Some(()) => ok_outcome(&StaticQrStatusResponse {
-                code: Code::new("200"),
-                message: "success".into(),
-                msg_id: ctx.msg_id.clone(),
-                mch_id: ctx.mch_id.clone(),
-                device_info: Some(device_info),
-                qr_status: Some(status),
-            }),
-            None => not_found(ctx),
-        },
-        Checked::Cancel { original } => match state.cancel_dynamic_qr(mch_id, &original, now) {
-            Some(index) => {
-                let o = &state.orders[index];
-                ok_outcome(&CancelResponse {
-                    code: Code::new("200"),
-                    message: "success".into(),
-                    msg_id: ctx.msg_id.clone(),
-                    mch_id: ctx.mch_id.clone(),
-                    original_msg_id: Some(o.msg_id.clone()),
-                    order_no: Some(o.order_no.clone()),
-                    trx_state: Some(o.state.clone()),
-                })
-            }
-            None => not_found(ctx),
-        },
-    }
+    Ok(route)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn suffix_table() {
-        let f = FaultConfig::default();
-        let p = |a: &str| plan_for(a, 1, &f, "k").0;
-        assert_eq!(p("1230401"), Plan::Fail("AC01".into()));
-        assert_eq!(p("0404"), Plan::Fail("AC04".into()));
-        assert_eq!(p("990504"), Plan::TimeoutThenSuccess);
-        assert_eq!(p("990505"), Plan::TimeoutThenFail);
-        assert_eq!(p("990700"), Plan::SuccessThenReverse);
-        assert_eq!(p("990999"), Plan::Forever);
-        assert_eq!(p("991234"), Plan::Success);
-        assert_eq!(p("1"), Plan::Success);
-    }
 
     #[test]
     fn corrupt_changes_one_char() {

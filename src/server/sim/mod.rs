@@ -3,8 +3,9 @@
 //!
 //! Owns: the simulator's configuration, its public in-process API (`Simulator`, `SimHandle`)
 //! and the simulated clock. Submodules: `state` (ledger and state machines; pure), `faults`
-//! (seeded decisions, token bucket), `http` (hyper server, validation order, endpoints),
-//! `notify` (signed notifications with retries), `admin` (test-only `/_sim/…` routes).
+//! (seeded decisions, token bucket), `http` (hyper server, validation order, faults), `ops`
+//! (one type per operation: its fields and its handler), `notify` (signed notifications with
+//! retries), `admin` (test-only `/_sim/…` routes).
 //!
 //! Must not: share anything with the client beyond `starpay::{model, sign, codes}` and
 //! `domain`; contact any host but loopback (notifications to other hosts are refused).
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod faults;
 pub mod http;
 pub mod notify;
+pub mod ops;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

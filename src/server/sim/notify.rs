@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::faults;
 use super::state::{NotificationAttempt, NotifyJob};
-use super::Shared;
+use super::{Shared, Tunables};
 use crate::starpay::sign;
 
 /// A delivery waiting for its due time.
@@ -46,14 +46,145 @@ pub fn is_loopback_url(url: &str) -> bool {
     }
 }
 
+/// The deliveries waiting for their due time. Owned by the ticker task alone; emptied when the
+/// ledger is reset (a new generation), so nothing from before a reset is delivered after it.
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    /// A notification held back by the `notify_reorder` fault until the next one is queued.
+    held: Option<Pending>,
+    /// Last `Pending::order` given out: orders deliveries that fall due together.
+    counter: u64,
+    /// The ledger generation the queued deliveries belong to.
+    generation: u64,
+}
+
+impl Queue {
+    fn next_order(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    /// Forgets every queued delivery if the ledger was reset since the last look.
+    fn follow_generation(&mut self, generation: u64) {
+        if generation != self.generation {
+            self.generation = generation;
+            self.pending.clear();
+            self.held = None;
+        }
+    }
+
+    /// Queues a new notification job with the notification faults applied (seeded by
+    /// `originalMsgId/trxState`), or records why it is not sent.
+    fn add(&mut self, shared: &Shared, t: &Tunables, job: NotifyJob, now: u64) {
+        let f = &t.faults;
+        let key = format!(
+            "{}/{}",
+            job.notification.original_msg_id,
+            job.notification.trx_state.as_str()
+        );
+        let record = |result: &str| {
+            shared.state().record_notification(
+                job.generation,
+                job.order_index,
+                NotificationAttempt {
+                    at_ms: now,
+                    trx_state: job.notification.trx_state.as_str().to_string(),
+                    attempt: 0,
+                    url: job.url.clone(),
+                    delivered: false,
+                    result: result.to_string(),
+                },
+            )
+        };
+        if job.url.is_none() {
+            record("no notifyUrl: not sent");
+            return;
+        }
+        if faults::roll(t.seed, "notify_lost", &key, f.notify_lost) {
+            record("lost (fault notify_lost)");
+            return;
+        }
+        let mut due = job.due_ms;
+        if faults::roll(t.seed, "notify_delay", &key, f.notify_delay) {
+            due = due.saturating_add(f.notify_delay_secs.saturating_mul(1_000));
+        }
+        let duplicate = faults::roll(t.seed, "notify_duplicate", &key, f.notify_duplicate);
+        let reorder = faults::roll(t.seed, "notify_reorder", &key, f.notify_reorder);
+        let p = Pending {
+            job: job.clone(),
+            due_ms: due,
+            attempt: 0,
+            order: self.next_order(),
+            retries: true,
+        };
+        let mut batch = vec![p];
+        if duplicate {
+            batch.push(Pending {
+                job,
+                due_ms: due,
+                attempt: 0,
+                order: self.next_order(),
+                retries: false,
+            });
+        }
+        // Reordering: hold this one until the next notification is queued, then queue it
+        // right behind that one.
+        if reorder && self.held.is_none() {
+            self.held = batch.drain(..1).next();
+            self.pending.extend(batch);
+            return;
+        }
+        self.pending.extend(batch);
+        if let Some(mut h) = self.held.take() {
+            h.order = self.next_order();
+            h.due_ms = h.due_ms.max(due);
+            self.pending.push(h);
+        }
+    }
+
+    /// A held notification does not wait forever: released after 5 simulated seconds.
+    fn release_stale_hold(&mut self, now: u64) {
+        if let Some(h) = &self.held {
+            if now >= h.due_ms.saturating_add(5_000) {
+                if let Some(mut h) = self.held.take() {
+                    h.order = self.next_order();
+                    self.pending.push(h);
+                }
+            }
+        }
+    }
+
+    /// Removes and returns the deliveries due at `now`, in (due time, order) order.
+    fn take_due(&mut self, now: u64) -> Vec<Pending> {
+        self.pending.sort_by_key(|p| (p.due_ms, p.order));
+        let split = self.pending.partition_point(|p| p.due_ms <= now);
+        self.pending.drain(..split).collect()
+    }
+
+    /// Queues the next attempt of a delivery that failed at `at`, while the retry schedule
+    /// (`notify_retry_secs`) lasts; a duplicate copy is never retried.
+    fn retry(&mut self, shared: &Shared, p: Pending, at: u64) {
+        let next = p.attempt as usize + 1;
+        if p.retries {
+            if let Some(&delay) = shared.config.notify_retry_secs.get(next) {
+                let order = self.next_order();
+                self.pending.push(Pending {
+                    due_ms: at.saturating_add(delay.saturating_mul(1_000)),
+                    attempt: p.attempt + 1,
+                    order,
+                    ..p
+                });
+            }
+        }
+    }
+}
+
 pub(crate) async fn run(shared: Arc<Shared>, http: reqwest::Client) {
     let mut shutdown = shared.shutdown.clone();
     let mut ticker = tokio::time::interval(Duration::from_millis(shared.config.tick_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut held: Option<Pending> = None;
-    let mut counter: u64 = 0;
-    let mut generation = 0;
+    let mut queue = Queue::default();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -61,99 +192,17 @@ pub(crate) async fn run(shared: Arc<Shared>, http: reqwest::Client) {
             _ = shared.wake.notified() => {}
         }
         let now = shared.clock.now_ms();
-        let (jobs, current_generation) = {
+        let (jobs, generation) = {
             let mut state = shared.state();
             (state.take_outbox(), state.generation)
         };
-        if current_generation != generation {
-            generation = current_generation;
-            pending.clear();
-            held = None;
-        }
+        queue.follow_generation(generation);
         let t = shared.tunables();
-        let f = t.faults;
         for job in jobs {
-            let key = format!(
-                "{}/{}",
-                job.notification.original_msg_id,
-                job.notification.trx_state.as_str()
-            );
-            let record = |result: &str| {
-                shared.state().record_notification(
-                    job.generation,
-                    job.order_index,
-                    NotificationAttempt {
-                        at_ms: now,
-                        trx_state: job.notification.trx_state.as_str().to_string(),
-                        attempt: 0,
-                        url: job.url.clone(),
-                        delivered: false,
-                        result: result.to_string(),
-                    },
-                )
-            };
-            if job.url.is_none() {
-                record("no notifyUrl: not sent");
-                continue;
-            }
-            if faults::roll(t.seed, "notify_lost", &key, f.notify_lost) {
-                record("lost (fault notify_lost)");
-                continue;
-            }
-            let mut due = job.due_ms;
-            if faults::roll(t.seed, "notify_delay", &key, f.notify_delay) {
-                due = due.saturating_add(f.notify_delay_secs.saturating_mul(1_000));
-            }
-            let duplicate = faults::roll(t.seed, "notify_duplicate", &key, f.notify_duplicate);
-            let reorder = faults::roll(t.seed, "notify_reorder", &key, f.notify_reorder);
-            counter += 1;
-            let p = Pending {
-                job: job.clone(),
-                due_ms: due,
-                attempt: 0,
-                order: counter,
-                retries: true,
-            };
-            let mut batch = vec![p];
-            if duplicate {
-                counter += 1;
-                batch.push(Pending {
-                    job,
-                    due_ms: due,
-                    attempt: 0,
-                    order: counter,
-                    retries: false,
-                });
-            }
-            // Reordering: hold this one until the next notification is queued, then queue it
-            // right behind that one.
-            if reorder && held.is_none() {
-                held = batch.drain(..1).next();
-                pending.extend(batch);
-                continue;
-            }
-            pending.extend(batch);
-            if let Some(mut h) = held.take() {
-                counter += 1;
-                h.order = counter;
-                h.due_ms = h.due_ms.max(due);
-                pending.push(h);
-            }
+            queue.add(&shared, &t, job, now);
         }
-        // A held notification does not wait forever: released after 5 simulated seconds.
-        if let Some(h) = &held {
-            if now >= h.due_ms.saturating_add(5_000) {
-                if let Some(mut h) = held.take() {
-                    counter += 1;
-                    h.order = counter;
-                    pending.push(h);
-                }
-            }
-        }
-        pending.sort_by_key(|p| (p.due_ms, p.order));
-        let split = pending.partition_point(|p| p.due_ms <= now);
-        let ready: Vec<Pending> = pending.drain(..split).collect();
-        for p in ready {
+        queue.release_stale_hold(now);
+        for p in queue.take_due(now) {
             if *shutdown.borrow() {
                 return;
             }
@@ -177,18 +226,7 @@ pub(crate) async fn run(shared: Arc<Shared>, http: reqwest::Client) {
                 },
             );
             if let Err(Failure::Retry(_)) = outcome {
-                let next = p.attempt as usize + 1;
-                if p.retries {
-                    if let Some(&delay) = shared.config.notify_retry_secs.get(next) {
-                        counter += 1;
-                        pending.push(Pending {
-                            due_ms: at.saturating_add(delay.saturating_mul(1_000)),
-                            attempt: p.attempt + 1,
-                            order: counter,
-                            ..p
-                        });
-                    }
-                }
+                queue.retry(&shared, p, at);
             }
         }
     }
