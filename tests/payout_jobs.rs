@@ -406,6 +406,9 @@ async fn crash_safety(rows: usize, kill_at_orders: &[usize], seed: u64) {
     let mut cfg = fast_sim_config(seed);
     cfg.faults.commit_then_drop = 0.10;
     cfg.faults.http_502 = 0.05;
+    // On payout requests only: a 502 on the pre-flight checks would end a run before it starts
+    // (exit 1), and the kills below must land on a run that is working.
+    cfg.faults.faults_on = starpay_batch::server::sim::FaultScope::Payouts;
     let sim = start_sim(cfg).await;
     let input = dir.path().join("payouts.csv");
     write_csv(&input, rows, |i| match i % 40 {
