@@ -387,6 +387,22 @@ fn lock_reports(dir: &Path, stem: &str) -> Result<fs::File, ReportError> {
 /// file or the new one, never half of one). When the file already exists with other content,
 /// the previous version is kept beside it first as `<name>.<its time>.csv` (a hard link, so
 /// there is no moment without a report); identical content is left alone.
+/// A summary table: the header, one line per state or category, then the TOTAL line.
+fn write_counts(
+    w: &mut csv::Writer<fs::File>,
+    header: [&str; 3],
+    rows: impl Iterator<Item = (String, i64, Centavos)>,
+) -> Result<(), csv::Error> {
+    w.write_record(header)?;
+    let (mut n, mut total) = (0i64, Centavos::ZERO);
+    for (label, count, amount) in rows {
+        w.write_record([label, count.to_string(), amount.to_string()])?;
+        n += count;
+        total = total.checked_add(amount).unwrap_or(total);
+    }
+    w.write_record(["TOTAL".to_string(), n.to_string(), total.to_string()])
+}
+
 fn write_file(
     path: &Path,
     tz: FixedOffset,
@@ -593,15 +609,14 @@ pub fn write_payout_run(
     })?;
     let summary = Summary::from_rows(&rows);
     write_file(&p.summary, tz, |w| {
-        w.write_record(["state", "count", "total"])?;
-        let (mut n, mut total) = (0u64, Centavos::ZERO);
-        for (state, count, amount) in &summary.rows {
-            w.write_record([state.to_string(), count.to_string(), amount.to_string()])?;
-            n += count;
-            total = total.checked_add(*amount).unwrap_or(total);
-        }
-        w.write_record(["TOTAL".to_string(), n.to_string(), total.to_string()])?;
-        Ok(())
+        write_counts(
+            w,
+            ["state", "count", "total"],
+            summary
+                .rows
+                .iter()
+                .map(|(s, n, a)| (s.to_string(), *n as i64, *a)),
+        )
     })?;
     let exit_code = end.exit_code.unwrap_or_else(|| summary.exit_code());
     details_file(
@@ -818,15 +833,11 @@ pub fn write_recon_run(
         .call_blocking(move |c| Ok((sql::recon_summary(c, run_id)?, sql::balances(c, run_id)?)))?;
     let summary = ReconSummary::from_counts(counts, balance_start, balance_end);
     write_file(&p.summary, tz, |w| {
-        w.write_record(["category", "count", "amount"])?;
-        let (mut n, mut total) = (0i64, Centavos::ZERO);
-        for (c, count, amount) in &summary.rows {
-            w.write_record([c.clone(), count.to_string(), amount.to_string()])?;
-            n += count;
-            total = total.checked_add(*amount).unwrap_or(total);
-        }
-        w.write_record(["TOTAL".to_string(), n.to_string(), total.to_string()])?;
-        Ok(())
+        write_counts(
+            w,
+            ["category", "count", "amount"],
+            summary.rows.iter().map(|(c, n, a)| (c.clone(), *n, *a)),
+        )
     })?;
     let b = |x: Option<Centavos>| x.map(|x| x.to_string()).unwrap_or_default();
     let mut extra = vec![

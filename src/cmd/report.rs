@@ -68,14 +68,7 @@ fn print_paths(paths: &ReportPaths) {
 /// written), so this never replaces a newer report with an older snapshot.
 pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
     let cfg = load_any(&args.job, None)?;
-    if !cfg.database.exists() {
-        bail!(
-            "database {} does not exist yet: job {:?} has never run",
-            cfg.database.display(),
-            cfg.job_name
-        );
-    }
-    let store = Store::open(&cfg.database)?;
+    let store = crate::cmd::run::open_existing_store(&cfg)?;
     let run_id = args.run;
     let Some(run) = store.call_blocking(move |c| store::run_by_id(c, run_id))? else {
         bail!("run {run_id} does not exist in {}", cfg.database.display());

@@ -658,8 +658,9 @@ pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
     })
 }
 
-pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
-    let cfg = load_any(&args.job, None)?;
+/// The job's store for a read-only command: an error (not a new empty database) when the job
+/// has never run.
+pub(crate) fn open_existing_store(cfg: &JobConfig) -> anyhow::Result<Store> {
     if !cfg.database.exists() {
         bail!(
             "database {} does not exist yet: job {:?} has never run",
@@ -667,7 +668,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
             cfg.job_name
         );
     }
-    let store = Store::open(&cfg.database)?;
+    Ok(Store::open(&cfg.database)?)
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
+    let cfg = load_any(&args.job, None)?;
+    let store = open_existing_store(&cfg)?;
     let job = cfg.job_name.clone();
     let runs = store.call_blocking(move |c| store::runs_for(c, &job, None))?;
     let mut shown = 0;
