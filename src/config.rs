@@ -66,6 +66,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::domain::MchId;
+use crate::engine::policy::ResolveSettings;
 use crate::starpay::client::{ClientError, Environment};
 
 /// `endpoint` value that selects the in-process simulator.
@@ -106,7 +107,9 @@ pub struct JobConfig {
     pub reports_dir: PathBuf,
     pub starpay: StarpayConfig,
     pub limits: Limits,
-    pub resolve: ResolvePolicy,
+    /// `[resolve]`: how unknown and non-final rows are chased (reference §12 rules 3, 4, 10);
+    /// the type and its defaults are the engine's, written once.
+    pub resolve: ResolveSettings,
     pub report: ReportSettings,
     pub sim: SimSettings,
 }
@@ -239,33 +242,6 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
             connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
         }
-    }
-}
-
-/// `[resolve]`: how unknown and non-final rows are chased (reference §12 rules 3, 4, 10).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvePolicy {
-    /// Offsets from the last send of the first polls (default +30 s, +2 min, +5 min); ascending.
-    pub poll_schedule: Vec<Duration>,
-    /// Interval between polls after the schedule is used up (default 10 min).
-    pub poll_interval: Duration,
-    /// Rule 3: consecutive `404`s must span at least this long since the last send (10 min)…
-    pub not_found_window: Duration,
-    /// …and number at least this many (3) before the same request is resent.
-    pub not_found_queries: u32,
-    /// §9.2: a `FAIL` + AB0x is held this long before it counts (24 h).
-    pub ab_hold: Duration,
-    /// Rows `PROCESSING` this long are reported `STALE_PENDING` (30 min).
-    pub stale_after: Duration,
-    /// How long one `run` keeps polling before leaving rows pending for a later run (10 min).
-    pub deadline: Duration,
-    /// After this long unresolved, a row becomes `NEEDS_ATTENTION` (72 h).
-    pub max_resolve: Duration,
-}
-
-impl Default for ResolvePolicy {
-    fn default() -> Self {
-        RawResolve::default().to_policy(&mut Vec::new())
     }
 }
 
@@ -475,25 +451,25 @@ struct RawResolve {
 }
 
 impl Default for RawResolve {
-    /// Reference §12 rule 4 (polls at +30 s, +2 min, +5 min, then every 10 min; stale after
-    /// 30 min; give up after 72 h), rule 3 (three 404s over ≥ 10 min), §9.2 (AB0x hold 24 h).
+    /// The engine's defaults (`ResolveSettings::default()`), in the job file's units.
     fn default() -> Self {
+        let d = ResolveSettings::default();
         RawResolve {
-            poll_schedule_secs: vec![30, 120, 300],
-            poll_interval_secs: 600,
-            not_found_window_secs: 600,
-            not_found_queries: 3,
-            ab_hold_secs: 86_400,
-            stale_after_secs: 1_800,
-            deadline_secs: 600,
-            max_resolve_secs: 259_200,
+            poll_schedule_secs: d.poll_schedule.iter().map(Duration::as_secs).collect(),
+            poll_interval_secs: d.poll_interval.as_secs(),
+            not_found_window_secs: d.not_found_window.as_secs(),
+            not_found_queries: d.not_found_queries,
+            ab_hold_secs: d.ab_hold.as_secs(),
+            stale_after_secs: d.stale_after.as_secs(),
+            deadline_secs: d.deadline.as_secs(),
+            max_resolve_secs: d.max_resolve.as_secs(),
         }
     }
 }
 
 impl RawResolve {
     /// Pushes problems; the returned policy is meaningful only when none were pushed.
-    fn to_policy(&self, problems: &mut Vec<ConfigProblem>) -> ResolvePolicy {
+    fn to_policy(&self, problems: &mut Vec<ConfigProblem>) -> ResolveSettings {
         if !self.poll_schedule_secs.windows(2).all(|w| w[0] < w[1]) {
             problems.push(ConfigProblem::NotAscending {
                 key: "resolve.poll_schedule_secs",
@@ -540,7 +516,7 @@ impl RawResolve {
                 });
             }
         }
-        ResolvePolicy {
+        ResolveSettings {
             poll_schedule: self
                 .poll_schedule_secs
                 .iter()
@@ -554,6 +530,7 @@ impl RawResolve {
             stale_after: Duration::from_secs(self.stale_after_secs),
             deadline: Duration::from_secs(self.deadline_secs),
             max_resolve: Duration::from_secs(self.max_resolve_secs),
+            ..ResolveSettings::default()
         }
     }
 }
@@ -848,7 +825,7 @@ platform_public_key = "keys/prod-platform.pem"
         assert_eq!(r.stale_after, Duration::from_secs(1_800));
         assert_eq!(r.deadline, Duration::from_secs(600));
         assert_eq!(r.max_resolve, Duration::from_secs(259_200));
-        assert_eq!(*r, ResolvePolicy::default());
+        assert_eq!(*r, ResolveSettings::default());
         assert_eq!(job.sim, SimSettings::default());
     }
 

@@ -1,23 +1,31 @@
 //! starpay-batch: a batch job runner for the Starpay Merchant Disbursement API.
 //!
-//! # Layout
+//! # Layout (docs/ARCHITECTURE.md tells the life of a payout row through it)
+//! Roughly from the bottom up; only `cmd` (and `main`) use `cmd`.
 //! - `domain`: money (`Centavos`), identifiers (`MsgId`, `MchId`), `TrxState`, our `RowState`
 //!   and the stored event kinds (`EventKind`); pure.
-//! - `engine`: `policy` (pure decisions: code → retry / query / stop), `transition` (the one
-//!   pure transition function of a payout row, table-tested), `stop` (`StopReason`), `pool`
-//!   (shared limiter, in-flight bound, stop signal), `payout` and `recon` (the I/O around them).
+//! - `exit`: the process exit codes and the `Outcome` a run's rows give.
 //! - `starpay`: the protocol: `model` (typed requests/responses), `sign` (canonical bytes, keys,
 //!   signatures: the only module that sees private keys), `codes` (code catalogue as data),
 //!   `client` (one signed attempt, verified answer; no retry).
+//! - `input`: CSV readers per job kind (`input::payout`, `input::recon`); every row error with
+//!   file, line and column.
+//! - `store`: SQLite behind one writer thread. `store::api` is its whole interface: named
+//!   operations (`allocate_attempt`, `save_row`, `load_recon_run`, …), one transaction each;
+//!   `rusqlite` appears nowhere else.
+//! - `engine`: the rules. `policy` (pure decisions: code → retry / query / stop),
+//!   `transition` (the one pure transition function of a payout row, table-tested), `prepare`
+//!   (rules before money moves: validation against earlier runs, the run's rows, balance, the
+//!   retry plan), `stop` (`StopReason`), `pool` (shared limiter, in-flight bound, msgIds, stop
+//!   signal), `payout` and `recon` (the I/O around the rules: ask, persist, send).
 //! - `config`: job files (`jobs/*.toml`) + overrides → one validated `JobConfig`; unknown keys
-//!   are errors.
-//! - `input`: CSV readers per job kind (`input::payout`); every row error with file, line and
-//!   column.
-//! - `server`: `sim`, the stateful Starpay simulator (state machines, faults, notifications,
-//!   `/_sim/` control routes; guide in `docs/SIMULATOR.md`).
+//!   are errors; its `[resolve]` defaults are the engine's.
 //! - `report`: the CSV reports (report, summary, run details) and what a row's state means to
-//!   a reader (`ReportState`); `cmd::report` writes them for every command.
-//! - `cli`: the clap command tree; `cmd`: one module per command.
+//!   a reader (`ReportState`); returns the run's `Outcome`.
+//! - `server`: `sim`, the stateful Starpay simulator (one handler per operation in `sim::ops`,
+//!   faults, notifications, `/_sim/` control routes; guide in `docs/SIMULATOR.md`).
+//! - `cli`: the clap command tree; `cmd`: one file per command, sharing `cmd::context::JobContext`
+//!   (job file, lock, runtime, store, client) and `cmd::drive::drive_and_report`.
 //! - `logging`: tracing set-up (human or JSON).
 //!
 //! The money rules this crate is built around are in `README.md` ("Safety model").
@@ -29,6 +37,7 @@ pub mod cmd;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod exit;
 pub mod input;
 pub mod logging;
 pub mod report;

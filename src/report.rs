@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::FixedOffset;
 
 use crate::domain::{Centavos, RowState};
+use crate::exit::Outcome;
 use crate::logging::mask_account;
 use crate::store::{RowRecord, RunRecord, Store, StoreError};
 
@@ -37,6 +38,8 @@ pub enum ReportError {
     Store(#[from] StoreError),
     #[error("run {0} does not exist in this database")]
     NoRun(i64),
+    #[error("a report is written from a blocking thread of the async runtime")]
+    NotOnARuntime,
 }
 
 pub const PAYOUT_COLUMNS: [&str; 23] = [
@@ -271,11 +274,11 @@ impl Summary {
         self.rows.iter().find(|e| e.0 == state).map_or(0, |e| e.1)
     }
 
-    /// 3 rows remain to resolve (PENDING, UNKNOWN, NOT_SENT — run again, it resumes — or
-    /// NEEDS_ATTENTION); 2 FAILED/REVERSED/REJECTED; 0 all SUCCESS.
-    pub fn exit_code(&self) -> i32 {
+    /// Unresolved: rows remain to resolve (PENDING, UNKNOWN, NOT_SENT — run again, it resumes
+    /// — or NEEDS_ATTENTION); with failures: FAILED/REVERSED/REJECTED; all good: all SUCCESS.
+    pub fn outcome(&self) -> Outcome {
         if self.rows.iter().any(|e| e.0.is_unresolved() && e.1 > 0) {
-            crate::cmd::exit::UNRESOLVED
+            Outcome::Unresolved
         } else if [
             ReportState::Failed,
             ReportState::Reversed,
@@ -284,10 +287,15 @@ impl Summary {
         .iter()
         .any(|s| self.count(*s) > 0)
         {
-            crate::cmd::exit::FINISHED_WITH_FAILURES
+            Outcome::WithFailures
         } else {
-            crate::cmd::exit::OK
+            Outcome::AllGood
         }
+    }
+
+    /// The exit code of `outcome()`.
+    pub fn exit_code(&self) -> i32 {
+        self.outcome().code()
     }
 
     pub fn to_text(&self) -> String {
@@ -556,7 +564,7 @@ pub fn write_payout_run(
     let run = run_record(store, run_id)?;
     let stem = report_stem(&run);
     let _lock = lock_reports(dir, &stem)?;
-    let rows = store.call_blocking(move |c| crate::store::rows_of_run(c, run_id, false))?;
+    let rows = wait(store.rows_of_run(run_id, false))?;
     let p = paths(dir, &stem);
     let now = crate::store::now_ms();
     write_file(&p.report, tz, |w| {
@@ -631,10 +639,17 @@ pub fn write_payout_run(
 }
 
 fn run_record(store: &Store, run_id: i64) -> Result<RunRecord, ReportError> {
-    store
-        .call_blocking(move |c| crate::store::run_by_id(c, run_id))?
-        .ok_or(ReportError::NoRun(run_id))
+    wait(store.run_by_id(run_id))?.ok_or(ReportError::NoRun(run_id))
 }
+
+/// Waits for a store operation from the blocking thread a report is written on.
+fn wait<T>(op: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, ReportError> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| ReportError::NotOnARuntime)?;
+    Ok(handle.block_on(op)?)
+}
+
+/// Report rows read from the store per page (memory stays flat).
+const REPORT_PAGE: i64 = 5_000;
 
 // ------------------------------------------------------------------ reconciliation
 
@@ -719,10 +734,10 @@ impl ReconSummary {
             .sum()
     }
 
-    /// Issue 5: 0 all MATCHED; 3 pending, held or unknown rows remain; 2 mismatches, not-found,
-    /// a payment recorded as unpaid (`PAID_BUT_RECORDED_UNPAID`) or claimed twice
-    /// (`DUPLICATE_MATCH`).
-    pub fn exit_code(&self) -> i32 {
+    /// Issue 5: all good when all MATCHED; unresolved while pending, held or unknown rows
+    /// remain; with failures for mismatches, not-found, a payment recorded as unpaid
+    /// (`PAID_BUT_RECORDED_UNPAID`) or claimed twice (`DUPLICATE_MATCH`).
+    pub fn outcome(&self) -> Outcome {
         if [
             "PENDING",
             "HELD_TIMEOUT",
@@ -733,12 +748,36 @@ impl ReconSummary {
         .iter()
         .any(|c| self.count(c) > 0)
         {
-            crate::cmd::exit::UNRESOLVED
+            Outcome::Unresolved
         } else if self.rows.iter().any(|r| r.0 != "MATCHED" && r.1 > 0) {
-            crate::cmd::exit::FINISHED_WITH_FAILURES
+            Outcome::WithFailures
         } else {
-            crate::cmd::exit::OK
+            Outcome::AllGood
         }
+    }
+
+    /// The exit code of `outcome()`.
+    pub fn exit_code(&self) -> i32 {
+        self.outcome().code()
+    }
+
+    /// What the operator must hear about beyond the table: payments recorded as unpaid and
+    /// payments claimed twice.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let paid = self.count("PAID_BUT_RECORDED_UNPAID");
+        if paid > 0 {
+            out.push(format!(
+                "WARNING: {paid} row(s) PAID_BUT_RECORDED_UNPAID: Starpay paid rows our store held as unpaid; their references are blocked again; do not pay them again and check whether they were paid a second time elsewhere (see the report)"
+            ));
+        }
+        let claimed = self.count("DUPLICATE_MATCH");
+        if claimed > 0 {
+            out.push(format!(
+                "WARNING: {claimed} row(s) DUPLICATE_MATCH: a Starpay payment is claimed by more than one line (see the report)"
+            ));
+        }
+        out
     }
 
     /// The category table, then the balances on their own lines.
@@ -758,6 +797,44 @@ impl ReconSummary {
     }
 }
 
+/// One report line of a reconciliation row.
+fn recon_record(r: &crate::store::recon::ReconRecord, tz: FixedOffset) -> [String; 18] {
+    let money = |a: Option<Centavos>| a.map(|a| a.to_string()).unwrap_or_default();
+    let difference = match (r.provider_amount, r.expected_amount) {
+        (Some(p), Some(e)) => p.checked_sub(e).map(|d| d.to_string()).unwrap_or_default(),
+        _ => String::new(),
+    };
+    let (category, message) = match &r.category {
+        Some(c) => (c.clone(), r.message.clone().unwrap_or_default()),
+        None => (
+            "UNKNOWN".to_string(),
+            "not checked yet: run the job again".to_string(),
+        ),
+    };
+    [
+        r.line.to_string(),
+        r.reference.clone().unwrap_or_default(),
+        r.ref_no.clone().unwrap_or_default(),
+        r.original_msg_id.clone().unwrap_or_default(),
+        r.order_no.clone().unwrap_or_default(),
+        money(r.expected_amount),
+        money(r.provider_amount),
+        difference,
+        r.expected_state.clone().unwrap_or_default(),
+        r.trx_state.clone().unwrap_or_default(),
+        category,
+        r.code.clone().unwrap_or_default(),
+        message,
+        r.error_code.clone().unwrap_or_default(),
+        r.error_message.clone().unwrap_or_default(),
+        r.trx_date.clone().unwrap_or_default(),
+        ts(r.checked_at, tz),
+        r.action
+            .clone()
+            .unwrap_or_else(|| "run the job again".into()),
+    ]
+}
+
 /// Writes a reconciliation run's report (streamed from the store in input order), summary and
 /// details. Blocking: call from a blocking thread.
 pub fn write_recon_run(
@@ -767,71 +844,38 @@ pub fn write_recon_run(
     run_id: i64,
     end: RunEnd,
 ) -> Result<(ReportPaths, ReconSummary), ReportError> {
-    use crate::store::recon as sql;
     let run = run_record(store, run_id)?;
     let stem = report_stem(&run);
     let _lock = lock_reports(dir, &stem)?;
     let p = paths(dir, &stem);
     let path = p.report.clone();
-    // Runs on the store's thread, streaming rows straight into the file.
-    store.call_blocking(move |c| {
-        let result = write_file(&path, tz, |w| {
-            w.write_record(RECON_COLUMNS)?;
-            let mut csv_error = None;
-            let walked = sql::for_each_recon_row(c, run_id, |r| {
-                let money = |a: Option<Centavos>| a.map(|a| a.to_string()).unwrap_or_default();
-                let difference = match (r.provider_amount, r.expected_amount) {
-                    (Some(p), Some(e)) => {
-                        p.checked_sub(e).map(|d| d.to_string()).unwrap_or_default()
-                    }
-                    _ => String::new(),
-                };
-                let (category, message) = match &r.category {
-                    Some(c) => (c.clone(), r.message.clone().unwrap_or_default()),
-                    None => (
-                        "UNKNOWN".to_string(),
-                        "not checked yet: run the job again".to_string(),
-                    ),
-                };
-                let rec = [
-                    r.line.to_string(),
-                    r.reference.clone().unwrap_or_default(),
-                    r.ref_no.clone().unwrap_or_default(),
-                    r.original_msg_id.clone().unwrap_or_default(),
-                    r.order_no.clone().unwrap_or_default(),
-                    money(r.expected_amount),
-                    money(r.provider_amount),
-                    difference,
-                    r.expected_state.clone().unwrap_or_default(),
-                    r.trx_state.clone().unwrap_or_default(),
-                    category,
-                    r.code.clone().unwrap_or_default(),
-                    message,
-                    r.error_code.clone().unwrap_or_default(),
-                    r.error_message.clone().unwrap_or_default(),
-                    r.trx_date.clone().unwrap_or_default(),
-                    ts(r.checked_at, tz),
-                    r.action
-                        .clone()
-                        .unwrap_or_else(|| "run the job again".into()),
-                ];
-                if let Err(e) = w.write_record(rec) {
-                    csv_error = Some(e);
-                    return Err(StoreError::BadState("report write failed".into()));
+    // Page by page from the store straight into the file (memory stays flat).
+    let mut store_error = None;
+    write_file(&path, tz, |w| {
+        w.write_record(RECON_COLUMNS)?;
+        let mut after = 0i64;
+        loop {
+            let page = match wait(store.recon_report_page(run_id, after, REPORT_PAGE)) {
+                Ok(page) => page,
+                Err(e) => {
+                    let text = e.to_string();
+                    store_error = Some(e);
+                    return Err(csv::Error::from(std::io::Error::other(text)));
                 }
-                Ok(())
-            });
-            match (csv_error, walked) {
-                (Some(e), _) => Err(e),
-                (None, Err(e)) => Err(csv::Error::from(std::io::Error::other(e.to_string()))),
-                (None, Ok(())) => Ok(()),
+            };
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.line;
+            for r in &page {
+                w.write_record(recon_record(r, tz))?;
             }
-        });
-        Ok(result)
-    })??;
-    let (counts, (balance_start, balance_end)) = store
-        .call_blocking(move |c| Ok((sql::recon_summary(c, run_id)?, sql::balances(c, run_id)?)))?;
-    let summary = ReconSummary::from_counts(counts, balance_start, balance_end);
+        }
+    })
+    .map_err(|e| store_error.take().unwrap_or(e))?;
+    let totals = wait(store.recon_totals(run_id))?;
+    let summary =
+        ReconSummary::from_counts(totals.counts, totals.balance_start, totals.balance_end);
     write_file(&p.summary, tz, |w| {
         write_counts(
             w,
@@ -940,7 +984,7 @@ mod tests {
         let s = Summary::from_rows(&[row(RowState::New, None, false)]);
         assert_eq!(
             s.exit_code(),
-            crate::cmd::exit::UNRESOLVED,
+            crate::exit::UNRESOLVED,
             "NOT_SENT: run again"
         );
     }

@@ -1,29 +1,30 @@
-//! One module per command. Each takes its parsed arguments and returns an exit code.
+//! One file per command (`run`, `retry`, `status`, `reconcile`, `report`, `keys`, `sim`); each
+//! takes its parsed arguments and returns an exit code. Job commands share one `JobContext`
+//! (`context.rs`) and one `drive_and_report` (`drive.rs`); the rules they apply live in
+//! `engine`, the exit codes in `crate::exit`.
 
+pub mod context;
+pub mod drive;
 pub mod keys;
-pub mod recon;
+pub mod reconcile;
 pub mod report;
+pub mod retry;
 pub mod run;
 pub mod sim;
+pub mod status;
+
+pub use crate::exit;
 
 use crate::cli::{Cli, Command};
-
-/// Exit codes (STYLE.md convention 8).
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const COULD_NOT_RUN: i32 = 1;
-    pub const FINISHED_WITH_FAILURES: i32 = 2;
-    pub const UNRESOLVED: i32 = 3;
-}
 
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Keys(k) => keys::run(k),
         Command::Run(a) => run::run(a),
-        Command::Retry(a) => run::retry(a),
+        Command::Retry(a) => retry::run(a),
         Command::Report(a) => report::run(a),
-        Command::Status(a) => run::status(a),
-        Command::Reconcile(a) => recon::reconcile(a),
+        Command::Status(a) => status::run(a),
+        Command::Reconcile(a) => reconcile::run(a),
         Command::Sim(a) => sim::run(a),
     }
 }

@@ -9,8 +9,8 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use crate::cli::ReportArgs;
+use crate::cmd::context::{Access, JobContext};
 use crate::cmd::exit;
-use crate::cmd::run::load_any;
 use crate::config::JobConfig;
 use crate::report::{self, ReconSummary, ReportPaths, RunEnd, Summary};
 use crate::store::{self, Store};
@@ -67,33 +67,41 @@ fn print_paths(paths: &ReportPaths) {
 /// serialised by a lock on that report alone (held for the moment one report is read and
 /// written), so this never replaces a newer report with an older snapshot.
 pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
-    let cfg = load_any(&args.job, None)?;
-    let store = crate::cmd::run::open_existing_store(&cfg)?;
+    let ctx = JobContext::open(&args.job, None, Access::ReadOnly)?;
+    let cfg = &ctx.cfg;
     let run_id = args.run;
-    let Some(run) = store.call_blocking(move |c| store::run_by_id(c, run_id))? else {
-        bail!("run {run_id} does not exist in {}", cfg.database.display());
+    ctx.block_on(async {
+        let run = find_run(&ctx, run_id).await?;
+        if run.kind == "payout" {
+            let (paths, summary) = payout(cfg, ctx.store(), run_id, RunEnd::default()).await?;
+            print(run_id, &summary.to_text(), &paths);
+        } else {
+            let (paths, summary) = recon(cfg, ctx.store(), run_id, RunEnd::default()).await?;
+            print(run_id, &summary.to_text(), &paths);
+        }
+        if !run.finished {
+            crate::say_warn!("run {run_id} is still open: the report shows it as it stands now");
+        }
+        Ok(exit::OK)
+    })
+}
+
+/// Run `run_id` of this job, or a clear error.
+pub(crate) async fn find_run(ctx: &JobContext, run_id: i64) -> anyhow::Result<store::RunRecord> {
+    let Some(run) = ctx.store().run_by_id(run_id).await? else {
+        bail!(
+            "run {run_id} does not exist in {}",
+            ctx.cfg.database.display()
+        );
     };
-    if run.job != cfg.job_name {
+    if run.job != ctx.cfg.job_name {
         bail!(
             "run {run_id} belongs to job {:?}, not {:?}",
             run.job,
-            cfg.job_name
+            ctx.cfg.job_name
         );
     }
-    let (dir, tz) = (cfg.reports_dir.as_path(), cfg.report.timezone);
-    if run.kind == "payout" {
-        let stale_ms = cfg.resolve.stale_after.as_millis() as i64;
-        let (paths, summary) =
-            report::write_payout_run(&store, dir, tz, stale_ms, run_id, RunEnd::default())?;
-        print(run_id, &summary.to_text(), &paths);
-    } else {
-        let (paths, summary) = report::write_recon_run(&store, dir, tz, run_id, RunEnd::default())?;
-        print(run_id, &summary.to_text(), &paths);
-    }
-    if !run.finished {
-        crate::say_warn!("run {run_id} is still open: the report shows it as it stands now");
-    }
-    Ok(exit::OK)
+    Ok(run)
 }
 
 /// Whether the main report file of a run exists (a finished run without one gets it rewritten).

@@ -135,9 +135,10 @@ mod tests {
 /// Our own row state (closed; stored as TEXT with a CHECK constraint). Changes only through
 /// `engine::transition` (payout rows; built on `engine::policy`) and the store's compare-and-set
 /// update.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub enum RowState {
     /// Validated, no msgId yet.
+    #[default]
     New,
     /// A msgId and signed bytes are stored; known not processed (connect error, 406, stop code):
     /// send the same bytes again.

@@ -6,13 +6,53 @@ pub mod limiter;
 pub mod payout;
 pub mod policy;
 pub mod pool;
+pub mod prepare;
 pub mod recon;
 pub mod stop;
 pub mod transition;
 
 use crate::domain::Centavos;
+use crate::engine::stop::StopReason;
+use crate::exit::Outcome;
 use crate::starpay::client::Client;
 use crate::starpay::model::{DisburseBalanceRequest, RepaymentBalanceRequest};
+
+/// How a drive of a run ended.
+#[derive(Debug, Clone, Default)]
+pub struct DriveResult {
+    /// Set when a stop-the-run code (401/402/410/411/414) or a signal stopped the run.
+    pub stopped: Option<StopReason>,
+    /// The first failure that left rows undriven (store or build failure); they stay
+    /// unresolved.
+    pub error: Option<String>,
+}
+
+impl DriveResult {
+    /// Ran to its end (every row driven as far as it could go this run).
+    pub fn is_complete(&self) -> bool {
+        self.stopped.is_none() && self.error.is_none()
+    }
+
+    /// The outcome when the drive did not run to its end (it overrides the rows' outcome):
+    /// an operator's interruption leaves rows to resume; a stop code or an error means the
+    /// job could not run.
+    pub fn cut_short(&self) -> Option<Outcome> {
+        match (&self.stopped, &self.error) {
+            (Some(reason), _) if reason.is_interrupted() => Some(Outcome::Unresolved),
+            (Some(_), _) | (None, Some(_)) => Some(Outcome::CouldNotRun),
+            (None, None) => None,
+        }
+    }
+}
+
+/// What a run's rows allow after a drive.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settled {
+    /// The run may be marked FINISHED (after its report is written).
+    pub finish: bool,
+    /// Reconciliation rows never checked (a reconcile pass cut by its deadline stays open).
+    pub unchecked: i64,
+}
 
 /// Which account a balance query asks about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

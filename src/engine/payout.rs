@@ -59,14 +59,7 @@ pub struct EngineSettings {
     pub notify_url: Option<String>,
 }
 
-/// How a drive of a run ended.
-#[derive(Debug, Clone, Default)]
-pub struct DriveResult {
-    /// Set when a stop-the-run code (401/402/410/411/414) or Ctrl-C stopped the run.
-    pub stopped: Option<StopReason>,
-    /// The first row that could not be driven (store or build failure); it stays unresolved.
-    pub error: Option<String>,
-}
+pub use crate::engine::{DriveResult, Settled};
 
 /// `now + d`, saturating far in the future instead of overflowing.
 fn deadline_from(d: Duration) -> Instant {
@@ -176,10 +169,7 @@ impl PayoutEngine {
     /// Drives every open row of `run_id` until it is terminal, the deadline passes, or the run
     /// is stopped.
     pub async fn drive(self: &Arc<Self>, run_id: i64) -> Result<DriveResult, EngineError> {
-        let rows = self
-            .store
-            .call(move |c| store::rows_of_run(c, run_id, true))
-            .await?;
+        let rows = self.store.rows_of_run(run_id, true).await?;
         let deadline = deadline_from(self.settings.resolve.deadline);
         let mut tasks = JoinSet::new();
         for row in rows {
@@ -208,6 +198,15 @@ impl PayoutEngine {
         Ok(DriveResult {
             stopped,
             error: first_error.map(|e| e.to_string()),
+        })
+    }
+
+    /// After a drive: the run may be finished only when every row is final.
+    pub async fn settle(&self, run_id: i64) -> Result<Settled, EngineError> {
+        let rows = self.store.rows_of_run(run_id, false).await?;
+        Ok(Settled {
+            finish: rows.iter().all(|r| r.state.is_terminal()),
+            unchecked: 0,
         })
     }
 
@@ -248,10 +247,8 @@ impl PayoutEngine {
             detail: change.detail,
             raw,
         };
-        let row = row.clone();
-        let sent = change.sent;
         self.store
-            .call(move |c| store::save_row(c, &row, old, sent, &event))
+            .save_row(row.clone(), old, change.sent, event)
             .await?;
         Ok(change.step)
     }
@@ -407,12 +404,9 @@ impl PayoutEngine {
             self.client.mch_id(),
             self.settings.notify_url.as_deref(),
         )?;
-        let r = row.clone();
-        let mid = msg_id.to_string();
-        let repay_text = repay_of.clone();
         let attempt = match self
             .store
-            .call(move |c| store::allocate_attempt(c, &r, &mid, op, &bytes, repay_text.as_deref()))
+            .allocate_attempt(row.clone(), msg_id.to_string(), op, bytes, repay_of.clone())
             .await?
         {
             store::Allocation::Allocated(a) => a,
@@ -434,12 +428,13 @@ impl PayoutEngine {
     /// CLOSE, CANCEL or REVERSED, or a verified 404 for an attempt we recorded REJECTED or never
     /// sent. SUCCESS / PROCESSING / INIT anywhere contradicts the store; no verified answer
     /// means "try again later".
+    ///
+    /// Longer than ~100 lines on purpose: it is one money rule (may this reference be paid
+    /// again?) read top to bottom — build each query, send it through the pool, verify the
+    /// echo, then one `match` over every answer kind — so a reviewer sees every way a re-payment
+    /// is refused in one place.
     async fn confirm_earlier_attempts(&self, row: &RowRecord) -> Result<EarlierCheck, EngineError> {
-        let reference = row.reference.clone();
-        let earlier = self
-            .store
-            .call(move |c| store::attempts_of_reference(c, &reference))
-            .await?;
+        let earlier = self.store.attempts_of_reference(&row.reference).await?;
         let mut seen = Vec::new();
         for e in &earlier {
             let original = MsgId::new(e.msg_id.clone()).map_err(|err| EngineError::Build {

@@ -22,12 +22,17 @@ pub struct ResolveSettings {
     pub deadline: Duration,
     /// Rule 4: still unresolved this long after the first send → NEEDS_ATTENTION.
     pub max_resolve: Duration,
+    /// Rows PROCESSING this long are reported STALE_PENDING (rule 4).
+    pub stale_after: Duration,
     /// First delay of the backoff on 406 / transport errors (doubles to `backoff_max`).
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
 
 impl Default for ResolveSettings {
+    /// Reference §12 rule 4 (polls at +30 s, +2 min, +5 min, then every 10 min; stale after
+    /// 30 min; give up after 72 h), rule 3 (three 404s over ≥ 10 min), §9.2 (AB0x hold 24 h).
+    /// The job file's `[resolve]` defaults are these (config.rs reads them from here).
     fn default() -> Self {
         ResolveSettings {
             poll_schedule: vec![
@@ -41,6 +46,7 @@ impl Default for ResolveSettings {
             ab_hold: Duration::from_secs(86_400),
             deadline: Duration::from_secs(600),
             max_resolve: Duration::from_secs(72 * 3600),
+            stale_after: Duration::from_secs(1_800),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
         }

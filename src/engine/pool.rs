@@ -12,7 +12,7 @@ use tokio::sync::{watch, Semaphore, SemaphorePermit};
 use crate::domain::MsgId;
 use crate::engine::limiter::AdaptiveLimiter;
 use crate::engine::stop::StopReason;
-use crate::store::{self, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Query msgIds are reserved from the database counter in blocks of this size (one write per
 /// block, committed before any id of it is used, so ids stay unique across crashes).
@@ -46,7 +46,7 @@ impl Pool {
         rate: u32,
         burst: u32,
     ) -> Result<Pool, PoolError> {
-        let db_id = store.call(|c| store::db_id(c)).await?;
+        let db_id = store.db_id().await?;
         let (stop_tx, _) = watch::channel(None);
         Ok(Pool {
             store,
@@ -143,15 +143,9 @@ impl Pool {
         purpose: &'static str,
         row_id: Option<i64>,
     ) -> Result<MsgId, PoolError> {
-        let db = self.db_id.clone();
         let id = self
             .store
-            .call(move |c| {
-                let n = store::next_counter(c, purpose)?;
-                let id = format!("{prefix}{db}{n}");
-                store::record_msg_id(c, &id, purpose, row_id)?;
-                Ok(id)
-            })
+            .new_msg_id(prefix, &self.db_id, purpose, row_id)
             .await?;
         MsgId::new(id).map_err(|e| PoolError::BadId(e.to_string()))
     }
@@ -175,7 +169,7 @@ impl Pool {
             }
             let end = self
                 .store
-                .call(|c| store::advance_counter(c, "query_block", ID_BLOCK))
+                .reserve_counter_block("query_block", ID_BLOCK)
                 .await?;
             let mut b = self.block.lock().map_err(|_| PoolError::Closed)?;
             if b.0 >= b.1 {

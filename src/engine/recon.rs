@@ -16,13 +16,14 @@ use crate::engine::payout::EngineError;
 use crate::engine::policy::{self, QueryVerdict};
 use crate::engine::pool::Pool;
 use crate::engine::stop::{StopReason, StopSite};
+use crate::engine::{DriveResult, Settled};
 use crate::input::recon::ReconKind;
 use crate::starpay::client::{Answer, Client, ClientError};
 use crate::starpay::codes::{reason_class, ReasonClass};
 use crate::starpay::model::{
     DisburseQueryRequest, QueryResponse, RefNoQueryRequest, RepaymentQueryRequest,
 };
-use crate::store::recon::{self as sql, MoveWhy, ReconResult, ReconTodo, RowMove};
+use crate::store::recon::{MoveWhy, ReconResult, ReconTodo, RowMove};
 use crate::store::{self, Store};
 
 /// Rows read from the store per page.
@@ -42,6 +43,24 @@ pub struct ReconSettings {
     pub backoff_max: Duration,
     /// How long one run keeps checking.
     pub deadline: Duration,
+    /// §9.2: how long a FAIL with an AB0x reason is held before it counts.
+    pub ab_hold: Duration,
+}
+
+impl ReconSettings {
+    /// The job's resolve settings for a reconciliation of `kind`: four queries per row with a
+    /// backoff from 0.5 s to 60 s before a row is UNKNOWN.
+    pub fn new(kind: ReconKind, resolve: &crate::engine::policy::ResolveSettings) -> ReconSettings {
+        ReconSettings {
+            kind,
+            stale_after: resolve.stale_after,
+            max_tries: 4,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            deadline: resolve.deadline,
+            ab_hold: resolve.ab_hold,
+        }
+    }
 }
 
 /// What Starpay said about a row.
@@ -107,6 +126,9 @@ pub fn categorize(
 }
 
 /// `categorize`, with the action either fixed text (`Ok`) or built for this row (`Err`).
+///
+/// Longer than ~100 lines on purpose: it is the category table of issue 5 as one `match` over
+/// (expectation, observation), one arm per row of that table, so it can be checked against it.
 fn categorize_static(
     kind: ReconKind,
     exp: &Expectation,
@@ -269,7 +291,6 @@ pub struct ReconEngine {
     store: Store,
     pool: Pool,
     settings: ReconSettings,
-    ab_hold: Duration,
     done: AtomicU64,
 }
 
@@ -279,14 +300,12 @@ impl ReconEngine {
         store: Store,
         pool: Pool,
         settings: ReconSettings,
-        ab_hold: Duration,
     ) -> Arc<ReconEngine> {
         Arc::new(ReconEngine {
             client,
             store,
             pool,
             settings,
-            ab_hold,
             done: AtomicU64::new(0),
         })
     }
@@ -309,7 +328,60 @@ impl ReconEngine {
     }
 
     /// Checks every open row of `run_id` (streamed), until done, the deadline, or a stop.
-    pub async fn drive(self: &Arc<Self>, run_id: i64) -> Result<Option<StopReason>, EngineError> {
+    pub async fn drive(self: &Arc<Self>, run_id: i64) -> DriveResult {
+        match self.drive_rows(run_id).await {
+            Ok(stopped) => DriveResult {
+                stopped,
+                error: None,
+            },
+            Err(e) => DriveResult {
+                stopped: self.pool.stop_reason(),
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    /// After a drive: the balance at the end (when it ran to the end), lines claiming one
+    /// Starpay order, and whether the run may be finished. A recon job's run stays open while
+    /// rows can still change (re-run to re-check them). A reconcile pass ends only when every
+    /// row has been checked (issue 8: one cut by its deadline is resumed by the next
+    /// `reconcile`); a finished pass is not resumed, the next `reconcile` starts a fresh pass
+    /// over every row (drift can happen to rows that were final).
+    pub async fn settle(
+        &self,
+        run_id: i64,
+        drive: &DriveResult,
+        reconcile_pass: bool,
+    ) -> Result<Settled, EngineError> {
+        let complete = drive.is_complete();
+        if complete {
+            match self.balance().await {
+                Ok(b) => self.store.set_recon_balance(run_id, false, b).await?,
+                Err(e) => tracing::warn!(error = %e, "balance at the end of the run is unknown"),
+            }
+        }
+        // Two lines claiming one Starpay order: over the whole run, before the report (issue 8).
+        let duplicates = self.store.mark_duplicate_matches(run_id).await?;
+        if duplicates > 0 {
+            tracing::warn!(
+                rows = duplicates,
+                "rows claim a Starpay order another line already matched"
+            );
+        }
+        let open = self.store.open_recon_rows(run_id).await?;
+        let unchecked = self.store.unchecked_recon_rows(run_id).await?;
+        Ok(Settled {
+            finish: complete && (open == 0 || (reconcile_pass && unchecked == 0)),
+            unchecked,
+        })
+    }
+
+    /// The three stages of a reconciliation drive: a producer pages open rows from the store
+    /// into a bounded queue, `pool_width()` workers query them, and one writer saves results in
+    /// batches (at most `BATCH` rows or `BATCH_WAIT` old). Longer than ~100 lines on purpose:
+    /// the stages share the queues and the stop signal, and reading them side by side shows
+    /// how a stop or the deadline drains all three.
+    async fn drive_rows(self: &Arc<Self>, run_id: i64) -> Result<Option<StopReason>, EngineError> {
         let deadline = Instant::now()
             .checked_add(self.settings.deadline)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400));
@@ -328,10 +400,7 @@ impl ReconEngine {
                     if engine.pool.stopped() || Instant::now() >= deadline {
                         return Ok(());
                     }
-                    let page = engine
-                        .store
-                        .call(move |c| sql::recon_todo_page(c, run_id, after, PAGE))
-                        .await?;
+                    let page = engine.store.recon_todo_page(run_id, after, PAGE).await?;
                     let Some(last) = page.last() else {
                         return Ok(());
                     };
@@ -396,11 +465,7 @@ impl ReconEngine {
                         oldest = None;
                         let items = std::mem::take(&mut batch);
                         let n = items.len() as u64;
-                        if let Err(e) = engine
-                            .store
-                            .call(move |c| sql::save_recon_results(c, run_id, &items))
-                            .await
-                        {
+                        if let Err(e) = engine.store.save_recon_results(run_id, items).await {
                             engine.pool.stop(StopReason::Store(e.to_string()));
                             return Err(EngineError::from(e));
                         }
@@ -446,6 +511,10 @@ impl ReconEngine {
     }
 
     /// Queries one row until an answer, `max_tries`, or a stop. `None`: leave it unchecked.
+    ///
+    /// Longer than ~100 lines on purpose: the query differs per kind (6.8 by refNo, 6.2 or 5.4
+    /// by msgId) and each answer must be verified, echo-checked and mapped to an observation;
+    /// the retry loop around all of them is one piece.
     async fn check(
         &self,
         todo: &ReconTodo,
@@ -571,7 +640,7 @@ impl ReconEngine {
             &observation,
             now,
             self.settings.stale_after,
-            self.ab_hold,
+            self.settings.ab_hold,
         );
         result.category = category;
         result.action = action;
@@ -608,7 +677,12 @@ impl ReconEngine {
                     },
                 });
             } else if amounts_agree {
-                if let Some(next) = drift(ours, state, result.error_code.as_deref(), self.ab_hold) {
+                if let Some(next) = drift(
+                    ours,
+                    state,
+                    result.error_code.as_deref(),
+                    self.settings.ab_hold,
+                ) {
                     result.moved = Some(RowMove {
                         row_id,
                         old: ours,

@@ -356,6 +356,10 @@ struct Validator<'o, 'a> {
 
 impl Validator<'_, '_> {
     /// Validates one record; pushes its errors and returns the row only when it has none.
+    ///
+    /// Longer than ~100 lines on purpose: one check per column in the column order of the
+    /// file format (README "Payout file"), so every rule of a line is in one place and every
+    /// error of a line is found in one pass.
     fn row(&mut self, header: &Columns, rec: &RawRecord) -> Option<PayoutRow> {
         let line = rec.line;
         let mut errs: Vec<(Option<Col>, Rule)> = Vec::new();

@@ -1,5 +1,6 @@
-//! The SQLite store: one writer thread owns the `rusqlite::Connection`; callers send it closures
-//! over a bounded channel and get the result back on a oneshot. All SQL lives in this module.
+//! The SQLite store: one writer thread owns the `rusqlite::Connection`; the named operations of
+//! `api.rs` send it jobs over a bounded channel and get the result back on a oneshot. All SQL
+//! lives in this module; callers never see a connection.
 //!
 //! Invariants: WAL, `foreign_keys=ON`, `busy_timeout`, `synchronous=FULL` (money ledger);
 //! migrations are append-only, tracked by `PRAGMA user_version`, applied in one exclusive
@@ -16,7 +17,10 @@ use tokio::sync::oneshot;
 
 use crate::domain::{Centavos, EventKind, RowState};
 
+mod api;
 pub mod recon;
+
+pub use api::{NewRun, ReconRowSink};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
@@ -60,7 +64,7 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 pub struct Store {
     tx: SyncSender<Job>,
     /// Async callers take a slot before queueing, so they wait here (cheaply) instead of
-    /// blocking a thread on a full queue. Half the queue; the rest is for blocking callers.
+    /// blocking a thread on a full queue. Half the queue; the rest is headroom.
     slots: std::sync::Arc<tokio::sync::Semaphore>,
     path: PathBuf,
 }
@@ -167,8 +171,9 @@ impl Store {
         &self.path
     }
 
-    /// Runs `f` on the writer thread and awaits its result.
-    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` on the writer thread and awaits its result (private: callers use the named
+    /// operations of `api.rs`).
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -185,7 +190,7 @@ impl Store {
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(job)) => {
-                // Blocking callers filled their half too: wait on the blocking pool.
+                // The queue is full: wait on the blocking pool.
                 let tx = self.tx.clone();
                 tokio::task::spawn_blocking(move || tx.send(job))
                     .await
@@ -197,20 +202,6 @@ impl Store {
             }
         }
         wait.await.map_err(|_| StoreError::WriterGone)?
-    }
-
-    /// Same as `call`, from synchronous code (not from inside an async task).
-    pub fn call_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let (reply, wait) = std::sync::mpsc::channel();
-        let job: Job = Box::new(move |conn| {
-            let _ = reply.send(f(conn));
-        });
-        self.tx.send(job).map_err(|_| StoreError::WriterGone)?;
-        wait.recv().map_err(|_| StoreError::WriterGone)?
     }
 }
 
@@ -262,7 +253,7 @@ pub struct RawFields {
 }
 
 /// A row as stored, with its current attempt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RowRecord {
     pub id: i64,
     pub run_id: i64,
@@ -837,6 +828,10 @@ pub fn attempts_of_reference(
 /// when it only ended FAILED/REVERSED/REJECTED but this is not a checked re-payment
 /// (`repay_of` is set only after the live query of every earlier msgId): checked in the same
 /// transaction, so no two runs or jobs can both pay one reference.
+///
+/// Longer than ~100 lines on purpose: everything that must be atomic with the msgId's birth
+/// (the reference check, the attempt, the msgId record, the row update and the event) is one
+/// transaction, and splitting it would invite a caller to run the pieces apart.
 pub fn allocate_attempt(
     conn: &mut Connection,
     row: &RowRecord,

@@ -530,21 +530,30 @@ pub fn recon_summary(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Streams the report rows in input order to `f` (memory stays flat).
-pub fn for_each_recon_row(
+/// Counts and amounts per category, and the balances at start and end of a run.
+#[derive(Debug, Clone, Default)]
+pub struct ReconTotals {
+    pub counts: Vec<(String, i64, Centavos)>,
+    pub balance_start: Option<Centavos>,
+    pub balance_end: Option<Centavos>,
+}
+
+/// Up to `limit` report rows in input order after line `after_line` (keyset paging on the
+/// `(run_id, line)` unique index: memory stays flat for a run of any size).
+pub fn recon_report_page(
     conn: &Connection,
     run_id: i64,
-    mut f: impl FnMut(&ReconRecord) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare(
+    after_line: i64,
+    limit: i64,
+) -> Result<Vec<ReconRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(
         "SELECT line, reference, ref_no, original_msg_id, order_no, expected_amount, provider_amount,
                 expected_state, trx_state, category, code, message, error_code, error_message,
                 trx_date, checked_at, action
-         FROM recon_rows WHERE run_id = ?1 ORDER BY line",
+         FROM recon_rows WHERE run_id = ?1 AND line > ?2 ORDER BY line LIMIT ?3",
     )?;
-    let mut rows = stmt.query([run_id])?;
-    while let Some(r) = rows.next()? {
-        let rec = ReconRecord {
+    let rows = stmt.query_map(params![run_id, after_line, limit], |r| {
+        Ok(ReconRecord {
             line: r.get(0)?,
             reference: r.get(1)?,
             ref_no: r.get(2)?,
@@ -562,8 +571,7 @@ pub fn for_each_recon_row(
             trx_date: r.get(14)?,
             checked_at: r.get(15)?,
             action: r.get(16)?,
-        };
-        f(&rec)?;
-    }
-    Ok(())
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

@@ -1,0 +1,237 @@
+//! `JobContext`: everything a job command needs, built once from its flags — the job file
+//! (with overrides), the async runtime, the per-(database, job) lock, the store, the input's
+//! hash, and the client (or the embedded simulator) with the engines on top. Commands ask it
+//! for what they need and keep no set-up code of their own.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+
+use crate::config::{self, Endpoint, JobConfig, JobKind, Overrides};
+use crate::engine::payout::{EngineSettings, PayoutEngine};
+use crate::engine::pool::Pool;
+use crate::engine::recon::{ReconEngine, ReconSettings};
+use crate::input::recon::ReconKind;
+use crate::server::sim::{SimConfig, SimHandle, Simulator};
+use crate::starpay::client::{Client, ClientConfig, Environment};
+use crate::starpay::sign::{PrivateKey, PublicKey};
+use crate::store::Store;
+
+/// How a command uses the job's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Takes the job lock and opens (creating and migrating if needed) the store: commands
+    /// that send or change rows.
+    Exclusive,
+    /// No lock; the store must exist already (SQLite WAL readers never block the writer).
+    ReadOnly,
+}
+
+pub struct JobContext {
+    pub cfg: JobConfig,
+    runtime: tokio::runtime::Runtime,
+    store: Store,
+    /// Held for the life of the command; the OS releases it if the process dies, so a crash
+    /// never leaves a stale lock.
+    _lock: Option<File>,
+}
+
+/// A client on the job's endpoint, and the embedded simulator that must outlive its use.
+pub struct Connected {
+    pub client: Client,
+    pub sim: Option<SimHandle>,
+}
+
+impl JobContext {
+    /// Loads the job file (`input` overrides its input) and opens what `access` asks for.
+    pub fn open(job: &Path, input: Option<PathBuf>, access: Access) -> anyhow::Result<JobContext> {
+        let cfg = load_job(job, input)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let (lock, store) = match access {
+            Access::Exclusive => {
+                let lock = lock(&cfg)?;
+                (Some(lock), Store::open(&cfg.database)?)
+            }
+            Access::ReadOnly => {
+                if !cfg.database.exists() {
+                    bail!(
+                        "database {} does not exist yet: job {:?} has never run",
+                        cfg.database.display(),
+                        cfg.job_name
+                    );
+                }
+                (None, Store::open(&cfg.database)?)
+            }
+        };
+        Ok(JobContext {
+            cfg,
+            runtime,
+            store,
+            _lock: lock,
+        })
+    }
+
+    /// Refuses a job of another kind than the command works on.
+    pub fn require_payout(&self, job: &Path, command: &str) -> anyhow::Result<()> {
+        if self.cfg.kind != JobKind::Payout {
+            bail!(
+                "{}: {command} works on kind = \"payout\" jobs (this one is {:?})",
+                job.display(),
+                self.cfg.kind.as_str()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs the command's async part to completion.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Lower-case hex SHA-256 of the input file (runs are keyed by job + input hash).
+    pub fn input_sha256(&self) -> anyhow::Result<String> {
+        let path = &self.cfg.input;
+        let mut f =
+            File::open(path).with_context(|| format!("cannot read input {}", path.display()))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("cannot read input {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// A client for the job's endpoint (starting the embedded simulator when asked), after a
+    /// successful connection check (2.1).
+    pub async fn connect(&self) -> anyhow::Result<Connected> {
+        let cfg = &self.cfg;
+        let signer = Arc::new(PrivateKey::from_file(&cfg.starpay.private_key)?);
+        let mut platform_keys = Vec::new();
+        for p in &cfg.starpay.platform_public_keys {
+            platform_keys.push(PublicKey::from_file(p)?);
+        }
+        let (environment, sim) = match &cfg.starpay.endpoint {
+            Endpoint::Env(env) => (env.clone(), None),
+            Endpoint::EmbeddedSim => {
+                let mut sim_cfg = match &cfg.sim.config {
+                    Some(path) => SimConfig::from_toml_file(path)?,
+                    None => SimConfig::default(),
+                };
+                if let Some(seed) = cfg.sim.seed {
+                    sim_cfg.seed = seed;
+                }
+                let handle = Simulator::start(sim_cfg).await?;
+                if !platform_keys.contains(&handle.platform_public_key()) {
+                    bail!("the configured platform public key does not verify the embedded simulator's answers; use samples/keys/TEST-ONLY-sim-platform-public.pem");
+                }
+                tracing::info!(base_url = %handle.base_url(), "embedded simulator started");
+                (Environment::parse(&handle.base_url())?, Some(handle))
+            }
+        };
+        let mut client_cfg = ClientConfig::new(environment, cfg.starpay.mch_id.clone());
+        client_cfg.request_timeout = cfg.limits.request_timeout;
+        client_cfg.connect_timeout = cfg.limits.connect_timeout;
+        let client = Client::new(client_cfg, signer, platform_keys)?;
+        let health = client
+            .check_connection()
+            .await
+            .context("connection check (2.1) failed")?;
+        if !health.code.is_success() {
+            bail!(
+                "connection check (2.1) answered {} {}",
+                health.code,
+                health.message
+            );
+        }
+        Ok(Connected { client, sim })
+    }
+
+    /// The payout engine on a connected client.
+    pub async fn payout_engine(&self) -> anyhow::Result<(Arc<PayoutEngine>, Option<SimHandle>)> {
+        let Connected { client, sim } = self.connect().await?;
+        let cfg = &self.cfg;
+        let settings = EngineSettings {
+            concurrency: cfg.limits.concurrency,
+            requests_per_second: cfg.limits.requests_per_second.get(),
+            burst: cfg.limits.burst.get(),
+            resolve: cfg.resolve.clone(),
+            notify_url: cfg.starpay.notify_url.clone(),
+        };
+        let engine = PayoutEngine::new(client, self.store.clone(), settings).await?;
+        Ok((engine, sim))
+    }
+
+    /// A reconciliation engine on a connected client, with its own request pool.
+    pub async fn recon_engine(
+        &self,
+        kind: ReconKind,
+    ) -> anyhow::Result<(Arc<ReconEngine>, Option<SimHandle>)> {
+        let Connected { client, sim } = self.connect().await?;
+        let cfg = &self.cfg;
+        let pool = Pool::new(
+            self.store.clone(),
+            cfg.limits.concurrency,
+            cfg.limits.requests_per_second.get(),
+            cfg.limits.burst.get(),
+        )
+        .await?;
+        let settings = ReconSettings::new(kind, &cfg.resolve);
+        let engine = ReconEngine::new(client, self.store.clone(), pool, settings);
+        Ok((engine, sim))
+    }
+}
+
+/// Loads a job file with the overrides of the command line and the environment.
+fn load_job(job: &Path, input: Option<PathBuf>) -> anyhow::Result<JobConfig> {
+    let overrides = Overrides {
+        input,
+        private_key_env: std::env::var_os("STARPAY_PRIVATE_KEY_FILE").map(PathBuf::from),
+    };
+    Ok(config::load_job(job, &overrides)?)
+}
+
+/// Takes the per-(database, job) lock, or says who holds it.
+fn lock(cfg: &JobConfig) -> anyhow::Result<File> {
+    let path = PathBuf::from(format!("{}.{}.lock", cfg.database.display(), cfg.job_name));
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+    }
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another starpay-batch process is running job {:?} on database {} (lock {}); nothing was sent",
+            cfg.job_name,
+            cfg.database.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! `status JOB [--run ID]`: the runs of a job and their state tables, read from the store
+//! (no lock: safe while the job runs).
+
+use anyhow::bail;
+
+use crate::cli::StatusArgs;
+use crate::cmd::context::{Access, JobContext};
+use crate::cmd::exit;
+use crate::report::{ReconSummary, Summary};
+
+pub fn run(args: StatusArgs) -> anyhow::Result<i32> {
+    let ctx = JobContext::open(&args.job, None, Access::ReadOnly)?;
+    let cfg = &ctx.cfg;
+    let store = ctx.store();
+    ctx.block_on(async {
+        let runs = store.runs_for(&cfg.job_name, None).await?;
+        let mut shown = 0;
+        for run in runs.iter().filter(|r| args.run.is_none_or(|id| id == r.id)) {
+            println!(
+                "run {} ({}, {}) input {} sha256 {}…",
+                run.id,
+                run.kind,
+                if run.finished { "finished" } else { "open" },
+                run.input_path,
+                &run.input_sha256[..12.min(run.input_sha256.len())]
+            );
+            if run.kind == "payout" {
+                let rows = store.rows_of_run(run.id, false).await?;
+                print!("{}", Summary::from_rows(&rows).to_text());
+            } else {
+                let t = store.recon_totals(run.id).await?;
+                print!(
+                    "{}",
+                    ReconSummary::from_counts(t.counts, t.balance_start, t.balance_end).to_text()
+                );
+            }
+            shown += 1;
+        }
+        if shown == 0 {
+            bail!(
+                "no run found for job {:?}{}",
+                cfg.job_name,
+                args.run
+                    .map(|r| format!(" with id {r}"))
+                    .unwrap_or_default()
+            );
+        }
+        Ok(exit::OK)
+    })
+}

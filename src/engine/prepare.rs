@@ -1,0 +1,299 @@
+//! The rules before money moves: validating a payout file against the bank list and the
+//! references earlier runs used, turning it into the run's rows (valid and REJECTED), the
+//! balance check, and which FAILED rows a `retry` may send again. Commands call these; they
+//! decide nothing themselves.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::domain::{Centavos, RowState};
+use crate::input::payout::{read_payouts, Channel, PayoutFile, ValidationOptions};
+use crate::input::InputError;
+use crate::starpay::codes::{reason_class, ReasonClass};
+use crate::store::{self, NewRow, RowRecord, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("validation task failed: {0}")]
+    Task(String),
+    #[error("{}: the file changed while it was being read; run again", .0.display())]
+    Changed(PathBuf),
+    #[error("pre-flight: the bank list (5.1) is empty, so no InstaPay bank name can be checked; nothing was sent")]
+    EmptyBankList,
+    #[error("{}: no valid rows to send", .0.display())]
+    NoValidRows(PathBuf),
+    #[error("--skip-invalid needs every rejected row in the report, but the file has more errors than are kept ({0} more); fix the file")]
+    TooManyErrors(usize),
+    #[error("pre-flight: the {what} total PHP {total} exceeds the available balance PHP {balance}; nothing was sent")]
+    OverBalance {
+        what: &'static str,
+        total: Centavos,
+        balance: Centavos,
+    },
+    #[error("the retry total overflows")]
+    Overflow,
+}
+
+/// A validated payout file and the references in it that are deliberate re-payments.
+pub struct Validated {
+    pub file: PayoutFile,
+    pub repays: HashSet<String>,
+}
+
+/// Reads and validates the input; `banks` adds the 5.1 bank-name check. References already
+/// used by earlier runs of this database are errors (README "Paying a reference again"),
+/// except, with `repay`, those whose every earlier attempt ended verified FAILED, REVERSED or
+/// REJECTED: they are returned as re-payments (checked live before their msgId exists).
+pub async fn validate_payouts(
+    store: &Store,
+    input: &Path,
+    banks: Option<HashSet<String>>,
+    repay: bool,
+) -> Result<Validated, PrepareError> {
+    let input = input.to_path_buf();
+    let st = store.clone();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let repays = std::cell::RefCell::new(HashSet::new());
+        let already_paid = |reference: &str| -> Option<String> {
+            let uses = match handle.block_on(st.reference_uses(reference, None)) {
+                Ok(uses) => uses,
+                // A database error counts as "paid": never risk paying twice.
+                Err(e) => return Some(format!("cannot check earlier runs of this reference: {e}")),
+            };
+            let check = store::ReferenceCheck::of(&uses);
+            if repay && matches!(check, store::ReferenceCheck::Repayable(_)) {
+                repays.borrow_mut().insert(reference.to_string());
+            }
+            check.refusal(reference, repay)
+        };
+        let banks = banks.filter(|b| !b.is_empty());
+        let opts = ValidationOptions {
+            banks: banks.as_ref(),
+            already_paid: Some(&already_paid),
+        };
+        let file = read_payouts(&input, &opts)?;
+        Ok(Validated {
+            file,
+            repays: repays.take(),
+        })
+    })
+    .await
+    .map_err(|e| PrepareError::Task(e.to_string()))?
+}
+
+/// Whether a file with errors may go ahead: only with `skip_invalid`, and only when every
+/// rejected line was kept (so each gets its REJECTED line in the report).
+pub fn may_proceed(file: &PayoutFile, skip_invalid: bool) -> Result<bool, PrepareError> {
+    if skip_invalid && file.errors_omitted > 0 {
+        return Err(PrepareError::TooManyErrors(file.errors_omitted));
+    }
+    Ok(file.is_valid() || skip_invalid)
+}
+
+/// The pre-flight checks of the file against what Starpay said: an InstaPay row needs a bank
+/// list to be checked against; the file must be the one whose hash keys the run.
+pub fn check_file(
+    file: &PayoutFile,
+    input: &Path,
+    sha256: &str,
+    bank_list_empty: bool,
+) -> Result<(), PrepareError> {
+    if bank_list_empty && file.rows.iter().any(|r| r.channel == Channel::Instapay) {
+        return Err(PrepareError::EmptyBankList);
+    }
+    if file.sha256 != sha256 {
+        return Err(PrepareError::Changed(input.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// The total to be sent must not exceed the balance Starpay reported.
+pub fn check_balance(
+    what: &'static str,
+    total: Centavos,
+    balance: Centavos,
+) -> Result<(), PrepareError> {
+    if total > balance {
+        return Err(PrepareError::OverBalance {
+            what,
+            total,
+            balance,
+        });
+    }
+    Ok(())
+}
+
+/// The run's rows, in input order: every valid row NEW (re-payments marked), and every invalid
+/// line REJECTED with every field it had (raw text where it did not parse) and all its reasons,
+/// so the report shows it and its total adds up to the file (issue 8, defect 7). Never loses a
+/// row: an error line without its fields still gets a REJECTED row.
+pub fn payout_rows(v: &Validated, input: &Path) -> Result<Vec<NewRow>, PrepareError> {
+    let file = &v.file;
+    let mut rows: Vec<NewRow> = file
+        .rows
+        .iter()
+        .map(|r| NewRow {
+            line: r.line,
+            reference: r.reference.clone(),
+            channel: r.channel.as_str(),
+            account_no: r.account_no.clone(),
+            account_name: r.account_name.clone(),
+            middle_name: r.middle_name.clone(),
+            last_name: r.last_name.clone(),
+            bank: r.bank.clone(),
+            amount: r.amount,
+            note: r.note.clone(),
+            state: RowState::New,
+            message: None,
+            repay: v.repays.contains(&r.reference),
+            raw: store::RawFields::default(),
+        })
+        .collect();
+    let reasons = |line: u64| -> String {
+        let all: Vec<String> = file
+            .errors
+            .iter()
+            .filter(|x| x.line == line)
+            .map(|x| x.to_string())
+            .collect();
+        format!("invalid input: {}", all.join("; "))
+    };
+    let mut rejected_lines = HashSet::new();
+    for r in &file.rejected {
+        if !rejected_lines.insert(r.line) {
+            continue;
+        }
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        rows.push(NewRow {
+            line: r.line,
+            reference: r.reference.clone(),
+            channel: Channel::parse(&r.channel).map_or("", |c| c.as_str()),
+            account_no: r.account_no.clone(),
+            account_name: r.account_name.clone(),
+            middle_name: r.middle_name.clone(),
+            last_name: r.last_name.clone(),
+            bank: non_empty(&r.bank),
+            amount: r.amount.unwrap_or(Centavos::ZERO),
+            note: non_empty(&r.note),
+            state: RowState::Rejected,
+            message: Some(reasons(r.line)),
+            repay: false,
+            raw: store::RawFields {
+                channel: Some(r.channel.clone()),
+                amount: r.amount.is_none().then(|| r.amount_text.clone()),
+                currency: Some(r.currency.clone()),
+            },
+        });
+    }
+    for e in &file.errors {
+        if e.line == 0 || !rejected_lines.insert(e.line) {
+            continue;
+        }
+        rows.push(NewRow {
+            line: e.line,
+            reference: String::new(),
+            channel: "",
+            account_no: String::new(),
+            account_name: String::new(),
+            middle_name: String::new(),
+            last_name: String::new(),
+            bank: None,
+            amount: Centavos::ZERO,
+            note: None,
+            state: RowState::Rejected,
+            message: Some(reasons(e.line)),
+            repay: false,
+            raw: store::RawFields::default(),
+        });
+    }
+    rows.sort_by_key(|r| r.line);
+    if rows.iter().all(|r| r.state != RowState::New) {
+        return Err(PrepareError::NoValidRows(input.to_path_buf()));
+    }
+    Ok(rows)
+}
+
+/// The FAILED rows of a run a `retry` sends again, and those it leaves alone.
+pub struct RetryPlan {
+    pub retryable: Vec<RowRecord>,
+    /// §9.2: a beneficiary-data failure (AC*, BE01, RC01) fails again unless the data is
+    /// fixed; re-sending it needs an explicit flag.
+    pub skipped: Vec<RowRecord>,
+    /// The amount the retryable rows send.
+    pub total: Centavos,
+}
+
+pub fn retry_plan(
+    rows: Vec<RowRecord>,
+    include_beneficiary_errors: bool,
+) -> Result<RetryPlan, PrepareError> {
+    let (retryable, skipped): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .filter(|r| r.state == RowState::Failed)
+        .partition(|r| {
+            include_beneficiary_errors
+                || !r
+                    .error_code
+                    .as_deref()
+                    .is_some_and(|c| reason_class(c) == ReasonClass::BeneficiaryData)
+        });
+    let total = retryable
+        .iter()
+        .try_fold(Centavos::ZERO, |acc, r| acc.checked_add(r.amount))
+        .ok_or(PrepareError::Overflow)?;
+    Ok(RetryPlan {
+        retryable,
+        skipped,
+        total,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(line: i64, code: Option<&str>, amount: i64) -> RowRecord {
+        RowRecord {
+            line,
+            state: RowState::Failed,
+            error_code: code.map(str::to_string),
+            amount: Centavos::new(amount),
+            ..RowRecord::default()
+        }
+    }
+
+    #[test]
+    fn retry_leaves_beneficiary_data_failures_unless_asked() {
+        let rows = || {
+            vec![
+                failed(2, Some("AC03"), 100),
+                failed(3, Some("AB05"), 200),
+                failed(4, None, 300),
+                RowRecord {
+                    line: 5,
+                    state: RowState::Success,
+                    amount: Centavos::new(999),
+                    ..RowRecord::default()
+                },
+            ]
+        };
+        let plan = retry_plan(rows(), false).unwrap();
+        let lines: Vec<i64> = plan.retryable.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [3, 4]);
+        assert_eq!(plan.skipped.len(), 1);
+        assert_eq!(plan.total, Centavos::new(500));
+        let all = retry_plan(rows(), true).unwrap();
+        assert_eq!(all.retryable.len(), 3, "SUCCESS is never retried");
+        assert_eq!(all.total, Centavos::new(600));
+    }
+
+    #[test]
+    fn balance_check_allows_equal_and_refuses_more() {
+        assert!(check_balance("batch", Centavos::new(100), Centavos::new(100)).is_ok());
+        let e = check_balance("batch", Centavos::new(101), Centavos::new(100)).unwrap_err();
+        assert!(e.to_string().contains("exceeds"), "{e}");
+    }
+}

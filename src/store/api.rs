@@ -1,0 +1,320 @@
+//! The store's API: one named operation per thing the engines, reports and commands need.
+//!
+//! Callers never see a `rusqlite::Connection`, never compose a transaction and never pass a
+//! closure over one: each method below is one unit of work on the writer thread (one
+//! transaction where it writes more than one statement). This list is the seam a second
+//! backend implements (issue 14): the SQL functions in `mod.rs` and `recon.rs` are this
+//! backend's private detail.
+
+use crate::domain::{Centavos, RowState};
+
+use super::recon::{self as sql, NewReconRow, ReconRecord, ReconResult, ReconTodo};
+use super::{
+    Allocation, EarlierAttempt, Event, NewRow, ReferenceUse, RowRecord, RunRecord, Store,
+    StoreError,
+};
+
+/// Rows inserted per statement batch while a reconciliation file is loaded.
+const RECON_INSERT_BATCH: usize = 5_000;
+
+/// What identifies a new run: the job, its kind, the input and the input's SHA-256 (or, for a
+/// reconcile pass, its key).
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub job: String,
+    pub kind: String,
+    pub input: String,
+    pub sha256: String,
+}
+
+/// Where a reconciliation file's rows go while it is loaded (inside the run's transaction).
+pub struct ReconRowSink<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    run_id: i64,
+    batch: Vec<NewReconRow>,
+}
+
+impl ReconRowSink<'_> {
+    pub fn push(&mut self, row: NewReconRow) -> Result<(), StoreError> {
+        self.batch.push(row);
+        if self.batch.len() >= RECON_INSERT_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        sql::insert_recon_rows_tx(self.tx, self.run_id, &self.batch)?;
+        self.batch.clear();
+        Ok(())
+    }
+}
+
+impl Store {
+    // ------------------------------------------------------------------ runs
+
+    /// This database's id (part of every msgId it issues).
+    pub async fn db_id(&self) -> Result<String, StoreError> {
+        self.call(|c| super::db_id(c)).await
+    }
+
+    /// Runs of `job`, oldest first; with `sha256`, only runs of that input (or reconcile key).
+    pub async fn runs_for(
+        &self,
+        job: &str,
+        sha256: Option<&str>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let (job, sha) = (job.to_string(), sha256.map(str::to_string));
+        self.call(move |c| super::runs_for(c, &job, sha.as_deref()))
+            .await
+    }
+
+    pub async fn run_by_id(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
+        self.call(move |c| super::run_by_id(c, run_id)).await
+    }
+
+    /// A payout run and all its rows, in one transaction.
+    pub async fn create_payout_run(
+        &self,
+        run: NewRun,
+        rows: Vec<NewRow>,
+    ) -> Result<i64, StoreError> {
+        self.call(move |c| {
+            super::create_run(c, &run.job, &run.kind, &run.input, &run.sha256, &rows)
+        })
+        .await
+    }
+
+    /// Marks a run FINISHED with its event (both or neither).
+    pub async fn finish_run(&self, run_id: i64) -> Result<(), StoreError> {
+        self.call(move |c| super::finish_run(c, run_id)).await
+    }
+
+    /// Reopens a finished run with a `run_reopened` event saying why.
+    pub async fn reopen_run(&self, run_id: i64, why: String) -> Result<(), StoreError> {
+        self.call(move |c| super::reopen_run(c, run_id, &why)).await
+    }
+
+    // ------------------------------------------------------------------ payout rows
+
+    /// Rows of a run in input order; `only_open` keeps the rows a run still has work for.
+    pub async fn rows_of_run(
+        &self,
+        run_id: i64,
+        only_open: bool,
+    ) -> Result<Vec<RowRecord>, StoreError> {
+        self.call(move |c| super::rows_of_run(c, run_id, only_open))
+            .await
+    }
+
+    /// Every earlier use of `reference` in this database (except row `except_row`).
+    pub async fn reference_uses(
+        &self,
+        reference: &str,
+        except_row: Option<i64>,
+    ) -> Result<Vec<ReferenceUse>, StoreError> {
+        let reference = reference.to_string();
+        self.call(move |c| super::reference_uses(c, &reference, except_row))
+            .await
+    }
+
+    /// Every attempt (msgId) ever allocated for `reference`.
+    pub async fn attempts_of_reference(
+        &self,
+        reference: &str,
+    ) -> Result<Vec<EarlierAttempt>, StoreError> {
+        let reference = reference.to_string();
+        self.call(move |c| super::attempts_of_reference(c, &reference))
+            .await
+    }
+
+    /// Allocates `msg_id` for `row` with the exact request bytes, blocking the reference in the
+    /// same transaction: durable before the request can leave.
+    pub async fn allocate_attempt(
+        &self,
+        row: RowRecord,
+        msg_id: String,
+        operation: &'static str,
+        request_bytes: Vec<u8>,
+        repay_of: Option<String>,
+    ) -> Result<Allocation, StoreError> {
+        self.call(move |c| {
+            super::allocate_attempt(
+                c,
+                &row,
+                &msg_id,
+                operation,
+                &request_bytes,
+                repay_of.as_deref(),
+            )
+        })
+        .await
+    }
+
+    /// Saves a row's change by compare-and-set from `expected`, with its event.
+    pub async fn save_row(
+        &self,
+        row: RowRecord,
+        expected: RowState,
+        sent: bool,
+        event: Event,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| super::save_row(c, &row, expected, sent, &event))
+            .await
+    }
+
+    /// A fresh msgId `<prefix><db id><n>` for `purpose`, recorded before it is returned.
+    pub async fn new_msg_id(
+        &self,
+        prefix: char,
+        db_id: &str,
+        purpose: &'static str,
+        row_id: Option<i64>,
+    ) -> Result<String, StoreError> {
+        let db = db_id.to_string();
+        self.call(move |c| {
+            let n = super::next_counter(c, purpose)?;
+            let id = format!("{prefix}{db}{n}");
+            super::record_msg_id(c, &id, purpose, row_id)?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Reserves `n` values of a named counter; returns the new value (the range is
+    /// `new - n .. new`).
+    pub async fn reserve_counter_block(&self, name: &str, n: i64) -> Result<i64, StoreError> {
+        let name = name.to_string();
+        self.call(move |c| super::advance_counter(c, &name, n))
+            .await
+    }
+
+    // ------------------------------------------------------------------ reconciliation
+
+    /// Creates a reconciliation run and loads its rows in one transaction, streaming: `fill`
+    /// pushes every row into the sink. When `fill` fails (the file is invalid or changed), the
+    /// transaction is rolled back and its error returned inside `Ok`: no half-loaded run.
+    pub async fn load_recon_run<E, F>(
+        &self,
+        run: NewRun,
+        opening_balance: Centavos,
+        fill: F,
+    ) -> Result<Result<i64, E>, StoreError>
+    where
+        E: Send + 'static,
+        F: FnOnce(&mut ReconRowSink<'_>) -> Result<Result<(), E>, StoreError> + Send + 'static,
+    {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let run_id = sql::create_recon_run(&tx, &run.job, &run.kind, &run.input, &run.sha256)?;
+            let mut sink = ReconRowSink {
+                tx: &tx,
+                run_id,
+                batch: Vec::with_capacity(RECON_INSERT_BATCH),
+            };
+            if let Err(e) = fill(&mut sink)? {
+                return Ok(Err(e));
+            }
+            sink.flush()?;
+            drop(sink);
+            sql::seal_recon_run_tx(&tx, run_id)?;
+            sql::set_balance(&tx, run_id, true, opening_balance)?;
+            tx.commit()?;
+            Ok(Ok(run_id))
+        })
+        .await
+    }
+
+    /// A reconcile pass over payout run `payout_run`: the run, its rows (one per payout row)
+    /// and its opening balance, in one transaction.
+    pub async fn create_reconcile_pass(
+        &self,
+        run: NewRun,
+        payout_run: i64,
+        opening_balance: Centavos,
+    ) -> Result<i64, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let id = sql::create_recon_run(&tx, &run.job, &run.kind, &run.input, &run.sha256)?;
+            sql::fill_from_payout_run_tx(&tx, id, payout_run)?;
+            sql::set_balance(&tx, id, true, opening_balance)?;
+            tx.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Up to `limit` rows still to check, after row id `after_id`.
+    pub async fn recon_todo_page(
+        &self,
+        run_id: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<ReconTodo>, StoreError> {
+        self.call(move |c| sql::recon_todo_page(c, run_id, after_id, limit))
+            .await
+    }
+
+    /// Saves a batch of checked rows (and the payout rows they move) in one transaction.
+    pub async fn save_recon_results(
+        &self,
+        run_id: i64,
+        results: Vec<ReconResult>,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| sql::save_recon_results(c, run_id, &results))
+            .await
+    }
+
+    /// Marks lines that claim a Starpay order another line already matched; returns how many.
+    pub async fn mark_duplicate_matches(&self, run_id: i64) -> Result<usize, StoreError> {
+        self.call(move |c| sql::mark_duplicate_matches(c, run_id))
+            .await
+    }
+
+    /// Rows whose category can still change (or that were never checked).
+    pub async fn open_recon_rows(&self, run_id: i64) -> Result<i64, StoreError> {
+        self.call(move |c| sql::open_recon_rows(c, run_id)).await
+    }
+
+    /// Rows never checked.
+    pub async fn unchecked_recon_rows(&self, run_id: i64) -> Result<i64, StoreError> {
+        self.call(move |c| sql::unchecked_recon_rows(c, run_id))
+            .await
+    }
+
+    /// Records the balance at the start (`start`) or the end of a reconciliation run.
+    pub async fn set_recon_balance(
+        &self,
+        run_id: i64,
+        start: bool,
+        balance: Centavos,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| sql::set_balance(c, run_id, start, balance))
+            .await
+    }
+
+    /// Counts and amounts per category, and the balances at start and end.
+    pub async fn recon_totals(&self, run_id: i64) -> Result<sql::ReconTotals, StoreError> {
+        self.call(move |c| {
+            let (balance_start, balance_end) = sql::balances(c, run_id)?;
+            Ok(sql::ReconTotals {
+                counts: sql::recon_summary(c, run_id)?,
+                balance_start,
+                balance_end,
+            })
+        })
+        .await
+    }
+
+    /// Up to `limit` report rows of a reconciliation run in input order, after line
+    /// `after_line` (page through a run of any size with flat memory).
+    pub async fn recon_report_page(
+        &self,
+        run_id: i64,
+        after_line: i64,
+        limit: i64,
+    ) -> Result<Vec<ReconRecord>, StoreError> {
+        self.call(move |c| sql::recon_report_page(c, run_id, after_line, limit))
+            .await
+    }
+}
