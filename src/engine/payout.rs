@@ -49,7 +49,7 @@ pub enum EngineError {
     Illegal(#[from] IllegalTransition),
 }
 
-/// Settings the engine needs, built by `cmd::run` from the job file.
+/// Settings the engine needs, built by `cmd::context::JobContext` from the job file.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     pub concurrency: usize,
