@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::FixedOffset;
 
-use crate::domain::{Centavos, RowState};
+use crate::domain::{Centavos, ReconCategory, RowState};
 use crate::exit::Outcome;
 use crate::logging::mask_account;
 use crate::store::{RowRecord, RunRecord, Store, StoreError};
@@ -674,27 +674,11 @@ pub const RECON_COLUMNS: [&str; 18] = [
     "action",
 ];
 
-/// Categories in report order.
-pub const RECON_CATEGORIES: [&str; 12] = [
-    "MATCHED",
-    "AMOUNT_MISMATCH",
-    "STATE_MISMATCH",
-    "PAID_BUT_RECORDED_UNPAID",
-    "DUPLICATE_MATCH",
-    "NOT_FOUND",
-    "PENDING",
-    "HELD_TIMEOUT",
-    "STALE_PENDING",
-    "REVERSED_AFTER_SUCCESS",
-    "DUPLICATE_IN_INPUT",
-    "UNKNOWN",
-];
-
 /// Count and amount per category, and the balance at the start and end of the run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReconSummary {
-    /// Every category of [`RECON_CATEGORIES`] in that order (zero rows too), then any other.
-    pub rows: Vec<(String, i64, Centavos)>,
+    /// Every category of [`ReconCategory::ALL`] in that order (zero rows too).
+    pub rows: Vec<(ReconCategory, i64, Centavos)>,
     pub balance_start: Option<Centavos>,
     pub balance_end: Option<Centavos>,
 }
@@ -702,21 +686,18 @@ pub struct ReconSummary {
 impl ReconSummary {
     /// Puts `rows` (category, count, amount) in the fixed category order.
     pub fn from_counts(
-        counts: Vec<(String, i64, Centavos)>,
+        counts: Vec<(ReconCategory, i64, Centavos)>,
         balance_start: Option<Centavos>,
         balance_end: Option<Centavos>,
     ) -> ReconSummary {
-        let mut rows: Vec<(String, i64, Centavos)> = RECON_CATEGORIES
+        let mut rows: Vec<(ReconCategory, i64, Centavos)> = ReconCategory::ALL
             .iter()
-            .map(|c| (c.to_string(), 0, Centavos::ZERO))
+            .map(|c| (*c, 0, Centavos::ZERO))
             .collect();
         for (c, n, a) in counts {
-            match rows.iter_mut().find(|r| r.0 == c) {
-                Some(r) => {
-                    r.1 += n;
-                    r.2 = r.2.checked_add(a).unwrap_or(r.2);
-                }
-                None => rows.push((c, n, a)),
+            if let Some(r) = rows.iter_mut().find(|r| r.0 == c) {
+                r.1 += n;
+                r.2 = r.2.checked_add(a).unwrap_or(r.2);
             }
         }
         ReconSummary {
@@ -726,7 +707,7 @@ impl ReconSummary {
         }
     }
 
-    pub fn count(&self, category: &str) -> i64 {
+    pub fn count(&self, category: ReconCategory) -> i64 {
         self.rows
             .iter()
             .filter(|r| r.0 == category)
@@ -738,18 +719,9 @@ impl ReconSummary {
     /// remain; with failures for mismatches, not-found, a payment recorded as unpaid
     /// (`PAID_BUT_RECORDED_UNPAID`) or claimed twice (`DUPLICATE_MATCH`).
     pub fn outcome(&self) -> Outcome {
-        if [
-            "PENDING",
-            "HELD_TIMEOUT",
-            "STALE_PENDING",
-            "UNKNOWN",
-            "UNCHECKED",
-        ]
-        .iter()
-        .any(|c| self.count(c) > 0)
-        {
+        if self.rows.iter().any(|r| r.0.is_open() && r.1 > 0) {
             Outcome::Unresolved
-        } else if self.rows.iter().any(|r| r.0 != "MATCHED" && r.1 > 0) {
+        } else if self.rows.iter().any(|r| r.0.is_finding() && r.1 > 0) {
             Outcome::WithFailures
         } else {
             Outcome::AllGood
@@ -765,13 +737,13 @@ impl ReconSummary {
     /// payments claimed twice.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let paid = self.count("PAID_BUT_RECORDED_UNPAID");
+        let paid = self.count(ReconCategory::PaidButRecordedUnpaid);
         if paid > 0 {
             out.push(format!(
                 "WARNING: {paid} row(s) PAID_BUT_RECORDED_UNPAID: Starpay paid rows our store held as unpaid; their references are blocked again; do not pay them again and check whether they were paid a second time elsewhere (see the report)"
             ));
         }
-        let claimed = self.count("DUPLICATE_MATCH");
+        let claimed = self.count(ReconCategory::DuplicateMatch);
         if claimed > 0 {
             out.push(format!(
                 "WARNING: {claimed} row(s) DUPLICATE_MATCH: a Starpay payment is claimed by more than one line (see the report)"
@@ -782,7 +754,12 @@ impl ReconSummary {
 
     /// The category table, then the balances on their own lines.
     pub fn to_text(&self) -> String {
-        let mut s = table_text("category", &self.rows);
+        let rows: Vec<(String, i64, Centavos)> = self
+            .rows
+            .iter()
+            .map(|(c, n, a)| (c.to_string(), *n, *a))
+            .collect();
+        let mut s = table_text("category", &rows);
         let fmt = |b: Option<Centavos>| b.map(with_thousands).unwrap_or_else(|| "unknown".into());
         s.push('\n');
         s.push_str(&format!(
@@ -805,7 +782,7 @@ fn recon_record(r: &crate::store::recon::ReconRecord, tz: FixedOffset) -> [Strin
         _ => String::new(),
     };
     let (category, message) = match &r.category {
-        Some(c) => (c.clone(), r.message.clone().unwrap_or_default()),
+        Some(c) => (c.to_string(), r.message.clone().unwrap_or_default()),
         None => (
             "UNKNOWN".to_string(),
             "not checked yet: run the job again".to_string(),
@@ -880,7 +857,7 @@ pub fn write_recon_run(
         write_counts(
             w,
             ["category", "count", "amount"],
-            summary.rows.iter().map(|(c, n, a)| (c.clone(), *n, *a)),
+            summary.rows.iter().map(|(c, n, a)| (c.to_string(), *n, *a)),
         )
     })?;
     let b = |x: Option<Centavos>| x.map(|x| x.to_string()).unwrap_or_default();

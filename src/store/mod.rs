@@ -205,6 +205,34 @@ impl Store {
     }
 }
 
+// ------------------------------------------------------------------ typed columns
+
+/// Domain enums are stored as their names (TEXT); a name this build does not know is an error
+/// when read, never a silent default.
+macro_rules! text_column {
+    ($t:ty, $what:literal) => {
+        impl rusqlite::types::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+            }
+        }
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(
+                v: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                let s = v.as_str()?;
+                <$t>::parse(s).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(
+                        format!(concat!("unknown ", $what, " {:?}"), s).into(),
+                    )
+                })
+            }
+        }
+    };
+}
+text_column!(RowState, "row state");
+text_column!(crate::domain::ReconCategory, "reconciliation category");
+
 // ------------------------------------------------------------------ records and SQL
 
 #[derive(Debug, Clone, PartialEq, Eq)]
