@@ -504,14 +504,18 @@ fn keep_previous(path: &Path, tz: FixedOffset) -> Result<PathBuf, ReportError> {
     )))
 }
 
+/// `outcome`: what the rows give; the run's `end` may override its exit code (stopped, drive
+/// error) and says whether the run is being finished now.
 fn details_file(
     path: &Path,
     tz: FixedOffset,
     run: &RunRecord,
-    finished_at: Option<i64>,
-    exit_code: i32,
+    end: &RunEnd,
+    outcome: Outcome,
     extra: &[(&str, String)],
 ) -> Result<(), ReportError> {
+    let finished_at = run.finished_at.or(end.finishing.then(crate::store::now_ms));
+    let exit_code = end.exit_code.unwrap_or_else(|| outcome.code());
     write_file(path, tz, |w| {
         w.write_record(["field", "value"])?;
         let mut fields = vec![
@@ -561,11 +565,8 @@ pub fn write_payout_run(
     run_id: i64,
     end: RunEnd,
 ) -> Result<(ReportPaths, Summary), ReportError> {
-    let run = run_record(store, run_id)?;
-    let stem = report_stem(&run);
-    let _lock = lock_reports(dir, &stem)?;
+    let (run, p, _lock) = open_report(store, dir, run_id)?;
     let rows = wait(store.rows_of_run(run_id, false))?;
-    let p = paths(dir, &stem);
     let now = crate::store::now_ms();
     write_file(&p.report, tz, |w| {
         w.write_record(PAYOUT_COLUMNS)?;
@@ -626,20 +627,21 @@ pub fn write_payout_run(
                 .map(|(s, n, a)| (s.to_string(), *n as i64, *a)),
         )
     })?;
-    let exit_code = end.exit_code.unwrap_or_else(|| summary.exit_code());
-    details_file(
-        &p.details,
-        tz,
-        &run,
-        run.finished_at.or(end.finishing.then(crate::store::now_ms)),
-        exit_code,
-        &[],
-    )?;
+    details_file(&p.details, tz, &run, &end, summary.outcome(), &[])?;
     Ok((p, summary))
 }
 
-fn run_record(store: &Store, run_id: i64) -> Result<RunRecord, ReportError> {
-    wait(store.run_by_id(run_id))?.ok_or(ReportError::NoRun(run_id))
+/// The run, its report's paths, and the lock on that report (held while it is read and
+/// written, so two writers never replace a newer report with an older snapshot).
+fn open_report(
+    store: &Store,
+    dir: &Path,
+    run_id: i64,
+) -> Result<(RunRecord, ReportPaths, fs::File), ReportError> {
+    let run = wait(store.run_by_id(run_id))?.ok_or(ReportError::NoRun(run_id))?;
+    let stem = report_stem(&run);
+    let lock = lock_reports(dir, &stem)?;
+    Ok((run, paths(dir, &stem), lock))
 }
 
 /// Waits for a store operation from the blocking thread a report is written on.
@@ -821,10 +823,7 @@ pub fn write_recon_run(
     run_id: i64,
     end: RunEnd,
 ) -> Result<(ReportPaths, ReconSummary), ReportError> {
-    let run = run_record(store, run_id)?;
-    let stem = report_stem(&run);
-    let _lock = lock_reports(dir, &stem)?;
-    let p = paths(dir, &stem);
+    let (run, p, _lock) = open_report(store, dir, run_id)?;
     let path = p.report.clone();
     // Page by page from the store straight into the file (memory stays flat).
     let mut store_error = None;
@@ -868,15 +867,7 @@ pub fn write_recon_run(
     if let Some(payout_run) = run.input_sha256.strip_prefix("reconcile-of-run-") {
         extra.insert(0, ("payout_run", payout_run.to_string()));
     }
-    let exit_code = end.exit_code.unwrap_or_else(|| summary.exit_code());
-    details_file(
-        &p.details,
-        tz,
-        &run,
-        run.finished_at.or(end.finishing.then(crate::store::now_ms)),
-        exit_code,
-        &extra,
-    )?;
+    details_file(&p.details, tz, &run, &end, summary.outcome(), &extra)?;
     Ok((p, summary))
 }
 

@@ -53,11 +53,7 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
             return Ok(exit::OK);
         }
     } else if args.dry_run {
-        println!(
-            "dry run: run {} of this file is open and would be resumed; nothing sent",
-            open_run.unwrap_or_default()
-        );
-        return Ok(exit::OK);
+        return Ok(dry_run_of_open_run(open_run));
     }
     let (engine, _sim) = ctx.payout_engine().await?;
     let run_id = match open_run {
@@ -107,6 +103,15 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
     drive_and_report(ctx, Work::Payout(engine), run_id).await
 }
 
+/// A dry run of a file whose run is open: it would be resumed.
+fn dry_run_of_open_run(open_run: Option<i64>) -> i32 {
+    println!(
+        "dry run: run {} of this file is open and would be resumed; nothing sent",
+        open_run.unwrap_or_default()
+    );
+    exit::OK
+}
+
 fn report_invalid(ctx: &JobContext, v: &Validated) {
     crate::logging::input_errors(&v.file.errors, &v.file.describe_errors());
     crate::say_warn!(
@@ -141,11 +146,7 @@ fn run_recon(ctx: &JobContext, kind: ReconKind, args: &RunArgs) -> anyhow::Resul
                 return Ok(exit::OK);
             }
         } else if args.dry_run {
-            println!(
-                "dry run: run {} of this file is open and would be resumed; nothing sent",
-                open_run.unwrap_or_default()
-            );
-            return Ok(exit::OK);
+            return Ok(dry_run_of_open_run(open_run));
         }
         let (engine, _sim) = ctx.recon_engine(kind).await?;
         let run_id = match open_run {

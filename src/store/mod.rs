@@ -775,28 +775,16 @@ pub fn reference_uses(
          WHERE r.reference = ?1 AND (?2 IS NULL OR r.id != ?2) ORDER BY r.id DESC",
     )?;
     let rows = stmt.query_map(params![reference, except_row], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, bool>(4)?,
-            r.get::<_, bool>(5)?,
-        ))
+        Ok(ReferenceUse {
+            run_id: r.get(0)?,
+            row_id: r.get(1)?,
+            line: r.get(2)?,
+            state: r.get(3)?,
+            has_attempt: r.get(4)?,
+            run_open: r.get(5)?,
+        })
     })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (run_id, row_id, line, state, has_attempt, run_open) = row?;
-        out.push(ReferenceUse {
-            run_id,
-            row_id,
-            line,
-            state: RowState::parse(&state).ok_or(StoreError::BadState(state))?,
-            has_attempt,
-            run_open,
-        });
-    }
-    Ok(out)
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// One attempt ever made for a reference (any run), for the live check before a re-payment.
@@ -824,30 +812,17 @@ pub fn attempts_of_reference(
          WHERE r.reference = ?1 ORDER BY a.id",
     )?;
     let rows = stmt.query_map([reference], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, bool>(5)?,
-            r.get::<_, i64>(6)?,
-        ))
+        Ok(EarlierAttempt {
+            attempt_id: r.get(0)?,
+            msg_id: r.get(1)?,
+            run_id: r.get(2)?,
+            line: r.get(3)?,
+            row_state: r.get(4)?,
+            current: r.get(5)?,
+            send_count: r.get(6)?,
+        })
     })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (attempt_id, msg_id, run_id, line, state, current, send_count) = row?;
-        out.push(EarlierAttempt {
-            attempt_id,
-            msg_id,
-            run_id,
-            line,
-            row_state: RowState::parse(&state).ok_or(StoreError::BadState(state))?,
-            current,
-            send_count,
-        });
-    }
-    Ok(out)
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Stores a new attempt (msgId + exact request bytes) and points the row at it, state UNSENT,
