@@ -92,6 +92,16 @@ pub enum Command {
     ///
     /// Example: starpay-batch status jobs/demo-payouts.toml --run 1
     Status(StatusArgs),
+    /// Lists the runs of a job: id, kind, input, started, finished, counts, last exit code
+    /// (reads the database only).
+    ///
+    /// Example: starpay-batch runs jobs/demo-payouts.toml
+    Runs(RunsArgs),
+    /// One reference's whole history across runs: rows, attempts and msgIds, every event with
+    /// its time, and the verified answers (reads the database only).
+    ///
+    /// Example: starpay-batch show jobs/demo-payouts.toml PAY-0001
+    Show(ShowArgs),
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +164,20 @@ pub struct StatusArgs {
     /// One run (default: every run of the job).
     #[arg(long)]
     pub run: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// The job file (jobs/*.toml).
+    pub job: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The job file (jobs/*.toml).
+    pub job: PathBuf,
+    /// The reference (the input file's `reference` column).
+    pub reference: String,
 }
 
 #[derive(Debug, Args)]

@@ -119,7 +119,9 @@ pub async fn drive_and_report(ctx: &JobContext, work: Work, run_id: i64) -> anyh
             "run {run_id}: some rows could not be driven and stay unresolved: {error}"
         );
     }
-    Ok(cut_short.unwrap_or(outcome).code())
+    let code = cut_short.unwrap_or(outcome).code();
+    store.record_exit(run_id, code).await?;
+    Ok(code)
 }
 
 /// The first Ctrl-C stops taking work: in-flight requests finish and what is left resumes on

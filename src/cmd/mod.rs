@@ -10,6 +10,8 @@ pub mod reconcile;
 pub mod report;
 pub mod retry;
 pub mod run;
+pub mod runs;
+pub mod show;
 pub mod sim;
 pub mod status;
 
@@ -26,5 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Status(a) => status::run(a),
         Command::Reconcile(a) => reconcile::run(a),
         Command::Sim(a) => sim::run(a),
+        Command::Runs(a) => runs::run(a),
+        Command::Show(a) => show::run(a),
     }
 }

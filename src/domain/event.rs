@@ -40,6 +40,8 @@ pub enum EventKind {
     ReconcileResolvedAttention,
     /// `reconcile` found paid a row our store held as unpaid.
     ReconcilePaidRecordedUnpaid,
+    /// A command that drove the run ended, with this exit code.
+    CommandEnded,
 }
 
 impl EventKind {
@@ -62,6 +64,7 @@ impl EventKind {
             EventKind::ReconcileDrift => "reconcile_drift",
             EventKind::ReconcileResolvedAttention => "reconcile_resolved_attention",
             EventKind::ReconcilePaidRecordedUnpaid => "reconcile_paid_recorded_unpaid",
+            EventKind::CommandEnded => "command_ended",
         }
     }
 }

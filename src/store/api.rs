@@ -95,6 +95,22 @@ impl Store {
         self.call(move |c| super::reopen_run(c, run_id, &why)).await
     }
 
+    /// Records how a command that drove the run ended (its exit code), with its event.
+    pub async fn record_exit(&self, run_id: i64, code: i32) -> Result<(), StoreError> {
+        self.call(move |c| super::record_exit(c, run_id, code))
+            .await
+    }
+
+    /// The time of the last command that exited 0 on any run of `job` (a heartbeat).
+    pub async fn last_success_at(&self, job: &str) -> Result<Option<i64>, StoreError> {
+        let runs = self.runs_for(job, None).await?;
+        Ok(runs
+            .iter()
+            .filter(|r| r.last_exit_code == Some(0))
+            .filter_map(|r| r.last_exit_at)
+            .max())
+    }
+
     // ------------------------------------------------------------------ payout rows
 
     /// Rows of a run in input order; `only_open` keeps the rows a run still has work for.
@@ -115,6 +131,16 @@ impl Store {
     ) -> Result<Vec<ReferenceUse>, StoreError> {
         let reference = reference.to_string();
         self.call(move |c| super::reference_uses(c, &reference, except_row))
+            .await
+    }
+
+    /// Every row, attempt and event of `reference`, across runs.
+    pub async fn reference_history(
+        &self,
+        reference: &str,
+    ) -> Result<super::ReferenceHistory, StoreError> {
+        let reference = reference.to_string();
+        self.call(move |c| super::reference_history(c, &reference))
             .await
     }
 

@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_recon_truth.sql"),
     include_str!("../../migrations/0004_report_truth.sql"),
     include_str!("../../migrations/0005_repay_and_attempt_times.sql"),
+    include_str!("../../migrations/0006_run_exit.sql"),
 ];
 /// Bound of the command queue to the writer thread.
 const QUEUE_CAPACITY: usize = 1024;
@@ -247,6 +248,9 @@ pub struct RunRecord {
     pub finished_at: Option<i64>,
     pub row_count: i64,
     pub total: Centavos,
+    /// Exit code of the last command that drove the run, and when it ended.
+    pub last_exit_code: Option<i32>,
+    pub last_exit_at: Option<i64>,
 }
 
 /// A row to insert.
@@ -397,11 +401,131 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         finished_at: r.get(7)?,
         row_count: r.get(8)?,
         total: Centavos::new(r.get(9)?),
+        last_exit_code: r.get(10)?,
+        last_exit_at: r.get(11)?,
     })
 }
 
 const RUN_COLS: &str =
-    "id, job, kind, input_path, input_sha256, status, created_at, finished_at, row_count, total";
+    "id, job, kind, input_path, input_sha256, status, created_at, finished_at, row_count, total,
+     last_exit_code, last_exit_at";
+
+/// Records how a command that drove `run_id` ended (its exit code), with its event.
+pub fn record_exit(conn: &mut Connection, run_id: i64, code: i32) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    tx.execute(
+        "UPDATE runs SET last_exit_code = ?2, last_exit_at = ?3 WHERE id = ?1",
+        params![run_id, code, now],
+    )?;
+    append_event(
+        &tx,
+        &Event {
+            run_id: Some(run_id),
+            kind: EventKind::CommandEnded,
+            detail: Some(format!("exit code {code}")),
+            ..Event::default()
+        },
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Everything the store knows about one reference, across runs (`show`).
+#[derive(Debug, Clone, Default)]
+pub struct ReferenceHistory {
+    /// Rows carrying the reference, oldest first.
+    pub rows: Vec<RowRecord>,
+    /// Every attempt of those rows, oldest first.
+    pub attempts: Vec<HistoryAttempt>,
+    /// Every event of those rows, in order.
+    pub events: Vec<HistoryEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryAttempt {
+    pub row_id: i64,
+    pub msg_id: String,
+    pub seq: i64,
+    pub operation: String,
+    pub send_count: i64,
+    pub created_at: i64,
+    pub first_sent_at: Option<i64>,
+    pub supersedes: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryEvent {
+    pub at: i64,
+    pub run_id: Option<i64>,
+    pub row_id: Option<i64>,
+    pub msg_id: Option<String>,
+    pub kind: String,
+    pub old_state: Option<String>,
+    pub new_state: Option<String>,
+    pub detail: Option<String>,
+    /// The request or verified answer the event is about, as stored.
+    pub raw: Option<Vec<u8>>,
+}
+
+pub fn reference_history(
+    conn: &Connection,
+    reference: &str,
+) -> Result<ReferenceHistory, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "{ROW_SELECT} WHERE r.reference = ?1 ORDER BY r.id"
+    ))?;
+    let rows = stmt
+        .query_map([reference], row_from)?
+        .map(|r| finish_row(r?))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT a.row_id, a.msg_id, a.seq, a.operation, a.send_count, a.created_at, a.first_sent_at,
+                s.msg_id
+         FROM attempts a JOIN rows r ON r.id = a.row_id
+         LEFT JOIN attempts s ON s.id = a.supersedes
+         WHERE r.reference = ?1 ORDER BY a.id",
+    )?;
+    let attempts = stmt
+        .query_map([reference], |r| {
+            Ok(HistoryAttempt {
+                row_id: r.get(0)?,
+                msg_id: r.get(1)?,
+                seq: r.get(2)?,
+                operation: r.get(3)?,
+                send_count: r.get(4)?,
+                created_at: r.get(5)?,
+                first_sent_at: r.get(6)?,
+                supersedes: r.get(7)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT e.at, e.run_id, e.row_id, e.msg_id, e.kind, e.old_state, e.new_state, e.detail, e.raw
+         FROM events e JOIN rows r ON r.id = e.row_id
+         WHERE r.reference = ?1 ORDER BY e.id",
+    )?;
+    let events = stmt
+        .query_map([reference], |r| {
+            Ok(HistoryEvent {
+                at: r.get(0)?,
+                run_id: r.get(1)?,
+                row_id: r.get(2)?,
+                msg_id: r.get(3)?,
+                kind: r.get(4)?,
+                old_state: r.get(5)?,
+                new_state: r.get(6)?,
+                detail: r.get(7)?,
+                raw: r.get(8)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ReferenceHistory {
+        rows,
+        attempts,
+        events,
+    })
+}
 
 pub fn runs_for(
     conn: &Connection,
