@@ -18,7 +18,8 @@
 //! - `report`: the CSV reports (report, summary, run details) and what a row's state means to
 //!   a reader (`ReportState`); `cmd::report` writes them for every command.
 //! - `cli`: the clap command tree; `cmd`: one module per command.
-//! - `logging`: tracing set-up (human or JSON).
+//! - `logging`: tracing set-up (human or JSON; colour only on a terminal).
+//! - `signals`: SIGINT, SIGTERM and SIGHUP as one stop request (first: graceful; second: now).
 //!
 //! The money rules this crate is built around are in `README.md` ("Safety model").
 
@@ -33,5 +34,6 @@ pub mod input;
 pub mod logging;
 pub mod report;
 pub mod server;
+pub mod signals;
 pub mod starpay;
 pub mod store;

@@ -75,6 +75,9 @@ pub fn run(cfg: JobConfig, args: RunArgs) -> anyhow::Result<i32> {
     if args.skip_invalid {
         bail!("--skip-invalid applies to payout jobs only; fix the reconciliation file");
     }
+    // Nothing is created (lock, database, reports) before the input has been found.
+    std::fs::File::open(&cfg.input)
+        .with_context(|| format!("cannot read input {}", cfg.input.display()))?;
     let _lock = lock(&cfg)?;
     runtime()?.block_on(run_recon(cfg, kind, args))
 }

@@ -35,11 +35,7 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub(crate) fn load_any(job: &Path, input: Option<PathBuf>) -> anyhow::Result<JobConfig> {
-    let overrides = Overrides {
-        input,
-        private_key_env: std::env::var_os("STARPAY_PRIVATE_KEY_FILE").map(PathBuf::from),
-    };
-    Ok(config::load_job(job, &overrides)?)
+    Ok(config::load_job(job, &Overrides::from_env(input))?)
 }
 
 /// Loads a job that must be a payout job.
@@ -73,12 +69,16 @@ pub(crate) fn lock(cfg: &JobConfig) -> anyhow::Result<File> {
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "another starpay-batch process is running job {:?} on database {} (lock {}); nothing was sent",
-            cfg.job_name,
-            cfg.database.display(),
-            path.display()
-        ),
+        Err(std::fs::TryLockError::WouldBlock) => Err(crate::cmd::CommandError::new(
+            exit::TEMPFAIL,
+            format!(
+                "another starpay-batch process is running job {:?} on database {} (lock {}); nothing was sent",
+                cfg.job_name,
+                cfg.database.display(),
+                path.display()
+            ),
+        )
+        .into()),
         Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
 }
@@ -92,6 +92,13 @@ struct Ready {
 /// A client for the job's endpoint (starting the embedded simulator when asked), and the
 /// simulator handle that must live as long as the client is used.
 pub(crate) async fn connect_client(cfg: &JobConfig) -> anyhow::Result<(Client, Option<SimHandle>)> {
+    // The embedded simulator moves no money: its TEST-ONLY key is not worth a warning.
+    if cfg.starpay.strict_key_permissions || cfg.starpay.endpoint != Endpoint::EmbeddedSim {
+        crate::starpay::sign::check_private_key_permissions(
+            &cfg.starpay.private_key,
+            cfg.starpay.strict_key_permissions,
+        )?;
+    }
     let signer = Arc::new(PrivateKey::from_file(&cfg.starpay.private_key)?);
     let mut platform_keys = Vec::new();
     for p in &cfg.starpay.platform_public_keys {
@@ -119,17 +126,7 @@ pub(crate) async fn connect_client(cfg: &JobConfig) -> anyhow::Result<(Client, O
     client_cfg.request_timeout = cfg.limits.request_timeout;
     client_cfg.connect_timeout = cfg.limits.connect_timeout;
     let client = Client::new(client_cfg, signer, platform_keys)?;
-    let health = client
-        .check_connection()
-        .await
-        .context("connection check (2.1) failed")?;
-    if !health.code.is_success() {
-        bail!(
-            "connection check (2.1) answered {} {}",
-            health.code,
-            health.message
-        );
-    }
+    crate::engine::startup::check_connection(&client, cfg.limits.connect_retry).await?;
     Ok((client, sim))
 }
 
@@ -177,6 +174,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if cfg.kind != JobKind::Payout {
         return crate::cmd::recon::run(cfg, args);
     }
+    // Nothing is created (lock, database, reports) before the input has been found.
+    File::open(&cfg.input).with_context(|| format!("cannot read input {}", cfg.input.display()))?;
     let _lock = lock(&cfg)?;
     runtime()?.block_on(run_job(cfg, args))
 }
@@ -270,14 +269,14 @@ pub(crate) async fn open_run_of_file(
                     paths.report.display()
                 );
             }
-            bail!(
+            return Err(crate::cmd::CommandError::new(exit::ALREADY_DONE, format!(
                 "{}: this file (sha256 {}) was already {done_verb} by run {} of job {:?}, finished {}; refusing to do it twice. Pass --new-run to run the same file again on purpose",
                 cfg.input.display(),
                 &sha[..12.min(sha.len())],
                 done.id,
                 cfg.job_name,
                 report::ts(done.finished_at, cfg.report.timezone)
-            );
+            )).into());
         }
     }
     Ok(open_run)
@@ -479,25 +478,30 @@ fn report_invalid(cfg: &JobConfig, file: &crate::input::payout::PayoutFile) {
     );
 }
 
-/// Ctrl-C stops taking work: in-flight requests finish and what is left resumes on the next
-/// run. Abort the returned task once the drive is over.
+/// Ctrl-C, SIGTERM or SIGHUP stops taking work: in-flight requests finish and what is left
+/// resumes on the next run; a second one quits at once (`crate::signals`). Abort the returned
+/// task once the drive is over.
 pub(crate) fn stop_on_ctrl_c(
     what_resumes: &'static str,
     stop: impl FnOnce(StopReason) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
+    // Registered before the drive starts (not inside the task), so no signal is missed.
+    let signals = crate::signals::StopSignals::listen();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            crate::say_warn!("interrupted: finishing in-flight requests; {what_resumes} (Ctrl-C again to quit now)");
-            stop(StopReason::Interrupted);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                // Safe: every msgId is stored before its send; rows caught in flight are
-                // resolved by query on the next run.
-                crate::say_warn!(
-                    "quitting now; rows in flight are resolved by query on the next run"
-                );
-                std::process::exit(exit::UNRESOLVED);
-            }
-        }
+        let Ok(mut signals) = signals else {
+            tracing::warn!(
+                "cannot listen for stop signals; Ctrl-C and SIGTERM end the run at once"
+            );
+            return;
+        };
+        let name = signals.recv().await;
+        crate::say_warn!("interrupted ({name}): finishing in-flight requests; {what_resumes} (Ctrl-C or SIGTERM again to quit now)");
+        stop(StopReason::Interrupted);
+        signals.recv().await;
+        // Safe: every msgId is stored before its send; rows caught in flight are resolved by
+        // query on the next run.
+        crate::say_warn!("quitting now; rows in flight are resolved by query on the next run");
+        std::process::exit(exit::UNRESOLVED);
     })
 }
 

@@ -7,6 +7,7 @@ pub mod payout;
 pub mod policy;
 pub mod pool;
 pub mod recon;
+pub mod startup;
 pub mod stop;
 pub mod transition;
 
