@@ -4,10 +4,20 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `--version`: the package version, the commit it was built from (`-dirty` when the work tree
+/// had changes) and the build date, from `build.rs` (`unknown` when built without git).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("STARPAY_BUILD_INFO"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "starpay-batch",
-    version,
+    version = LONG_VERSION,
+    after_help = crate::exit::EXIT_CODES_HELP,
     about = "Batch payouts and reconciliation for the Starpay Merchant Disbursement API",
     long_about = "Batch payouts and reconciliation for the Starpay Merchant Disbursement API.\n\n\
 Every request is RSA-SHA256 signed; every answer is verified against the platform key. \
@@ -18,7 +28,8 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
     pub log_format: LogFormat,
 
-    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    /// More log output from starpay-batch (-v debug, -vv trace); the HTTP and TLS libraries stay
+    /// at warn. RUST_LOG overrides (e.g. RUST_LOG=debug for everything).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
@@ -56,8 +67,10 @@ pub enum Command {
     /// Safe to re-run: running the same job on the same file resumes its open run; a finished
     /// run is refused unless --new-run. A lock stops a second process on the same job and
     /// database. Exit 0 all SUCCESS, 2 some FAILED/REVERSED/REJECTED, 3 some still
-    /// PENDING/UNKNOWN/NOT_SENT/NEEDS_ATTENTION (run again later), 1 the job could not run.
-    /// The run is marked finished only after its report is in place.
+    /// PENDING/UNKNOWN/NOT_SENT/NEEDS_ATTENTION or interrupted (run again later), 1 the job
+    /// could not run, 4 this file was already completed, 75 locked or Starpay unreachable (try
+    /// again later). SIGTERM and SIGHUP stop like Ctrl-C. The run is marked finished only after
+    /// its report is in place.
     ///
     /// Example: starpay-batch run jobs/demo-payouts.toml
     Run(RunArgs),

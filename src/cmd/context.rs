@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 
+use crate::cmd::{exit, CommandError};
 use crate::config::{self, Endpoint, JobConfig, JobKind, Overrides};
 use crate::engine::payout::{EngineSettings, PayoutEngine};
 use crate::engine::pool::Pool;
@@ -27,6 +28,9 @@ pub enum Access {
     /// Takes the job lock and opens (creating and migrating if needed) the store: commands
     /// that send or change rows.
     Exclusive,
+    /// The same, for a command that reads the job's input: the input must exist before
+    /// anything (lock, database) is created.
+    ExclusiveWithInput,
     /// No lock; the store must exist already (SQLite WAL readers never block the writer).
     ReadOnly,
 }
@@ -54,8 +58,12 @@ impl JobContext {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
+        if access == Access::ExclusiveWithInput {
+            File::open(&cfg.input)
+                .with_context(|| format!("cannot read input {}", cfg.input.display()))?;
+        }
         let (lock, store) = match access {
-            Access::Exclusive => {
+            Access::Exclusive | Access::ExclusiveWithInput => {
                 let lock = lock(&cfg)?;
                 (Some(lock), Store::open(&cfg.database)?)
             }
@@ -122,6 +130,13 @@ impl JobContext {
     /// successful connection check (2.1).
     pub async fn connect(&self) -> anyhow::Result<Connected> {
         let cfg = &self.cfg;
+        // The embedded simulator moves no money: its TEST-ONLY key is not worth a warning.
+        if cfg.starpay.strict_key_permissions || cfg.starpay.endpoint != Endpoint::EmbeddedSim {
+            crate::starpay::sign::check_private_key_permissions(
+                &cfg.starpay.private_key,
+                cfg.starpay.strict_key_permissions,
+            )?;
+        }
         let signer = Arc::new(PrivateKey::from_file(&cfg.starpay.private_key)?);
         let mut platform_keys = Vec::new();
         for p in &cfg.starpay.platform_public_keys {
@@ -149,17 +164,7 @@ impl JobContext {
         client_cfg.request_timeout = cfg.limits.request_timeout;
         client_cfg.connect_timeout = cfg.limits.connect_timeout;
         let client = Client::new(client_cfg, signer, platform_keys)?;
-        let health = client
-            .check_connection()
-            .await
-            .context("connection check (2.1) failed")?;
-        if !health.code.is_success() {
-            bail!(
-                "connection check (2.1) answered {} {}",
-                health.code,
-                health.message
-            );
-        }
+        crate::engine::startup::check_connection(&client, cfg.limits.connect_retry).await?;
         Ok(Connected { client, sim })
     }
 
@@ -200,11 +205,7 @@ impl JobContext {
 
 /// Loads a job file with the overrides of the command line and the environment.
 fn load_job(job: &Path, input: Option<PathBuf>) -> anyhow::Result<JobConfig> {
-    let overrides = Overrides {
-        input,
-        private_key_env: std::env::var_os("STARPAY_PRIVATE_KEY_FILE").map(PathBuf::from),
-    };
-    Ok(config::load_job(job, &overrides)?)
+    Ok(config::load_job(job, &Overrides::from_env(input))?)
 }
 
 /// Takes the per-(database, job) lock, or says who holds it.
@@ -224,12 +225,16 @@ fn lock(cfg: &JobConfig) -> anyhow::Result<File> {
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "another starpay-batch process is running job {:?} on database {} (lock {}); nothing was sent",
-            cfg.job_name,
-            cfg.database.display(),
-            path.display()
-        ),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CommandError::new(
+            exit::TEMPFAIL,
+            format!(
+                "another starpay-batch process is running job {:?} on database {} (lock {}); nothing was sent",
+                cfg.job_name,
+                cfg.database.display(),
+                path.display()
+            ),
+        )
+        .into()),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }

@@ -124,27 +124,29 @@ pub async fn drive_and_report(ctx: &JobContext, work: Work, run_id: i64) -> anyh
     Ok(code)
 }
 
-/// The first Ctrl-C stops taking work: in-flight requests finish and what is left resumes on
-/// the next run. A second one quits at once (safe: every msgId is stored before its send; rows
-/// caught in flight are resolved by query on the next run). Abort the returned task once the
-/// drive is over.
+/// Ctrl-C, SIGTERM or SIGHUP stops taking work: in-flight requests finish and what is left
+/// resumes on the next run; a second one quits at once (safe: every msgId is stored before its
+/// send; rows caught in flight are resolved by query on the next run). Abort the returned task
+/// once the drive is over.
 pub fn stop_on_signal(
     what_resumes: &'static str,
     stop: impl FnOnce(StopReason) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
+    // Registered before the drive starts (not inside the task), so no signal is missed.
+    let signals = crate::signals::StopSignals::listen();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            crate::say_warn!(
-                "interrupted: finishing in-flight requests; {what_resumes} (Ctrl-C again to quit now)"
+        let Ok(mut signals) = signals else {
+            tracing::warn!(
+                "cannot listen for stop signals; Ctrl-C and SIGTERM end the run at once"
             );
-            stop(StopReason::Interrupted);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                crate::say_warn!(
-                    "quitting now; rows in flight are resolved by query on the next run"
-                );
-                std::process::exit(exit::UNRESOLVED);
-            }
-        }
+            return;
+        };
+        let name = signals.recv().await;
+        crate::say_warn!("interrupted ({name}): finishing in-flight requests; {what_resumes} (Ctrl-C or SIGTERM again to quit now)");
+        stop(StopReason::Interrupted);
+        signals.recv().await;
+        crate::say_warn!("quitting now; rows in flight are resolved by query on the next run");
+        std::process::exit(exit::UNRESOLVED);
     })
 }
 

@@ -19,6 +19,40 @@ pub use crate::exit;
 
 use crate::cli::{Cli, Command};
 
+/// An error that ends a command with a specific exit code (not 1) and one clear message.
+/// `main` finds it anywhere in an `anyhow` chain ([`exit_code_of`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CommandError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CommandError {
+    pub fn new(code: i32, message: impl Into<String>) -> CommandError {
+        CommandError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The exit code for an error that ended a command: the code of a [`CommandError`] or of a
+/// start-up connection failure anywhere in the chain, otherwise [`exit::COULD_NOT_RUN`].
+pub fn exit_code_of(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if let Some(c) = cause.downcast_ref::<CommandError>() {
+            return c.code;
+        }
+        if let Some(crate::engine::startup::StartupError::Unreachable { .. }) =
+            cause.downcast_ref::<crate::engine::startup::StartupError>()
+        {
+            return exit::TEMPFAIL;
+        }
+    }
+    exit::COULD_NOT_RUN
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Keys(k) => keys::run(k),

@@ -8,8 +8,8 @@ use anyhow::{bail, Context};
 use crate::cli::RunArgs;
 use crate::cmd::context::{Access, JobContext};
 use crate::cmd::drive::{drive_and_report, Work};
-use crate::cmd::exit;
 use crate::cmd::report as report_cmd;
+use crate::cmd::{exit, CommandError};
 use crate::config::JobKind;
 use crate::engine::prepare::{self, Validated};
 use crate::input::recon::{scan_recon, ReconKind, ReconScan};
@@ -18,7 +18,7 @@ use crate::store::recon::NewReconRow;
 use crate::store::{NewRun, StoreError};
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let ctx = JobContext::open(&args.job, args.input.clone(), Access::Exclusive)?;
+    let ctx = JobContext::open(&args.job, args.input.clone(), Access::ExclusiveWithInput)?;
     match ctx.cfg.kind {
         JobKind::Payout => ctx.block_on(run_payout(&ctx, &args)),
         JobKind::RepaymentRecon => run_recon(&ctx, ReconKind::Repayment, &args),
@@ -253,14 +253,18 @@ async fn open_run_of_file(
                     paths.report.display()
                 );
             }
-            bail!(
-                "{}: this file (sha256 {}) was already {done_verb} by run {} of job {:?}, finished {}; refusing to do it twice. Pass --new-run to run the same file again on purpose",
-                cfg.input.display(),
-                &sha[..12.min(sha.len())],
-                done.id,
-                cfg.job_name,
-                report::ts(done.finished_at, cfg.report.timezone)
-            );
+            return Err(CommandError::new(
+                exit::ALREADY_DONE,
+                format!(
+                    "{}: this file (sha256 {}) was already {done_verb} by run {} of job {:?}, finished {}; refusing to do it twice. Pass --new-run to run the same file again on purpose",
+                    cfg.input.display(),
+                    &sha[..12.min(sha.len())],
+                    done.id,
+                    cfg.job_name,
+                    report::ts(done.finished_at, cfg.report.timezone)
+                ),
+            )
+            .into());
         }
     }
     Ok(open_run)

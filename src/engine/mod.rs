@@ -8,6 +8,7 @@ pub mod policy;
 pub mod pool;
 pub mod prepare;
 pub mod recon;
+pub mod startup;
 pub mod stop;
 pub mod transition;
 

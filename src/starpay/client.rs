@@ -88,20 +88,18 @@ pub enum ClientError {
     Build(#[from] CanonicalError),
     #[error(transparent)]
     Sign(#[from] SignError),
-    #[error("could not connect to {url}: {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// The message names the URL once and the innermost cause (`Connection refused (os error
+    /// 111)`); reqwest's own chain repeats the URL, so it is not a `#[source]`.
+    #[error("could not connect to {url}: {}", root_cause(.error))]
+    Connect { url: String, error: reqwest::Error },
     #[error("configuration: {0}")]
     Config(String),
 
     // ---- outcome unknown: the request may have been processed; resolve by query.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    #[error("transport failed after sending: {0}")]
-    Transport(#[source] reqwest::Error),
+    #[error("transport failed after sending: {}", root_cause(.0))]
+    Transport(reqwest::Error),
     #[error("answer is not a Starpay envelope (HTTP {status}): {detail}")]
     NotEnvelope { status: u16, detail: String },
     /// A signature problem with the answer. Its `code`, if readable, may only drive the safe
@@ -118,6 +116,16 @@ pub enum ClientError {
         detail: String,
         raw: Bytes,
     },
+}
+
+/// The innermost cause of a transport error, e.g. `Connection refused (os error 111)`, or the
+/// error itself when it has none (one line, no repeated URL).
+pub fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 /// Whether the request may have been processed by Starpay.
@@ -359,7 +367,7 @@ impl Client {
             // The TCP/TLS connection was never established: nothing was sent.
             ClientError::Connect {
                 url: url.to_string(),
-                source: e,
+                error: e,
             }
         } else {
             ClientError::Transport(e)
