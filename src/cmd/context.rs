@@ -109,39 +109,15 @@ impl JobContext {
 
     /// Lower-case hex SHA-256 of the input file (runs are keyed by job + input hash).
     pub fn input_sha256(&self) -> anyhow::Result<String> {
-        let path = &self.cfg.input;
-        let mut f =
-            File::open(path).with_context(|| format!("cannot read input {}", path.display()))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = f
-                .read(&mut buf)
-                .with_context(|| format!("cannot read input {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        sha256_file(&self.cfg.input)
     }
 
     /// A client for the job's endpoint (starting the embedded simulator when asked), after a
     /// successful connection check (2.1).
     pub async fn connect(&self) -> anyhow::Result<Connected> {
         let cfg = &self.cfg;
-        // The embedded simulator moves no money: its TEST-ONLY key is not worth a warning.
-        if cfg.starpay.strict_key_permissions || cfg.starpay.endpoint != Endpoint::EmbeddedSim {
-            crate::starpay::sign::check_private_key_permissions(
-                &cfg.starpay.private_key,
-                cfg.starpay.strict_key_permissions,
-            )?;
-        }
-        let signer = Arc::new(PrivateKey::from_file(&cfg.starpay.private_key)?);
-        let mut platform_keys = Vec::new();
-        for p in &cfg.starpay.platform_public_keys {
-            platform_keys.push(PublicKey::from_file(p)?);
-        }
+        let (signer, platform_keys) = load_keys(cfg)?;
+        let signer = Arc::new(signer);
         let (environment, sim) = match &cfg.starpay.endpoint {
             Endpoint::Env(env) => (env.clone(), None),
             Endpoint::EmbeddedSim => {
@@ -203,8 +179,44 @@ impl JobContext {
     }
 }
 
+/// Lower-case hex SHA-256 of a file's bytes.
+pub(crate) fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut f =
+        File::open(path).with_context(|| format!("cannot read input {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read input {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The merchant's private key (its file's permissions checked) and the platform public keys:
+/// what a real run loads before its first request, and what a dry run checks.
+pub(crate) fn load_keys(cfg: &JobConfig) -> anyhow::Result<(PrivateKey, Vec<PublicKey>)> {
+    // The embedded simulator moves no money: its TEST-ONLY key is not worth a warning.
+    if cfg.starpay.strict_key_permissions || cfg.starpay.endpoint != Endpoint::EmbeddedSim {
+        crate::starpay::sign::check_private_key_permissions(
+            &cfg.starpay.private_key,
+            cfg.starpay.strict_key_permissions,
+        )?;
+    }
+    let signer = PrivateKey::from_file(&cfg.starpay.private_key)?;
+    let mut platform_keys = Vec::new();
+    for p in &cfg.starpay.platform_public_keys {
+        platform_keys.push(PublicKey::from_file(p)?);
+    }
+    Ok((signer, platform_keys))
+}
+
 /// Loads a job file with the overrides of the command line and the environment.
-fn load_job(job: &Path, input: Option<PathBuf>) -> anyhow::Result<JobConfig> {
+pub(crate) fn load_job(job: &Path, input: Option<PathBuf>) -> anyhow::Result<JobConfig> {
     Ok(config::load_job(job, &Overrides::from_env(input))?)
 }
 

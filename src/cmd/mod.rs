@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod drive;
+pub mod dry_run;
 pub mod keys;
 pub mod reconcile;
 pub mod report;

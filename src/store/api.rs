@@ -101,6 +101,16 @@ impl Store {
             .await
     }
 
+    /// Remembers the bank list (5.1) Starpay gave, for dry runs.
+    pub async fn save_bank_list(&self, names: Vec<String>) -> Result<(), StoreError> {
+        self.call(move |c| super::save_bank_list(c, &names)).await
+    }
+
+    /// The last bank list Starpay gave, and when (UTC ms).
+    pub async fn last_bank_list(&self) -> Result<Option<(Vec<String>, i64)>, StoreError> {
+        self.call(|c| super::last_bank_list(c)).await
+    }
+
     /// The time of the last command that exited 0 on any run of `job` (a heartbeat).
     pub async fn last_success_at(&self, job: &str) -> Result<Option<i64>, StoreError> {
         let runs = self.runs_for(job, None).await?;

@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_report_truth.sql"),
     include_str!("../../migrations/0005_repay_and_attempt_times.sql"),
     include_str!("../../migrations/0006_run_exit.sql"),
+    include_str!("../../migrations/0007_bank_list.sql"),
 ];
 /// Bound of the command queue to the writer thread.
 const QUEUE_CAPACITY: usize = 1024;
@@ -56,6 +57,12 @@ pub enum StoreError {
     BadState(String),
     #[error("the database writer has stopped")]
     WriterGone,
+    #[error("database {path} is at schema {found}, this build's is {known}: a real run upgrades it first")]
+    Outdated {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -146,7 +153,60 @@ fn new_db_id() -> String {
 impl Store {
     /// Opens (creating and migrating if needed) and starts the writer thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = open_connection(path)?;
+        Store::start(open_connection(path)?, path)
+    }
+
+    /// A read-only view of an existing database that creates no file and migrates nothing, for
+    /// a dry run. When a write-ahead log is beside the database (commits not yet checkpointed
+    /// into it), the view reads through it (read-only, using the existing `-wal`/`-shm`);
+    /// otherwise the database file is complete and is read as immutable (no `-shm` created).
+    /// `None` when the database does not exist; an error when its schema is not this build's.
+    pub fn open_snapshot(path: &Path) -> Result<Option<Store>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        // A URI: `%`, `?` and `#` in the path are escaped so they stay part of it.
+        let escaped = path
+            .display()
+            .to_string()
+            .replace('%', "%25")
+            .replace('?', "%3f")
+            .replace('#', "%23");
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let mut shm = path.as_os_str().to_owned();
+        shm.push("-shm");
+        let logged = Path::new(&wal).exists() && Path::new(&shm).exists();
+        let uri = if logged {
+            format!("file:{escaped}?mode=ro")
+        } else {
+            format!("file:{escaped}?immutable=1")
+        };
+        let conn = Connection::open_with_flags(
+            uri,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(open_err)?;
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open_err)?;
+        let known = MIGRATIONS.len() as i64;
+        if found != known {
+            return Err(StoreError::Outdated {
+                path: path.to_path_buf(),
+                found,
+                known,
+            });
+        }
+        Store::start(conn, path).map(Some)
+    }
+
+    /// Starts the thread that owns `conn`.
+    fn start(conn: Connection, path: &Path) -> Result<Store, StoreError> {
         let (tx, rx) = sync_channel::<Job>(QUEUE_CAPACITY);
         let mut conn = conn;
         std::thread::Builder::new()
@@ -409,6 +469,32 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 const RUN_COLS: &str =
     "id, job, kind, input_path, input_sha256, status, created_at, finished_at, row_count, total,
      last_exit_code, last_exit_at";
+
+/// Replaces the remembered bank list (5.1) with `names`.
+pub fn save_bank_list(conn: &mut Connection, names: &[String]) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute("DELETE FROM bank_names", [])?;
+    let now = now_ms();
+    {
+        let mut stmt =
+            tx.prepare("INSERT OR IGNORE INTO bank_names (name, seen_at) VALUES (?1, ?2)")?;
+        for n in names {
+            stmt.execute(params![n, now])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The last bank list Starpay gave and when, if any was saved.
+pub fn last_bank_list(conn: &Connection) -> Result<Option<(Vec<String>, i64)>, StoreError> {
+    let mut stmt = conn.prepare("SELECT name, seen_at FROM bank_names ORDER BY name")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let seen_at = rows.iter().map(|r| r.1).max();
+    Ok(seen_at.map(|at| (rows.into_iter().map(|r| r.0).collect(), at)))
+}
 
 /// Records how a command that drove `run_id` ended (its exit code), with its event.
 pub fn record_exit(conn: &mut Connection, run_id: i64, code: i32) -> Result<(), StoreError> {
