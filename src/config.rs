@@ -203,6 +203,15 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// The kind of the runs this job creates.
+    pub fn run_kind(self) -> crate::domain::RunKind {
+        match self {
+            JobKind::Payout => crate::domain::RunKind::Payout,
+            JobKind::RepaymentRecon => crate::domain::RunKind::RepaymentRecon,
+            JobKind::DisbursementRecon => crate::domain::RunKind::DisbursementRecon,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Payout => "payout",

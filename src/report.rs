@@ -353,7 +353,7 @@ pub struct ReportPaths {
 /// nobody mistakes it for a second payout run.
 pub fn report_stem(run: &RunRecord) -> String {
     match run.input_sha256.strip_prefix("reconcile-of-run-") {
-        Some(payout_run) if run.kind == "reconcile" => {
+        Some(payout_run) if run.kind == crate::domain::RunKind::Reconcile => {
             format!("{}-reconcile-{payout_run}-{}", run.job, run.id)
         }
         _ => format!("{}-{}", run.job, run.id),
@@ -521,7 +521,7 @@ fn details_file(
         let mut fields = vec![
             ("job", run.job.clone()),
             ("run_id", run.id.to_string()),
-            ("kind", run.kind.clone()),
+            ("kind", run.kind.to_string()),
             ("input_file", run.input_path.clone()),
             ("input_sha256", run.input_sha256.clone()),
             ("started", ts_secs(Some(run.created_at), tz)),

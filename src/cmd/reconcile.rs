@@ -27,7 +27,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
         let store = ctx.store();
         let payout_run = args.run;
         let run = find_run(&ctx, payout_run).await?;
-        if run.kind != "payout" {
+        if !run.kind.is_payout() {
             bail!(
                 "run {payout_run} is not a payout run of job {:?}",
                 cfg.job_name
@@ -50,7 +50,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
                 let balance = engine.balance().await?;
                 let pass = NewRun {
                     job: cfg.job_name.clone(),
-                    kind: "reconcile".into(),
+                    kind: crate::domain::RunKind::Reconcile,
                     input: format!("payout run {payout_run}"),
                     sha256: key,
                 };

@@ -13,7 +13,7 @@ pub fn run(args: RunsArgs) -> anyhow::Result<i32> {
         let runs = store.runs_for(&cfg.job_name, None).await?;
         println!("run\tkind\tstarted\tfinished\tlast_exit\tcounts\tinput");
         for run in &runs {
-            let counts: Vec<String> = if run.kind == "payout" {
+            let counts: Vec<String> = if run.kind.is_payout() {
                 let rows = store.rows_of_run(run.id, false).await?;
                 Summary::from_rows(&rows)
                     .rows

@@ -7,10 +7,12 @@ pub mod category;
 pub mod event;
 pub mod ids;
 pub mod money;
+pub mod run_kind;
 pub mod state;
 
 pub use category::ReconCategory;
 pub use event::EventKind;
 pub use ids::{IdError, MchId, MsgId};
 pub use money::{Centavos, MoneyError};
+pub use run_kind::RunKind;
 pub use state::{RowState, TrxState};

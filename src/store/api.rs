@@ -22,7 +22,7 @@ const RECON_INSERT_BATCH: usize = 5_000;
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub job: String,
-    pub kind: String,
+    pub kind: crate::domain::RunKind,
     pub input: String,
     pub sha256: String,
 }
@@ -80,7 +80,14 @@ impl Store {
         rows: Vec<NewRow>,
     ) -> Result<i64, StoreError> {
         self.call(move |c| {
-            super::create_run(c, &run.job, &run.kind, &run.input, &run.sha256, &rows)
+            super::create_run(
+                c,
+                &run.job,
+                run.kind.as_str(),
+                &run.input,
+                &run.sha256,
+                &rows,
+            )
         })
         .await
     }
@@ -242,7 +249,8 @@ impl Store {
     {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let run_id = sql::create_recon_run(&tx, &run.job, &run.kind, &run.input, &run.sha256)?;
+            let run_id =
+                sql::create_recon_run(&tx, &run.job, run.kind.as_str(), &run.input, &run.sha256)?;
             let mut sink = ReconRowSink {
                 tx: &tx,
                 run_id,
@@ -271,7 +279,8 @@ impl Store {
     ) -> Result<i64, StoreError> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let id = sql::create_recon_run(&tx, &run.job, &run.kind, &run.input, &run.sha256)?;
+            let id =
+                sql::create_recon_run(&tx, &run.job, run.kind.as_str(), &run.input, &run.sha256)?;
             sql::fill_from_payout_run_tx(&tx, id, payout_run)?;
             sql::set_balance(&tx, id, true, opening_balance)?;
             tx.commit()?;

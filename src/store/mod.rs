@@ -292,6 +292,7 @@ macro_rules! text_column {
     };
 }
 text_column!(RowState, "row state");
+text_column!(crate::domain::RunKind, "run kind");
 text_column!(crate::domain::ReconCategory, "reconciliation category");
 
 // ------------------------------------------------------------------ records and SQL
@@ -300,7 +301,7 @@ text_column!(crate::domain::ReconCategory, "reconciliation category");
 pub struct RunRecord {
     pub id: i64,
     pub job: String,
-    pub kind: String,
+    pub kind: crate::domain::RunKind,
     pub input_path: String,
     pub input_sha256: String,
     pub finished: bool,
