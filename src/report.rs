@@ -100,14 +100,26 @@ impl ReportState {
     ];
 
     pub fn of(row: &RowRecord) -> ReportState {
-        match row.state {
+        ReportState::from_parts(
+            row.state,
+            row.resent_after_not_found,
+            row.attempt.as_ref().is_some_and(|a| a.send_count > 0),
+        )
+    }
+
+    /// [`ReportState::of`] from the three facts it reads (`attempt_sent`: the current attempt
+    /// was sent at least once), for aggregates that do not load rows.
+    pub fn from_parts(
+        state: RowState,
+        resent_after_not_found: bool,
+        attempt_sent: bool,
+    ) -> ReportState {
+        match state {
             RowState::New => ReportState::NotSent,
             // Waiting to resend under the not-found rule: the first send may have landed.
-            RowState::Unsent if row.resent_after_not_found => ReportState::Unknown,
+            RowState::Unsent if resent_after_not_found => ReportState::Unknown,
             // The current attempt never left (a retry's new attempt, or Ctrl-C before the send).
-            RowState::Unsent if row.attempt.as_ref().is_none_or(|a| a.send_count == 0) => {
-                ReportState::NotSent
-            }
+            RowState::Unsent if !attempt_sent => ReportState::NotSent,
             // Sent, answered "not processed", to be sent again: unsure until it is.
             RowState::Unsent => ReportState::Unknown,
             RowState::InFlight | RowState::Unknown => ReportState::Unknown,
@@ -265,6 +277,22 @@ impl Summary {
             if let Some(e) = out.iter_mut().find(|e| e.0 == state) {
                 e.1 += 1;
                 e.2 = e.2.checked_add(r.amount).unwrap_or(e.2);
+            }
+        }
+        Summary { rows: out }
+    }
+
+    /// The same table from the store's aggregates (no rows loaded).
+    pub fn from_counts(counts: &crate::store::PayoutCounts) -> Summary {
+        let mut out: Vec<(ReportState, u64, Centavos)> = ReportState::ALL
+            .iter()
+            .map(|s| (*s, 0, Centavos::ZERO))
+            .collect();
+        for g in &counts.groups {
+            let state = ReportState::from_parts(g.state, g.resent_after_not_found, g.attempt_sent);
+            if let Some(e) = out.iter_mut().find(|e| e.0 == state) {
+                e.1 += g.rows.max(0) as u64;
+                e.2 = e.2.checked_add(g.amount).unwrap_or(e.2);
             }
         }
         Summary { rows: out }

@@ -65,10 +65,16 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
         // The pass may have moved payout rows (drift applied to the store): the payout run's
         // report says so too (its previous version is kept beside it).
         let (paths, _) = report_cmd::payout(cfg, store, payout_run, RunEnd::default()).await?;
-        println!(
+        let line = format!(
             "payout run {payout_run} report rewritten: {}",
             paths.report.display()
         );
+        // With --output json, stdout carries the pass's result alone.
+        if crate::ops::json_stdout() {
+            crate::say!("{line}");
+        } else {
+            println!("{line}");
+        }
         Ok(code)
     })
 }

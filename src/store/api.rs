@@ -130,6 +130,11 @@ impl Store {
 
     // ------------------------------------------------------------------ payout rows
 
+    /// Rows per state group and re-sends of a payout run (aggregates only: cheap while it runs).
+    pub async fn payout_counts(&self, run_id: i64) -> Result<super::PayoutCounts, StoreError> {
+        self.call(move |c| super::payout_counts(c, run_id)).await
+    }
+
     /// Rows of a run in input order; `only_open` keeps the rows a run still has work for.
     pub async fn rows_of_run(
         &self,
