@@ -890,6 +890,12 @@ pub fn resolve_path(base: &Path, p: PathBuf) -> PathBuf {
     out.iter().collect()
 }
 
+/// The `[starpay]` table (with the environment's overrides) → `StarpayConfig`, every problem
+/// pushed, none returned early.
+///
+/// Longer than ~100 lines on purpose: one block per key of the table (endpoint, mchId, the
+/// private key, the platform keys, notify URL, key permissions), each resolving its override,
+/// its path against the job file's directory and its checks, so all of one key is in one place.
 fn validate_starpay(
     raw: RawStarpay,
     base: &Path,

@@ -72,21 +72,45 @@ enum RunSummary {
     Recon(report::ReconSummary),
 }
 
-/// Drives `run_id` and writes its report; returns the exit code. Then, in this order: the
-/// result file, stdout (the table or the result JSON), the metrics file, the job's hook.
+/// How a drive ended once its report was written and the run finished (or left open).
+struct Reported {
+    code: i32,
+    summary: RunSummary,
+    paths: report::ReportPaths,
+    text: String,
+    warnings: Vec<String>,
+    stopped: Option<String>,
+}
+
+/// Drives `run_id` and writes its report; returns the exit code. Three steps: drive (with
+/// progress, metrics and signal handling), report (the engine settles the run, the report is
+/// written, the run finished only after it), publish (result file, stdout, metrics, hook).
 pub async fn drive_and_report(ctx: &JobContext, work: Work, run_id: i64) -> anyhow::Result<i32> {
-    let store = ctx.store();
     let started = Instant::now();
+    let kind = match ctx.store().run_by_id(run_id).await? {
+        Some(r) => r.kind.to_string(),
+        None => bail!("run {run_id} does not exist"),
+    };
+    let drive = drive(ctx, &work, run_id, &kind, started).await?;
+    let reported = report(ctx, &work, run_id, drive).await?;
+    publish(ctx, &work, run_id, &kind, started, reported).await
+}
+
+/// The engine's drive, with progress, periodic metrics and signal handling around it.
+async fn drive(
+    ctx: &JobContext,
+    work: &Work,
+    run_id: i64,
+    kind: &str,
+    started: Instant,
+) -> anyhow::Result<DriveResult> {
+    let store = ctx.store();
     let total = match &work {
         Work::Payout(_) => Some(store.rows_of_run(run_id, true).await?.len() as u64),
         Work::Recon { .. } => None,
     };
-    let kind = match store.run_by_id(run_id).await? {
-        Some(r) => r.kind.to_string(),
-        None => bail!("run {run_id} does not exist"),
-    };
     let progress = spawn_progress(work.clone(), total);
-    let metrics = spawn_metrics(ctx, work.clone(), run_id, kind.clone(), started);
+    let metrics = spawn_metrics(ctx, work.clone(), run_id, kind.to_string(), started);
     let signals = {
         let w = work.clone();
         stop_on_signal(work.what_resumes(), move |r| w.stop(r))
@@ -102,7 +126,18 @@ pub async fn drive_and_report(ctx: &JobContext, work: Work, run_id: i64) -> anyh
     }
     // A payout drive fails as a whole only before any row was driven (its rows could not be
     // loaded); every later failure is in `DriveResult` and the report still comes.
-    let drive: DriveResult = drive?;
+    Ok(drive?)
+}
+
+/// The engine settles the run; the report is written; the run is finished only after its
+/// report is in place; the exit code is recorded on the run.
+async fn report(
+    ctx: &JobContext,
+    work: &Work,
+    run_id: i64,
+    drive: DriveResult,
+) -> anyhow::Result<Reported> {
+    let store = ctx.store();
     let settled = match &work {
         Work::Payout(engine) => engine.settle(run_id).await?,
         Work::Recon { engine, pass } => engine.settle(run_id, &drive, *pass).await?,
@@ -148,7 +183,34 @@ pub async fn drive_and_report(ctx: &JobContext, work: Work, run_id: i64) -> anyh
     }
     let code = cut_short.unwrap_or(outcome).code();
     store.record_exit(run_id, code).await?;
+    Ok(Reported {
+        code,
+        summary,
+        paths,
+        text,
+        warnings,
+        stopped: drive.stopped.as_ref().map(|r| r.to_string()),
+    })
+}
 
+/// After the report: the result file, stdout (the table or the result JSON), warnings, the
+/// metrics file and the job's hook. None of them changes the exit code.
+async fn publish(
+    ctx: &JobContext,
+    work: &Work,
+    run_id: i64,
+    kind: &str,
+    started: Instant,
+    r: Reported,
+) -> anyhow::Result<i32> {
+    let Reported {
+        code,
+        summary,
+        paths,
+        text,
+        warnings,
+        stopped,
+    } = r;
     // The result file, after the report; its failure is logged, never changes the exit code
     // (the report and the store are in place and tell the same).
     let outputs = ops::outputs();
@@ -159,7 +221,7 @@ pub async fn drive_and_report(ctx: &JobContext, work: Work, run_id: i64) -> anyh
         &summary,
         &paths,
         warnings.clone(),
-        drive.stopped.as_ref().map(|r| r.to_string()),
+        stopped,
     )
     .await?;
     let json = result.to_json();
@@ -198,7 +260,7 @@ pub async fn drive_and_report(ctx: &JobContext, work: Work, run_id: i64) -> anyh
     }
     if let Some(path) = &outputs.metrics_file {
         match MetricsCtx::of(ctx)
-            .snapshot(&work, run_id, &kind, started, Some(code))
+            .snapshot(work, run_id, kind, started, Some(code))
             .await
         {
             Ok(snap) => write_metrics(path, &snap).await,
