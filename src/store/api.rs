@@ -29,7 +29,7 @@ pub struct NewRun {
 
 /// Where a reconciliation file's rows go while it is loaded (inside the run's transaction).
 pub struct ReconRowSink<'a> {
-    tx: &'a rusqlite::Transaction<'a>,
+    tx: &'a rusqlite::Connection,
     run_id: i64,
     batch: Vec<NewReconRow>,
 }
@@ -253,7 +253,7 @@ impl Store {
         F: FnOnce(&mut ReconRowSink<'_>) -> Result<Result<(), E>, StoreError> + Send + 'static,
     {
         self.call(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let run_id =
                 sql::create_recon_run(&tx, &run.job, run.kind.as_str(), &run.input, &run.sha256)?;
             let mut sink = ReconRowSink {
@@ -283,7 +283,7 @@ impl Store {
         opening_balance: Centavos,
     ) -> Result<i64, StoreError> {
         self.call(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let id =
                 sql::create_recon_run(&tx, &run.job, run.kind.as_str(), &run.input, &run.sha256)?;
             sql::fill_from_payout_run_tx(&tx, id, payout_run)?;

@@ -57,6 +57,8 @@ pub enum StoreError {
     BadState(String),
     #[error("the database writer has stopped")]
     WriterGone,
+    #[error("database: the commit of this change failed, so it did not happen: {0}")]
+    CommitFailed(String),
     #[error("database {path} is at schema {found}, this build's is {known}: a real run upgrades it first")]
     Outdated {
         path: PathBuf,
@@ -65,7 +67,15 @@ pub enum StoreError {
     },
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// One unit of work for the writer thread. It runs inside the writer's group transaction and
+/// returns how to deliver its result once that transaction's fate is known.
+type Job = Box<dyn FnOnce(&mut Connection) -> Deliver + Send>;
+/// Delivers a job's result: called with `None` once the group committed, or with the commit's
+/// error (the job's changes did not happen).
+type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// Jobs committed together at most (group commit: one fsync for many rows' changes).
+const GROUP_MAX: usize = 256;
 
 /// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
@@ -80,6 +90,29 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Store({})", self.path.display())
+    }
+}
+
+/// Runs a group of jobs in one transaction (see `Store::start`), then delivers their results.
+/// Without a group transaction (a read-only store, or `BEGIN` failed — e.g. another process
+/// held the write lock past the busy timeout), each job runs on its own: its savepoint is then
+/// its own transaction, as if it were alone.
+fn run_group(conn: &mut Connection, jobs: Vec<Job>, group_commit: bool) {
+    let grouped = group_commit && conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+    let delivers: Vec<Deliver> = jobs.into_iter().map(|job| job(conn)).collect();
+    let error = if grouped {
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => None,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Some(e.to_string())
+            }
+        }
+    } else {
+        None
+    };
+    for deliver in delivers {
+        deliver(error.as_deref());
     }
 }
 
@@ -153,7 +186,7 @@ fn new_db_id() -> String {
 impl Store {
     /// Opens (creating and migrating if needed) and starts the writer thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Store::start(open_connection(path)?, path)
+        Store::start(open_connection(path)?, path, true)
     }
 
     /// A read-only view of an existing database that creates no file and migrates nothing, for
@@ -202,19 +235,30 @@ impl Store {
                 known,
             });
         }
-        Store::start(conn, path).map(Some)
+        Store::start(conn, path, false).map(Some)
     }
 
-    /// Starts the thread that owns `conn`.
-    fn start(conn: Connection, path: &Path) -> Result<Store, StoreError> {
+    /// Starts the thread that owns `conn`. With `group_commit`, the jobs waiting in the queue
+    /// run together in one `BEGIN IMMEDIATE … COMMIT` (each inside its own savepoint, so one
+    /// failing job rolls back only itself), and each job's result is delivered only after that
+    /// commit: what a caller is told was stored is durable, with one fsync for the group
+    /// instead of one per change.
+    fn start(conn: Connection, path: &Path, group_commit: bool) -> Result<Store, StoreError> {
         let (tx, rx) = sync_channel::<Job>(QUEUE_CAPACITY);
         let mut conn = conn;
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
                 // Ends when every Store handle is dropped.
-                while let Ok(job) = rx.recv() {
-                    job(&mut conn);
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < GROUP_MAX {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    run_group(&mut conn, jobs, group_commit);
                 }
             })
             .map_err(|e| StoreError::Open {
@@ -245,8 +289,15 @@ impl Store {
             .map_err(|_| StoreError::WriterGone)?;
         let (reply, wait) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let _ = reply.send(f(conn));
-            drop(slot);
+            let result = f(conn);
+            Box::new(move |commit_error: Option<&str>| {
+                let result = match commit_error {
+                    None => result,
+                    Some(e) => Err(StoreError::CommitFailed(e.to_string())),
+                };
+                let _ = reply.send(result);
+                drop(slot);
+            })
         });
         match self.tx.try_send(job) {
             Ok(()) => {}
@@ -431,21 +482,21 @@ pub fn db_id(conn: &Connection) -> Result<String, StoreError> {
 }
 
 pub fn append_event(conn: &Connection, e: &Event) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO events (at, run_id, row_id, msg_id, kind, old_state, new_state, detail, raw)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            now_ms(),
-            e.run_id,
-            e.row_id,
-            e.msg_id,
-            e.kind.as_str(),
-            e.old_state.map(RowState::as_str),
-            e.new_state.map(RowState::as_str),
-            e.detail,
-            e.raw
-        ],
-    )?;
+    )?
+    .execute(params![
+        now_ms(),
+        e.run_id,
+        e.row_id,
+        e.msg_id,
+        e.kind.as_str(),
+        e.old_state.map(RowState::as_str),
+        e.new_state.map(RowState::as_str),
+        e.detail,
+        e.raw
+    ])?;
     Ok(())
 }
 
@@ -473,7 +524,7 @@ const RUN_COLS: &str =
 
 /// Replaces the remembered bank list (5.1) with `names`.
 pub fn save_bank_list(conn: &mut Connection, names: &[String]) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.savepoint()?;
     tx.execute("DELETE FROM bank_names", [])?;
     let now = now_ms();
     {
@@ -499,7 +550,7 @@ pub fn last_bank_list(conn: &Connection) -> Result<Option<(Vec<String>, i64)>, S
 
 /// Records how a command that drove `run_id` ended (its exit code), with its event.
 pub fn record_exit(conn: &mut Connection, run_id: i64, code: i32) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.savepoint()?;
     let now = now_ms();
     tx.execute(
         "UPDATE runs SET last_exit_code = ?2, last_exit_at = ?3 WHERE id = ?1",
@@ -645,7 +696,7 @@ pub fn create_run(
     sha: &str,
     rows: &[NewRow],
 ) -> Result<i64, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.savepoint()?;
     let now = now_ms();
     let total: i64 = rows
         .iter()
@@ -706,7 +757,7 @@ pub fn create_run(
 
 /// Marks a run FINISHED and records the event, in one transaction (both or neither).
 pub fn finish_run(conn: &mut Connection, run_id: i64) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.savepoint()?;
     tx.execute(
         "UPDATE runs SET status = 'FINISHED', finished_at = ?2 WHERE id = ?1",
         params![run_id, now_ms()],
@@ -726,7 +777,7 @@ pub fn finish_run(conn: &mut Connection, run_id: i64) -> Result<(), StoreError> 
 /// Reopens a finished run (for `retry`), so a crash mid-retry resumes it; records why, in the
 /// same transaction.
 pub fn reopen_run(conn: &mut Connection, run_id: i64, why: &str) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.savepoint()?;
     let changed = tx.execute(
         "UPDATE runs SET status = 'OPEN', finished_at = NULL WHERE id = ?1 AND status = 'FINISHED'",
         params![run_id],
@@ -900,10 +951,10 @@ pub fn record_msg_id(
     purpose: &str,
     row_id: Option<i64>,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO msg_ids (msg_id, purpose, row_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![msg_id, purpose, row_id, now_ms()],
-    )?;
+    )?
+    .execute(params![msg_id, purpose, row_id, now_ms()])?;
     Ok(())
 }
 
@@ -1102,7 +1153,7 @@ pub fn allocate_attempt(
     request_bytes: &[u8],
     repay_of: Option<&str>,
 ) -> Result<Allocation, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.savepoint()?;
     // NEW rows of other runs have not moved money: the first to allocate wins.
     let uses: Vec<ReferenceUse> = reference_uses(&tx, &row.reference, Some(row.id))?
         .into_iter()
@@ -1208,15 +1259,17 @@ pub fn save_row(
     sent: bool,
     event: &Event,
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let changed = tx.execute(
-        "UPDATE rows SET state = ?3, trx_state = ?4, code = ?5, message = ?6, error_code = ?7,
+    let tx = conn.savepoint()?;
+    let changed = tx
+        .prepare_cached(
+            "UPDATE rows SET state = ?3, trx_state = ?4, code = ?5, message = ?6, error_code = ?7,
              error_message = ?8, order_no = ?9, ref_no = ?10, verified_reject = ?11,
              not_found_count = ?12, hold_since = ?13, first_sent_at = ?14, last_sent_at = ?15,
              last_checked_at = ?16, query_count = ?17, updated_at = ?18,
              resent_after_not_found = ?19
          WHERE id = ?1 AND state = ?2",
-        params![
+        )?
+        .execute(params![
             row.id,
             expected.as_str(),
             row.state.as_str(),
@@ -1236,8 +1289,7 @@ pub fn save_row(
             row.query_count,
             now_ms(),
             row.resent_after_not_found as i64
-        ],
-    )?;
+        ])?;
     one_row_changed(changed, row.id, expected)?;
     if let Some(a) = &row.attempt {
         tx.prepare_cached(
@@ -1280,6 +1332,63 @@ pub fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Group commit: jobs of one group share one transaction, a failing job rolls back only its
+    /// own savepoint, and results are delivered after the commit.
+    #[test]
+    fn a_failing_job_rolls_back_only_itself_in_a_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("g.db")).unwrap();
+        let delivered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let job = |key: &'static str, fail: bool| -> Job {
+            let delivered = std::sync::Arc::clone(&delivered);
+            Box::new(move |c: &mut Connection| {
+                let result: Result<(), StoreError> = (|| {
+                    let sp = c.savepoint()?;
+                    sp.execute("INSERT INTO meta (key, value) VALUES (?1, 'x')", [key])?;
+                    if fail {
+                        return Err(StoreError::BadState("job fails after its write".into()));
+                    }
+                    sp.commit()?;
+                    Ok(())
+                })();
+                // Not yet committed: the group transaction is still open.
+                assert!(!c.is_autocommit());
+                Box::new(move |commit_error: Option<&str>| {
+                    delivered
+                        .lock()
+                        .unwrap()
+                        .push((key, result.is_ok(), commit_error.is_none()));
+                }) as Deliver
+            })
+        };
+        run_group(
+            &mut conn,
+            vec![job("g:a", false), job("g:b", true), job("g:c", false)],
+            true,
+        );
+        assert!(conn.is_autocommit(), "the group transaction is closed");
+        let keys: Vec<String> = conn
+            .prepare("SELECT key FROM meta WHERE key LIKE 'g:%' ORDER BY key")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            keys,
+            ["g:a", "g:c"],
+            "the failed job's write is rolled back"
+        );
+        assert_eq!(
+            *delivered.lock().unwrap(),
+            [
+                ("g:a", true, true),
+                ("g:b", false, true),
+                ("g:c", true, true)
+            ]
+        );
+    }
 
     fn new_row(line: u64, reference: &str) -> NewRow {
         NewRow {

@@ -1,7 +1,7 @@
 //! Reconciliation SQL: recon runs and their rows, batched result writes, streaming reads for
 //! the report. Part of the store: callers run these on the writer thread via `Store::call`.
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{append_event, now_ms, record_msg_id, Event, StoreError};
 use crate::domain::{Centavos, EventKind, ReconCategory, RowState};
@@ -297,7 +297,7 @@ pub fn save_recon_results(
     run_id: i64,
     results: &[ReconResult],
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.savepoint()?;
     {
         let mut stmt = tx.prepare_cached(
             "UPDATE recon_rows SET category = ?2, action = ?3, order_no = ?4, provider_amount = ?5,
