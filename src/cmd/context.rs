@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 
 use crate::config::{self, Endpoint, JobConfig, JobKind, Overrides};
+use crate::engine::clock::Timing;
 use crate::engine::payout::{EngineSettings, PayoutEngine};
 use crate::engine::pool::Pool;
 use crate::engine::recon::{ReconEngine, ReconSettings};
@@ -174,7 +175,8 @@ impl JobContext {
             resolve: cfg.resolve.clone(),
             notify_url: cfg.starpay.notify_url.clone(),
         };
-        let engine = PayoutEngine::new(client, self.store.clone(), settings).await?;
+        let engine =
+            PayoutEngine::new(client, self.store.clone(), settings, Timing::system()).await?;
         Ok((engine, sim))
     }
 
@@ -190,6 +192,7 @@ impl JobContext {
             cfg.limits.concurrency,
             cfg.limits.requests_per_second.get(),
             cfg.limits.burst.get(),
+            &Timing::system(),
         )
         .await?;
         let settings = ReconSettings::new(kind, &cfg.resolve);

@@ -13,11 +13,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::domain::{Centavos, MchId, MsgId, RowState, TrxState};
+use crate::engine::clock::{deadline_after, Clock, Timing};
 use crate::engine::policy::ResolveSettings;
 use crate::engine::pool::Pool;
 use crate::engine::stop::StopReason;
@@ -61,13 +63,6 @@ pub struct EngineSettings {
 
 pub use crate::engine::{DriveResult, Settled};
 
-/// `now + d`, saturating far in the future instead of overflowing.
-fn deadline_from(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
-}
-
 pub struct PayoutEngine {
     client: Client,
     store: Store,
@@ -80,16 +75,19 @@ const OP_INSTAPAY: &str = "5.2";
 const OP_WALLET: &str = "5.3";
 
 impl PayoutEngine {
+    /// `timing`: the clock and the jitter's seed (`Timing::system()` in production).
     pub async fn new(
         client: Client,
         store: Store,
         settings: EngineSettings,
+        timing: Timing,
     ) -> Result<Arc<PayoutEngine>, EngineError> {
         let pool = Pool::new(
             store.clone(),
             settings.concurrency,
             settings.requests_per_second,
             settings.burst,
+            &timing,
         )
         .await?;
         Ok(Arc::new(PayoutEngine {
@@ -117,6 +115,10 @@ impl PayoutEngine {
 
     fn stopped(&self) -> bool {
         self.pool.stopped()
+    }
+
+    fn clock(&self) -> &dyn Clock {
+        self.pool.clock()
     }
 
     /// The shared request pool (limiter, in-flight bound, stop signal, msgIds).
@@ -170,7 +172,7 @@ impl PayoutEngine {
     /// is stopped.
     pub async fn drive(self: &Arc<Self>, run_id: i64) -> Result<DriveResult, EngineError> {
         let rows = self.store.rows_of_run(run_id, true).await?;
-        let deadline = deadline_from(self.settings.resolve.deadline);
+        let deadline = deadline_after(self.clock(), self.settings.resolve.deadline);
         let mut tasks = JoinSet::new();
         for row in rows {
             let engine = Arc::clone(self);
@@ -215,7 +217,7 @@ impl PayoutEngine {
     /// row untouched.
     fn change(&self, row: &mut RowRecord, event: RowEvent<'_>) -> Result<Change, EngineError> {
         let view = RowView::of(row);
-        let change = transition(&view, event, store::now_ms(), &self.settings.resolve)?;
+        let change = transition(&view, event, self.clock().now_ms(), &self.settings.resolve)?;
         change.apply_to(row);
         match &change.signal {
             Signal::None => {}
@@ -271,7 +273,7 @@ impl PayoutEngine {
                 RowState::New => match self.allocate(&mut row).await? {
                     Allocated::Yes | Allocated::Refused => backoff_try = 0,
                     Allocated::TryLater => {
-                        if Instant::now() >= deadline {
+                        if self.clock().now() >= deadline {
                             return Ok(());
                         }
                         self.sleep_backoff(backoff_try, deadline).await;
@@ -279,7 +281,7 @@ impl PayoutEngine {
                     }
                 },
                 RowState::Unsent => {
-                    if Instant::now() >= deadline {
+                    if self.clock().now() >= deadline {
                         return Ok(());
                     }
                     match self.send(&mut row, deadline).await? {
@@ -295,7 +297,7 @@ impl PayoutEngine {
                     return Ok(());
                 }
                 RowState::Pending | RowState::Unknown | RowState::FailHeld => {
-                    let now = store::now_ms();
+                    let now = self.clock().now_ms();
                     let first_sent = row
                         .attempt
                         .as_ref()
@@ -317,7 +319,9 @@ impl PayoutEngine {
                         self.next_query_at(&row)
                     };
                     let wait = Duration::from_millis(due.saturating_sub(now).max(0) as u64);
-                    if Instant::now()
+                    if self
+                        .clock()
+                        .now()
                         .checked_add(wait)
                         .is_none_or(|t| t > deadline)
                     {
@@ -487,7 +491,7 @@ impl PayoutEngine {
                         if r.error_code.as_deref().is_some_and(|c| {
                             crate::starpay::codes::reason_class(c)
                                 == crate::starpay::codes::ReasonClass::Timeout
-                        }) && !hold_over(r.trx_date.as_deref(), self.settings.resolve.ab_hold) =>
+                        }) && !hold_over(r.trx_date.as_deref(), self.settings.resolve.ab_hold, self.clock().now_ms()) =>
                     {
                         return Ok(EarlierCheck::Unconfirmed(format!(
                             "Starpay has {where_} as FAIL with timeout reason {}, held until the AB0x hold ends (a late credit can still land)",
@@ -554,7 +558,7 @@ impl PayoutEngine {
             p = self.pool.slot() => p?,
             () = self.pool.until_stopped() => return Ok(Step::Continue),
         };
-        if self.stopped() || Instant::now() >= deadline {
+        if self.stopped() || self.clock().now() >= deadline {
             return Ok(Step::Continue);
         }
         // Sign while holding the slot, so signing load follows the in-flight bound (pure, no
@@ -668,7 +672,7 @@ impl PayoutEngine {
                 () = self.pool.pace() => {}
                 () = self.pool.until_stopped() => return Ok(Step::Continue),
             }
-            if Instant::now() >= deadline {
+            if self.clock().now() >= deadline {
                 return Ok(Step::Continue);
             }
             self.client.query_disbursement(&req).await
@@ -744,12 +748,12 @@ impl PayoutEngine {
     }
 }
 
-/// Whether the AB0x hold of a FAIL dated `trx_date` (Starpay's time, with offset) is over.
-/// An unreadable date is never "over".
-fn hold_over(trx_date: Option<&str>, hold: Duration) -> bool {
+/// Whether the AB0x hold of a FAIL dated `trx_date` (Starpay's time, with offset) is over at
+/// `now_ms`. An unreadable date is never "over".
+fn hold_over(trx_date: Option<&str>, hold: Duration, now_ms: i64) -> bool {
     trx_date
         .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
-        .is_some_and(|t| store::now_ms() - t.timestamp_millis() >= hold.as_millis() as i64)
+        .is_some_and(|t| now_ms - t.timestamp_millis() >= hold.as_millis() as i64)
 }
 
 /// What `allocate` did with a row.

@@ -3,13 +3,16 @@
 //! jitter, and fresh msgIds for queries. The payout and reconciliation engines both drive their
 //! requests through one `Pool`; neither has a limiter of its own.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use rand::rngs::StdRng;
 use rand::Rng;
 use tokio::sync::{watch, Semaphore, SemaphorePermit};
+use tokio::time::Instant;
 
 use crate::domain::MsgId;
+use crate::engine::clock::{Clock, Timing};
 use crate::engine::limiter::AdaptiveLimiter;
 use crate::engine::stop::StopReason;
 use crate::store::{Store, StoreError};
@@ -36,15 +39,20 @@ pub struct Pool {
     stop_tx: watch::Sender<Option<StopReason>>,
     block: Mutex<(i64, i64)>,
     capacity: usize,
+    clock: Arc<dyn Clock>,
+    /// The backoff jitter's RNG (seeded: fixed in tests, from the OS in production).
+    rng: Mutex<StdRng>,
 }
 
 impl Pool {
-    /// `concurrency` requests in flight at most; `rate` per second with bursts of `burst`.
+    /// `concurrency` requests in flight at most; `rate` per second with bursts of `burst`;
+    /// `timing`: the clock and the jitter's seed.
     pub async fn new(
         store: Store,
         concurrency: usize,
         rate: u32,
         burst: u32,
+        timing: &Timing,
     ) -> Result<Pool, PoolError> {
         let db_id = store.db_id().await?;
         let (stop_tx, _) = watch::channel(None);
@@ -56,7 +64,14 @@ impl Pool {
             stop_tx,
             block: Mutex::new((0, 0)),
             capacity: concurrency.max(1),
+            clock: Arc::clone(&timing.clock),
+            rng: Mutex::new(timing.rng()),
         })
+    }
+
+    /// The clock every request of this pool is timed by.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
     }
 
     /// Requests in flight at most.
@@ -124,10 +139,13 @@ impl Pool {
 
     /// Sleeps `base` with jitter in [base/2, base], ending early at `deadline` or on stop.
     pub async fn sleep_backoff(&self, base: Duration, deadline: Instant) {
-        let jitter = rand::rng().random_range(0.5f64..=1.0);
+        let jitter = match self.rng.lock() {
+            Ok(mut rng) => rng.random_range(0.5f64..=1.0),
+            Err(poisoned) => poisoned.into_inner().random_range(0.5f64..=1.0),
+        };
         let wait = base
             .mul_f64(jitter)
-            .min(deadline.saturating_duration_since(Instant::now()));
+            .min(deadline.saturating_duration_since(self.clock.now()));
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = self.until_stopped() => {}

@@ -6,10 +6,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::domain::{Centavos, MsgId, RowState, TrxState};
 use crate::engine::payout::EngineError;
@@ -24,7 +25,7 @@ use crate::starpay::model::{
     DisburseQueryRequest, QueryResponse, RefNoQueryRequest, RepaymentQueryRequest,
 };
 use crate::store::recon::{MoveWhy, ReconResult, ReconTodo, RowMove};
-use crate::store::{self, Store};
+use crate::store::Store;
 
 /// Rows read from the store per page.
 const PAGE: i64 = 512;
@@ -382,9 +383,8 @@ impl ReconEngine {
     /// the stages share the queues and the stop signal, and reading them side by side shows
     /// how a stop or the deadline drains all three.
     async fn drive_rows(self: &Arc<Self>, run_id: i64) -> Result<Option<StopReason>, EngineError> {
-        let deadline = Instant::now()
-            .checked_add(self.settings.deadline)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400));
+        let deadline =
+            crate::engine::clock::deadline_after(self.pool.clock(), self.settings.deadline);
         let workers = self.pool_width();
         let (work_tx, work_rx) = mpsc::channel::<ReconTodo>(workers * 4);
         let (res_tx, mut res_rx) = mpsc::channel::<ReconResult>(BATCH * 2);
@@ -397,7 +397,7 @@ impl ReconEngine {
             tasks.spawn(async move {
                 let mut after = 0i64;
                 loop {
-                    if engine.pool.stopped() || Instant::now() >= deadline {
+                    if engine.pool.stopped() || engine.pool.clock().now() >= deadline {
                         return Ok(());
                     }
                     let page = engine.store.recon_todo_page(run_id, after, PAGE).await?;
@@ -423,7 +423,7 @@ impl ReconEngine {
                 loop {
                     let next = rx.lock().await.recv().await;
                     let Some(todo) = next else { return Ok(()) };
-                    if engine.pool.stopped() || Instant::now() >= deadline {
+                    if engine.pool.stopped() || engine.pool.clock().now() >= deadline {
                         // Left unchecked: the next run checks it.
                         continue;
                     }
@@ -616,7 +616,7 @@ impl ReconEngine {
                     }
                 }
             }
-            if tries >= self.settings.max_tries || Instant::now() >= deadline {
+            if tries >= self.settings.max_tries || self.pool.clock().now() >= deadline {
                 break Observation::Failed(result.message.clone().unwrap_or_default());
             }
             let n = if backoff { tries + 1 } else { tries };
@@ -627,7 +627,7 @@ impl ReconEngine {
                 .min(self.settings.backoff_max);
             self.pool.sleep_backoff(base, deadline).await;
         };
-        let now = store::now_ms();
+        let now = self.pool.clock().now_ms();
         let expectation = Expectation {
             amount: todo.expected_amount,
             state: todo.expected_state.as_deref().map(TrxState::parse),
