@@ -824,3 +824,366 @@ pub fn build_payout_bytes(
         Ok((OP_INSTAPAY, bytes))
     }
 }
+
+/// The row driver under paused tokio time: the poll schedule, the not-found window, the
+/// deadline and the backoff pass instantly, and `TokioClock` makes the wall clock follow.
+///
+/// What works, and why (paused time and real sockets): while a paused runtime waits for
+/// something real (the simulator's answer over a socket, the store's writer thread) with
+/// nothing else to run, tokio auto-advances time to the next timer, so a first attempt with
+/// day-long client timeouts failed at once with "no answer within 86400s". What works:
+/// - **the test task never lets the runtime go idle while the engine does real I/O**:
+///   `hold_until` yields in a loop until what the test waits for is in the simulator's log, so
+///   paused time stands still during every request and store write;
+/// - **the test moves time itself** with `tokio::time::advance`, to just before and exactly at
+///   each due time, so "not early" and "on time" are both checked;
+/// - the simulator runs on **its own thread and real-time runtime** (`start_sim`), so its 50 ms
+///   ticker is not a timer of the paused runtime; its clock is real time, so it settles only
+///   when the test calls `SimHandle::advance`;
+/// - the client still gets day-long timeouts (no timer of its own can be the next one), and
+///   the rate limiter (governor, its own real clock) a rate that never waits.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::sim::{FaultConfig, RequestRecord, SimConfig, SimHandle, Simulator};
+    use crate::starpay::client::{ClientConfig, Environment};
+    use crate::starpay::sign::{known, PrivateKey, PublicKey};
+    use crate::store::{NewRow, NewRun, RawFields};
+
+    const DAY: Duration = Duration::from_secs(86_400);
+    /// The tests' wall clock starts here (2027-01-15), whatever the real date.
+    const T0: i64 = 1_800_000_000_000;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// Polls at +30 s, +2 min, +5 min after a send, then every 10 min; three 404s over 10 min.
+    fn resolve(deadline: Duration) -> ResolveSettings {
+        ResolveSettings {
+            poll_schedule: vec![secs(30), secs(120), secs(300)],
+            poll_interval: secs(600),
+            not_found_queries: 3,
+            not_found_window: secs(600),
+            ab_hold: secs(3600),
+            deadline,
+            max_resolve: secs(72 * 3600),
+            stale_after: secs(1800),
+            backoff_base: secs(1),
+            backoff_max: secs(60),
+        }
+    }
+
+    /// Lets the engine work on real sockets and the store's thread while paused time stands
+    /// still (this task keeps the runtime busy, so tokio never auto-advances), until `cond`.
+    async fn hold_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < end,
+                "timed out waiting for: {what}"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Same, for `real` wall time: to see that nothing happens.
+    async fn hold_for(real: Duration) {
+        let end = std::time::Instant::now() + real;
+        while std::time::Instant::now() < end {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The simulator on its own thread and real-time runtime (see the module doc).
+    fn start_sim(config: SimConfig) -> SimHandle {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("simulator runtime");
+            rt.block_on(async move {
+                let sim = Simulator::start(config).await.expect("simulator starts");
+                let _ = tx.send(sim);
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().expect("simulator handle")
+    }
+
+    fn sim_config() -> SimConfig {
+        SimConfig {
+            seed: 3,
+            // Settles an hour (simulated) after acceptance: only when the test advances it.
+            settle_delay_ms: 3_600_000,
+            settle_jitter_ms: 0,
+            rate_limit_per_sec: 0.0,
+            ..SimConfig::default()
+        }
+    }
+
+    type Drive = tokio::task::JoinHandle<Result<DriveResult, EngineError>>;
+
+    struct Harness {
+        sim: SimHandle,
+        engine: Arc<PayoutEngine>,
+        store: Store,
+        run_id: i64,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Harness {
+        async fn new(sim: SimConfig, resolve: ResolveSettings, account: &str) -> Harness {
+            let sim = start_sim(sim);
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = Store::open(&dir.path().join("engine.db")).expect("store");
+            let mut cfg = ClientConfig::new(
+                Environment::parse(&sim.base_url()).expect("url"),
+                MchId::new(known::DEMO_MCH_ID).expect("mch id"),
+            );
+            cfg.request_timeout = DAY;
+            cfg.connect_timeout = DAY;
+            let signer = PrivateKey::from_text(known::DEMO_PRIVATE_PKCS8_PEM, "demo").expect("key");
+            let platform =
+                PublicKey::from_text(known::SIM_PLATFORM_PUBLIC_PEM, "sim").expect("key");
+            let client = Client::new(cfg, Arc::new(signer), vec![platform]).expect("client");
+            let settings = EngineSettings {
+                concurrency: 4,
+                requests_per_second: 10_000,
+                burst: 10_000,
+                resolve,
+                notify_url: None,
+            };
+            let engine = PayoutEngine::new(client, store.clone(), settings, Timing::tokio(T0, 7))
+                .await
+                .expect("engine");
+            let row = NewRow {
+                line: 2,
+                reference: "REF-1".into(),
+                channel: "instapay",
+                account_no: account.into(),
+                account_name: "Juan".into(),
+                middle_name: "Santos".into(),
+                last_name: "Dela Cruz".into(),
+                bank: Some("GCash".into()),
+                amount: Centavos::new(10_000),
+                note: None,
+                state: RowState::New,
+                message: None,
+                repay: false,
+                raw: RawFields::default(),
+            };
+            let run = NewRun {
+                job: "engine-test".into(),
+                kind: "payout".into(),
+                input: "engine-test.csv".into(),
+                sha256: "0".repeat(64),
+            };
+            let run_id = store.create_payout_run(run, vec![row]).await.expect("run");
+            Harness {
+                sim,
+                engine,
+                store,
+                run_id,
+                _dir: dir,
+            }
+        }
+
+        fn drive(&self) -> Drive {
+            let engine = Arc::clone(&self.engine);
+            let run_id = self.run_id;
+            tokio::spawn(async move { engine.drive(run_id).await })
+        }
+
+        /// Waits (paused time still) for the drive to end.
+        async fn finish(&self, drive: Drive) -> DriveResult {
+            hold_until("the drive ends", || drive.is_finished()).await;
+            drive.await.expect("join").expect("drive")
+        }
+
+        /// The row as stored. The read runs as its own task while this one holds the runtime
+        /// busy: awaiting the store directly would let paused time jump ahead meanwhile.
+        async fn row(&self) -> RowRecord {
+            let (store, run_id) = (self.store.clone(), self.run_id);
+            let read = tokio::spawn(async move { store.rows_of_run(run_id, false).await });
+            hold_until("the row is read", || read.is_finished()).await;
+            let rows = read.await.expect("join").expect("rows");
+            rows.into_iter().next().expect("one row")
+        }
+
+        /// Holds paused time still until the stored row satisfies `cond`. Needed before moving
+        /// time: a check is stamped when its answer is saved, so moving time while an answer
+        /// is still on its way would make the check look later than it was.
+        async fn row_until(&self, what: &str, cond: impl Fn(&RowRecord) -> bool) -> RowRecord {
+            let end = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let row = self.row().await;
+                if cond(&row) {
+                    return row;
+                }
+                assert!(
+                    std::time::Instant::now() < end,
+                    "timed out waiting for: {what}: {row:?}"
+                );
+            }
+        }
+
+        fn sends(&self) -> Vec<RequestRecord> {
+            self.log("/v1/disburse")
+        }
+
+        fn queries(&self) -> Vec<RequestRecord> {
+            self.log("/v1/disburse/query")
+        }
+
+        fn log(&self, path_end: &str) -> Vec<RequestRecord> {
+            let log = self.sim.requests().into_iter();
+            log.filter(|r| r.path.ends_with(path_end)).collect()
+        }
+
+        /// Moves paused time to `at` (since the test started) in two steps: to just before it,
+        /// where no new query may have gone out, then to it, where query number `n` must.
+        async fn query_due(&self, start: tokio::time::Instant, at: Duration, n: usize) {
+            let early = at - Duration::from_millis(1);
+            tokio::time::advance(
+                (start + early).saturating_duration_since(tokio::time::Instant::now()),
+            )
+            .await;
+            hold_for(Duration::from_millis(50)).await;
+            assert_eq!(
+                self.queries().len(),
+                n - 1,
+                "query {n} went out before {at:?}"
+            );
+            tokio::time::advance(Duration::from_millis(1)).await;
+            hold_until(&format!("query {n} at {at:?}"), || {
+                self.queries().len() == n
+            })
+            .await;
+            let saved = |r: &RowRecord| r.query_count == n as i64 || r.state.is_terminal();
+            self.row_until(&format!("query {n} saved"), saved).await;
+        }
+    }
+
+    /// A row that stays PROCESSING is queried exactly on the schedule (+30 s, +2 min, +5 min,
+    /// then every 10 min), never before; the deadline (1000 s) leaves it PENDING; once Starpay
+    /// settles, the resumed drive's next poll resolves it SUCCESS without a second send.
+    /// Paused: 25 minutes of polling in milliseconds.
+    #[tokio::test(start_paused = true)]
+    async fn poll_schedule_deadline_then_resolved() {
+        let h = Harness::new(sim_config(), resolve(secs(1000)), "000001123").await;
+        let start = tokio::time::Instant::now();
+        let drive = h.drive();
+        hold_until("the send", || h.sends().len() == 1).await;
+        h.row_until("accepted", |r| r.state == RowState::Pending)
+            .await;
+        for (n, at) in [30, 120, 300].into_iter().enumerate() {
+            h.query_due(start, secs(at), n + 1).await;
+        }
+        h.query_due(start, secs(900), 4).await;
+        // The next poll (1500 s) is past the deadline: the drive ends now, the row PENDING.
+        let result = h.finish(drive).await;
+        assert!(result.is_complete(), "{result:?}");
+        let row = h.row().await;
+        assert_eq!(row.state, RowState::Pending, "{row:?}");
+        assert_eq!(row.query_count, 4, "{row:?}");
+        assert_eq!(row.last_sent_at, Some(T0), "sent at the start (paused)");
+        assert_eq!(row.last_checked_at, Some(T0 + 900_000), "{row:?}");
+
+        // Starpay settles; the next drive polls 10 min after the last check, and resolves.
+        h.sim.advance(3600);
+        let drive = h.drive();
+        h.query_due(start, secs(1500), 5).await;
+        let result = h.finish(drive).await;
+        assert!(result.is_complete(), "{result:?}");
+        let row = h.row().await;
+        assert_eq!(row.state, RowState::Success, "{row:?}");
+        assert_eq!(row.query_count, 5, "{row:?}");
+        assert_eq!(h.sends().len(), 1, "never sent again");
+    }
+
+    /// The not-found rule: three 404s inside the 10-minute window (at +30 s, +2 min, +5 min)
+    /// resend nothing; the fourth (+15 min, the window passed) resends the *same* msgId with
+    /// the *same* bytes.
+    #[tokio::test(start_paused = true)]
+    async fn not_found_resends_same_msg_id_after_window() {
+        let mut sim = sim_config();
+        sim.faults = FaultConfig {
+            query_lag: 1.0,
+            query_lag_secs: 1_000_000,
+            ..FaultConfig::default()
+        };
+        let h = Harness::new(sim, resolve(secs(3000)), "000001123").await;
+        let start = tokio::time::Instant::now();
+        let drive = h.drive();
+        hold_until("the send", || h.sends().len() == 1).await;
+        h.row_until("accepted", |r| r.state == RowState::Pending)
+            .await;
+        for (n, at) in [30, 120, 300].into_iter().enumerate() {
+            h.query_due(start, secs(at), n + 1).await;
+        }
+        hold_for(Duration::from_millis(100)).await;
+        assert_eq!(
+            h.sends().len(),
+            1,
+            "three 404s inside the window: no resend"
+        );
+        assert!(h.queries().iter().all(|q| q.code.as_deref() == Some("404")));
+        h.query_due(start, secs(900), 4).await;
+        hold_until("the resend", || h.sends().len() == 2).await;
+        let sends = h.sends();
+        assert_eq!(sends[0].msg_id, sends[1].msg_id, "same msgId");
+        assert_eq!(
+            sends[0].request_sha256, sends[1].request_sha256,
+            "same bytes"
+        );
+        h.engine.stop(StopReason::Interrupted);
+        let result = h.finish(drive).await;
+        assert!(
+            matches!(result.stopped, Some(StopReason::Interrupted)),
+            "{result:?}"
+        );
+        let row = h.row().await;
+        assert_eq!(row.first_sent_at, Some(T0), "{row:?}");
+        assert_eq!(row.last_sent_at, Some(T0 + 900_000), "{row:?}");
+        assert_eq!(row.attempt.map(|a| a.seq), Some(1), "no new attempt");
+    }
+
+    /// A stop during a backoff wait ends the wait at once: a 406 puts the row in a backoff of
+    /// half an hour to an hour (seeded jitter); a stop a minute later ends the drive then,
+    /// with the row UNSENT and its msgId sent once (without the stop it would be sent again
+    /// when the backoff ends).
+    #[tokio::test(start_paused = true)]
+    async fn backoff_honours_stop() {
+        let mut resolve = resolve(secs(10 * 3600));
+        resolve.backoff_base = secs(3600);
+        resolve.backoff_max = secs(3600);
+        // `0900`: 406 the first time the msgId is seen.
+        let h = Harness::new(sim_config(), resolve, "000000900").await;
+        let start = tokio::time::Instant::now();
+        let drive = h.drive();
+        hold_until("the send", || h.sends().len() == 1).await;
+        let backing_off = |r: &RowRecord| r.sends == 1 && r.state == RowState::Unsent;
+        h.row_until("the 406 saved", backing_off).await;
+        hold_for(Duration::from_millis(50)).await;
+        tokio::time::advance(secs(60)).await;
+        h.engine.stop(StopReason::Interrupted);
+        let result = h.finish(drive).await;
+        assert!(
+            matches!(result.stopped, Some(StopReason::Interrupted)),
+            "{result:?}"
+        );
+        assert_eq!(
+            start.elapsed(),
+            secs(60),
+            "ended by the stop, not the backoff"
+        );
+        let sends = h.sends();
+        assert_eq!(sends.len(), 1, "{sends:?}");
+        assert_eq!(sends[0].code.as_deref(), Some("406"));
+        let row = h.row().await;
+        assert_eq!(row.state, RowState::Unsent, "{row:?}");
+    }
+}
