@@ -31,7 +31,7 @@ impl Work {
     fn stop(&self, reason: StopReason) {
         match self {
             Work::Payout(e) => e.stop(reason),
-            Work::Recon { engine, .. } => engine.pool().stop(reason),
+            Work::Recon { engine, .. } => engine.throttle().stop(reason),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The payout engine: drives every open row of a run to a final state, or leaves it explicitly
-//! unresolved for the next run (reference §12). One task per row; a semaphore bounds requests in
-//! flight; one adaptive limiter paces sends and queries.
+//! unresolved for the next run (reference §12). One task per row; the `Throttle` bounds requests
+//! in flight and paces sends and queries with one adaptive limiter; `MsgIds` makes every msgId.
 //!
 //! Invariants (the non-negotiables):
 //! - a payout's msgId and exact bytes are committed before the first send (`store::allocate_attempt`);
@@ -20,9 +20,10 @@ use tokio::time::Instant;
 
 use crate::domain::{Centavos, MchId, MsgId, RowState, TrxState};
 use crate::engine::clock::{deadline_after, Clock, Timing};
+use crate::engine::msgid::{MsgIdError, MsgIds};
 use crate::engine::policy::ResolveSettings;
-use crate::engine::pool::Pool;
 use crate::engine::stop::StopReason;
+use crate::engine::throttle::{Throttle, ThrottleError};
 use crate::engine::transition::{
     send_times, transition, Change, IllegalTransition, RowEvent, RowView, Signal, Step, Verified,
 };
@@ -46,7 +47,9 @@ pub enum EngineError {
     #[error("a row task failed: {0}")]
     Task(String),
     #[error(transparent)]
-    Pool(#[from] crate::engine::pool::PoolError),
+    Throttle(#[from] ThrottleError),
+    #[error(transparent)]
+    MsgId(#[from] MsgIdError),
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
 }
@@ -67,7 +70,8 @@ pub struct PayoutEngine {
     client: Client,
     store: Store,
     settings: EngineSettings,
-    pool: Pool,
+    throttle: Throttle,
+    msg_ids: MsgIds,
     done: AtomicU64,
 }
 
@@ -82,19 +86,19 @@ impl PayoutEngine {
         settings: EngineSettings,
         timing: Timing,
     ) -> Result<Arc<PayoutEngine>, EngineError> {
-        let pool = Pool::new(
-            store.clone(),
+        let throttle = Throttle::new(
             settings.concurrency,
             settings.requests_per_second,
             settings.burst,
             &timing,
-        )
-        .await?;
+        );
+        let msg_ids = MsgIds::new(store.clone()).await?;
         Ok(Arc::new(PayoutEngine {
             client,
             store,
             settings,
-            pool,
+            throttle,
+            msg_ids,
             done: AtomicU64::new(0),
         }))
     }
@@ -110,20 +114,20 @@ impl PayoutEngine {
     /// Stops taking work (Ctrl-C or a stop code). In-flight requests finish; their rows stay
     /// IN_FLIGHT/UNKNOWN and are resolved by query on the next run.
     pub fn stop(&self, reason: StopReason) {
-        self.pool.stop(reason);
+        self.throttle.stop(reason);
     }
 
     fn stopped(&self) -> bool {
-        self.pool.stopped()
+        self.throttle.stopped()
     }
 
     fn clock(&self) -> &dyn Clock {
-        self.pool.clock()
+        self.throttle.clock()
     }
 
-    /// The shared request pool (limiter, in-flight bound, stop signal, msgIds).
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The request throttle (limiter, in-flight bound, stop signal, backoff).
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     pub fn rows_done(&self) -> u64 {
@@ -133,7 +137,8 @@ impl PayoutEngine {
     /// Pre-flight balance (5.6): the available disbursement balance, verified.
     pub async fn balance(&self) -> Result<Centavos, EngineError> {
         crate::engine::query_balance(
-            &self.pool,
+            &self.throttle,
+            &self.msg_ids,
             &self.client,
             crate::engine::Account::Disbursement,
         )
@@ -142,12 +147,12 @@ impl PayoutEngine {
 
     /// Pre-flight bank list (5.1): the `bankName`s that `receivingBank` must match.
     pub async fn bank_names(&self) -> Result<std::collections::HashSet<String>, EngineError> {
-        let msg_id = self.pool.fresh_msg_id('L', "bank_list", None).await?;
+        let msg_id = self.msg_ids.fresh('L', "bank_list", None).await?;
         let req = crate::starpay::model::BankListRequest {
             msg_id,
             mch_id: self.client.mch_id().clone(),
         };
-        self.pool.pace().await;
+        self.throttle.pace().await;
         let answer = self
             .client
             .bank_list(&req)
@@ -196,7 +201,7 @@ impl PayoutEngine {
                 }
             }
         }
-        let stopped = self.pool.stop_reason();
+        let stopped = self.throttle.stop_reason();
         Ok(DriveResult {
             stopped,
             error: first_error.map(|e| e.to_string()),
@@ -221,9 +226,9 @@ impl PayoutEngine {
         change.apply_to(row);
         match &change.signal {
             Signal::None => {}
-            Signal::Success => self.pool.success(),
-            Signal::Cut => self.pool.cut(),
-            Signal::Stop(reason) => self.pool.stop(reason.clone()),
+            Signal::Success => self.throttle.success(),
+            Signal::Cut => self.throttle.cut(),
+            Signal::Stop(reason) => self.throttle.stop(reason.clone()),
         }
         Ok(change)
     }
@@ -330,7 +335,7 @@ impl PayoutEngine {
                     if !wait.is_zero() {
                         tokio::select! {
                             () = tokio::time::sleep(wait) => {}
-                            () = self.pool.until_stopped() => return Ok(()),
+                            () = self.throttle.until_stopped() => return Ok(()),
                         }
                     }
                     let asked = row.query_count;
@@ -370,7 +375,7 @@ impl PayoutEngine {
     }
 
     async fn sleep_backoff(&self, n: u32, deadline: Instant) {
-        self.pool
+        self.throttle
             .sleep_backoff(self.settings.resolve.backoff(n), deadline)
             .await;
     }
@@ -397,11 +402,13 @@ impl PayoutEngine {
             None
         };
         let seq = row.attempt.as_ref().map_or(1, |a| a.seq + 1);
-        let msg_id = format!("P{}R{}L{}A{}", self.pool.db_id(), row.run_id, row.line, seq);
-        let msg_id = MsgId::new(msg_id).map_err(|e| EngineError::Build {
-            line: row.line,
-            detail: e.to_string(),
-        })?;
+        let msg_id = self
+            .msg_ids
+            .payout(row.run_id, row.line, seq)
+            .map_err(|e| EngineError::Build {
+                line: row.line,
+                detail: e.to_string(),
+            })?;
         let (op, bytes) = build_payout_bytes(
             row,
             msg_id.clone(),
@@ -434,7 +441,7 @@ impl PayoutEngine {
     /// means "try again later".
     ///
     /// Longer than ~100 lines on purpose: it is one money rule (may this reference be paid
-    /// again?) read top to bottom — build each query, send it through the pool, verify the
+    /// again?) read top to bottom — build each query, send it through the throttle, verify the
     /// echo, then one `match` over every answer kind — so a reviewer sees every way a re-payment
     /// is refused in one place.
     async fn confirm_earlier_attempts(&self, row: &RowRecord) -> Result<EarlierCheck, EngineError> {
@@ -445,18 +452,15 @@ impl PayoutEngine {
                 line: row.line,
                 detail: err.to_string(),
             })?;
-            let msg_id = self
-                .pool
-                .fresh_msg_id('C', "repay_check", Some(row.id))
-                .await?;
+            let msg_id = self.msg_ids.fresh('C', "repay_check", Some(row.id)).await?;
             let req = DisburseQueryRequest {
                 msg_id: msg_id.clone(),
                 mch_id: self.client.mch_id().clone(),
                 original_msg_id: original,
             };
             let answer = {
-                let _permit = self.pool.slot().await?;
-                self.pool.pace().await;
+                let _permit = self.throttle.slot().await?;
+                self.throttle.pace().await;
                 self.client.query_disbursement(&req).await
             };
             let where_ = format!(
@@ -555,8 +559,8 @@ impl PayoutEngine {
             });
         };
         let _permit = tokio::select! {
-            p = self.pool.slot() => p?,
-            () = self.pool.until_stopped() => return Ok(Step::Continue),
+            p = self.throttle.slot() => p?,
+            () = self.throttle.until_stopped() => return Ok(Step::Continue),
         };
         if self.stopped() || self.clock().now() >= deadline {
             return Ok(Step::Continue);
@@ -567,7 +571,7 @@ impl PayoutEngine {
             Ok(s) => s,
             Err(e) => {
                 row.message = Some(format!("not sent: {e}"));
-                self.pool.stop(StopReason::SigningFailed(Arc::new(e)));
+                self.throttle.stop(StopReason::SigningFailed(Arc::new(e)));
                 return Ok(Step::Continue);
             }
         };
@@ -580,8 +584,8 @@ impl PayoutEngine {
         // The rate permit is the last thing before the request leaves (a database write in
         // between would bunch requests up), so the pacing granted is the pacing Starpay sees.
         tokio::select! {
-            () = self.pool.pace() => {}
-            () = self.pool.until_stopped() => {}
+            () = self.throttle.pace() => {}
+            () = self.throttle.until_stopped() => {}
         }
         if self.stopped() {
             self.commit(row, RowEvent::SendNotMade { before }, None, None)
@@ -657,7 +661,7 @@ impl PayoutEngine {
             line: row.line,
             detail: e.to_string(),
         })?;
-        let msg_id = self.pool.fresh_msg_id('Q', "query", Some(row.id)).await?;
+        let msg_id = self.msg_ids.fresh('Q', "query", Some(row.id)).await?;
         let req = DisburseQueryRequest {
             msg_id: msg_id.clone(),
             mch_id: self.client.mch_id().clone(),
@@ -665,12 +669,12 @@ impl PayoutEngine {
         };
         let result = {
             let _permit = tokio::select! {
-                p = self.pool.slot() => p?,
-                () = self.pool.until_stopped() => return Ok(Step::Continue),
+                p = self.throttle.slot() => p?,
+                () = self.throttle.until_stopped() => return Ok(Step::Continue),
             };
             tokio::select! {
-                () = self.pool.pace() => {}
-                () = self.pool.until_stopped() => return Ok(Step::Continue),
+                () = self.throttle.pace() => {}
+                () = self.throttle.until_stopped() => return Ok(Step::Continue),
             }
             if self.clock().now() >= deadline {
                 return Ok(Step::Continue);

@@ -1,5 +1,5 @@
 //! Reconciliation: each row is checked against Starpay with one query (fresh msgId), through
-//! the same `Pool` (limiter, in-flight bound, backoff, stop) as payouts, and put in exactly one
+//! the same kind of `Throttle` (limiter, in-flight bound, backoff, stop) as payouts, and put in exactly one
 //! category. Rows stream from the store in pages; results go back in batched transactions, so
 //! memory stays flat whatever the number of rows, and a killed run resumes where it stopped
 //! without re-querying rows already final.
@@ -13,10 +13,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::domain::{Centavos, MsgId, RowState, TrxState};
+use crate::engine::msgid::MsgIds;
 use crate::engine::payout::EngineError;
 use crate::engine::policy::{self, QueryVerdict};
-use crate::engine::pool::Pool;
 use crate::engine::stop::{StopReason, StopSite};
+use crate::engine::throttle::Throttle;
 use crate::engine::{DriveResult, Settled};
 use crate::input::recon::ReconKind;
 use crate::starpay::client::{Answer, Client, ClientError};
@@ -290,29 +291,33 @@ pub fn recorded_unpaid_move(theirs: &TrxState, amounts_agree: bool) -> Option<Ro
 pub struct ReconEngine {
     client: Client,
     store: Store,
-    pool: Pool,
+    throttle: Throttle,
+    msg_ids: MsgIds,
     settings: ReconSettings,
     done: AtomicU64,
 }
 
 impl ReconEngine {
-    pub fn new(
+    pub async fn new(
         client: Client,
         store: Store,
-        pool: Pool,
+        throttle: Throttle,
         settings: ReconSettings,
-    ) -> Arc<ReconEngine> {
-        Arc::new(ReconEngine {
+    ) -> Result<Arc<ReconEngine>, EngineError> {
+        let msg_ids = MsgIds::new(store.clone()).await?;
+        Ok(Arc::new(ReconEngine {
             client,
             store,
-            pool,
+            throttle,
+            msg_ids,
             settings,
             done: AtomicU64::new(0),
-        })
+        }))
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The request throttle (limiter, in-flight bound, stop signal, backoff).
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     pub fn rows_done(&self) -> u64 {
@@ -325,7 +330,7 @@ impl ReconEngine {
             ReconKind::Disbursement => crate::engine::Account::Disbursement,
             ReconKind::Repayment => crate::engine::Account::Repayment,
         };
-        crate::engine::query_balance(&self.pool, &self.client, account).await
+        crate::engine::query_balance(&self.throttle, &self.msg_ids, &self.client, account).await
     }
 
     /// Checks every open row of `run_id` (streamed), until done, the deadline, or a stop.
@@ -336,7 +341,7 @@ impl ReconEngine {
                 error: None,
             },
             Err(e) => DriveResult {
-                stopped: self.pool.stop_reason(),
+                stopped: self.throttle.stop_reason(),
                 error: Some(e.to_string()),
             },
         }
@@ -378,14 +383,14 @@ impl ReconEngine {
     }
 
     /// The three stages of a reconciliation drive: a producer pages open rows from the store
-    /// into a bounded queue, `pool_width()` workers query them, and one writer saves results in
+    /// into a bounded queue, `width()` workers query them, and one writer saves results in
     /// batches (at most `BATCH` rows or `BATCH_WAIT` old). Longer than ~100 lines on purpose:
     /// the stages share the queues and the stop signal, and reading them side by side shows
     /// how a stop or the deadline drains all three.
     async fn drive_rows(self: &Arc<Self>, run_id: i64) -> Result<Option<StopReason>, EngineError> {
         let deadline =
-            crate::engine::clock::deadline_after(self.pool.clock(), self.settings.deadline);
-        let workers = self.pool_width();
+            crate::engine::clock::deadline_after(self.throttle.clock(), self.settings.deadline);
+        let workers = self.width();
         let (work_tx, work_rx) = mpsc::channel::<ReconTodo>(workers * 4);
         let (res_tx, mut res_rx) = mpsc::channel::<ReconResult>(BATCH * 2);
         let work_rx = Arc::new(Mutex::new(work_rx));
@@ -397,7 +402,7 @@ impl ReconEngine {
             tasks.spawn(async move {
                 let mut after = 0i64;
                 loop {
-                    if engine.pool.stopped() || engine.pool.clock().now() >= deadline {
+                    if engine.throttle.stopped() || engine.throttle.clock().now() >= deadline {
                         return Ok(());
                     }
                     let page = engine.store.recon_todo_page(run_id, after, PAGE).await?;
@@ -408,7 +413,7 @@ impl ReconEngine {
                     for todo in page {
                         tokio::select! {
                             sent = work_tx.send(todo) => if sent.is_err() { return Ok(()) },
-                            () = engine.pool.until_stopped() => return Ok(()),
+                            () = engine.throttle.until_stopped() => return Ok(()),
                         }
                     }
                 }
@@ -423,7 +428,7 @@ impl ReconEngine {
                 loop {
                     let next = rx.lock().await.recv().await;
                     let Some(todo) = next else { return Ok(()) };
-                    if engine.pool.stopped() || engine.pool.clock().now() >= deadline {
+                    if engine.throttle.stopped() || engine.throttle.clock().now() >= deadline {
                         // Left unchecked: the next run checks it.
                         continue;
                     }
@@ -466,7 +471,7 @@ impl ReconEngine {
                         let items = std::mem::take(&mut batch);
                         let n = items.len() as u64;
                         if let Err(e) = engine.store.save_recon_results(run_id, items).await {
-                            engine.pool.stop(StopReason::Store(e.to_string()));
+                            engine.throttle.stop(StopReason::Store(e.to_string()));
                             return Err(EngineError::from(e));
                         }
                         engine.done.fetch_add(n, Ordering::Relaxed);
@@ -483,7 +488,7 @@ impl ReconEngine {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     let e: EngineError = e;
-                    self.pool.stop(StopReason::ReconFailed(e.to_string()));
+                    self.throttle.stop(StopReason::ReconFailed(e.to_string()));
                     first_error.get_or_insert(e);
                 }
                 Err(e) => {
@@ -503,11 +508,11 @@ impl ReconEngine {
         if let Some(e) = first_error {
             return Err(e);
         }
-        Ok(self.pool.stop_reason())
+        Ok(self.throttle.stop_reason())
     }
 
-    fn pool_width(&self) -> usize {
-        self.pool.capacity().max(1)
+    fn width(&self) -> usize {
+        self.throttle.capacity().max(1)
     }
 
     /// Queries one row until an answer, `max_tries`, or a stop. `None`: leave it unchecked.
@@ -527,15 +532,15 @@ impl ReconEngine {
         };
         let mut tries = 0u32;
         let observation = loop {
-            if self.pool.stopped() {
+            if self.throttle.stopped() {
                 return Ok(None);
             }
-            let msg_id = self.pool.block_msg_id('K').await?;
+            let msg_id = self.msg_ids.block('K').await?;
             result.query_ids.push(msg_id.to_string());
             result.queries += 1;
             let answer = {
-                let _slot = self.pool.slot().await?;
-                self.pool.pace().await;
+                let _slot = self.throttle.slot().await?;
+                self.throttle.pace().await;
                 self.query(todo, msg_id.clone()).await
             };
             tries += 1;
@@ -547,7 +552,7 @@ impl ReconEngine {
                     result.message = Some(r.message.clone());
                     match policy::on_query_code(&r.code, true, r.trx_state.is_some()) {
                         QueryVerdict::Apply => {
-                            self.pool.success();
+                            self.throttle.success();
                             result.raw = Some(a.raw_body.to_vec());
                             result.order_no = r.order_no.clone();
                             result.provider_amount = r.trx_amount;
@@ -566,17 +571,17 @@ impl ReconEngine {
                             };
                         }
                         QueryVerdict::NotFound => {
-                            self.pool.success();
+                            self.throttle.success();
                             result.raw = Some(a.raw_body.to_vec());
                             break Observation::NotFound;
                         }
                         QueryVerdict::AskAgain => {}
                         QueryVerdict::BackOff => {
-                            self.pool.cut();
+                            self.throttle.cut();
                             backoff = true;
                         }
                         QueryVerdict::StopRun => {
-                            self.pool.stop(StopReason::StopCode {
+                            self.throttle.stop(StopReason::StopCode {
                                 code: r.code.clone(),
                                 message: Some(r.message.clone()),
                                 site: StopSite::Query,
@@ -600,7 +605,7 @@ impl ReconEngine {
                     {
                         match policy::on_query_code(code, false, false) {
                             QueryVerdict::StopRun => {
-                                self.pool.stop(StopReason::StopCode {
+                                self.throttle.stop(StopReason::StopCode {
                                     code: code.clone(),
                                     message: None,
                                     site: StopSite::Query,
@@ -608,7 +613,7 @@ impl ReconEngine {
                                 return Ok(None);
                             }
                             QueryVerdict::BackOff => {
-                                self.pool.cut();
+                                self.throttle.cut();
                                 backoff = true;
                             }
                             _ => {}
@@ -616,7 +621,7 @@ impl ReconEngine {
                     }
                 }
             }
-            if tries >= self.settings.max_tries || self.pool.clock().now() >= deadline {
+            if tries >= self.settings.max_tries || self.throttle.clock().now() >= deadline {
                 break Observation::Failed(result.message.clone().unwrap_or_default());
             }
             let n = if backoff { tries + 1 } else { tries };
@@ -625,9 +630,9 @@ impl ReconEngine {
                 .backoff_base
                 .saturating_mul(1u32 << n.min(16).saturating_sub(1))
                 .min(self.settings.backoff_max);
-            self.pool.sleep_backoff(base, deadline).await;
+            self.throttle.sleep_backoff(base, deadline).await;
         };
-        let now = self.pool.clock().now_ms();
+        let now = self.throttle.clock().now_ms();
         let expectation = Expectation {
             amount: todo.expected_amount,
             state: todo.expected_state.as_deref().map(TrxState::parse),
