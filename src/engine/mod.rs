@@ -12,6 +12,7 @@ pub mod recon;
 pub mod stop;
 pub mod throttle;
 pub mod transition;
+pub mod workers;
 
 use crate::domain::Centavos;
 use crate::engine::stop::StopReason;

@@ -1,6 +1,8 @@
 //! The payout engine: drives every open row of a run to a final state, or leaves it explicitly
-//! unresolved for the next run (reference §12). One task per row; the `Throttle` bounds requests
-//! in flight and paces sends and queries with one adaptive limiter; `MsgIds` makes every msgId.
+//! unresolved for the next run (reference §12). Rows are driven by `engine::workers`
+//! (`concurrency` workers; a row waiting for a poll or a backoff is parked, holding no worker);
+//! the `Throttle` bounds requests in flight and paces sends and queries with one adaptive
+//! limiter; `MsgIds` makes every msgId.
 //!
 //! Invariants (the non-negotiables):
 //! - a payout's msgId and exact bytes are committed before the first send (`store::allocate_attempt`);
@@ -15,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::domain::{Centavos, MchId, MsgId, RowState, TrxState};
@@ -27,6 +28,7 @@ use crate::engine::throttle::{Throttle, ThrottleError};
 use crate::engine::transition::{
     send_times, transition, Change, IllegalTransition, RowEvent, RowView, Signal, Step, Verified,
 };
+use crate::engine::workers::{self, Next};
 use crate::logging::mask_account;
 use crate::starpay::client::{Answer, Client};
 use crate::starpay::model::{
@@ -174,37 +176,49 @@ impl PayoutEngine {
     }
 
     /// Drives every open row of `run_id` until it is terminal, the deadline passes, or the run
-    /// is stopped.
+    /// is stopped: a producer feeds the open rows, in input order, into `engine::workers`
+    /// (`concurrency` workers); a row that must wait for its next poll or a backoff is parked
+    /// there and holds no worker. A row whose turn fails is logged and stays unresolved; the
+    /// others go on.
     pub async fn drive(self: &Arc<Self>, run_id: i64) -> Result<DriveResult, EngineError> {
         let rows = self.store.rows_of_run(run_id, true).await?;
         let deadline = deadline_after(self.clock(), self.settings.resolve.deadline);
-        let mut tasks = JoinSet::new();
-        for row in rows {
-            let engine = Arc::clone(self);
-            tasks.spawn(async move {
-                let line = row.line;
-                let result = engine.drive_row(row, deadline).await;
-                engine.done.fetch_add(1, Ordering::Relaxed);
-                (line, result)
-            });
-        }
-        let mut first_error = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((_, Ok(()))) => {}
-                Ok((line, Err(e))) => {
-                    tracing::error!(line, error = %e, "row could not be driven; it stays unresolved");
-                    first_error.get_or_insert(e);
+        let first_error: Arc<std::sync::Mutex<Option<EngineError>>> = Arc::default();
+        let engine = Arc::clone(self);
+        let errors = Arc::clone(&first_error);
+        let turn = move |job: RowJob| {
+            let (engine, errors) = (Arc::clone(&engine), Arc::clone(&errors));
+            async move {
+                let line = job.row.line;
+                match engine.row_turn(job, deadline).await {
+                    Ok(Next::At(due, job)) => return Next::At(due, job),
+                    Ok(Next::Done) => {}
+                    Err(e) => {
+                        tracing::error!(line, error = %e, "row could not be driven; it stays unresolved");
+                        if let Ok(mut first) = errors.lock() {
+                            first.get_or_insert(e);
+                        }
+                    }
                 }
-                Err(e) => {
-                    first_error.get_or_insert(EngineError::Task(e.to_string()));
+                engine.done.fetch_add(1, Ordering::Relaxed);
+                Next::Done
+            }
+        };
+        let feed_rows = |mut feed: workers::Feed<RowJob>| async move {
+            for row in rows {
+                if !feed.put(RowJob::new(row)).await {
+                    return;
                 }
             }
-        }
-        let stopped = self.throttle.stop_reason();
+        };
+        workers::run(self.settings.concurrency, &self.throttle, feed_rows, turn).await;
+        let error = match first_error.lock() {
+            Ok(mut e) => e.take().map(|e| e.to_string()),
+            Err(_) => Some("a row's error could not be read".into()),
+        };
         Ok(DriveResult {
-            stopped,
-            error: first_error.map(|e| e.to_string()),
+            stopped: self.throttle.stop_reason(),
+            error,
         })
     }
 
@@ -260,103 +274,111 @@ impl PayoutEngine {
         Ok(change.step)
     }
 
-    async fn drive_row(&self, mut row: RowRecord, deadline: Instant) -> Result<(), EngineError> {
+    /// One turn of a row on a worker: everything the row can do now, until it is terminal,
+    /// past the deadline, stopped (`Done`), or must wait for its next poll or a backoff
+    /// (`At`, parked by `engine::workers` without holding the worker). Per row the steps are
+    /// those of one task looping over the row with sleeps in between: the wait is the same, only
+    /// who waits differs.
+    async fn row_turn(
+        &self,
+        mut job: RowJob,
+        deadline: Instant,
+    ) -> Result<Next<RowJob>, EngineError> {
+        let row = &mut job.row;
         if row.state == RowState::InFlight {
             // Interrupted mid-request (crash or kill): the outcome is unknown (rule 2).
-            self.commit(&mut row, RowEvent::RecoveredInFlight, None, None)
+            self.commit(row, RowEvent::RecoveredInFlight, None, None)
                 .await?;
         }
-        let mut backoff_try: u32 = 0;
-        // Rule: every unresolved row is queried at least once in each run before it can be
-        // given up as NEEDS_ATTENTION; a verified final answer wins whatever the row's age.
-        let mut queried_this_run = false;
         loop {
-            if self.stopped() || row.state.is_terminal() {
-                return Ok(());
+            if self.stopped() || job.row.state.is_terminal() {
+                return Ok(Next::Done);
             }
-            match row.state {
-                RowState::New => match self.allocate(&mut row).await? {
-                    Allocated::Yes | Allocated::Refused => backoff_try = 0,
+            match job.row.state {
+                RowState::New => match self.allocate(&mut job.row).await? {
+                    Allocated::Yes | Allocated::Refused => job.backoff_try = 0,
                     Allocated::TryLater => {
                         if self.clock().now() >= deadline {
-                            return Ok(());
+                            return Ok(Next::Done);
                         }
-                        self.sleep_backoff(backoff_try, deadline).await;
-                        backoff_try += 1;
+                        return Ok(self.backoff(job, deadline));
                     }
                 },
                 RowState::Unsent => {
                     if self.clock().now() >= deadline {
-                        return Ok(());
+                        return Ok(Next::Done);
                     }
-                    match self.send(&mut row, deadline).await? {
-                        Step::Continue => backoff_try = 0,
-                        Step::Backoff => {
-                            self.sleep_backoff(backoff_try, deadline).await;
-                            backoff_try += 1;
-                        }
+                    match self.send(&mut job.row, deadline).await? {
+                        Step::Continue => job.backoff_try = 0,
+                        Step::Backoff => return Ok(self.backoff(job, deadline)),
                     }
                 }
                 RowState::InFlight => {
                     // Only reachable if a save failed mid-step; treat as unknown next time.
-                    return Ok(());
+                    return Ok(Next::Done);
                 }
                 RowState::Pending | RowState::Unknown | RowState::FailHeld => {
-                    let now = self.clock().now_ms();
-                    let first_sent = row
-                        .attempt
-                        .as_ref()
-                        .and_then(|a| a.first_sent_at)
-                        .or(row.first_sent_at);
-                    let too_old = first_sent.is_some_and(|first| {
-                        now - first >= self.settings.resolve.max_resolve.as_millis() as i64
-                    });
-                    if too_old && queried_this_run {
-                        let max_resolve = self.settings.resolve.max_resolve;
-                        self.commit(&mut row, RowEvent::GaveUp { max_resolve }, None, None)
-                            .await?;
-                        return Ok(());
-                    }
-                    // A row past the limit is asked at once (one last verified chance).
-                    let due = if too_old {
-                        now
-                    } else {
-                        self.next_query_at(&row)
-                    };
-                    let wait = Duration::from_millis(due.saturating_sub(now).max(0) as u64);
-                    if self
-                        .clock()
-                        .now()
-                        .checked_add(wait)
-                        .is_none_or(|t| t > deadline)
-                    {
-                        return Ok(());
-                    }
-                    if !wait.is_zero() {
-                        tokio::select! {
-                            () = tokio::time::sleep(wait) => {}
-                            () = self.throttle.until_stopped() => return Ok(()),
+                    // Back from a poll wait: ask now (the decision was made before the wait).
+                    if !std::mem::take(&mut job.query_now) {
+                        let now = self.clock().now_ms();
+                        let row = &job.row;
+                        let first_sent = row
+                            .attempt
+                            .as_ref()
+                            .and_then(|a| a.first_sent_at)
+                            .or(row.first_sent_at);
+                        let too_old = first_sent.is_some_and(|first| {
+                            now - first >= self.settings.resolve.max_resolve.as_millis() as i64
+                        });
+                        if too_old && job.queried_this_run {
+                            let max_resolve = self.settings.resolve.max_resolve;
+                            self.commit(&mut job.row, RowEvent::GaveUp { max_resolve }, None, None)
+                                .await?;
+                            return Ok(Next::Done);
+                        }
+                        // A row past the limit is asked at once (one last verified chance).
+                        let due = if too_old {
+                            now
+                        } else {
+                            self.next_query_at(row)
+                        };
+                        let wait = Duration::from_millis(due.saturating_sub(now).max(0) as u64);
+                        let Some(at) = self.clock().now().checked_add(wait) else {
+                            return Ok(Next::Done);
+                        };
+                        if at > deadline {
+                            return Ok(Next::Done);
+                        }
+                        if !wait.is_zero() {
+                            job.query_now = true;
+                            return Ok(Next::At(at, job));
                         }
                     }
-                    let asked = row.query_count;
-                    let step = self.query(&mut row, deadline).await?;
+                    let asked = job.row.query_count;
+                    let step = self.query(&mut job.row, deadline).await?;
                     // Counts only a query that actually went out (not one cut by a stop).
-                    queried_this_run |= row.query_count != asked;
+                    job.queried_this_run |= job.row.query_count != asked;
                     match step {
-                        Step::Continue => backoff_try = 0,
-                        Step::Backoff => {
-                            self.sleep_backoff(backoff_try, deadline).await;
-                            backoff_try += 1;
-                        }
+                        Step::Continue => job.backoff_try = 0,
+                        Step::Backoff => return Ok(self.backoff(job, deadline)),
                     }
                 }
                 RowState::Success
                 | RowState::Failed
                 | RowState::Reversed
                 | RowState::Rejected
-                | RowState::NeedsAttention => return Ok(()),
+                | RowState::NeedsAttention => return Ok(Next::Done),
             }
         }
+    }
+
+    /// The row waits out backoff number `backoff_try` (jittered, never past the deadline),
+    /// parked; a stop meanwhile ends it.
+    fn backoff(&self, mut job: RowJob, deadline: Instant) -> Next<RowJob> {
+        let base = self.settings.resolve.backoff(job.backoff_try);
+        let wait = self.throttle.backoff_wait(base, deadline);
+        job.backoff_try += 1;
+        Next::At(self.clock().now() + wait, job)
     }
 
     /// When the next query of `row` is due (ms since epoch): the poll schedule counted from the
@@ -372,12 +394,6 @@ impl PayoutEngine {
             (Some(sent), None) => sent + s.poll_delay(n).as_millis() as i64,
             (None, None) => 0,
         }
-    }
-
-    async fn sleep_backoff(&self, n: u32, deadline: Instant) {
-        self.throttle
-            .sleep_backoff(self.settings.resolve.backoff(n), deadline)
-            .await;
     }
 
     /// Builds the payout request, derives its msgId from (database, run, line, attempt) and
@@ -758,6 +774,29 @@ fn hold_over(trx_date: Option<&str>, hold: Duration, now_ms: i64) -> bool {
     trx_date
         .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
         .is_some_and(|t| now_ms - t.timestamp_millis() >= hold.as_millis() as i64)
+}
+
+/// A row between its turns on a worker, with what one task per row kept in its locals.
+pub struct RowJob {
+    row: RowRecord,
+    /// Backoffs in a row so far (the next backoff's number).
+    backoff_try: u32,
+    /// Rule: every unresolved row is queried at least once in each run before it can be given
+    /// up as NEEDS_ATTENTION; a verified final answer wins whatever the row's age.
+    queried_this_run: bool,
+    /// Parked for its next poll: query as soon as it is back.
+    query_now: bool,
+}
+
+impl RowJob {
+    fn new(row: RowRecord) -> RowJob {
+        RowJob {
+            row,
+            backoff_try: 0,
+            queried_this_run: false,
+            query_now: false,
+        }
+    }
 }
 
 /// What `allocate` did with a row.

@@ -78,6 +78,11 @@ impl Throttle {
         self.stop_tx.borrow().clone()
     }
 
+    /// A receiver of the stop signal (`Some` once stopped), for tasks that wait on it.
+    pub fn stop_signal(&self) -> watch::Receiver<Option<StopReason>> {
+        self.stop_tx.subscribe()
+    }
+
     /// Resolves when the throttle is stopped.
     pub async fn until_stopped(&self) {
         let mut rx = self.stop_tx.subscribe();
@@ -107,15 +112,20 @@ impl Throttle {
         self.limiter.success();
     }
 
-    /// Sleeps `base` with jitter in [base/2, base], ending early at `deadline` or on stop.
-    pub async fn sleep_backoff(&self, base: Duration, deadline: Instant) {
+    /// How long backoff `base` waits: `base` with jitter in [base/2, base] (seeded RNG), never
+    /// past `deadline`.
+    pub fn backoff_wait(&self, base: Duration, deadline: Instant) -> Duration {
         let jitter = match self.rng.lock() {
             Ok(mut rng) => rng.random_range(0.5f64..=1.0),
             Err(poisoned) => poisoned.into_inner().random_range(0.5f64..=1.0),
         };
-        let wait = base
-            .mul_f64(jitter)
-            .min(deadline.saturating_duration_since(self.clock.now()));
+        base.mul_f64(jitter)
+            .min(deadline.saturating_duration_since(self.clock.now()))
+    }
+
+    /// Sleeps `backoff_wait(base, deadline)`, ending early on stop.
+    pub async fn sleep_backoff(&self, base: Duration, deadline: Instant) {
+        let wait = self.backoff_wait(base, deadline);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = self.until_stopped() => {}
