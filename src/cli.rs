@@ -4,10 +4,20 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `--version`: the package version, the commit it was built from (`-dirty` when the work tree
+/// had changes) and the build date, from `build.rs` (`unknown` when built without git).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("STARPAY_BUILD_INFO"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "starpay-batch",
-    version,
+    version = LONG_VERSION,
+    after_help = crate::exit::EXIT_CODES_HELP,
     about = "Batch payouts and reconciliation for the Starpay Merchant Disbursement API",
     long_about = "Batch payouts and reconciliation for the Starpay Merchant Disbursement API.\n\n\
 Every request is RSA-SHA256 signed; every answer is verified against the platform key. \
@@ -18,12 +28,37 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
     pub log_format: LogFormat,
 
-    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    /// More log output from starpay-batch (-v debug, -vv trace); the HTTP and TLS libraries stay
+    /// at warn. RUST_LOG overrides (e.g. RUST_LOG=debug for everything).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// What run, retry and reconcile print on stdout: the table, or the run's result as one
+    /// JSON document (the same object as `<reports_dir>/<job>-<run>-result.json`).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub output: OutputFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// The metrics file of a run, retry or reconcile (node-exporter textfile collector).
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Write Prometheus text-format metrics to this file (temporary file + rename) every
+    /// --metrics-interval-secs during the run and once at its end, e.g.
+    /// /var/lib/node_exporter/textfile/starpay-payouts.prom.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// Seconds between metrics writes during a run.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub metrics_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -56,8 +91,10 @@ pub enum Command {
     /// Safe to re-run: running the same job on the same file resumes its open run; a finished
     /// run is refused unless --new-run. A lock stops a second process on the same job and
     /// database. Exit 0 all SUCCESS, 2 some FAILED/REVERSED/REJECTED, 3 some still
-    /// PENDING/UNKNOWN/NOT_SENT/NEEDS_ATTENTION (run again later), 1 the job could not run.
-    /// The run is marked finished only after its report is in place.
+    /// PENDING/UNKNOWN/NOT_SENT/NEEDS_ATTENTION or interrupted (run again later), 1 the job
+    /// could not run, 4 this file was already completed, 75 locked or Starpay unreachable (try
+    /// again later). SIGTERM and SIGHUP stop like Ctrl-C. The run is marked finished only after
+    /// its report is in place.
     ///
     /// Example: starpay-batch run jobs/demo-payouts.toml
     Run(RunArgs),
@@ -92,6 +129,16 @@ pub enum Command {
     ///
     /// Example: starpay-batch status jobs/demo-payouts.toml --run 1
     Status(StatusArgs),
+    /// Lists the runs of a job: id, kind, input, started, finished, counts, last exit code
+    /// (reads the database only).
+    ///
+    /// Example: starpay-batch runs jobs/demo-payouts.toml
+    Runs(RunsArgs),
+    /// One reference's whole history across runs: rows, attempts and msgIds, every event with
+    /// its time, and the verified answers (reads the database only).
+    ///
+    /// Example: starpay-batch show jobs/demo-payouts.toml PAY-0001
+    Show(ShowArgs),
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +161,8 @@ pub struct RunArgs {
     /// REVERSED or REJECTED; each earlier msgId is queried live first and must still say so.
     #[arg(long)]
     pub repay: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +176,8 @@ pub struct RetryArgs {
     /// fail again until the data is fixed (reference §9.2).
     #[arg(long)]
     pub include_beneficiary_errors: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +187,8 @@ pub struct ReconcileArgs {
     /// The payout run to re-check.
     #[arg(long)]
     pub run: i64,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +207,20 @@ pub struct StatusArgs {
     /// One run (default: every run of the job).
     #[arg(long)]
     pub run: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// The job file (jobs/*.toml).
+    pub job: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The job file (jobs/*.toml).
+    pub job: PathBuf,
+    /// The reference (the input file's `reference` column).
+    pub reference: String,
 }
 
 #[derive(Debug, Args)]

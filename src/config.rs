@@ -1,18 +1,22 @@
 //! Job files (`jobs/*.toml`) plus the overrides the CLI passes in → one validated [`JobConfig`].
 //!
 //! Owns: the job-file format, its defaults (the reference's values) and its validation.
-//! Must not: read environment variables, open keys, databases or CSVs, or talk to the network —
-//! the CLI reads `--input` and `STARPAY_PRIVATE_KEY_FILE` and hands them over as [`Overrides`],
-//! so this module stays pure and testable.
+//! Must not: open keys, databases or CSVs, or talk to the network. The environment is read in
+//! one place only, [`Overrides::from_env`], called by the CLI: `--input` and the `STARPAY_*`
+//! variables reach [`load_job`] as [`Overrides`], so parsing and validation stay pure and
+//! testable.
 //!
 //! Invariants of a [`JobConfig`]: every table rejected unknown keys (a typo never silently falls
 //! back to a default); rates, bursts and timeouts are non-zero; concurrency is 1..=256; the
 //! `mchId` is a valid [`MchId`]; the endpoint parsed; at least one platform key is configured.
 //!
-//! **Relative paths** (`input`, `database`, `reports_dir`, key files, `[sim] config`) are kept
-//! as written and therefore resolve against the **current working directory** of the process,
-//! not against the job file's directory: the demo job is run from the repository root as
-//! `starpay-batch run jobs/demo-payouts.toml` and names `samples/payouts.csv`.
+//! **Relative paths** written in a job file (`input`, `database`, `reports_dir`, key files,
+//! `[sim] config`, and the demo-key defaults of `embedded-sim`) resolve against the **job
+//! file's directory**, as docker compose and cargo do, so a job runs the same from any working
+//! directory (cron, systemd). Paths from the command line (`--input`) and from the environment
+//! (`STARPAY_PRIVATE_KEY_FILE`, `STARPAY_PLATFORM_PUBLIC_KEY_FILE`) resolve against the working
+//! directory, like any other command-line path. `.` and `..` are removed lexically
+//! (`jobs/../samples/x.csv` → `samples/x.csv`).
 //!
 //! Every waiting period of the resolve policy is a setting whose default is the reference's value
 //! (`../shared/starpay-api.md` §12 rules 3, 4 and 10, §9.2), so tests and demos can run in seconds.
@@ -20,16 +24,17 @@
 //! Example (all keys; the defaults shown):
 //! ```toml
 //! kind = "payout"                     # or "repayment-recon", "disbursement-recon"
-//! input = "samples/payouts.csv"       # --input overrides
-//! database = "reports/demo-payouts.db"
-//! reports_dir = "reports"
+//! input = "../samples/payouts.csv"    # relative to this file's directory; --input overrides
+//! database = "../reports/demo-payouts.db"
+//! reports_dir = "../reports"
 //!
 //! [starpay]
-//! endpoint = "embedded-sim"           # "uat", "prod" or a base URL
-//! mch_id = "101510000001"
+//! endpoint = "embedded-sim"           # "uat", "prod" or a base URL; STARPAY_ENDPOINT overrides
+//! mch_id = "101510000001"             # STARPAY_MCH_ID overrides
 //! private_key = "keys/merchant-private.pem"        # STARPAY_PRIVATE_KEY_FILE overrides
-//! platform_public_key = ["keys/platform-a.pem"]    # one path or a list
+//! platform_public_key = ["keys/platform-a.pem"]    # one path or a list; STARPAY_PLATFORM_PUBLIC_KEY_FILE overrides
 //! notify_url = "https://merchant.example/starpay/notify"   # optional
+//! strict_key_permissions = false      # true: refuse a private key readable by group/others
 //!
 //! [limits]
 //! requests_per_second = 5
@@ -37,6 +42,7 @@
 //! concurrency = 4
 //! request_timeout_secs = 20
 //! connect_timeout_secs = 5
+//! connect_retry_secs = 60             # start-up check (2.1) retried this long; then exit 75
 //!
 //! [resolve]
 //! poll_schedule_secs = [30, 120, 300]
@@ -50,6 +56,12 @@
 //!
 //! [report]
 //! timezone = "+08:00"                 # every report time: ISO 8601 with this UTC offset
+//!
+//! [hooks]                             # optional; argv arrays, no shell (README "Hooks")
+//! on_success = ["/usr/local/bin/notify", "ok"]     # exit 0
+//! on_failure = ["hooks/post-to-chat.sh"]           # exit 1 or 2; relative to this file
+//! on_attention = ["hooks/post-to-chat.sh"]         # exit 3
+//! timeout_secs = 60                   # 1..=3600; then the hook's process group is killed
 //!
 //! [sim]                               # only with endpoint = "embedded-sim"
 //! seed = 42
@@ -87,13 +99,44 @@ pub const MAX_WAIT_SECS: u64 = 10 * 365 * 86_400;
 /// Upper bound on in-flight requests; far above anything Starpay tolerates (§12 rule 8: 4).
 pub const MAX_CONCURRENCY: u32 = 256;
 
-/// What the CLI passes in on top of the file. The CLI reads the environment, this module does not.
+/// What the CLI passes in on top of the file: `--input` and the `STARPAY_*` environment
+/// variables (what differs between hosts; secrets never on the command line).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
     /// `--input`: replaces the file's `input`.
     pub input: Option<PathBuf>,
     /// The value of `STARPAY_PRIVATE_KEY_FILE`: replaces `[starpay] private_key`.
     pub private_key_env: Option<PathBuf>,
+    /// `STARPAY_ENDPOINT`: replaces `[starpay] endpoint`.
+    pub endpoint_env: Option<String>,
+    /// `STARPAY_MCH_ID`: replaces `[starpay] mch_id`.
+    pub mch_id_env: Option<String>,
+    /// `STARPAY_PLATFORM_PUBLIC_KEY_FILE` (one path, or several separated by `:`): replaces
+    /// `[starpay] platform_public_key`.
+    pub platform_public_key_env: Option<Vec<PathBuf>>,
+}
+
+/// The environment variables that override a job file (README "Configuration by environment").
+pub const ENV_ENDPOINT: &str = "STARPAY_ENDPOINT";
+pub const ENV_MCH_ID: &str = "STARPAY_MCH_ID";
+pub const ENV_PRIVATE_KEY_FILE: &str = "STARPAY_PRIVATE_KEY_FILE";
+pub const ENV_PLATFORM_PUBLIC_KEY_FILE: &str = "STARPAY_PLATFORM_PUBLIC_KEY_FILE";
+
+impl Overrides {
+    /// `--input` plus the `STARPAY_*` variables of this process (an empty variable counts as
+    /// unset). The only place that reads the environment for a job.
+    pub fn from_env(input: Option<PathBuf>) -> Overrides {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let text = |name: &str| var(name).map(|v| v.to_string_lossy().trim().to_string());
+        Overrides {
+            input,
+            private_key_env: var(ENV_PRIVATE_KEY_FILE).map(PathBuf::from),
+            endpoint_env: text(ENV_ENDPOINT),
+            mch_id_env: text(ENV_MCH_ID),
+            platform_public_key_env: var(ENV_PLATFORM_PUBLIC_KEY_FILE)
+                .map(|v| std::env::split_paths(&v).collect()),
+        }
+    }
 }
 
 /// A validated job.
@@ -112,6 +155,38 @@ pub struct JobConfig {
     pub resolve: ResolveSettings,
     pub report: ReportSettings,
     pub sim: SimSettings,
+    pub hooks: HookSettings,
+}
+
+/// `[hooks]`: commands run after a run's report and result file are written (`ops::hooks`).
+/// Each is an argv array run without a shell; a relative program path with a `/` resolves
+/// against the job file's directory, a bare name is looked up on `PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSettings {
+    /// Exit 0.
+    pub on_success: Option<Vec<String>>,
+    /// Exit 1 (could not run to the end) and 2 (finished with failures).
+    pub on_failure: Option<Vec<String>>,
+    /// Exit 3 (rows unresolved or NEEDS_ATTENTION, or interrupted).
+    pub on_attention: Option<Vec<String>>,
+    /// A hook still running after this long is killed (its whole process group).
+    pub timeout: Duration,
+}
+
+/// Default `[hooks] timeout_secs`.
+pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 60;
+/// Upper bound on `[hooks] timeout_secs` (an hour: a hook must not hold the job's lock forever).
+pub const MAX_HOOK_TIMEOUT_SECS: u64 = 3600;
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        HookSettings {
+            on_success: None,
+            on_failure: None,
+            on_attention: None,
+            timeout: Duration::from_secs(DEFAULT_HOOK_TIMEOUT_SECS),
+        }
+    }
 }
 
 /// `[report]`: how reports are written.
@@ -166,6 +241,15 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// The kind of the runs this job creates.
+    pub fn run_kind(self) -> crate::domain::RunKind {
+        match self {
+            JobKind::Payout => crate::domain::RunKind::Payout,
+            JobKind::RepaymentRecon => crate::domain::RunKind::RepaymentRecon,
+            JobKind::DisbursementRecon => crate::domain::RunKind::DisbursementRecon,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Payout => "payout",
@@ -210,6 +294,8 @@ pub struct StarpayConfig {
     /// The accepted platform keys of the environment (at least one).
     pub platform_public_keys: Vec<PathBuf>,
     pub notify_url: Option<String>,
+    /// Refuse (instead of warn about) a private key file readable by group or others.
+    pub strict_key_permissions: bool,
 }
 
 /// `[limits]`.
@@ -221,6 +307,9 @@ pub struct Limits {
     pub concurrency: usize,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// How long the start-up connection check (2.1) keeps retrying a refused connection, a
+    /// timeout or a 5xx before the command exits 75 (zero: one try).
+    pub connect_retry: Duration,
 }
 
 /// Reference §12 rule 8: 5 requests/s, 4 in flight.
@@ -232,6 +321,8 @@ const DEFAULT_CONCURRENCY: u32 = 4;
 /// Reference §1: whole-request timeout 20 s, connect timeout 5 s.
 const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 20;
 const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
+/// A night's job survives a minute of network trouble at start-up (issue 10, defect 6).
+const DEFAULT_CONNECT_RETRY_SECS: u64 = 60;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -241,6 +332,7 @@ impl Default for Limits {
             concurrency: DEFAULT_CONCURRENCY as usize,
             request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
             connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+            connect_retry: Duration::from_secs(DEFAULT_CONNECT_RETRY_SECS),
         }
     }
 }
@@ -255,21 +347,21 @@ pub struct SimSettings {
 /// Loading a job failed. Every message names the job file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read job file: {source}", file.display())]
+    /// The message carries the cause's text, so the cause is not also a `#[source]` (an
+    /// `{:#}` chain would print it twice).
+    #[error("{}: cannot read job file: {cause}", file.display())]
     Read {
         file: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}: job file is larger than {MAX_JOB_FILE_BYTES} bytes", file.display())]
     TooLarge { file: PathBuf },
     /// TOML syntax, an unknown key, a wrong type or a missing mandatory key. toml's message
-    /// names the key and shows the line.
-    #[error("{}: {source}", file.display())]
+    /// names the key and shows the line; it is in the message, so not also a `#[source]`.
+    #[error("{}: {}", file.display(), one_line(&cause.to_string()))]
     Parse {
         file: PathBuf,
-        #[source]
-        source: toml::de::Error,
+        cause: toml::de::Error,
     },
     /// The file parsed but some values are unusable; all of them are listed.
     #[error("{}: invalid job file:{}", file.display(), list_problems(problems))]
@@ -277,6 +369,23 @@ pub enum ConfigError {
         file: PathBuf,
         problems: Vec<ConfigProblem>,
     },
+}
+
+/// toml's multi-line message (position, the line, a caret, the reason) as one line:
+/// `TOML parse error at line 1, column 1: inptu = "x.csv": unknown field `inptu`, expected …`.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '|' || c == '^' || c.is_whitespace()))
+        .map(|l| {
+            // "12 | text" → "text"
+            match l.split_once(" | ") {
+                Some((n, rest)) if n.trim().chars().all(|c| c.is_ascii_digit()) => rest.trim(),
+                _ => l.trim_start_matches('|').trim(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn list_problems(problems: &[ConfigProblem]) -> String {
@@ -318,6 +427,14 @@ pub enum ConfigProblem {
     NoJobName,
     #[error("`report.timezone` = {value:?}: write a UTC offset such as \"+08:00\" (Philippine time) or \"Z\"")]
     Timezone { value: String },
+    #[error("`{key}` must be a non-empty list whose first element names the program, e.g. [\"/usr/local/bin/notify\", \"--channel\", \"payouts\"]")]
+    HookCommand { key: &'static str },
+    #[error("environment variable {var} = {value:?}: {reason}")]
+    Env {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 // ---- the file as written ------------------------------------------------------------------
@@ -337,6 +454,65 @@ struct RawJob {
     #[serde(default)]
     report: RawReport,
     sim: Option<RawSim>,
+    #[serde(default)]
+    hooks: RawHooks,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHooks {
+    on_success: Option<Vec<String>>,
+    on_failure: Option<Vec<String>>,
+    on_attention: Option<Vec<String>>,
+    timeout_secs: u64,
+}
+
+impl Default for RawHooks {
+    fn default() -> Self {
+        RawHooks {
+            on_success: None,
+            on_failure: None,
+            on_attention: None,
+            timeout_secs: DEFAULT_HOOK_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl RawHooks {
+    fn into_settings(self, base: &Path, problems: &mut Vec<ConfigProblem>) -> HookSettings {
+        let mut argv = |key: &'static str, v: Option<Vec<String>>| {
+            let mut v = v?;
+            if v.first().is_none_or(|p| p.trim().is_empty()) {
+                problems.push(ConfigProblem::HookCommand { key });
+                return None;
+            }
+            // `./notify.sh` or `hooks/notify.sh`: the job file's directory, like every other
+            // path in it; `notify` alone: PATH.
+            if v[0].contains('/') {
+                v[0] = resolve_path(base, PathBuf::from(&v[0]))
+                    .to_string_lossy()
+                    .into_owned();
+            }
+            Some(v)
+        };
+        let on_success = argv("hooks.on_success", self.on_success);
+        let on_failure = argv("hooks.on_failure", self.on_failure);
+        let on_attention = argv("hooks.on_attention", self.on_attention);
+        if !(1..=MAX_HOOK_TIMEOUT_SECS).contains(&self.timeout_secs) {
+            problems.push(ConfigProblem::OutOfRange {
+                key: "hooks.timeout_secs",
+                value: self.timeout_secs,
+                min: 1,
+                max: MAX_HOOK_TIMEOUT_SECS,
+            });
+        }
+        HookSettings {
+            on_success,
+            on_failure,
+            on_attention,
+            timeout: Duration::from_secs(self.timeout_secs),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,6 +538,8 @@ struct RawStarpay {
     #[serde(default, deserialize_with = "one_or_many")]
     platform_public_key: Option<Vec<PathBuf>>,
     notify_url: Option<String>,
+    #[serde(default)]
+    strict_key_permissions: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,6 +550,7 @@ struct RawLimits {
     concurrency: u32,
     request_timeout_secs: u64,
     connect_timeout_secs: u64,
+    connect_retry_secs: u64,
 }
 
 impl Default for RawLimits {
@@ -382,6 +561,7 @@ impl Default for RawLimits {
             concurrency: DEFAULT_CONCURRENCY,
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
+            connect_retry_secs: DEFAULT_CONNECT_RETRY_SECS,
         }
     }
 }
@@ -423,6 +603,14 @@ impl RawLimits {
                 problems.push(ConfigProblem::Zero { key });
             }
         }
+        if self.connect_retry_secs > MAX_WAIT_SECS {
+            problems.push(ConfigProblem::OutOfRange {
+                key: "limits.connect_retry_secs",
+                value: self.connect_retry_secs,
+                min: 0,
+                max: MAX_WAIT_SECS,
+            });
+        }
         match (rps, burst, problems.is_empty()) {
             (Some(requests_per_second), Some(burst), true) => Ok(Limits {
                 requests_per_second,
@@ -431,6 +619,7 @@ impl RawLimits {
                 concurrency: self.concurrency as usize,
                 request_timeout: Duration::from_secs(self.request_timeout_secs),
                 connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+                connect_retry: Duration::from_secs(self.connect_retry_secs),
             }),
             _ => Err(problems),
         }
@@ -570,9 +759,9 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PathBuf>>, 
 /// Reads and validates a job file. `overrides` carry `--input` and `STARPAY_PRIVATE_KEY_FILE`.
 pub fn load_job(path: &Path, overrides: &Overrides) -> Result<JobConfig, ConfigError> {
     let file = path.to_path_buf();
-    let read_err = |source| ConfigError::Read {
+    let read_err = |cause| ConfigError::Read {
         file: file.clone(),
-        source,
+        cause,
     };
     let f = std::fs::File::open(path).map_err(read_err)?;
     let mut text = String::new();
@@ -588,9 +777,9 @@ pub fn load_job(path: &Path, overrides: &Overrides) -> Result<JobConfig, ConfigE
 /// [`load_job`] on text already read; `path` names the file in errors and gives the job name.
 pub fn parse_job(path: &Path, text: &str, overrides: &Overrides) -> Result<JobConfig, ConfigError> {
     let file = path.to_path_buf();
-    let raw: RawJob = toml::from_str(text).map_err(|source| ConfigError::Parse {
+    let raw: RawJob = toml::from_str(text).map_err(|cause| ConfigError::Parse {
         file: file.clone(),
-        source,
+        cause,
     })?;
     validate(raw, path, overrides).map_err(|problems| ConfigError::Invalid { file, problems })
 }
@@ -611,7 +800,11 @@ fn validate(
         problems.push(ConfigProblem::NoJobName);
     }
 
-    let input = overrides.input.clone().or(raw.input);
+    // Relative paths written in the file resolve against the file's directory; `--input` and
+    // the environment's paths against the working directory (module docs).
+    let base = path.parent().unwrap_or(Path::new(""));
+    let in_file = |p: PathBuf| resolve_path(base, p);
+    let input = overrides.input.clone().or(raw.input.map(in_file));
     if input.is_none() {
         problems.push(ConfigProblem::Missing {
             key: "input",
@@ -619,7 +812,7 @@ fn validate(
         });
     }
 
-    let starpay = validate_starpay(raw.starpay, overrides, &mut problems);
+    let starpay = validate_starpay(raw.starpay, base, overrides, &mut problems);
 
     if let (Some(sp), Some(_)) = (&starpay, &raw.sim) {
         if let Endpoint::Env(env) = &sp.endpoint {
@@ -646,11 +839,12 @@ fn validate(
             ReportSettings::default()
         }
     };
+    let hooks = raw.hooks.into_settings(base, &mut problems);
     let sim = raw
         .sim
         .map(|s| SimSettings {
             seed: s.seed,
-            config: s.config,
+            config: s.config.map(in_file),
         })
         .unwrap_or_default();
 
@@ -659,25 +853,63 @@ fn validate(
             job_name,
             kind: raw.kind,
             input,
-            database: raw.database,
-            reports_dir: raw.reports_dir,
+            database: in_file(raw.database),
+            reports_dir: in_file(raw.reports_dir),
             starpay,
             limits,
             resolve,
             report,
             sim,
+            hooks,
         }),
         _ => Err(problems),
     }
 }
 
+/// `base` joined with `p` unless `p` is absolute, with `.` and `..` removed lexically (a `..`
+/// after a normal component cancels it; as cargo does, symlinks are not followed).
+pub fn resolve_path(base: &Path, p: PathBuf) -> PathBuf {
+    use std::path::Component;
+    if p.is_absolute() {
+        return p;
+    }
+    let joined = base.join(p);
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
+}
+
 fn validate_starpay(
     raw: RawStarpay,
+    base: &Path,
     overrides: &Overrides,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<StarpayConfig> {
-    let endpoint = match Endpoint::parse(raw.endpoint.trim()) {
+    let endpoint_text = overrides
+        .endpoint_env
+        .clone()
+        .unwrap_or_else(|| raw.endpoint.clone());
+    let endpoint = match Endpoint::parse(endpoint_text.trim()) {
         Ok(e) => Some(e),
+        Err(source) if overrides.endpoint_env.is_some() => {
+            problems.push(ConfigProblem::Env {
+                var: ENV_ENDPOINT,
+                value: endpoint_text.clone(),
+                reason: source.to_string(),
+            });
+            None
+        }
         Err(source) => {
             problems.push(ConfigProblem::Endpoint {
                 value: raw.endpoint.clone(),
@@ -686,10 +918,25 @@ fn validate_starpay(
             None
         }
     };
+    let env_mch_id = match &overrides.mch_id_env {
+        None => None,
+        Some(v) => match MchId::new(v.clone()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                problems.push(ConfigProblem::Env {
+                    var: ENV_MCH_ID,
+                    value: v.clone(),
+                    reason: e.to_string(),
+                });
+                return None;
+            }
+        },
+    };
+    let in_file = |p: PathBuf| resolve_path(base, p);
     let sim = matches!(endpoint, Some(Endpoint::EmbeddedSim));
     let required = "required unless endpoint = \"embedded-sim\"";
 
-    let mch_id = match (raw.mch_id, sim) {
+    let mch_id = match (env_mch_id.or(raw.mch_id), sim) {
         (Some(m), _) => Some(m),
         (None, true) => MchId::new(DEMO_MCH_ID).ok(),
         (None, false) => {
@@ -700,9 +947,15 @@ fn validate_starpay(
             None
         }
     };
-    let private_key = match (overrides.private_key_env.clone().or(raw.private_key), sim) {
+    let private_key = match (
+        overrides
+            .private_key_env
+            .clone()
+            .or(raw.private_key.map(in_file)),
+        sim,
+    ) {
         (Some(p), _) => Some(p),
-        (None, true) => Some(PathBuf::from(DEMO_PRIVATE_KEY)),
+        (None, true) => Some(in_file(PathBuf::from(DEMO_PRIVATE_KEY))),
         (None, false) => {
             problems.push(ConfigProblem::Missing {
                 key: "starpay.private_key",
@@ -712,13 +965,17 @@ fn validate_starpay(
             None
         }
     };
-    let platform_public_keys = match (raw.platform_public_key, sim) {
+    let file_keys = raw
+        .platform_public_key
+        .map(|keys| keys.into_iter().map(in_file).collect::<Vec<_>>());
+    let platform_public_keys = match (overrides.platform_public_key_env.clone().or(file_keys), sim)
+    {
         (Some(keys), _) if keys.is_empty() => {
             problems.push(ConfigProblem::NoPlatformKey);
             None
         }
         (Some(keys), _) => Some(keys),
-        (None, true) => Some(vec![PathBuf::from(DEMO_PLATFORM_PUBLIC_KEY)]),
+        (None, true) => Some(vec![in_file(PathBuf::from(DEMO_PLATFORM_PUBLIC_KEY))]),
         (None, false) => {
             problems.push(ConfigProblem::Missing {
                 key: "starpay.platform_public_key",
@@ -741,6 +998,7 @@ fn validate_starpay(
         private_key: private_key?,
         platform_public_keys: platform_public_keys?,
         notify_url: raw.notify_url,
+        strict_key_permissions: raw.strict_key_permissions,
     })
 }
 
@@ -797,14 +1055,22 @@ platform_public_key = "keys/prod-platform.pem"
         let job = parse(MINIMAL_SIM).unwrap();
         assert_eq!(job.job_name, "test-job");
         assert_eq!(job.kind, JobKind::Payout);
-        assert_eq!(job.input, PathBuf::from("samples/payouts.csv"));
+        // Relative paths resolve against the job file's directory (`jobs/`), defaults too.
+        assert_eq!(job.input, PathBuf::from("jobs/samples/payouts.csv"));
+        assert_eq!(job.database, PathBuf::from("jobs/reports/x.db"));
+        assert_eq!(job.reports_dir, PathBuf::from("jobs/reports"));
         assert_eq!(job.starpay.endpoint, Endpoint::EmbeddedSim);
         assert_eq!(job.starpay.mch_id.as_str(), DEMO_MCH_ID);
-        assert_eq!(job.starpay.private_key, PathBuf::from(DEMO_PRIVATE_KEY));
+        assert_eq!(
+            job.starpay.private_key,
+            Path::new("jobs").join(DEMO_PRIVATE_KEY)
+        );
         assert_eq!(
             job.starpay.platform_public_keys,
-            vec![PathBuf::from(DEMO_PLATFORM_PUBLIC_KEY)]
+            vec![Path::new("jobs").join(DEMO_PLATFORM_PUBLIC_KEY)]
         );
+        assert!(!job.starpay.strict_key_permissions);
+        assert_eq!(job.limits.connect_retry, Duration::from_secs(60));
         assert_eq!(job.starpay.notify_url, None);
         let l = &job.limits;
         assert_eq!(l.requests_per_second.get(), 5);
@@ -847,11 +1113,44 @@ platform_public_key = "keys/prod-platform.pem"
         );
         assert_eq!(job.resolve.ab_hold, Duration::ZERO);
         assert_eq!(job.sim.seed, Some(7));
-        assert_eq!(job.sim.config, Some(PathBuf::from("samples/sim.toml")));
+        assert_eq!(job.sim.config, Some(PathBuf::from("jobs/samples/sim.toml")));
         assert_eq!(
             job.starpay.notify_url.as_deref(),
             Some("http://127.0.0.1:9000/n")
         );
+    }
+
+    #[test]
+    fn hooks_are_argv_arrays_relative_to_the_job_file() {
+        let job = parse(MINIMAL_SIM).unwrap();
+        assert_eq!(job.hooks, HookSettings::default());
+        let text = format!(
+            "{MINIMAL_SIM}[hooks]\non_success = [\"notify\", \"ok\"]\n\
+             on_failure = [\"hooks/chat.sh\"]\ntimeout_secs = 5\n"
+        );
+        let job = parse(&text).unwrap();
+        assert_eq!(
+            job.hooks.on_success,
+            Some(vec!["notify".into(), "ok".into()])
+        );
+        assert_eq!(
+            job.hooks.on_failure,
+            Some(vec!["jobs/hooks/chat.sh".into()])
+        );
+        assert_eq!(job.hooks.on_attention, None);
+        assert_eq!(job.hooks.timeout, Duration::from_secs(5));
+        let p = problems(&format!(
+            "{MINIMAL_SIM}[hooks]\non_attention = []\ntimeout_secs = 0\n"
+        ));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p
+            .iter()
+            .any(|p| p.to_string().contains("hooks.on_attention")));
+        assert!(p
+            .iter()
+            .any(|p| p.to_string().contains("hooks.timeout_secs")));
+        let err = parse(&format!("{MINIMAL_SIM}[hooks]\non_sucess = [\"x\"]\n")).unwrap_err();
+        assert!(err.to_string().contains("on_sucess"), "{err}");
     }
 
     #[test]
@@ -994,7 +1293,10 @@ max_resolve_secs = 0
     fn prod_needs_its_keys_and_merchant() {
         let job = parse(PROD).unwrap();
         assert_eq!(job.starpay.endpoint, Endpoint::Env(Environment::Prod));
-        assert_eq!(job.starpay.private_key, PathBuf::from("keys/merchant.pem"));
+        assert_eq!(
+            job.starpay.private_key,
+            PathBuf::from("jobs/keys/merchant.pem")
+        );
 
         let text = r#"
 kind = "payout"
@@ -1023,6 +1325,7 @@ endpoint = "prod"
         let ov = Overrides {
             input: None,
             private_key_env: Some(PathBuf::from("/secure/key.pem")),
+            ..Overrides::default()
         };
         let job = parse_job(Path::new("jobs/p.toml"), PROD, &ov).unwrap();
         assert_eq!(job.starpay.private_key, PathBuf::from("/secure/key.pem"));
@@ -1037,7 +1340,7 @@ endpoint = "prod"
     fn input_flag_overrides_and_input_is_required_somewhere() {
         let ov = Overrides {
             input: Some(PathBuf::from("other.csv")),
-            private_key_env: None,
+            ..Overrides::default()
         };
         let job = parse_job(Path::new("jobs/p.toml"), MINIMAL_SIM, &ov).unwrap();
         assert_eq!(job.input, PathBuf::from("other.csv"));
@@ -1063,7 +1366,7 @@ endpoint = "prod"
         let job = parse(&text).unwrap();
         assert_eq!(
             job.starpay.platform_public_keys,
-            vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]
+            vec![PathBuf::from("jobs/a.pem"), PathBuf::from("jobs/b.pem")]
         );
         assert_eq!(
             job.starpay.endpoint,
@@ -1103,6 +1406,84 @@ endpoint = "prod"
         let missing = dir.path().join("nope.toml");
         let err = load_job(&missing, &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("nope.toml"), "{err}");
+    }
+
+    #[test]
+    fn paths_resolve_against_the_job_file_and_overrides_against_the_cwd() {
+        let text = PROD
+            .replace("input = \"in.csv\"", "input = \"../data/in.csv\"")
+            .replace("database = \"x.db\"", "database = \"/var/lib/sp/x.db\"");
+        let job = parse_job(
+            Path::new("/etc/sp/jobs/n.toml"),
+            &text,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(job.input, PathBuf::from("/etc/sp/data/in.csv"));
+        assert_eq!(job.database, PathBuf::from("/var/lib/sp/x.db"));
+        assert_eq!(job.reports_dir, PathBuf::from("/etc/sp/jobs/out"));
+        assert_eq!(
+            job.starpay.private_key,
+            PathBuf::from("/etc/sp/jobs/keys/merchant.pem")
+        );
+        // A job file named without a directory: paths stay relative to the working directory.
+        let job = parse_job(Path::new("n.toml"), &text, &Overrides::default()).unwrap();
+        assert_eq!(job.input, PathBuf::from("../data/in.csv"));
+        let ov = Overrides {
+            input: Some(PathBuf::from("mine.csv")),
+            private_key_env: Some(PathBuf::from("k.pem")),
+            platform_public_key_env: Some(vec![PathBuf::from("p1.pem"), PathBuf::from("p2.pem")]),
+            ..Overrides::default()
+        };
+        let job = parse_job(Path::new("/etc/sp/jobs/n.toml"), &text, &ov).unwrap();
+        assert_eq!(job.input, PathBuf::from("mine.csv"));
+        assert_eq!(job.starpay.private_key, PathBuf::from("k.pem"));
+        assert_eq!(
+            job.starpay.platform_public_keys,
+            vec![PathBuf::from("p1.pem"), PathBuf::from("p2.pem")]
+        );
+    }
+
+    #[test]
+    fn environment_overrides_endpoint_and_merchant() {
+        let ov = Overrides {
+            endpoint_env: Some("http://127.0.0.1:9/finance-payment-service".into()),
+            mch_id_env: Some("105510000009".into()),
+            ..Overrides::default()
+        };
+        let job = parse_job(Path::new("jobs/p.toml"), PROD, &ov).unwrap();
+        assert_eq!(job.starpay.mch_id.as_str(), "105510000009");
+        assert_eq!(
+            job.starpay.endpoint,
+            Endpoint::Env(Environment::Url(
+                "http://127.0.0.1:9/finance-payment-service".into()
+            ))
+        );
+        let bad = Overrides {
+            mch_id_env: Some("10-55".into()),
+            endpoint_env: Some("ftp://x".into()),
+            ..Overrides::default()
+        };
+        let msg = parse_job(Path::new("jobs/p.toml"), PROD, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("STARPAY_MCH_ID") && msg.contains("10-55"),
+            "{msg}"
+        );
+        assert!(msg.contains("STARPAY_ENDPOINT"), "{msg}");
+    }
+
+    #[test]
+    fn toml_errors_are_one_line_without_repetition() {
+        let err = parse(&format!("inptu = \"x.csv\"\n{MINIMAL_SIM}")).unwrap_err();
+        let chained = format!("{:#}", anyhow::Error::from(err));
+        assert!(!chained.contains('\n'), "{chained}");
+        assert_eq!(chained.matches("unknown field").count(), 1, "{chained}");
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_job(&dir.path().join("nope.toml"), &Overrides::default()).unwrap_err();
+        let chained = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(chained.matches("os error 2").count(), 1, "{chained}");
     }
 
     #[test]

@@ -1,5 +1,14 @@
 //! Logging set-up: tracing to stderr, human-readable or JSON lines. Called once from `main`.
+//!
+//! - Colour only when stderr is a terminal and `NO_COLOR` is unset or empty (no escape bytes in
+//!   a redirected log).
+//! - In JSON mode every stderr line is one JSON object: log events, operator messages (`say!`),
+//!   input errors (file, line, column, rule as fields), the error that ends a command, and
+//!   usage errors from clap.
+//! - Dependencies (hyper, reqwest, rustls, h2…) log at warn whatever `-v` says; `RUST_LOG`
+//!   overrides everything.
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
@@ -35,11 +44,72 @@ pub fn warn_note(msg: std::fmt::Arguments<'_>) {
 
 /// The error that ends a command (from `main`): `error: …` or one JSON line at ERROR.
 pub fn fatal(e: &anyhow::Error) {
+    let msg = error_chain(e);
     if is_json() {
-        tracing::error!(error = %format!("{e:#}"), "the command failed");
+        tracing::error!(error = %msg, "the command failed");
     } else {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {msg}");
     }
+}
+
+/// An error and its causes on one line, outermost first, `: ` between them; a cause whose
+/// text the line already holds is left out (a library error that repeats its source's text
+/// would otherwise print it twice).
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Whether the raw arguments ask for `--log-format json` (read before clap parses them, so a
+/// usage error can be reported in the requested format).
+fn json_requested(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+    args.iter().enumerate().any(|(i, a)| {
+        a == "--log-format=json"
+            || (a == "--log-format" && args.get(i + 1).is_some_and(|v| v == "json"))
+    })
+}
+
+/// Reports a clap error and returns the exit code: `--help` and `--version` print to stdout
+/// and give 0; anything else is a usage error, 64 (`exit::USAGE`). In JSON mode the error
+/// is one JSON object (message, `error`, `usage` as fields).
+pub fn usage_error(e: &clap::Error, args: &[std::ffi::OsString]) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return crate::exit::OK;
+    }
+    if json_requested(args) {
+        init(LogFormat::Json, 0);
+        let text = e.render().to_string();
+        // Every line before "Usage:" (the error, the missing arguments, a tip) as one line.
+        let error = text
+            .lines()
+            .map(str::trim)
+            .take_while(|l| !l.starts_with("Usage: "))
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let error = error.strip_prefix("error: ").unwrap_or(&error);
+        let usage = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Usage: "))
+            .unwrap_or("");
+        tracing::error!(error, usage, "usage error; see --help");
+    } else {
+        let _ = e.print();
+    }
+    crate::exit::USAGE
 }
 
 /// Input errors: the plain list, or one JSON line per error with file, line, column and rule
@@ -72,18 +142,33 @@ macro_rules! say_warn {
     ($($t:tt)*) => { $crate::logging::warn_note(format_args!($($t)*)) };
 }
 
-pub fn init(format: LogFormat, verbose: u8) {
-    JSON.store(matches!(format, LogFormat::Json), Ordering::Relaxed);
-    let default = match verbose {
+/// The filter without `RUST_LOG`: our crate at the level `-v` asks, every dependency at warn.
+pub fn default_filter(verbose: u8) -> String {
+    let ours = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    format!("warn,starpay_batch={ours}")
+}
+
+/// Colour on stderr: only on a terminal, and not when `NO_COLOR` is set to a non-empty value
+/// (<https://no-color.org>).
+pub fn use_colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+pub fn init(format: LogFormat, verbose: u8) {
+    let json = matches!(format, LogFormat::Json);
+    JSON.store(json, Ordering::Relaxed);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_filter(verbose)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_ansi(!json && use_colour())
+        // JSON lines name their module (`target`), so a reader can filter by crate.
+        .with_target(json);
     // A second init (tests) is harmless: ignore the error.
     let _ = match format {
         LogFormat::Human => builder.try_init(),

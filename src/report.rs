@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::FixedOffset;
 
-use crate::domain::{Centavos, RowState};
+use crate::domain::{Centavos, ReconCategory, RowState};
 use crate::exit::Outcome;
 use crate::logging::mask_account;
 use crate::store::{RowRecord, RunRecord, Store, StoreError};
@@ -100,14 +100,26 @@ impl ReportState {
     ];
 
     pub fn of(row: &RowRecord) -> ReportState {
-        match row.state {
+        ReportState::from_parts(
+            row.state,
+            row.resent_after_not_found,
+            row.attempt.as_ref().is_some_and(|a| a.send_count > 0),
+        )
+    }
+
+    /// [`ReportState::of`] from the three facts it reads (`attempt_sent`: the current attempt
+    /// was sent at least once), for aggregates that do not load rows.
+    pub fn from_parts(
+        state: RowState,
+        resent_after_not_found: bool,
+        attempt_sent: bool,
+    ) -> ReportState {
+        match state {
             RowState::New => ReportState::NotSent,
             // Waiting to resend under the not-found rule: the first send may have landed.
-            RowState::Unsent if row.resent_after_not_found => ReportState::Unknown,
+            RowState::Unsent if resent_after_not_found => ReportState::Unknown,
             // The current attempt never left (a retry's new attempt, or Ctrl-C before the send).
-            RowState::Unsent if row.attempt.as_ref().is_none_or(|a| a.send_count == 0) => {
-                ReportState::NotSent
-            }
+            RowState::Unsent if !attempt_sent => ReportState::NotSent,
             // Sent, answered "not processed", to be sent again: unsure until it is.
             RowState::Unsent => ReportState::Unknown,
             RowState::InFlight | RowState::Unknown => ReportState::Unknown,
@@ -270,6 +282,22 @@ impl Summary {
         Summary { rows: out }
     }
 
+    /// The same table from the store's aggregates (no rows loaded).
+    pub fn from_counts(counts: &crate::store::PayoutCounts) -> Summary {
+        let mut out: Vec<(ReportState, u64, Centavos)> = ReportState::ALL
+            .iter()
+            .map(|s| (*s, 0, Centavos::ZERO))
+            .collect();
+        for g in &counts.groups {
+            let state = ReportState::from_parts(g.state, g.resent_after_not_found, g.attempt_sent);
+            if let Some(e) = out.iter_mut().find(|e| e.0 == state) {
+                e.1 += g.rows.max(0) as u64;
+                e.2 = e.2.checked_add(g.amount).unwrap_or(e.2);
+            }
+        }
+        Summary { rows: out }
+    }
+
     pub fn count(&self, state: ReportState) -> u64 {
         self.rows.iter().find(|e| e.0 == state).map_or(0, |e| e.1)
     }
@@ -353,7 +381,7 @@ pub struct ReportPaths {
 /// nobody mistakes it for a second payout run.
 pub fn report_stem(run: &RunRecord) -> String {
     match run.input_sha256.strip_prefix("reconcile-of-run-") {
-        Some(payout_run) if run.kind == "reconcile" => {
+        Some(payout_run) if run.kind == crate::domain::RunKind::Reconcile => {
             format!("{}-reconcile-{payout_run}-{}", run.job, run.id)
         }
         _ => format!("{}-{}", run.job, run.id),
@@ -504,20 +532,24 @@ fn keep_previous(path: &Path, tz: FixedOffset) -> Result<PathBuf, ReportError> {
     )))
 }
 
+/// `outcome`: what the rows give; the run's `end` may override its exit code (stopped, drive
+/// error) and says whether the run is being finished now.
 fn details_file(
     path: &Path,
     tz: FixedOffset,
     run: &RunRecord,
-    finished_at: Option<i64>,
-    exit_code: i32,
+    end: &RunEnd,
+    outcome: Outcome,
     extra: &[(&str, String)],
 ) -> Result<(), ReportError> {
+    let finished_at = run.finished_at.or(end.finishing.then(crate::store::now_ms));
+    let exit_code = end.exit_code.unwrap_or_else(|| outcome.code());
     write_file(path, tz, |w| {
         w.write_record(["field", "value"])?;
         let mut fields = vec![
             ("job", run.job.clone()),
             ("run_id", run.id.to_string()),
-            ("kind", run.kind.clone()),
+            ("kind", run.kind.to_string()),
             ("input_file", run.input_path.clone()),
             ("input_sha256", run.input_sha256.clone()),
             ("started", ts_secs(Some(run.created_at), tz)),
@@ -561,11 +593,8 @@ pub fn write_payout_run(
     run_id: i64,
     end: RunEnd,
 ) -> Result<(ReportPaths, Summary), ReportError> {
-    let run = run_record(store, run_id)?;
-    let stem = report_stem(&run);
-    let _lock = lock_reports(dir, &stem)?;
+    let (run, p, _lock) = open_report(store, dir, run_id)?;
     let rows = wait(store.rows_of_run(run_id, false))?;
-    let p = paths(dir, &stem);
     let now = crate::store::now_ms();
     write_file(&p.report, tz, |w| {
         w.write_record(PAYOUT_COLUMNS)?;
@@ -626,20 +655,21 @@ pub fn write_payout_run(
                 .map(|(s, n, a)| (s.to_string(), *n as i64, *a)),
         )
     })?;
-    let exit_code = end.exit_code.unwrap_or_else(|| summary.exit_code());
-    details_file(
-        &p.details,
-        tz,
-        &run,
-        run.finished_at.or(end.finishing.then(crate::store::now_ms)),
-        exit_code,
-        &[],
-    )?;
+    details_file(&p.details, tz, &run, &end, summary.outcome(), &[])?;
     Ok((p, summary))
 }
 
-fn run_record(store: &Store, run_id: i64) -> Result<RunRecord, ReportError> {
-    wait(store.run_by_id(run_id))?.ok_or(ReportError::NoRun(run_id))
+/// The run, its report's paths, and the lock on that report (held while it is read and
+/// written, so two writers never replace a newer report with an older snapshot).
+fn open_report(
+    store: &Store,
+    dir: &Path,
+    run_id: i64,
+) -> Result<(RunRecord, ReportPaths, fs::File), ReportError> {
+    let run = wait(store.run_by_id(run_id))?.ok_or(ReportError::NoRun(run_id))?;
+    let stem = report_stem(&run);
+    let lock = lock_reports(dir, &stem)?;
+    Ok((run, paths(dir, &stem), lock))
 }
 
 /// Waits for a store operation from the blocking thread a report is written on.
@@ -674,27 +704,11 @@ pub const RECON_COLUMNS: [&str; 18] = [
     "action",
 ];
 
-/// Categories in report order.
-pub const RECON_CATEGORIES: [&str; 12] = [
-    "MATCHED",
-    "AMOUNT_MISMATCH",
-    "STATE_MISMATCH",
-    "PAID_BUT_RECORDED_UNPAID",
-    "DUPLICATE_MATCH",
-    "NOT_FOUND",
-    "PENDING",
-    "HELD_TIMEOUT",
-    "STALE_PENDING",
-    "REVERSED_AFTER_SUCCESS",
-    "DUPLICATE_IN_INPUT",
-    "UNKNOWN",
-];
-
 /// Count and amount per category, and the balance at the start and end of the run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReconSummary {
-    /// Every category of [`RECON_CATEGORIES`] in that order (zero rows too), then any other.
-    pub rows: Vec<(String, i64, Centavos)>,
+    /// Every category of [`ReconCategory::ALL`] in that order (zero rows too).
+    pub rows: Vec<(ReconCategory, i64, Centavos)>,
     pub balance_start: Option<Centavos>,
     pub balance_end: Option<Centavos>,
 }
@@ -702,21 +716,18 @@ pub struct ReconSummary {
 impl ReconSummary {
     /// Puts `rows` (category, count, amount) in the fixed category order.
     pub fn from_counts(
-        counts: Vec<(String, i64, Centavos)>,
+        counts: Vec<(ReconCategory, i64, Centavos)>,
         balance_start: Option<Centavos>,
         balance_end: Option<Centavos>,
     ) -> ReconSummary {
-        let mut rows: Vec<(String, i64, Centavos)> = RECON_CATEGORIES
+        let mut rows: Vec<(ReconCategory, i64, Centavos)> = ReconCategory::ALL
             .iter()
-            .map(|c| (c.to_string(), 0, Centavos::ZERO))
+            .map(|c| (*c, 0, Centavos::ZERO))
             .collect();
         for (c, n, a) in counts {
-            match rows.iter_mut().find(|r| r.0 == c) {
-                Some(r) => {
-                    r.1 += n;
-                    r.2 = r.2.checked_add(a).unwrap_or(r.2);
-                }
-                None => rows.push((c, n, a)),
+            if let Some(r) = rows.iter_mut().find(|r| r.0 == c) {
+                r.1 += n;
+                r.2 = r.2.checked_add(a).unwrap_or(r.2);
             }
         }
         ReconSummary {
@@ -726,7 +737,7 @@ impl ReconSummary {
         }
     }
 
-    pub fn count(&self, category: &str) -> i64 {
+    pub fn count(&self, category: ReconCategory) -> i64 {
         self.rows
             .iter()
             .filter(|r| r.0 == category)
@@ -738,18 +749,9 @@ impl ReconSummary {
     /// remain; with failures for mismatches, not-found, a payment recorded as unpaid
     /// (`PAID_BUT_RECORDED_UNPAID`) or claimed twice (`DUPLICATE_MATCH`).
     pub fn outcome(&self) -> Outcome {
-        if [
-            "PENDING",
-            "HELD_TIMEOUT",
-            "STALE_PENDING",
-            "UNKNOWN",
-            "UNCHECKED",
-        ]
-        .iter()
-        .any(|c| self.count(c) > 0)
-        {
+        if self.rows.iter().any(|r| r.0.is_open() && r.1 > 0) {
             Outcome::Unresolved
-        } else if self.rows.iter().any(|r| r.0 != "MATCHED" && r.1 > 0) {
+        } else if self.rows.iter().any(|r| r.0.is_finding() && r.1 > 0) {
             Outcome::WithFailures
         } else {
             Outcome::AllGood
@@ -765,13 +767,13 @@ impl ReconSummary {
     /// payments claimed twice.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let paid = self.count("PAID_BUT_RECORDED_UNPAID");
+        let paid = self.count(ReconCategory::PaidButRecordedUnpaid);
         if paid > 0 {
             out.push(format!(
                 "WARNING: {paid} row(s) PAID_BUT_RECORDED_UNPAID: Starpay paid rows our store held as unpaid; their references are blocked again; do not pay them again and check whether they were paid a second time elsewhere (see the report)"
             ));
         }
-        let claimed = self.count("DUPLICATE_MATCH");
+        let claimed = self.count(ReconCategory::DuplicateMatch);
         if claimed > 0 {
             out.push(format!(
                 "WARNING: {claimed} row(s) DUPLICATE_MATCH: a Starpay payment is claimed by more than one line (see the report)"
@@ -782,7 +784,12 @@ impl ReconSummary {
 
     /// The category table, then the balances on their own lines.
     pub fn to_text(&self) -> String {
-        let mut s = table_text("category", &self.rows);
+        let rows: Vec<(String, i64, Centavos)> = self
+            .rows
+            .iter()
+            .map(|(c, n, a)| (c.to_string(), *n, *a))
+            .collect();
+        let mut s = table_text("category", &rows);
         let fmt = |b: Option<Centavos>| b.map(with_thousands).unwrap_or_else(|| "unknown".into());
         s.push('\n');
         s.push_str(&format!(
@@ -805,7 +812,7 @@ fn recon_record(r: &crate::store::recon::ReconRecord, tz: FixedOffset) -> [Strin
         _ => String::new(),
     };
     let (category, message) = match &r.category {
-        Some(c) => (c.clone(), r.message.clone().unwrap_or_default()),
+        Some(c) => (c.to_string(), r.message.clone().unwrap_or_default()),
         None => (
             "UNKNOWN".to_string(),
             "not checked yet: run the job again".to_string(),
@@ -844,10 +851,7 @@ pub fn write_recon_run(
     run_id: i64,
     end: RunEnd,
 ) -> Result<(ReportPaths, ReconSummary), ReportError> {
-    let run = run_record(store, run_id)?;
-    let stem = report_stem(&run);
-    let _lock = lock_reports(dir, &stem)?;
-    let p = paths(dir, &stem);
+    let (run, p, _lock) = open_report(store, dir, run_id)?;
     let path = p.report.clone();
     // Page by page from the store straight into the file (memory stays flat).
     let mut store_error = None;
@@ -880,7 +884,7 @@ pub fn write_recon_run(
         write_counts(
             w,
             ["category", "count", "amount"],
-            summary.rows.iter().map(|(c, n, a)| (c.clone(), *n, *a)),
+            summary.rows.iter().map(|(c, n, a)| (c.to_string(), *n, *a)),
         )
     })?;
     let b = |x: Option<Centavos>| x.map(|x| x.to_string()).unwrap_or_default();
@@ -891,15 +895,7 @@ pub fn write_recon_run(
     if let Some(payout_run) = run.input_sha256.strip_prefix("reconcile-of-run-") {
         extra.insert(0, ("payout_run", payout_run.to_string()));
     }
-    let exit_code = end.exit_code.unwrap_or_else(|| summary.exit_code());
-    details_file(
-        &p.details,
-        tz,
-        &run,
-        run.finished_at.or(end.finishing.then(crate::store::now_ms)),
-        exit_code,
-        &extra,
-    )?;
+    details_file(&p.details, tz, &run, &end, summary.outcome(), &extra)?;
     Ok((p, summary))
 }
 

@@ -142,7 +142,8 @@ async fn same_file_refused_new_run_and_retry() {
     // A cron job firing twice: refused, nothing sent.
     let before = sim.requests().len();
     let again = run(vec!["run".into(), s(&job)]).await;
-    assert_eq!(again.status.code(), Some(1), "{}", show(&again));
+    // 4: nothing to do, the file was already completed (issue 10).
+    assert_eq!(again.status.code(), Some(4), "{}", show(&again));
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("--new-run"),
         "{}",
@@ -844,4 +845,35 @@ async fn every_stderr_line_is_json_in_json_mode() {
             .any(|v| v["line"] == 2 && v["column"] == "amount" && v["rule"].is_string()),
         "{stderr}"
     );
+
+    // A usage error (clap) and a config error: JSON too, with their exit codes.
+    let bad_job = dir.path().join("bad-job.toml");
+    std::fs::write(&bad_job, "inptu = \"x.csv\"\nkind = \"payout\"\n").unwrap();
+    for (args, code, needle) in [
+        (
+            vec!["--log-format", "json", "run", "x.toml", "--bogus"],
+            64,
+            "--bogus",
+        ),
+        (vec!["--log-format=json", "run"], 64, "JOB"),
+        (
+            vec!["--log-format", "json", "run", bad_job.to_str().unwrap()],
+            1,
+            "inptu",
+        ),
+    ] {
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        let out = tokio::task::spawn_blocking(move || bin().args(&args).output().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.trim().is_empty(), "{}", show(&out));
+        for l in stderr.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"));
+            assert!(v.is_object() && v.get("level").is_some(), "{l}");
+        }
+        assert!(stderr.contains(needle), "{stderr}");
+    }
 }

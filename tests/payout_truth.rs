@@ -375,8 +375,11 @@ async fn finish_and_reopen_are_events() {
         [
             "run_created",
             "run_finished",
+            // Each command that drove the run records how it ended (migration 0006).
+            "command_ended",
             "run_reopened",
-            "run_finished"
+            "run_finished",
+            "command_ended"
         ],
         "{kinds:?}"
     );

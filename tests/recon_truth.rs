@@ -855,12 +855,15 @@ fn migration_0003_keeps_recon_rows_and_accepts_the_new_categories() {
 /// or claimed twice is a finding (2), never 0.
 #[test]
 fn recon_exit_codes_of_the_new_categories() {
-    use starpay_batch::domain::Centavos;
+    use starpay_batch::domain::{Centavos, ReconCategory};
     use starpay_batch::report::ReconSummary;
     let summary = |rows: &[(&str, i64)]| ReconSummary {
         rows: rows
             .iter()
-            .map(|(c, n)| (c.to_string(), *n, Centavos::new(100)))
+            .map(|(c, n)| {
+                let c = ReconCategory::parse(c).expect("a known category");
+                (c, *n, Centavos::new(100))
+            })
             .collect(),
         ..ReconSummary::default()
     };
@@ -883,7 +886,7 @@ fn recon_exit_codes_of_the_new_categories() {
         "HELD_TIMEOUT",
     ] {
         assert!(
-            starpay_batch::report::RECON_CATEGORIES.contains(&c),
+            ReconCategory::ALL.iter().any(|k| k.as_str() == c),
             "{c} has its place in the report order"
         );
     }

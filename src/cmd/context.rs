@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 
+use crate::cmd::{exit, CommandError};
 use crate::config::{self, Endpoint, JobConfig, JobKind, Overrides};
 use crate::engine::clock::Timing;
 use crate::engine::payout::{EngineSettings, PayoutEngine};
@@ -20,6 +21,7 @@ use crate::input::recon::ReconKind;
 use crate::server::sim::{SimConfig, SimHandle, Simulator};
 use crate::starpay::client::{Client, ClientConfig, Environment};
 use crate::starpay::sign::{PrivateKey, PublicKey};
+use crate::starpay::stats::RequestStats;
 use crate::store::Store;
 
 /// How a command uses the job's store.
@@ -28,6 +30,9 @@ pub enum Access {
     /// Takes the job lock and opens (creating and migrating if needed) the store: commands
     /// that send or change rows.
     Exclusive,
+    /// The same, for a command that reads the job's input: the input must exist before
+    /// anything (lock, database) is created.
+    ExclusiveWithInput,
     /// No lock; the store must exist already (SQLite WAL readers never block the writer).
     ReadOnly,
 }
@@ -36,6 +41,8 @@ pub struct JobContext {
     pub cfg: JobConfig,
     runtime: tokio::runtime::Runtime,
     store: Store,
+    /// Counts of every signed request this command's clients send (the metrics file).
+    stats: Arc<RequestStats>,
     /// Held for the life of the command; the OS releases it if the process dies, so a crash
     /// never leaves a stale lock.
     _lock: Option<File>,
@@ -55,8 +62,12 @@ impl JobContext {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
+        if access == Access::ExclusiveWithInput {
+            File::open(&cfg.input)
+                .with_context(|| format!("cannot read input {}", cfg.input.display()))?;
+        }
         let (lock, store) = match access {
-            Access::Exclusive => {
+            Access::Exclusive | Access::ExclusiveWithInput => {
                 let lock = lock(&cfg)?;
                 (Some(lock), Store::open(&cfg.database)?)
             }
@@ -75,6 +86,7 @@ impl JobContext {
             cfg,
             runtime,
             store,
+            stats: Arc::default(),
             _lock: lock,
         })
     }
@@ -95,6 +107,11 @@ impl JobContext {
         &self.store
     }
 
+    /// This command's requests by section and answer code, for the metrics file.
+    pub fn request_stats(&self) -> &Arc<RequestStats> {
+        &self.stats
+    }
+
     /// Runs the command's async part to completion.
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.runtime.block_on(f)
@@ -102,32 +119,15 @@ impl JobContext {
 
     /// Lower-case hex SHA-256 of the input file (runs are keyed by job + input hash).
     pub fn input_sha256(&self) -> anyhow::Result<String> {
-        let path = &self.cfg.input;
-        let mut f =
-            File::open(path).with_context(|| format!("cannot read input {}", path.display()))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = f
-                .read(&mut buf)
-                .with_context(|| format!("cannot read input {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        sha256_file(&self.cfg.input)
     }
 
     /// A client for the job's endpoint (starting the embedded simulator when asked), after a
     /// successful connection check (2.1).
     pub async fn connect(&self) -> anyhow::Result<Connected> {
         let cfg = &self.cfg;
-        let signer = Arc::new(PrivateKey::from_file(&cfg.starpay.private_key)?);
-        let mut platform_keys = Vec::new();
-        for p in &cfg.starpay.platform_public_keys {
-            platform_keys.push(PublicKey::from_file(p)?);
-        }
+        let (signer, platform_keys) = load_keys(cfg)?;
+        let signer = Arc::new(signer);
         let (environment, sim) = match &cfg.starpay.endpoint {
             Endpoint::Env(env) => (env.clone(), None),
             Endpoint::EmbeddedSim => {
@@ -149,18 +149,8 @@ impl JobContext {
         let mut client_cfg = ClientConfig::new(environment, cfg.starpay.mch_id.clone());
         client_cfg.request_timeout = cfg.limits.request_timeout;
         client_cfg.connect_timeout = cfg.limits.connect_timeout;
-        let client = Client::new(client_cfg, signer, platform_keys)?;
-        let health = client
-            .check_connection()
-            .await
-            .context("connection check (2.1) failed")?;
-        if !health.code.is_success() {
-            bail!(
-                "connection check (2.1) answered {} {}",
-                health.code,
-                health.message
-            );
-        }
+        let client = Client::new(client_cfg, signer, platform_keys)?.with_stats(self.stats.clone());
+        crate::engine::startup::check_connection(&client, cfg.limits.connect_retry).await?;
         Ok(Connected { client, sim })
     }
 
@@ -199,13 +189,45 @@ impl JobContext {
     }
 }
 
+/// Lower-case hex SHA-256 of a file's bytes.
+pub(crate) fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut f =
+        File::open(path).with_context(|| format!("cannot read input {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read input {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The merchant's private key (its file's permissions checked) and the platform public keys:
+/// what a real run loads before its first request, and what a dry run checks.
+pub(crate) fn load_keys(cfg: &JobConfig) -> anyhow::Result<(PrivateKey, Vec<PublicKey>)> {
+    // The embedded simulator moves no money: its TEST-ONLY key is not worth a warning.
+    if cfg.starpay.strict_key_permissions || cfg.starpay.endpoint != Endpoint::EmbeddedSim {
+        crate::starpay::sign::check_private_key_permissions(
+            &cfg.starpay.private_key,
+            cfg.starpay.strict_key_permissions,
+        )?;
+    }
+    let signer = PrivateKey::from_file(&cfg.starpay.private_key)?;
+    let mut platform_keys = Vec::new();
+    for p in &cfg.starpay.platform_public_keys {
+        platform_keys.push(PublicKey::from_file(p)?);
+    }
+    Ok((signer, platform_keys))
+}
+
 /// Loads a job file with the overrides of the command line and the environment.
-fn load_job(job: &Path, input: Option<PathBuf>) -> anyhow::Result<JobConfig> {
-    let overrides = Overrides {
-        input,
-        private_key_env: std::env::var_os("STARPAY_PRIVATE_KEY_FILE").map(PathBuf::from),
-    };
-    Ok(config::load_job(job, &overrides)?)
+pub(crate) fn load_job(job: &Path, input: Option<PathBuf>) -> anyhow::Result<JobConfig> {
+    Ok(config::load_job(job, &Overrides::from_env(input))?)
 }
 
 /// Takes the per-(database, job) lock, or says who holds it.
@@ -225,12 +247,16 @@ fn lock(cfg: &JobConfig) -> anyhow::Result<File> {
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "another starpay-batch process is running job {:?} on database {} (lock {}); nothing was sent",
-            cfg.job_name,
-            cfg.database.display(),
-            path.display()
-        ),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CommandError::new(
+            exit::TEMPFAIL,
+            format!(
+                "another starpay-batch process is running job {:?} on database {} (lock {}); nothing was sent",
+                cfg.job_name,
+                cfg.database.display(),
+                path.display()
+            ),
+        )
+        .into()),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }

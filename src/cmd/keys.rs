@@ -99,13 +99,14 @@ pub fn fingerprint(key: &PublicKey) -> String {
         .join(":")
 }
 
+/// The key, or `None` after printing why it does not load.
+fn loaded<K>(what: &str, key: Result<K, crate::starpay::sign::KeyError>) -> Option<K> {
+    key.inspect_err(|e| println!("FAIL {what} key: {e}")).ok()
+}
+
 fn check(a: &KeysCheckArgs) -> anyhow::Result<i32> {
-    let private = match PrivateKey::from_file(&a.private_key) {
-        Ok(k) => k,
-        Err(e) => {
-            println!("FAIL private key: {e}");
-            return Ok(exit::COULD_NOT_RUN);
-        }
+    let Some(private) = loaded("private", PrivateKey::from_file(&a.private_key)) else {
+        return Ok(exit::COULD_NOT_RUN);
     };
     println!(
         "ok   private key {} loads: RSA {} bits, its public key fingerprint {}",
@@ -113,12 +114,8 @@ fn check(a: &KeysCheckArgs) -> anyhow::Result<i32> {
         private.public_key().bits(),
         fingerprint(private.public_key())
     );
-    let public = match PublicKey::from_file(&a.public_key) {
-        Ok(k) => k,
-        Err(e) => {
-            println!("FAIL public key: {e}");
-            return Ok(exit::COULD_NOT_RUN);
-        }
+    let Some(public) = loaded("public", PublicKey::from_file(&a.public_key)) else {
+        return Ok(exit::COULD_NOT_RUN);
     };
     println!(
         "ok   public key {} loads: RSA {} bits, fingerprint {}",

@@ -24,12 +24,7 @@ pub(crate) async fn payout(
 ) -> anyhow::Result<(ReportPaths, Summary)> {
     let (st, dir, tz) = (store.clone(), cfg.reports_dir.clone(), cfg.report.timezone);
     let stale_ms = cfg.resolve.stale_after.as_millis() as i64;
-    let written = tokio::task::spawn_blocking(move || {
-        report::write_payout_run(&st, &dir, tz, stale_ms, run_id, end)
-    })
-    .await
-    .context("report task failed")??;
-    Ok(written)
+    off_thread(move || report::write_payout_run(&st, &dir, tz, stale_ms, run_id, end)).await
 }
 
 /// Writes a reconciliation run's report from the store (off the async threads).
@@ -40,11 +35,16 @@ pub(crate) async fn recon(
     end: RunEnd,
 ) -> anyhow::Result<(ReportPaths, ReconSummary)> {
     let (st, dir, tz) = (store.clone(), cfg.reports_dir.clone(), cfg.report.timezone);
-    let written =
-        tokio::task::spawn_blocking(move || report::write_recon_run(&st, &dir, tz, run_id, end))
-            .await
-            .context("report task failed")??;
-    Ok(written)
+    off_thread(move || report::write_recon_run(&st, &dir, tz, run_id, end)).await
+}
+
+/// Report files are written on a blocking thread (file I/O, fsync), never on the async ones.
+async fn off_thread<T: Send + 'static>(
+    write: impl FnOnce() -> Result<T, report::ReportError> + Send + 'static,
+) -> anyhow::Result<T> {
+    Ok(tokio::task::spawn_blocking(write)
+        .await
+        .context("report task failed")??)
 }
 
 /// The terminal summary after a command: the table, then where the files are.
@@ -72,7 +72,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
     let run_id = args.run;
     ctx.block_on(async {
         let run = find_run(&ctx, run_id).await?;
-        if run.kind == "payout" {
+        if run.kind.is_payout() {
             let (paths, summary) = payout(cfg, ctx.store(), run_id, RunEnd::default()).await?;
             print(run_id, &summary.to_text(), &paths);
         } else {

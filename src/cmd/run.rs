@@ -8,17 +8,20 @@ use anyhow::{bail, Context};
 use crate::cli::RunArgs;
 use crate::cmd::context::{Access, JobContext};
 use crate::cmd::drive::{drive_and_report, Work};
-use crate::cmd::exit;
 use crate::cmd::report as report_cmd;
+use crate::cmd::{exit, CommandError};
 use crate::config::JobKind;
-use crate::engine::prepare::{self, Validated};
+use crate::engine::prepare::{self, EarlierRuns, Validated};
 use crate::input::recon::{scan_recon, ReconKind, ReconScan};
 use crate::report::{self, RunEnd};
 use crate::store::recon::NewReconRow;
 use crate::store::{NewRun, StoreError};
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let ctx = JobContext::open(&args.job, args.input.clone(), Access::Exclusive)?;
+    if args.dry_run {
+        return crate::cmd::dry_run::run(&args);
+    }
+    let ctx = JobContext::open(&args.job, args.input.clone(), Access::ExclusiveWithInput)?;
     match ctx.cfg.kind {
         JobKind::Payout => ctx.block_on(run_payout(&ctx, &args)),
         JobKind::RepaymentRecon => run_recon(&ctx, ReconKind::Repayment, &args),
@@ -32,32 +35,15 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
     let open_run = open_run_of_file(ctx, &sha, args.new_run, "paid").await?;
     if open_run.is_none() {
         // Validate the whole file offline first: bad input sends nothing, not even a health check.
-        let v = prepare::validate_payouts(ctx.store(), &cfg.input, None, args.repay).await?;
+        let v =
+            prepare::validate_payouts(EarlierRuns::all(ctx.store()), &cfg.input, None, args.repay)
+                .await?;
         if !prepare::may_proceed(&v.file, args.skip_invalid)
-            .inspect_err(|_| report_invalid(ctx, &v))?
+            .inspect_err(|_| report_invalid(&ctx.cfg.input, &v))?
         {
-            report_invalid(ctx, &v);
+            report_invalid(&ctx.cfg.input, &v);
             return Ok(exit::COULD_NOT_RUN);
         }
-        if args.dry_run {
-            println!(
-                "dry run: {} valid rows, total PHP {}, {} error(s); nothing sent (bank names are checked against the 5.1 list only on a real run)",
-                v.file.rows.len(),
-                v.file.total,
-                v.file.errors.len() + v.file.errors_omitted
-            );
-            if !v.file.is_valid() {
-                crate::logging::input_errors(&v.file.errors, &v.file.describe_errors());
-                return Ok(exit::COULD_NOT_RUN);
-            }
-            return Ok(exit::OK);
-        }
-    } else if args.dry_run {
-        println!(
-            "dry run: run {} of this file is open and would be resumed; nothing sent",
-            open_run.unwrap_or_default()
-        );
-        return Ok(exit::OK);
     }
     let (engine, _sim) = ctx.payout_engine().await?;
     let run_id = match open_run {
@@ -69,17 +55,26 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
             // Pre-flight: the bank list (5.1), validation against it, the balance (5.6).
             let banks = engine.bank_names().await?;
             let bank_list_empty = banks.is_empty();
-            let v =
-                prepare::validate_payouts(ctx.store(), &cfg.input, Some(banks), args.repay).await?;
+            // Remembered for dry runs, which check bank names offline.
+            ctx.store()
+                .save_bank_list(banks.iter().cloned().collect())
+                .await?;
+            let v = prepare::validate_payouts(
+                EarlierRuns::all(ctx.store()),
+                &cfg.input,
+                Some(banks),
+                args.repay,
+            )
+            .await?;
             prepare::check_file(&v.file, &cfg.input, &sha, bank_list_empty)?;
             if !prepare::may_proceed(&v.file, args.skip_invalid)
-                .inspect_err(|_| report_invalid(ctx, &v))?
+                .inspect_err(|_| report_invalid(&ctx.cfg.input, &v))?
             {
-                report_invalid(ctx, &v);
+                report_invalid(&ctx.cfg.input, &v);
                 return Ok(exit::COULD_NOT_RUN);
             }
-            let rows =
-                prepare::payout_rows(&v, &cfg.input).inspect_err(|_| report_invalid(ctx, &v))?;
+            let rows = prepare::payout_rows(&v, &cfg.input)
+                .inspect_err(|_| report_invalid(&ctx.cfg.input, &v))?;
             let rejected = rows
                 .iter()
                 .filter(|r| r.state == crate::domain::RowState::Rejected)
@@ -95,7 +90,7 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
             );
             let run = NewRun {
                 job: cfg.job_name.clone(),
-                kind: "payout".into(),
+                kind: crate::domain::RunKind::Payout,
                 input: cfg.input.display().to_string(),
                 sha256: sha.clone(),
             };
@@ -107,12 +102,12 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
     drive_and_report(ctx, Work::Payout(engine), run_id).await
 }
 
-fn report_invalid(ctx: &JobContext, v: &Validated) {
+pub(crate) fn report_invalid(input: &std::path::Path, v: &Validated) {
     crate::logging::input_errors(&v.file.errors, &v.file.describe_errors());
     crate::say_warn!(
         "{} error(s) in {}; nothing was sent (use --skip-invalid to send the valid rows and report the rest as REJECTED)",
         v.file.errors.len() + v.file.errors_omitted,
-        ctx.cfg.input.display()
+        input.display()
     );
 }
 
@@ -136,16 +131,6 @@ fn run_recon(ctx: &JobContext, kind: ReconKind, args: &RunArgs) -> anyhow::Resul
                 report_invalid_recon(ctx, &scan);
                 return Ok(exit::COULD_NOT_RUN);
             }
-            if args.dry_run {
-                println!("dry run: {} rows valid; nothing sent", scan.rows);
-                return Ok(exit::OK);
-            }
-        } else if args.dry_run {
-            println!(
-                "dry run: run {} of this file is open and would be resumed; nothing sent",
-                open_run.unwrap_or_default()
-            );
-            return Ok(exit::OK);
         }
         let (engine, _sim) = ctx.recon_engine(kind).await?;
         let run_id = match open_run {
@@ -184,7 +169,7 @@ async fn load_recon_rows(
     let input = cfg.input.clone();
     let run = NewRun {
         job: cfg.job_name.clone(),
-        kind: cfg.kind.as_str().to_string(),
+        kind: cfg.kind.run_kind(),
         input: input.display().to_string(),
         sha256: sha.to_string(),
     };
@@ -237,7 +222,7 @@ async fn open_run_of_file(
         if !new_run {
             // A finished run always has its report; if it went missing, write it again.
             if !report_cmd::report_exists(cfg, done) {
-                let paths = if done.kind == "payout" {
+                let paths = if done.kind.is_payout() {
                     report_cmd::payout(cfg, ctx.store(), done.id, RunEnd::default())
                         .await?
                         .0
@@ -252,14 +237,18 @@ async fn open_run_of_file(
                     paths.report.display()
                 );
             }
-            bail!(
-                "{}: this file (sha256 {}) was already {done_verb} by run {} of job {:?}, finished {}; refusing to do it twice. Pass --new-run to run the same file again on purpose",
-                cfg.input.display(),
-                &sha[..12.min(sha.len())],
-                done.id,
-                cfg.job_name,
-                report::ts(done.finished_at, cfg.report.timezone)
-            );
+            return Err(CommandError::new(
+                exit::ALREADY_DONE,
+                format!(
+                    "{}: this file (sha256 {}) was already {done_verb} by run {} of job {:?}, finished {}; refusing to do it twice. Pass --new-run to run the same file again on purpose",
+                    cfg.input.display(),
+                    &sha[..12.min(sha.len())],
+                    done.id,
+                    cfg.job_name,
+                    report::ts(done.finished_at, cfg.report.timezone)
+                ),
+            )
+            .into());
         }
     }
     Ok(open_run)

@@ -24,7 +24,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<i32> {
                 run.input_path,
                 &run.input_sha256[..12.min(run.input_sha256.len())]
             );
-            if run.kind == "payout" {
+            if run.kind.is_payout() {
                 let rows = store.rows_of_run(run.id, false).await?;
                 print!("{}", Summary::from_rows(&rows).to_text());
             } else {

@@ -9,6 +9,7 @@ pub mod payout;
 pub mod policy;
 pub mod prepare;
 pub mod recon;
+pub mod startup;
 pub mod stop;
 pub mod throttle;
 pub mod transition;

@@ -1030,7 +1030,7 @@ mod tests {
             };
             let run = NewRun {
                 job: "engine-test".into(),
-                kind: "payout".into(),
+                kind: crate::domain::RunKind::Payout,
                 input: "engine-test.csv".into(),
                 sha256: "0".repeat(64),
             };

@@ -42,24 +42,50 @@ pub struct Validated {
     pub repays: HashSet<String>,
 }
 
+/// Where the references of a file are checked against earlier runs.
+pub struct EarlierRuns<'a> {
+    /// The job's store (`None`: it does not exist yet, so there are no earlier runs).
+    pub store: Option<&'a Store>,
+    /// Runs whose uses do not count (a dry run of a file already paid ignores that file's own
+    /// runs, to show what the file itself holds).
+    pub ignore: HashSet<i64>,
+}
+
+impl<'a> EarlierRuns<'a> {
+    /// Every earlier run of the store counts.
+    pub fn all(store: &'a Store) -> EarlierRuns<'a> {
+        EarlierRuns {
+            store: Some(store),
+            ignore: HashSet::new(),
+        }
+    }
+}
+
 /// Reads and validates the input; `banks` adds the 5.1 bank-name check. References already
 /// used by earlier runs of this database are errors (README "Paying a reference again"),
 /// except, with `repay`, those whose every earlier attempt ended verified FAILED, REVERSED or
 /// REJECTED: they are returned as re-payments (checked live before their msgId exists).
 pub async fn validate_payouts(
-    store: &Store,
+    earlier: EarlierRuns<'_>,
     input: &Path,
     banks: Option<HashSet<String>>,
     repay: bool,
 ) -> Result<Validated, PrepareError> {
     let input = input.to_path_buf();
-    let st = store.clone();
+    let st = earlier.store.cloned();
+    let ignore = earlier.ignore;
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let repays = std::cell::RefCell::new(HashSet::new());
         let already_paid = |reference: &str| -> Option<String> {
+            let Some(st) = &st else {
+                return None;
+            };
             let uses = match handle.block_on(st.reference_uses(reference, None)) {
-                Ok(uses) => uses,
+                Ok(uses) => uses
+                    .into_iter()
+                    .filter(|u| !ignore.contains(&u.run_id))
+                    .collect::<Vec<_>>(),
                 // A database error counts as "paid": never risk paying twice.
                 Err(e) => return Some(format!("cannot check earlier runs of this reference: {e}")),
             };

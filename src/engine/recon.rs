@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::domain::{Centavos, MsgId, RowState, TrxState};
+use crate::domain::{Centavos, MsgId, ReconCategory as Cat, RowState, TrxState};
 use crate::engine::msgid::MsgIds;
 use crate::engine::payout::EngineError;
 use crate::engine::policy::{self, QueryVerdict};
@@ -120,7 +120,7 @@ pub fn categorize(
     now_ms: i64,
     stale_after: Duration,
     ab_hold: Duration,
-) -> (&'static str, String) {
+) -> (Cat, String) {
     let (category, action) = categorize_static(kind, exp, obs, now_ms, stale_after, ab_hold);
     match action {
         Ok(a) => (category, a.to_string()),
@@ -139,16 +139,16 @@ fn categorize_static(
     now_ms: i64,
     stale_after: Duration,
     ab_hold: Duration,
-) -> (&'static str, Result<&'static str, String>) {
+) -> (Cat, Result<&'static str, String>) {
     let (category, action) = match obs {
-        Observation::Failed(_) => ("UNKNOWN", "queries kept failing: run the job again later"),
-        Observation::NotFound if exp.expect_not_found => ("MATCHED", "none: nothing at Starpay, as expected"),
+        Observation::Failed(_) => (Cat::Unknown, "queries kept failing: run the job again later"),
+        Observation::NotFound if exp.expect_not_found => (Cat::Matched, "none: nothing at Starpay, as expected"),
         Observation::NotFound => match kind {
             ReconKind::Disbursement => (
-                "NOT_FOUND",
+                Cat::NotFound,
                 "not at Starpay: safe to re-send with the same msgId once 10 minutes have passed since it was sent",
             ),
-            ReconKind::Repayment => ("NOT_FOUND", "no such payment at Starpay: check the reference with the payer"),
+            ReconKind::Repayment => (Cat::NotFound, "no such payment at Starpay: check the reference with the payer"),
         },
         Observation::Found {
             state,
@@ -158,7 +158,7 @@ fn categorize_static(
         } => {
             if *state == TrxState::Reversed && exp.state.as_ref() != Some(&TrxState::Reversed) {
                 return (
-                    "REVERSED_AFTER_SUCCESS",
+                    Cat::ReversedAfterSuccess,
                     Ok(match kind {
                         ReconKind::Disbursement => "money came back: contact the recipient, then re-pay if still due",
                         ReconKind::Repayment => "payment reversed: follow up with the payer",
@@ -173,7 +173,7 @@ fn categorize_static(
                 )
             {
                 return (
-                    "PAID_BUT_RECORDED_UNPAID",
+                    Cat::PaidButRecordedUnpaid,
                     Ok(PAID_BUT_RECORDED_UNPAID_ACTION),
                 );
             }
@@ -200,7 +200,7 @@ fn categorize_static(
                         .map(|f| f.format("%Y-%m-%dT%H:%M:%S%:z").to_string())
                         .unwrap_or_else(|| format!("{} from the failure", human_duration(ab_hold)));
                     return (
-                        "HELD_TIMEOUT",
+                        Cat::HeldTimeout,
                         Err(format!(
                             "a FAIL with timeout reason {code} at {at}, held for {} because a late credit can still land; final after {after}; re-check then",
                             human_duration(ab_hold)
@@ -213,27 +213,27 @@ fn categorize_static(
                 let age_ms = parsed_date.map(|t| now_ms - t.timestamp_millis());
                 return match age_ms {
                     Some(a) if a >= stale_after.as_millis() as i64 => (
-                        "STALE_PENDING",
+                        Cat::StalePending,
                         Ok("investigate with Starpay: still pending beyond the SLA"),
                     ),
-                    _ => ("PENDING", Ok("re-check after the SLA")),
+                    _ => (Cat::Pending, Ok("re-check after the SLA")),
                 };
             }
             if let (Some(want), Some(got)) = (exp.amount, amount) {
                 if want != *got {
                     return (
-                        "AMOUNT_MISMATCH",
+                        Cat::AmountMismatch,
                         Ok("investigate with Starpay: the amounts differ"),
                     );
                 }
             }
             match &exp.state {
-                Some(want) if want == state => ("MATCHED", "none"),
-                Some(_) => ("STATE_MISMATCH", "investigate with Starpay: the state differs from what was expected"),
-                None if *state == TrxState::Success => ("MATCHED", "none"),
+                Some(want) if want == state => (Cat::Matched, "none"),
+                Some(_) => (Cat::StateMismatch, "investigate with Starpay: the state differs from what was expected"),
+                None if *state == TrxState::Success => (Cat::Matched, "none"),
                 None => match kind {
-                    ReconKind::Disbursement => ("STATE_MISMATCH", "not paid: fix the data or funds, then re-pay with a new file"),
-                    ReconKind::Repayment => ("STATE_MISMATCH", "not paid: the payment did not complete"),
+                    ReconKind::Disbursement => (Cat::StateMismatch, "not paid: fix the data or funds, then re-pay with a new file"),
+                    ReconKind::Repayment => (Cat::StateMismatch, "not paid: the payment did not complete"),
                 },
             }
         }
@@ -649,7 +649,7 @@ impl ReconEngine {
         {
             // A provider amount that differs from ours is a conflict for a human, not drift.
             let amounts_agree = amount.is_none() || *amount == todo.source_amount;
-            if category == "PAID_BUT_RECORDED_UNPAID" {
+            if category == Cat::PaidButRecordedUnpaid {
                 // Re-block the reference: the row leaves REJECTED/UNSENT for the state Starpay's
                 // answer implies (or NEEDS_ATTENTION when the amounts differ).
                 if let Some(next) = recorded_unpaid_move(state, amounts_agree) {
@@ -663,7 +663,7 @@ impl ReconEngine {
                         },
                     });
                 }
-            } else if todo.recorded_unpaid && category == "HELD_TIMEOUT" {
+            } else if todo.recorded_unpaid && category == Cat::HeldTimeout {
                 // A FAIL with a timeout reason may still be credited (§9.2): like any row whose
                 // money may still move, it must block its reference again.
                 result.moved = Some(RowMove {
@@ -815,44 +815,44 @@ mod tests {
         };
         let d = ReconKind::Disbursement;
         let r = ReconKind::Repayment;
-        let cases: Vec<(ReconKind, Expectation, Observation, &str)> = vec![
+        let cases: Vec<(ReconKind, Expectation, Observation, Cat)> = vec![
             (
                 r,
                 none.clone(),
                 found(TrxState::Success, 100, 60, now),
-                "MATCHED",
+                Cat::Matched,
             ),
             (
                 r,
                 amt(100),
                 found(TrxState::Success, 100, 60, now),
-                "MATCHED",
+                Cat::Matched,
             ),
             (
                 r,
                 amt(100),
                 found(TrxState::Success, 101, 60, now),
-                "AMOUNT_MISMATCH",
+                Cat::AmountMismatch,
             ),
             (
                 r,
                 st(TrxState::Fail),
                 found(TrxState::Success, 1, 60, now),
-                "STATE_MISMATCH",
+                Cat::StateMismatch,
             ),
             (
                 d,
                 none.clone(),
                 found(TrxState::Fail, 1, 60, now),
-                "STATE_MISMATCH",
+                Cat::StateMismatch,
             ),
             (
                 d,
                 st(TrxState::Fail),
                 found(TrxState::Fail, 1, 60, now),
-                "MATCHED",
+                Cat::Matched,
             ),
-            (d, none.clone(), Observation::NotFound, "NOT_FOUND"),
+            (d, none.clone(), Observation::NotFound, Cat::NotFound),
             (
                 d,
                 Expectation {
@@ -860,55 +860,55 @@ mod tests {
                     ..Expectation::default()
                 },
                 Observation::NotFound,
-                "MATCHED",
+                Cat::Matched,
             ),
             (
                 r,
                 none.clone(),
                 found(TrxState::Processing, 1, 60, now),
-                "PENDING",
+                Cat::Pending,
             ),
             (
                 r,
                 none.clone(),
                 found(TrxState::Processing, 1, 1801, now),
-                "STALE_PENDING",
+                Cat::StalePending,
             ),
             (
                 r,
                 none.clone(),
                 found(TrxState::Unknown("HELD".into()), 1, 60, now),
-                "PENDING",
+                Cat::Pending,
             ),
             (
                 d,
                 st(TrxState::Success),
                 found(TrxState::Reversed, 1, 60, now),
-                "REVERSED_AFTER_SUCCESS",
+                Cat::ReversedAfterSuccess,
             ),
             (
                 d,
                 none.clone(),
                 found(TrxState::Reversed, 1, 60, now),
-                "REVERSED_AFTER_SUCCESS",
+                Cat::ReversedAfterSuccess,
             ),
             (
                 d,
                 st(TrxState::Reversed),
                 found(TrxState::Reversed, 1, 60, now),
-                "MATCHED",
+                Cat::Matched,
             ),
             (
                 d,
                 none.clone(),
                 Observation::Failed("timeout".into()),
-                "UNKNOWN",
+                Cat::Unknown,
             ),
             (
                 r,
                 amt(5),
                 found(TrxState::Processing, 1, 60, now),
-                "PENDING",
+                Cat::Pending,
             ),
             (
                 d,
@@ -919,7 +919,7 @@ mod tests {
                     trx_date: None,
                     error_code: Some("AB05".into()),
                 },
-                "HELD_TIMEOUT",
+                Cat::HeldTimeout,
             ),
             // Issue 8 defect 13: a held timeout FAIL is HELD_TIMEOUT inside the hold (however
             // old against the SLA), a final FAIL after it.
@@ -927,63 +927,68 @@ mod tests {
                 d,
                 st(TrxState::Fail),
                 found_code(TrxState::Fail, "AB05", 60, now),
-                "HELD_TIMEOUT",
+                Cat::HeldTimeout,
             ),
             (
                 d,
                 st(TrxState::Fail),
                 found_code(TrxState::Fail, "AB05", 3_600, now),
-                "HELD_TIMEOUT",
+                Cat::HeldTimeout,
             ),
             (
                 d,
                 st(TrxState::Fail),
                 found_code(TrxState::Fail, "AB05", 86_401, now),
-                "MATCHED",
+                Cat::Matched,
             ),
             (
                 d,
                 none.clone(),
                 found_code(TrxState::Fail, "AB06", 86_401, now),
-                "STATE_MISMATCH",
+                Cat::StateMismatch,
             ),
             // Issue 8 defect 3: held as unpaid, paid or being paid at Starpay.
             (
                 d,
                 unpaid(Some(100), true),
                 found(TrxState::Success, 100, 60, now),
-                "PAID_BUT_RECORDED_UNPAID",
+                Cat::PaidButRecordedUnpaid,
             ),
             (
                 d,
                 unpaid(Some(100), true),
                 found(TrxState::Success, 999, 60, now),
-                "PAID_BUT_RECORDED_UNPAID",
+                Cat::PaidButRecordedUnpaid,
             ),
             (
                 d,
                 unpaid(Some(100), false),
                 found(TrxState::Processing, 100, 60, now),
-                "PAID_BUT_RECORDED_UNPAID",
+                Cat::PaidButRecordedUnpaid,
             ),
             (
                 d,
                 unpaid(Some(100), true),
                 found(TrxState::Init, 100, 4_000, now),
-                "PAID_BUT_RECORDED_UNPAID",
+                Cat::PaidButRecordedUnpaid,
             ),
             (
                 d,
                 unpaid(Some(100), true),
                 found_code(TrxState::Fail, "AC01", 60, now),
-                "STATE_MISMATCH",
+                Cat::StateMismatch,
             ),
-            (d, unpaid(Some(100), true), Observation::NotFound, "MATCHED"),
+            (
+                d,
+                unpaid(Some(100), true),
+                Observation::NotFound,
+                Cat::Matched,
+            ),
             (
                 d,
                 unpaid(Some(100), false),
                 Observation::NotFound,
-                "NOT_FOUND",
+                Cat::NotFound,
             ),
             (
                 d,
@@ -994,7 +999,7 @@ mod tests {
                     trx_date: None,
                     error_code: Some("AC01".into()),
                 },
-                "MATCHED",
+                Cat::Matched,
             ),
         ];
         for (i, (kind, exp, obs, want)) in cases.into_iter().enumerate() {
@@ -1026,7 +1031,7 @@ mod tests {
             SLA,
             HOLD,
         );
-        assert_eq!(category, "HELD_TIMEOUT");
+        assert_eq!(category, Cat::HeldTimeout);
         let want = format!(
             "a FAIL with timeout reason AB05 at {at}, held for 1d because a late credit can still land; final after {}; re-check then",
             final_at.format("%Y-%m-%dT%H:%M:%S%:z")

@@ -14,6 +14,7 @@ use crate::starpay::model::*;
 use crate::starpay::sign::{
     self, CanonicalError, Member, PrivateKey, PublicKey, SignError, SignedRequest, VerifyError,
 };
+use crate::starpay::stats::RequestStats;
 
 pub const UAT_BASE_URL: &str = "https://financeapi-uat.wallyt.net/finance-payment-service";
 pub const PROD_BASE_URL: &str = "https://financeapi.wallytglobal.com/finance-payment-service";
@@ -88,20 +89,18 @@ pub enum ClientError {
     Build(#[from] CanonicalError),
     #[error(transparent)]
     Sign(#[from] SignError),
-    #[error("could not connect to {url}: {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// The message names the URL once and the innermost cause (`Connection refused (os error
+    /// 111)`); reqwest's own chain repeats the URL, so it is not a `#[source]`.
+    #[error("could not connect to {url}: {}", root_cause(.error))]
+    Connect { url: String, error: reqwest::Error },
     #[error("configuration: {0}")]
     Config(String),
 
     // ---- outcome unknown: the request may have been processed; resolve by query.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    #[error("transport failed after sending: {0}")]
-    Transport(#[source] reqwest::Error),
+    #[error("transport failed after sending: {}", root_cause(.0))]
+    Transport(reqwest::Error),
     #[error("answer is not a Starpay envelope (HTTP {status}): {detail}")]
     NotEnvelope { status: u16, detail: String },
     /// A signature problem with the answer. Its `code`, if readable, may only drive the safe
@@ -118,6 +117,16 @@ pub enum ClientError {
         detail: String,
         raw: Bytes,
     },
+}
+
+/// The innermost cause of a transport error, e.g. `Connection refused (os error 111)`, or the
+/// error itself when it has none (one line, no repeated URL).
+pub fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 /// Whether the request may have been processed by Starpay.
@@ -188,6 +197,8 @@ pub struct Client {
     request_timeout: Duration,
     signer: Arc<PrivateKey>,
     platform_keys: Arc<[PublicKey]>,
+    /// Every signed request's section and answer code (metrics); shared by all clones.
+    stats: Arc<RequestStats>,
 }
 
 impl std::fmt::Debug for Client {
@@ -232,7 +243,19 @@ impl Client {
             request_timeout: config.request_timeout,
             signer,
             platform_keys: platform_keys.into(),
+            stats: Arc::default(),
         })
+    }
+
+    /// Counts this client's requests into `stats` (shared with whoever reads them).
+    pub fn with_stats(mut self, stats: Arc<RequestStats>) -> Client {
+        self.stats = stats;
+        self
+    }
+
+    /// The counts of this client's requests by section and answer code.
+    pub fn stats(&self) -> &Arc<RequestStats> {
+        &self.stats
     }
 
     pub fn mch_id(&self) -> &MchId {
@@ -265,6 +288,18 @@ impl Client {
 
     /// Sends already-signed bytes for operation `O` (a resend reuses them unchanged).
     pub async fn send<O: Operation>(
+        &self,
+        signed: &SignedRequest,
+    ) -> Result<Answer<O::Response>, ClientError> {
+        let result = self.send_once::<O>(signed).await;
+        self.stats.record(
+            O::SECTION,
+            result.as_ref().map(|a| a.response.code().as_str()),
+        );
+        result
+    }
+
+    async fn send_once<O: Operation>(
         &self,
         signed: &SignedRequest,
     ) -> Result<Answer<O::Response>, ClientError> {
@@ -359,7 +394,7 @@ impl Client {
             // The TCP/TLS connection was never established: nothing was sent.
             ClientError::Connect {
                 url: url.to_string(),
-                source: e,
+                error: e,
             }
         } else {
             ClientError::Transport(e)

@@ -37,12 +37,15 @@ const FORMATS_PUBLIC: &str =
 /// key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read key file {path}: {source}")]
+    /// The cause's text is in the message, so it is not also a `#[source]` (printed twice).
+    #[error("cannot read key file {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+    /// `strict_key_permissions = true` and the private key file is readable by group or others.
+    #[error("private key file {path} has mode {mode:04o}: readable by group or others, and the job sets strict_key_permissions = true; run `chmod 600 {path}`")]
+    Permissions { path: PathBuf, mode: u32 },
     #[error("{origin}: this is a public key, but a private key is needed here (expected {FORMATS_PRIVATE})")]
     PublicGivenAsPrivate { origin: String },
     #[error("{origin}: this is a private key, but a public key is needed here (expected {FORMATS_PUBLIC}); never hand a private key to a place that wants a public one")]
@@ -176,12 +179,38 @@ fn decode_key_text(
     Ok(KeyText::Der(der))
 }
 
+/// Like ssh: a private key file readable by group or others (mode & 0o077 != 0) gets a warning
+/// naming the file and its mode (never the key), or, when `strict`, is refused. A file that
+/// cannot be read is left to the loader, which says so.
+pub fn check_private_key_permissions(path: &Path, strict: bool) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    if strict {
+        return Err(KeyError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    crate::say_warn!(
+        "warning: private key file {} has mode {mode:04o}: readable by group or others; run `chmod 600 {}` (strict_key_permissions = true in [starpay] refuses such a file)",
+        path.display(),
+        path.display()
+    );
+    Ok(())
+}
+
 impl PrivateKey {
     /// Loads a private key file in any accepted format (reference §3.3).
     pub fn from_file(path: &Path) -> Result<PrivateKey, KeyError> {
-        let text = std::fs::read(path).map_err(|source| KeyError::Read {
+        let text = std::fs::read(path).map_err(|cause| KeyError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let text = String::from_utf8_lossy(&text);
         PrivateKey::from_text(&text, &path.display().to_string())
@@ -317,9 +346,9 @@ fn pem_wrap(label: &str, der: &[u8]) -> String {
 
 impl PublicKey {
     pub fn from_file(path: &Path) -> Result<PublicKey, KeyError> {
-        let text = std::fs::read(path).map_err(|source| KeyError::Read {
+        let text = std::fs::read(path).map_err(|cause| KeyError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let text = String::from_utf8_lossy(&text);
         PublicKey::from_text(&text, &path.display().to_string())

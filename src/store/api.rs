@@ -22,7 +22,7 @@ const RECON_INSERT_BATCH: usize = 5_000;
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub job: String,
-    pub kind: String,
+    pub kind: crate::domain::RunKind,
     pub input: String,
     pub sha256: String,
 }
@@ -80,7 +80,14 @@ impl Store {
         rows: Vec<NewRow>,
     ) -> Result<i64, StoreError> {
         self.call(move |c| {
-            super::create_run(c, &run.job, &run.kind, &run.input, &run.sha256, &rows)
+            super::create_run(
+                c,
+                &run.job,
+                run.kind.as_str(),
+                &run.input,
+                &run.sha256,
+                &rows,
+            )
         })
         .await
     }
@@ -95,7 +102,38 @@ impl Store {
         self.call(move |c| super::reopen_run(c, run_id, &why)).await
     }
 
+    /// Records how a command that drove the run ended (its exit code), with its event.
+    pub async fn record_exit(&self, run_id: i64, code: i32) -> Result<(), StoreError> {
+        self.call(move |c| super::record_exit(c, run_id, code))
+            .await
+    }
+
+    /// Remembers the bank list (5.1) Starpay gave, for dry runs.
+    pub async fn save_bank_list(&self, names: Vec<String>) -> Result<(), StoreError> {
+        self.call(move |c| super::save_bank_list(c, &names)).await
+    }
+
+    /// The last bank list Starpay gave, and when (UTC ms).
+    pub async fn last_bank_list(&self) -> Result<Option<(Vec<String>, i64)>, StoreError> {
+        self.call(|c| super::last_bank_list(c)).await
+    }
+
+    /// The time of the last command that exited 0 on any run of `job` (a heartbeat).
+    pub async fn last_success_at(&self, job: &str) -> Result<Option<i64>, StoreError> {
+        let runs = self.runs_for(job, None).await?;
+        Ok(runs
+            .iter()
+            .filter(|r| r.last_exit_code == Some(0))
+            .filter_map(|r| r.last_exit_at)
+            .max())
+    }
+
     // ------------------------------------------------------------------ payout rows
+
+    /// Rows per state group and re-sends of a payout run (aggregates only: cheap while it runs).
+    pub async fn payout_counts(&self, run_id: i64) -> Result<super::PayoutCounts, StoreError> {
+        self.call(move |c| super::payout_counts(c, run_id)).await
+    }
 
     /// Rows of a run in input order; `only_open` keeps the rows a run still has work for.
     pub async fn rows_of_run(
@@ -115,6 +153,16 @@ impl Store {
     ) -> Result<Vec<ReferenceUse>, StoreError> {
         let reference = reference.to_string();
         self.call(move |c| super::reference_uses(c, &reference, except_row))
+            .await
+    }
+
+    /// Every row, attempt and event of `reference`, across runs.
+    pub async fn reference_history(
+        &self,
+        reference: &str,
+    ) -> Result<super::ReferenceHistory, StoreError> {
+        let reference = reference.to_string();
+        self.call(move |c| super::reference_history(c, &reference))
             .await
     }
 
@@ -206,7 +254,8 @@ impl Store {
     {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let run_id = sql::create_recon_run(&tx, &run.job, &run.kind, &run.input, &run.sha256)?;
+            let run_id =
+                sql::create_recon_run(&tx, &run.job, run.kind.as_str(), &run.input, &run.sha256)?;
             let mut sink = ReconRowSink {
                 tx: &tx,
                 run_id,
@@ -235,7 +284,8 @@ impl Store {
     ) -> Result<i64, StoreError> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let id = sql::create_recon_run(&tx, &run.job, &run.kind, &run.input, &run.sha256)?;
+            let id =
+                sql::create_recon_run(&tx, &run.job, run.kind.as_str(), &run.input, &run.sha256)?;
             sql::fill_from_payout_run_tx(&tx, id, payout_run)?;
             sql::set_balance(&tx, id, true, opening_balance)?;
             tx.commit()?;

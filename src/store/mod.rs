@@ -28,6 +28,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_recon_truth.sql"),
     include_str!("../../migrations/0004_report_truth.sql"),
     include_str!("../../migrations/0005_repay_and_attempt_times.sql"),
+    include_str!("../../migrations/0006_run_exit.sql"),
+    include_str!("../../migrations/0007_bank_list.sql"),
 ];
 /// Bound of the command queue to the writer thread.
 const QUEUE_CAPACITY: usize = 1024;
@@ -55,6 +57,12 @@ pub enum StoreError {
     BadState(String),
     #[error("the database writer has stopped")]
     WriterGone,
+    #[error("database {path} is at schema {found}, this build's is {known}: a real run upgrades it first")]
+    Outdated {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -145,7 +153,60 @@ fn new_db_id() -> String {
 impl Store {
     /// Opens (creating and migrating if needed) and starts the writer thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = open_connection(path)?;
+        Store::start(open_connection(path)?, path)
+    }
+
+    /// A read-only view of an existing database that creates no file and migrates nothing, for
+    /// a dry run. When a write-ahead log is beside the database (commits not yet checkpointed
+    /// into it), the view reads through it (read-only, using the existing `-wal`/`-shm`);
+    /// otherwise the database file is complete and is read as immutable (no `-shm` created).
+    /// `None` when the database does not exist; an error when its schema is not this build's.
+    pub fn open_snapshot(path: &Path) -> Result<Option<Store>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        // A URI: `%`, `?` and `#` in the path are escaped so they stay part of it.
+        let escaped = path
+            .display()
+            .to_string()
+            .replace('%', "%25")
+            .replace('?', "%3f")
+            .replace('#', "%23");
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let mut shm = path.as_os_str().to_owned();
+        shm.push("-shm");
+        let logged = Path::new(&wal).exists() && Path::new(&shm).exists();
+        let uri = if logged {
+            format!("file:{escaped}?mode=ro")
+        } else {
+            format!("file:{escaped}?immutable=1")
+        };
+        let conn = Connection::open_with_flags(
+            uri,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(open_err)?;
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open_err)?;
+        let known = MIGRATIONS.len() as i64;
+        if found != known {
+            return Err(StoreError::Outdated {
+                path: path.to_path_buf(),
+                found,
+                known,
+            });
+        }
+        Store::start(conn, path).map(Some)
+    }
+
+    /// Starts the thread that owns `conn`.
+    fn start(conn: Connection, path: &Path) -> Result<Store, StoreError> {
         let (tx, rx) = sync_channel::<Job>(QUEUE_CAPACITY);
         let mut conn = conn;
         std::thread::Builder::new()
@@ -205,13 +266,42 @@ impl Store {
     }
 }
 
+// ------------------------------------------------------------------ typed columns
+
+/// Domain enums are stored as their names (TEXT); a name this build does not know is an error
+/// when read, never a silent default.
+macro_rules! text_column {
+    ($t:ty, $what:literal) => {
+        impl rusqlite::types::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+            }
+        }
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(
+                v: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                let s = v.as_str()?;
+                <$t>::parse(s).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(
+                        format!(concat!("unknown ", $what, " {:?}"), s).into(),
+                    )
+                })
+            }
+        }
+    };
+}
+text_column!(RowState, "row state");
+text_column!(crate::domain::RunKind, "run kind");
+text_column!(crate::domain::ReconCategory, "reconciliation category");
+
 // ------------------------------------------------------------------ records and SQL
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRecord {
     pub id: i64,
     pub job: String,
-    pub kind: String,
+    pub kind: crate::domain::RunKind,
     pub input_path: String,
     pub input_sha256: String,
     pub finished: bool,
@@ -219,6 +309,9 @@ pub struct RunRecord {
     pub finished_at: Option<i64>,
     pub row_count: i64,
     pub total: Centavos,
+    /// Exit code of the last command that drove the run, and when it ended.
+    pub last_exit_code: Option<i32>,
+    pub last_exit_at: Option<i64>,
 }
 
 /// A row to insert.
@@ -369,11 +462,157 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         finished_at: r.get(7)?,
         row_count: r.get(8)?,
         total: Centavos::new(r.get(9)?),
+        last_exit_code: r.get(10)?,
+        last_exit_at: r.get(11)?,
     })
 }
 
 const RUN_COLS: &str =
-    "id, job, kind, input_path, input_sha256, status, created_at, finished_at, row_count, total";
+    "id, job, kind, input_path, input_sha256, status, created_at, finished_at, row_count, total,
+     last_exit_code, last_exit_at";
+
+/// Replaces the remembered bank list (5.1) with `names`.
+pub fn save_bank_list(conn: &mut Connection, names: &[String]) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute("DELETE FROM bank_names", [])?;
+    let now = now_ms();
+    {
+        let mut stmt =
+            tx.prepare("INSERT OR IGNORE INTO bank_names (name, seen_at) VALUES (?1, ?2)")?;
+        for n in names {
+            stmt.execute(params![n, now])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The last bank list Starpay gave and when, if any was saved.
+pub fn last_bank_list(conn: &Connection) -> Result<Option<(Vec<String>, i64)>, StoreError> {
+    let mut stmt = conn.prepare("SELECT name, seen_at FROM bank_names ORDER BY name")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let seen_at = rows.iter().map(|r| r.1).max();
+    Ok(seen_at.map(|at| (rows.into_iter().map(|r| r.0).collect(), at)))
+}
+
+/// Records how a command that drove `run_id` ended (its exit code), with its event.
+pub fn record_exit(conn: &mut Connection, run_id: i64, code: i32) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    tx.execute(
+        "UPDATE runs SET last_exit_code = ?2, last_exit_at = ?3 WHERE id = ?1",
+        params![run_id, code, now],
+    )?;
+    append_event(
+        &tx,
+        &Event {
+            run_id: Some(run_id),
+            kind: EventKind::CommandEnded,
+            detail: Some(format!("exit code {code}")),
+            ..Event::default()
+        },
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Everything the store knows about one reference, across runs (`show`).
+#[derive(Debug, Clone, Default)]
+pub struct ReferenceHistory {
+    /// Rows carrying the reference, oldest first.
+    pub rows: Vec<RowRecord>,
+    /// Every attempt of those rows, oldest first.
+    pub attempts: Vec<HistoryAttempt>,
+    /// Every event of those rows, in order.
+    pub events: Vec<HistoryEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryAttempt {
+    pub row_id: i64,
+    pub msg_id: String,
+    pub seq: i64,
+    pub operation: String,
+    pub send_count: i64,
+    pub created_at: i64,
+    pub first_sent_at: Option<i64>,
+    pub supersedes: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryEvent {
+    pub at: i64,
+    pub run_id: Option<i64>,
+    pub row_id: Option<i64>,
+    pub msg_id: Option<String>,
+    pub kind: String,
+    pub old_state: Option<String>,
+    pub new_state: Option<String>,
+    pub detail: Option<String>,
+    /// The request or verified answer the event is about, as stored.
+    pub raw: Option<Vec<u8>>,
+}
+
+pub fn reference_history(
+    conn: &Connection,
+    reference: &str,
+) -> Result<ReferenceHistory, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "{ROW_SELECT} WHERE r.reference = ?1 ORDER BY r.id"
+    ))?;
+    let rows = stmt
+        .query_map([reference], row_from)?
+        .map(|r| finish_row(r?))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT a.row_id, a.msg_id, a.seq, a.operation, a.send_count, a.created_at, a.first_sent_at,
+                s.msg_id
+         FROM attempts a JOIN rows r ON r.id = a.row_id
+         LEFT JOIN attempts s ON s.id = a.supersedes
+         WHERE r.reference = ?1 ORDER BY a.id",
+    )?;
+    let attempts = stmt
+        .query_map([reference], |r| {
+            Ok(HistoryAttempt {
+                row_id: r.get(0)?,
+                msg_id: r.get(1)?,
+                seq: r.get(2)?,
+                operation: r.get(3)?,
+                send_count: r.get(4)?,
+                created_at: r.get(5)?,
+                first_sent_at: r.get(6)?,
+                supersedes: r.get(7)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT e.at, e.run_id, e.row_id, e.msg_id, e.kind, e.old_state, e.new_state, e.detail, e.raw
+         FROM events e JOIN rows r ON r.id = e.row_id
+         WHERE r.reference = ?1 ORDER BY e.id",
+    )?;
+    let events = stmt
+        .query_map([reference], |r| {
+            Ok(HistoryEvent {
+                at: r.get(0)?,
+                run_id: r.get(1)?,
+                row_id: r.get(2)?,
+                msg_id: r.get(3)?,
+                kind: r.get(4)?,
+                old_state: r.get(5)?,
+                new_state: r.get(6)?,
+                detail: r.get(7)?,
+                raw: r.get(8)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ReferenceHistory {
+        rows,
+        attempts,
+        events,
+    })
+}
 
 pub fn runs_for(
     conn: &Connection,
@@ -606,6 +845,54 @@ pub fn row_by_id(conn: &Connection, row_id: i64) -> Result<RowRecord, StoreError
     finish_row(pair)
 }
 
+/// One group of a payout run's rows, as the report states need it (metrics during a run: cheap
+/// aggregates instead of every row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCount {
+    pub state: RowState,
+    pub resent_after_not_found: bool,
+    /// The row's current attempt was sent at least once.
+    pub attempt_sent: bool,
+    pub rows: i64,
+    pub amount: Centavos,
+}
+
+/// Counts of a payout run: rows per state group, and re-sends of an already-sent msgId (the
+/// same signed bytes again) over every attempt of the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PayoutCounts {
+    pub groups: Vec<StateCount>,
+    pub resends: i64,
+}
+
+pub fn payout_counts(conn: &Connection, run_id: i64) -> Result<PayoutCounts, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.state, r.resent_after_not_found, COALESCE(a.send_count, 0) > 0, COUNT(*),
+                COALESCE(SUM(r.amount), 0)
+         FROM rows r LEFT JOIN attempts a ON a.id = r.attempt_id
+         WHERE r.run_id = ?1 GROUP BY 1, 2, 3",
+    )?;
+    let mut groups = Vec::new();
+    let mut q = stmt.query([run_id])?;
+    while let Some(r) = q.next()? {
+        let state: String = r.get(0)?;
+        groups.push(StateCount {
+            state: RowState::parse(&state).ok_or(StoreError::BadState(state))?,
+            resent_after_not_found: r.get(1)?,
+            attempt_sent: r.get(2)?,
+            rows: r.get(3)?,
+            amount: Centavos::new(r.get(4)?),
+        });
+    }
+    let resends = conn.query_row(
+        "SELECT COALESCE(SUM(MAX(a.send_count - 1, 0)), 0)
+         FROM attempts a JOIN rows r ON r.id = a.row_id WHERE r.run_id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    Ok(PayoutCounts { groups, resends })
+}
+
 /// Records a new msgId (unique forever in this database).
 pub fn record_msg_id(
     conn: &Connection,
@@ -747,28 +1034,16 @@ pub fn reference_uses(
          WHERE r.reference = ?1 AND (?2 IS NULL OR r.id != ?2) ORDER BY r.id DESC",
     )?;
     let rows = stmt.query_map(params![reference, except_row], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, bool>(4)?,
-            r.get::<_, bool>(5)?,
-        ))
+        Ok(ReferenceUse {
+            run_id: r.get(0)?,
+            row_id: r.get(1)?,
+            line: r.get(2)?,
+            state: r.get(3)?,
+            has_attempt: r.get(4)?,
+            run_open: r.get(5)?,
+        })
     })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (run_id, row_id, line, state, has_attempt, run_open) = row?;
-        out.push(ReferenceUse {
-            run_id,
-            row_id,
-            line,
-            state: RowState::parse(&state).ok_or(StoreError::BadState(state))?,
-            has_attempt,
-            run_open,
-        });
-    }
-    Ok(out)
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// One attempt ever made for a reference (any run), for the live check before a re-payment.
@@ -796,30 +1071,17 @@ pub fn attempts_of_reference(
          WHERE r.reference = ?1 ORDER BY a.id",
     )?;
     let rows = stmt.query_map([reference], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, bool>(5)?,
-            r.get::<_, i64>(6)?,
-        ))
+        Ok(EarlierAttempt {
+            attempt_id: r.get(0)?,
+            msg_id: r.get(1)?,
+            run_id: r.get(2)?,
+            line: r.get(3)?,
+            row_state: r.get(4)?,
+            current: r.get(5)?,
+            send_count: r.get(6)?,
+        })
     })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (attempt_id, msg_id, run_id, line, state, current, send_count) = row?;
-        out.push(EarlierAttempt {
-            attempt_id,
-            msg_id,
-            run_id,
-            line,
-            row_state: RowState::parse(&state).ok_or(StoreError::BadState(state))?,
-            current,
-            send_count,
-        });
-    }
-    Ok(out)
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Stores a new attempt (msgId + exact request bytes) and points the row at it, state UNSENT,

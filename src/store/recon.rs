@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{append_event, now_ms, record_msg_id, Event, StoreError};
-use crate::domain::{Centavos, EventKind, RowState};
+use crate::domain::{Centavos, EventKind, ReconCategory, RowState};
 
 /// Categories that are not re-checked when a run resumes.
 pub const FINAL_CATEGORIES: [&str; 8] = [
@@ -81,7 +81,7 @@ pub struct RowMove {
 #[derive(Debug, Clone, Default)]
 pub struct ReconResult {
     pub id: i64,
-    pub category: &'static str,
+    pub category: ReconCategory,
     pub action: String,
     pub order_no: Option<String>,
     pub provider_amount: Option<Centavos>,
@@ -114,7 +114,7 @@ pub struct ReconRecord {
     pub provider_amount: Option<Centavos>,
     pub expected_state: Option<String>,
     pub trx_state: Option<String>,
-    pub category: Option<String>,
+    pub category: Option<ReconCategory>,
     pub code: Option<String>,
     pub message: Option<String>,
     pub error_code: Option<String>,
@@ -519,7 +519,7 @@ pub fn open_recon_rows(conn: &Connection, run_id: i64) -> Result<i64, StoreError
 pub fn recon_summary(
     conn: &Connection,
     run_id: i64,
-) -> Result<Vec<(String, i64, Centavos)>, StoreError> {
+) -> Result<Vec<(ReconCategory, i64, Centavos)>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT COALESCE(category, 'UNKNOWN'), COUNT(*), COALESCE(SUM(COALESCE(provider_amount, expected_amount, 0)), 0)
          FROM recon_rows WHERE run_id = ?1 GROUP BY 1",
@@ -533,7 +533,7 @@ pub fn recon_summary(
 /// Counts and amounts per category, and the balances at start and end of a run.
 #[derive(Debug, Clone, Default)]
 pub struct ReconTotals {
-    pub counts: Vec<(String, i64, Centavos)>,
+    pub counts: Vec<(ReconCategory, i64, Centavos)>,
     pub balance_start: Option<Centavos>,
     pub balance_end: Option<Centavos>,
 }

@@ -25,19 +25,24 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 
 use super::http::{plain, HttpResponse};
-use super::state::{ControlError, MerchantStatus};
+use super::state::{ControlError, MerchantStatus, SimMillis, State};
 use super::{FaultConfig, Shared};
 use crate::domain::{Centavos, TrxState};
 
-pub(crate) fn pay_dynamic_qr(shared: &Shared, order_no: &str) -> Result<String, ControlError> {
+/// Runs one state change at the simulator's now, then wakes the notifier (the change may have
+/// queued a notification).
+fn change_then_wake<T>(shared: &Shared, change: impl FnOnce(&mut State, SimMillis) -> T) -> T {
     let now = shared.clock.now_ms();
-    let result = {
-        let mut s = shared.state();
-        s.pay_dynamic_qr(order_no, now)
-            .map(|i| s.orders[i].order_no.clone())
-    };
+    let result = change(&mut shared.state(), now);
     shared.wake.notify_one();
     result
+}
+
+pub(crate) fn pay_dynamic_qr(shared: &Shared, order_no: &str) -> Result<String, ControlError> {
+    change_then_wake(shared, |s, now| {
+        s.pay_dynamic_qr(order_no, now)
+            .map(|i| s.orders[i].order_no.clone())
+    })
 }
 
 pub(crate) fn pay_static_qr(
@@ -46,14 +51,10 @@ pub(crate) fn pay_static_qr(
     device_info: &str,
     amount: Centavos,
 ) -> Result<String, ControlError> {
-    let now = shared.clock.now_ms();
-    let result = {
-        let mut s = shared.state();
+    change_then_wake(shared, |s, now| {
         s.pay_static_qr(mch_id, device_info, amount, now)
             .map(|i| s.orders[i].msg_id.clone())
-    };
-    shared.wake.notify_one();
-    result
+    })
 }
 
 pub(crate) fn force_state(
@@ -62,13 +63,9 @@ pub(crate) fn force_state(
     state: TrxState,
     error_code: Option<&str>,
 ) -> Result<(), ControlError> {
-    let now = shared.clock.now_ms();
-    let result = shared
-        .state()
-        .force_state(order_no, state, error_code, now)
-        .map(|_| ());
-    shared.wake.notify_one();
-    result
+    change_then_wake(shared, |s, now| {
+        s.force_state(order_no, state, error_code, now).map(|_| ())
+    })
 }
 
 fn json<T: serde::Serialize>(value: &T) -> HttpResponse {

@@ -1,0 +1,128 @@
+//! `run JOB --dry-run`: everything a real run checks before its first request, offline, and
+//! nothing written — no database, no lock, no report (issue 10, defect 7). Loads and checks
+//! the keys; validates the file against earlier runs (read from a snapshot of the database, if
+//! it exists) and the bank names against the last bank list Starpay gave (or the shipped
+//! `samples/banks.csv` when none was seen yet). Works on a file already paid: it only reads.
+
+use std::collections::HashSet;
+
+use anyhow::Context;
+
+use crate::cli::RunArgs;
+use crate::cmd::context::{load_job, load_keys};
+use crate::cmd::exit;
+use crate::config::JobKind;
+use crate::engine::prepare::{self, EarlierRuns};
+use crate::input::recon::{scan_recon, ReconKind};
+use crate::store::Store;
+
+pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
+    let cfg = load_job(&args.job, args.input.clone())?;
+    std::fs::File::open(&cfg.input)
+        .with_context(|| format!("cannot read input {}", cfg.input.display()))?;
+    load_keys(&cfg)?;
+    let kind = match cfg.kind {
+        JobKind::Payout => None,
+        JobKind::RepaymentRecon => Some(ReconKind::Repayment),
+        JobKind::DisbursementRecon => Some(ReconKind::Disbursement),
+    };
+    if let Some(kind) = kind {
+        let scan = scan_recon::<()>(&cfg.input, kind, |_| Ok(()))?
+            .map_err(|()| anyhow::anyhow!("validation stopped"))?;
+        if !scan.is_valid() {
+            crate::logging::input_errors(&scan.errors, &scan.describe_errors());
+            println!(
+                "dry run: {} error(s) in {}; nothing sent, nothing written",
+                scan.errors.len() + scan.errors_omitted,
+                cfg.input.display()
+            );
+            return Ok(exit::COULD_NOT_RUN);
+        }
+        println!(
+            "dry run: {} rows valid, keys load; nothing sent, nothing written",
+            scan.rows
+        );
+        return Ok(exit::OK);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let store = Store::open_snapshot(&cfg.database)?;
+        let sha = crate::cmd::context::sha256_file(&cfg.input)?;
+        let mut ignore = HashSet::new();
+        let mut notes = Vec::new();
+        if let Some(store) = &store {
+            for r in store.runs_for(&cfg.job_name, Some(&sha)).await? {
+                if r.finished {
+                    notes.push(format!(
+                        "this file was already paid by run {}: a real run refuses it (exit 4) unless --new-run",
+                        r.id
+                    ));
+                } else {
+                    notes.push(format!(
+                        "run {} of this file is open: a real run resumes it",
+                        r.id
+                    ));
+                }
+                ignore.insert(r.id);
+            }
+        }
+        let (banks, banks_from) = match &store {
+            Some(s) => match s.last_bank_list().await? {
+                Some((names, at)) => (
+                    names,
+                    format!(
+                        "the bank list Starpay gave on {}",
+                        crate::report::ts(Some(at), cfg.report.timezone)
+                    ),
+                ),
+                None => shipped_banks()?,
+            },
+            None => shipped_banks()?,
+        };
+        let earlier = EarlierRuns {
+            store: store.as_ref(),
+            ignore,
+        };
+        let v = prepare::validate_payouts(
+            earlier,
+            &cfg.input,
+            Some(banks.into_iter().collect()),
+            args.repay,
+        )
+        .await?;
+        for n in &notes {
+            crate::say!("dry run: {n}");
+        }
+        let errors = v.file.errors.len() + v.file.errors_omitted;
+        println!(
+            "dry run: {} valid rows, total PHP {}, {errors} error(s); keys load; bank names checked against {banks_from}; nothing sent, nothing written",
+            v.file.rows.len(),
+            v.file.total,
+        );
+        if !prepare::may_proceed(&v.file, args.skip_invalid).unwrap_or(false) {
+            crate::cmd::run::report_invalid(&cfg.input, &v);
+            return Ok(exit::COULD_NOT_RUN);
+        }
+        if !v.file.is_valid() {
+            // --skip-invalid: the real run would send the valid rows and report these.
+            crate::logging::input_errors(&v.file.errors, &v.file.describe_errors());
+        }
+        Ok(exit::OK)
+    })
+}
+
+/// The bank list shipped with the program (`samples/banks.csv`), for a database that never
+/// saw Starpay's.
+fn shipped_banks() -> anyhow::Result<(Vec<String>, String)> {
+    let banks = crate::server::sim::parse_banks(
+        crate::server::sim::DEFAULT_BANKS_CSV,
+        "samples/banks.csv",
+    )?;
+    Ok((
+        banks.into_iter().map(|b| b.bank_name).collect(),
+        "the shipped samples/banks.csv (no bank list from Starpay seen yet)".to_string(),
+    ))
+}

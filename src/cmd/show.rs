@@ -1,0 +1,85 @@
+//! `show JOB REFERENCE`: one reference's whole history across runs, from the store (no lock):
+//! its rows, every attempt (msgId) with its sends, and every event with its time and the
+//! request or verified answer it recorded.
+
+use anyhow::bail;
+
+use crate::cli::ShowArgs;
+use crate::cmd::context::{Access, JobContext};
+use crate::cmd::exit;
+use crate::logging::mask_account;
+use crate::report::{self, ReportState};
+
+pub fn run(args: ShowArgs) -> anyhow::Result<i32> {
+    let ctx = JobContext::open(&args.job, None, Access::ReadOnly)?;
+    let tz = ctx.cfg.report.timezone;
+    ctx.block_on(async {
+        let h = ctx.store().reference_history(&args.reference).await?;
+        if h.rows.is_empty() {
+            bail!(
+                "reference {:?} is in no run of database {}",
+                args.reference,
+                ctx.cfg.database.display()
+            );
+        }
+        println!("reference {}", args.reference);
+        for row in &h.rows {
+            println!(
+                "\nrun {} line {}: {} PHP {} to {} {} ({}), state {} ({}){}",
+                row.run_id,
+                row.line,
+                row.channel,
+                row.amount,
+                row.bank.as_deref().unwrap_or(&row.channel),
+                mask_account(&row.account_no),
+                row.account_name,
+                ReportState::of(row),
+                row.state.as_str(),
+                row.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+            for a in h.attempts.iter().filter(|a| a.row_id == row.id) {
+                println!(
+                    "  attempt {} msgId {} ({}), created {}, first sent {}, sends {}{}",
+                    a.seq,
+                    a.msg_id,
+                    a.operation,
+                    report::ts(Some(a.created_at), tz),
+                    report::ts(a.first_sent_at, tz),
+                    a.send_count,
+                    a.supersedes
+                        .as_deref()
+                        .map(|s| format!(", re-pays {s}"))
+                        .unwrap_or_default()
+                );
+            }
+            for e in h.events.iter().filter(|e| e.row_id == Some(row.id)) {
+                let states = match (&e.old_state, &e.new_state) {
+                    (Some(o), Some(n)) if o != n => format!(" {o} -> {n}"),
+                    (_, Some(n)) => format!(" {n}"),
+                    _ => String::new(),
+                };
+                println!(
+                    "  {} {}{}{}{}",
+                    report::ts(Some(e.at), tz),
+                    e.kind,
+                    states,
+                    e.msg_id
+                        .as_deref()
+                        .map(|m| format!(" [{m}]"))
+                        .unwrap_or_default(),
+                    e.detail
+                        .as_deref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                );
+                if let Some(raw) = &e.raw {
+                    println!("      {}", String::from_utf8_lossy(raw));
+                }
+            }
+        }
+        Ok(exit::OK)
+    })
+}
