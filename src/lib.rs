@@ -16,8 +16,10 @@
 //! - `engine`: the rules. `policy` (pure decisions: code → retry / query / stop),
 //!   `transition` (the one pure transition function of a payout row, table-tested), `prepare`
 //!   (rules before money moves: validation against earlier runs, the run's rows, balance, the
-//!   retry plan), `stop` (`StopReason`), `pool` (shared limiter, in-flight bound, msgIds, stop
-//!   signal), `payout` and `recon` (the I/O around the rules: ask, persist, send).
+//!   retry plan), `stop` (`StopReason`), `throttle` (shared limiter, in-flight bound, stop
+//!   signal, backoff), `msgid` (the one msgId allocator), `clock` (the injected clock and
+//!   jitter seed), `workers` (the one bounded worker pool both engines drive rows through),
+//!   `payout` and `recon` (the I/O around the rules: ask, persist, send).
 //! - `config`: job files (`jobs/*.toml`) + overrides → one validated `JobConfig`; unknown keys
 //!   are errors; its `[resolve]` defaults are the engine's.
 //! - `report`: the CSV reports (report, summary, run details) and what a row's state means to

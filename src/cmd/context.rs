@@ -13,9 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::cmd::{exit, CommandError};
 use crate::config::{self, Endpoint, JobConfig, JobKind, Overrides};
+use crate::engine::clock::Timing;
 use crate::engine::payout::{EngineSettings, PayoutEngine};
-use crate::engine::pool::Pool;
 use crate::engine::recon::{ReconEngine, ReconSettings};
+use crate::engine::throttle::Throttle;
 use crate::input::recon::ReconKind;
 use crate::server::sim::{SimConfig, SimHandle, Simulator};
 use crate::starpay::client::{Client, ClientConfig, Environment};
@@ -164,26 +165,26 @@ impl JobContext {
             resolve: cfg.resolve.clone(),
             notify_url: cfg.starpay.notify_url.clone(),
         };
-        let engine = PayoutEngine::new(client, self.store.clone(), settings).await?;
+        let engine =
+            PayoutEngine::new(client, self.store.clone(), settings, Timing::system()).await?;
         Ok((engine, sim))
     }
 
-    /// A reconciliation engine on a connected client, with its own request pool.
+    /// A reconciliation engine on a connected client, with its own request throttle.
     pub async fn recon_engine(
         &self,
         kind: ReconKind,
     ) -> anyhow::Result<(Arc<ReconEngine>, Option<SimHandle>)> {
         let Connected { client, sim } = self.connect().await?;
         let cfg = &self.cfg;
-        let pool = Pool::new(
-            self.store.clone(),
+        let throttle = Throttle::new(
             cfg.limits.concurrency,
             cfg.limits.requests_per_second.get(),
             cfg.limits.burst.get(),
-        )
-        .await?;
+            &Timing::system(),
+        );
         let settings = ReconSettings::new(kind, &cfg.resolve);
-        let engine = ReconEngine::new(client, self.store.clone(), pool, settings);
+        let engine = ReconEngine::new(client, self.store.clone(), throttle, settings).await?;
         Ok((engine, sim))
     }
 }

@@ -39,7 +39,7 @@ impl Work {
     fn stop(&self, reason: StopReason) {
         match self {
             Work::Payout(e) => e.stop(reason),
-            Work::Recon { engine, .. } => engine.pool().stop(reason),
+            Work::Recon { engine, .. } => engine.throttle().stop(reason),
         }
     }
 
@@ -60,8 +60,8 @@ impl Work {
     /// The rate the shared limiter stands at (metrics).
     fn current_rate(&self) -> u32 {
         match self {
-            Work::Payout(e) => e.pool().current_rate(),
-            Work::Recon { engine, .. } => engine.pool().current_rate(),
+            Work::Payout(e) => e.throttle().current_rate(),
+            Work::Recon { engine, .. } => engine.throttle().current_rate(),
         }
     }
 }

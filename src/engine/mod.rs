@@ -2,15 +2,18 @@
 //! payout row (`transition`), why a run stops (`stop::StopReason`) and the shared rate limiter.
 //! Reconciliation jobs build on the same limiter, store and client; there is one engine.
 
+pub mod clock;
 pub mod limiter;
+pub mod msgid;
 pub mod payout;
 pub mod policy;
-pub mod pool;
 pub mod prepare;
 pub mod recon;
 pub mod startup;
 pub mod stop;
+pub mod throttle;
 pub mod transition;
+pub mod workers;
 
 use crate::domain::Centavos;
 use crate::engine::stop::StopReason;
@@ -64,18 +67,19 @@ pub enum Account {
     Repayment,
 }
 
-/// A verified balance (5.6 or 6.6), through the pool like every other request.
+/// A verified balance (5.6 or 6.6), through the throttle like every other request.
 pub async fn query_balance(
-    pool: &pool::Pool,
+    throttle: &throttle::Throttle,
+    msg_ids: &msgid::MsgIds,
     client: &Client,
     account: Account,
 ) -> Result<Centavos, payout::EngineError> {
     use payout::EngineError;
-    let msg_id = pool.fresh_msg_id('B', "balance", None).await?;
+    let msg_id = msg_ids.fresh('B', "balance", None).await?;
     let mch_id = client.mch_id().clone();
     let (section, answer) = {
-        let _slot = pool.slot().await?;
-        pool.pace().await;
+        let _slot = throttle.slot().await?;
+        throttle.pace().await;
         match account {
             Account::Disbursement => (
                 "5.6",

@@ -1,21 +1,24 @@
 //! Reconciliation: each row is checked against Starpay with one query (fresh msgId), through
-//! the same `Pool` (limiter, in-flight bound, backoff, stop) as payouts, and put in exactly one
-//! category. Rows stream from the store in pages; results go back in batched transactions, so
-//! memory stays flat whatever the number of rows, and a killed run resumes where it stopped
-//! without re-querying rows already final.
+//! the same kind of `Throttle` (limiter, in-flight bound, backoff, stop) as payouts, and put in
+//! exactly one category. Rows stream from the store in pages through `engine::workers` (the
+//! pool the payout engine uses too); results go back in batched transactions, so memory stays
+//! flat whatever the number of rows, and a killed run resumes where it stopped without
+//! re-querying rows already final.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, Mutex};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::domain::{Centavos, MsgId, ReconCategory as Cat, RowState, TrxState};
+use crate::engine::msgid::MsgIds;
 use crate::engine::payout::EngineError;
 use crate::engine::policy::{self, QueryVerdict};
-use crate::engine::pool::Pool;
 use crate::engine::stop::{StopReason, StopSite};
+use crate::engine::throttle::Throttle;
+use crate::engine::workers::{self, Next};
 use crate::engine::{DriveResult, Settled};
 use crate::input::recon::ReconKind;
 use crate::starpay::client::{Answer, Client, ClientError};
@@ -24,7 +27,7 @@ use crate::starpay::model::{
     DisburseQueryRequest, QueryResponse, RefNoQueryRequest, RepaymentQueryRequest,
 };
 use crate::store::recon::{MoveWhy, ReconResult, ReconTodo, RowMove};
-use crate::store::{self, Store};
+use crate::store::Store;
 
 /// Rows read from the store per page.
 const PAGE: i64 = 512;
@@ -289,29 +292,33 @@ pub fn recorded_unpaid_move(theirs: &TrxState, amounts_agree: bool) -> Option<Ro
 pub struct ReconEngine {
     client: Client,
     store: Store,
-    pool: Pool,
+    throttle: Throttle,
+    msg_ids: MsgIds,
     settings: ReconSettings,
     done: AtomicU64,
 }
 
 impl ReconEngine {
-    pub fn new(
+    pub async fn new(
         client: Client,
         store: Store,
-        pool: Pool,
+        throttle: Throttle,
         settings: ReconSettings,
-    ) -> Arc<ReconEngine> {
-        Arc::new(ReconEngine {
+    ) -> Result<Arc<ReconEngine>, EngineError> {
+        let msg_ids = MsgIds::new(store.clone()).await?;
+        Ok(Arc::new(ReconEngine {
             client,
             store,
-            pool,
+            throttle,
+            msg_ids,
             settings,
             done: AtomicU64::new(0),
-        })
+        }))
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The request throttle (limiter, in-flight bound, stop signal, backoff).
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     pub fn rows_done(&self) -> u64 {
@@ -324,7 +331,7 @@ impl ReconEngine {
             ReconKind::Disbursement => crate::engine::Account::Disbursement,
             ReconKind::Repayment => crate::engine::Account::Repayment,
         };
-        crate::engine::query_balance(&self.pool, &self.client, account).await
+        crate::engine::query_balance(&self.throttle, &self.msg_ids, &self.client, account).await
     }
 
     /// Checks every open row of `run_id` (streamed), until done, the deadline, or a stop.
@@ -335,7 +342,7 @@ impl ReconEngine {
                 error: None,
             },
             Err(e) => DriveResult {
-                stopped: self.pool.stop_reason(),
+                stopped: self.throttle.stop_reason(),
                 error: Some(e.to_string()),
             },
         }
@@ -377,137 +384,129 @@ impl ReconEngine {
     }
 
     /// The three stages of a reconciliation drive: a producer pages open rows from the store
-    /// into a bounded queue, `pool_width()` workers query them, and one writer saves results in
-    /// batches (at most `BATCH` rows or `BATCH_WAIT` old). Longer than ~100 lines on purpose:
-    /// the stages share the queues and the stop signal, and reading them side by side shows
-    /// how a stop or the deadline drains all three.
+    /// into `engine::workers` (bounded queue, `width()` workers, the throttle's stop as
+    /// shutdown), each worker checks one row at a time, and one writer saves results in batches
+    /// (at most `BATCH` rows or `BATCH_WAIT` old). A failure anywhere stops the run; the first
+    /// error is returned.
     async fn drive_rows(self: &Arc<Self>, run_id: i64) -> Result<Option<StopReason>, EngineError> {
-        let deadline = Instant::now()
-            .checked_add(self.settings.deadline)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400));
-        let workers = self.pool_width();
-        let (work_tx, work_rx) = mpsc::channel::<ReconTodo>(workers * 4);
-        let (res_tx, mut res_rx) = mpsc::channel::<ReconResult>(BATCH * 2);
-        let work_rx = Arc::new(Mutex::new(work_rx));
-        let mut tasks = JoinSet::new();
-
-        // Producer: pages of open rows, in id order.
-        {
+        let deadline =
+            crate::engine::clock::deadline_after(self.throttle.clock(), self.settings.deadline);
+        let (res_tx, res_rx) = mpsc::channel::<ReconResult>(BATCH * 2);
+        let writer = tokio::spawn(Arc::clone(self).write_results(run_id, res_rx));
+        let first_error: Arc<std::sync::Mutex<Option<EngineError>>> = Arc::default();
+        let fail = {
+            let (engine, errors) = (Arc::clone(self), Arc::clone(&first_error));
+            move |e: EngineError| {
+                engine.throttle.stop(StopReason::ReconFailed(e.to_string()));
+                if let Ok(mut first) = errors.lock() {
+                    first.get_or_insert(e);
+                }
+            }
+        };
+        let check = {
+            let (engine, fail) = (Arc::clone(self), fail.clone());
+            move |todo: ReconTodo| {
+                let (engine, fail, tx) = (Arc::clone(&engine), fail.clone(), res_tx.clone());
+                async move {
+                    if engine.throttle.stopped() || engine.throttle.clock().now() >= deadline {
+                        // Left unchecked: the next run checks it.
+                        return Next::Done;
+                    }
+                    match engine.check(&todo, deadline).await {
+                        // A closed channel: the writer failed and has stopped the run.
+                        Ok(Some(result)) => drop(tx.send(result).await),
+                        Ok(None) => {}
+                        Err(e) => fail(e),
+                    }
+                    Next::Done
+                }
+            }
+        };
+        // Pages of open rows, in id order.
+        let produce = {
             let engine = Arc::clone(self);
-            tasks.spawn(async move {
+            move |mut feed: workers::Feed<ReconTodo>| async move {
                 let mut after = 0i64;
                 loop {
-                    if engine.pool.stopped() || Instant::now() >= deadline {
-                        return Ok(());
+                    if engine.throttle.stopped() || engine.throttle.clock().now() >= deadline {
+                        return;
                     }
-                    let page = engine.store.recon_todo_page(run_id, after, PAGE).await?;
+                    let page = match engine.store.recon_todo_page(run_id, after, PAGE).await {
+                        Ok(page) => page,
+                        Err(e) => return fail(e.into()),
+                    };
                     let Some(last) = page.last() else {
-                        return Ok(());
+                        return;
                     };
                     after = last.id;
                     for todo in page {
-                        tokio::select! {
-                            sent = work_tx.send(todo) => if sent.is_err() { return Ok(()) },
-                            () = engine.pool.until_stopped() => return Ok(()),
+                        if !feed.put(todo).await {
+                            return;
                         }
                     }
                 }
-            });
-        }
-        // Workers.
-        for _ in 0..workers {
-            let engine = Arc::clone(self);
-            let rx = Arc::clone(&work_rx);
-            let tx = res_tx.clone();
-            tasks.spawn(async move {
-                loop {
-                    let next = rx.lock().await.recv().await;
-                    let Some(todo) = next else { return Ok(()) };
-                    if engine.pool.stopped() || Instant::now() >= deadline {
-                        // Left unchecked: the next run checks it.
-                        continue;
-                    }
-                    if let Some(result) = engine.check(&todo, deadline).await? {
-                        if tx.send(result).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                }
-            });
-        }
-        drop(res_tx);
-        // Only the workers hold the receiver now: when they are gone the producer's send fails
-        // and it stops too (no hang if the writer or every worker fails).
-        drop(work_rx);
-        // Writer: batched transactions.
-        let writer = {
-            let engine = Arc::clone(self);
-            tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(BATCH);
-                // When the oldest result of the batch arrived: no result waits longer than
-                // BATCH_WAIT to be written, even while results keep coming (a kill then loses at
-                // most that much work, and progress is visible in the store).
-                let mut oldest: Option<Instant> = None;
-                loop {
-                    let wait =
-                        oldest.map_or(BATCH_WAIT, |t| BATCH_WAIT.saturating_sub(t.elapsed()));
-                    let (closed, idle) = match tokio::time::timeout(wait, res_rx.recv()).await {
-                        Ok(Some(r)) => {
-                            oldest.get_or_insert_with(Instant::now);
-                            batch.push(r);
-                            (false, false)
-                        }
-                        Ok(None) => (true, false),
-                        Err(_) => (false, true),
-                    };
-                    let due = oldest.is_some_and(|t| t.elapsed() >= BATCH_WAIT);
-                    if !batch.is_empty() && (batch.len() >= BATCH || closed || idle || due) {
-                        oldest = None;
-                        let items = std::mem::take(&mut batch);
-                        let n = items.len() as u64;
-                        if let Err(e) = engine.store.save_recon_results(run_id, items).await {
-                            engine.pool.stop(StopReason::Store(e.to_string()));
-                            return Err(EngineError::from(e));
-                        }
-                        engine.done.fetch_add(n, Ordering::Relaxed);
-                    }
-                    if closed {
-                        return Ok::<(), EngineError>(());
-                    }
-                }
-            })
+            }
         };
-        let mut first_error = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    let e: EngineError = e;
-                    self.pool.stop(StopReason::ReconFailed(e.to_string()));
-                    first_error.get_or_insert(e);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(EngineError::Task(e.to_string()));
-                }
-            }
-        }
-        match writer.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(EngineError::Task(e.to_string()));
-            }
-        }
-        if let Some(e) = first_error {
+        workers::run(self.width(), &self.throttle, produce, check).await;
+        // Every result sender was in the workers, now gone: the writer drains and ends.
+        let written = writer.await;
+        let first = match first_error.lock() {
+            Ok(mut e) => e.take(),
+            Err(_) => Some(EngineError::Task(
+                "a worker's error could not be read".into(),
+            )),
+        };
+        if let Some(e) = first {
             return Err(e);
         }
-        Ok(self.pool.stop_reason())
+        match written {
+            Ok(Ok(())) => Ok(self.throttle.stop_reason()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(EngineError::Task(e.to_string())),
+        }
     }
 
-    fn pool_width(&self) -> usize {
-        self.pool.capacity().max(1)
+    /// The writer: results saved in batched transactions. No result waits longer than
+    /// `BATCH_WAIT` to be written, even while results keep coming (a kill then loses at most
+    /// that much work, and progress is visible in the store). A failed save stops the run.
+    async fn write_results(
+        self: Arc<Self>,
+        run_id: i64,
+        mut res_rx: mpsc::Receiver<ReconResult>,
+    ) -> Result<(), EngineError> {
+        let mut batch = Vec::with_capacity(BATCH);
+        // When the oldest result of the batch arrived.
+        let mut oldest: Option<Instant> = None;
+        loop {
+            let wait = oldest.map_or(BATCH_WAIT, |t| BATCH_WAIT.saturating_sub(t.elapsed()));
+            let (closed, idle) = match tokio::time::timeout(wait, res_rx.recv()).await {
+                Ok(Some(r)) => {
+                    oldest.get_or_insert_with(Instant::now);
+                    batch.push(r);
+                    (false, false)
+                }
+                Ok(None) => (true, false),
+                Err(_) => (false, true),
+            };
+            let due = oldest.is_some_and(|t| t.elapsed() >= BATCH_WAIT);
+            if !batch.is_empty() && (batch.len() >= BATCH || closed || idle || due) {
+                oldest = None;
+                let items = std::mem::take(&mut batch);
+                let n = items.len() as u64;
+                if let Err(e) = self.store.save_recon_results(run_id, items).await {
+                    self.throttle.stop(StopReason::Store(e.to_string()));
+                    return Err(EngineError::from(e));
+                }
+                self.done.fetch_add(n, Ordering::Relaxed);
+            }
+            if closed {
+                return Ok(());
+            }
+        }
+    }
+
+    fn width(&self) -> usize {
+        self.throttle.capacity().max(1)
     }
 
     /// Queries one row until an answer, `max_tries`, or a stop. `None`: leave it unchecked.
@@ -527,15 +526,15 @@ impl ReconEngine {
         };
         let mut tries = 0u32;
         let observation = loop {
-            if self.pool.stopped() {
+            if self.throttle.stopped() {
                 return Ok(None);
             }
-            let msg_id = self.pool.block_msg_id('K').await?;
+            let msg_id = self.msg_ids.block('K').await?;
             result.query_ids.push(msg_id.to_string());
             result.queries += 1;
             let answer = {
-                let _slot = self.pool.slot().await?;
-                self.pool.pace().await;
+                let _slot = self.throttle.slot().await?;
+                self.throttle.pace().await;
                 self.query(todo, msg_id.clone()).await
             };
             tries += 1;
@@ -547,7 +546,7 @@ impl ReconEngine {
                     result.message = Some(r.message.clone());
                     match policy::on_query_code(&r.code, true, r.trx_state.is_some()) {
                         QueryVerdict::Apply => {
-                            self.pool.success();
+                            self.throttle.success();
                             result.raw = Some(a.raw_body.to_vec());
                             result.order_no = r.order_no.clone();
                             result.provider_amount = r.trx_amount;
@@ -566,17 +565,17 @@ impl ReconEngine {
                             };
                         }
                         QueryVerdict::NotFound => {
-                            self.pool.success();
+                            self.throttle.success();
                             result.raw = Some(a.raw_body.to_vec());
                             break Observation::NotFound;
                         }
                         QueryVerdict::AskAgain => {}
                         QueryVerdict::BackOff => {
-                            self.pool.cut();
+                            self.throttle.cut();
                             backoff = true;
                         }
                         QueryVerdict::StopRun => {
-                            self.pool.stop(StopReason::StopCode {
+                            self.throttle.stop(StopReason::StopCode {
                                 code: r.code.clone(),
                                 message: Some(r.message.clone()),
                                 site: StopSite::Query,
@@ -600,7 +599,7 @@ impl ReconEngine {
                     {
                         match policy::on_query_code(code, false, false) {
                             QueryVerdict::StopRun => {
-                                self.pool.stop(StopReason::StopCode {
+                                self.throttle.stop(StopReason::StopCode {
                                     code: code.clone(),
                                     message: None,
                                     site: StopSite::Query,
@@ -608,7 +607,7 @@ impl ReconEngine {
                                 return Ok(None);
                             }
                             QueryVerdict::BackOff => {
-                                self.pool.cut();
+                                self.throttle.cut();
                                 backoff = true;
                             }
                             _ => {}
@@ -616,7 +615,7 @@ impl ReconEngine {
                     }
                 }
             }
-            if tries >= self.settings.max_tries || Instant::now() >= deadline {
+            if tries >= self.settings.max_tries || self.throttle.clock().now() >= deadline {
                 break Observation::Failed(result.message.clone().unwrap_or_default());
             }
             let n = if backoff { tries + 1 } else { tries };
@@ -625,9 +624,9 @@ impl ReconEngine {
                 .backoff_base
                 .saturating_mul(1u32 << n.min(16).saturating_sub(1))
                 .min(self.settings.backoff_max);
-            self.pool.sleep_backoff(base, deadline).await;
+            self.throttle.sleep_backoff(base, deadline).await;
         };
-        let now = store::now_ms();
+        let now = self.throttle.clock().now_ms();
         let expectation = Expectation {
             amount: todo.expected_amount,
             state: todo.expected_state.as_deref().map(TrxState::parse),

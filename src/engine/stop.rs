@@ -1,4 +1,4 @@
-//! `StopReason`: why a run stopped taking work. The pool keeps the first one; the commands map
+//! `StopReason`: why a run stopped taking work. The throttle keeps the first one; the commands map
 //! it to an exit code (`is_interrupted`) and print it (`Display`, the operator's message).
 //!
 //! Must not: carry decisions. The texts are the ones the run prints and the tests read.
