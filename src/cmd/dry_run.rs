@@ -116,7 +116,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
 
 /// The bank list shipped with the program (`samples/banks.csv`), for a database that never
 /// saw Starpay's.
-fn shipped_banks() -> anyhow::Result<(Vec<String>, String)> {
+pub(crate) fn shipped_banks() -> anyhow::Result<(Vec<String>, String)> {
     let banks = crate::server::sim::parse_banks(
         crate::server::sim::DEFAULT_BANKS_CSV,
         "samples/banks.csv",

@@ -42,6 +42,12 @@ pub enum EventKind {
     ReconcilePaidRecordedUnpaid,
     /// A command that drove the run ended, with this exit code.
     CommandEnded,
+    /// `stage`: a payout file was recorded as prepared by someone (approval log, issue 13).
+    FileStaged,
+    /// `approve`: a payout file's exact bytes were approved.
+    FileApproved,
+    /// `approve --revoke`: an approval was revoked.
+    ApprovalRevoked,
 }
 
 impl EventKind {
@@ -65,6 +71,9 @@ impl EventKind {
             EventKind::ReconcileResolvedAttention => "reconcile_resolved_attention",
             EventKind::ReconcilePaidRecordedUnpaid => "reconcile_paid_recorded_unpaid",
             EventKind::CommandEnded => "command_ended",
+            EventKind::FileStaged => "file_staged",
+            EventKind::FileApproved => "file_approved",
+            EventKind::ApprovalRevoked => "approval_revoked",
         }
     }
 }

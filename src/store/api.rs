@@ -121,6 +121,28 @@ impl Store {
             .max())
     }
 
+    // ------------------------------------------------------------------ approvals
+
+    /// Appends an entry to the approval log (staged, approved, revoked) with its event, in one
+    /// transaction; entries are never changed or deleted.
+    pub async fn record_approval(
+        &self,
+        entry: super::approvals::NewApprovalEntry,
+    ) -> Result<super::approvals::ApprovalEntry, StoreError> {
+        self.call(move |c| super::approvals::append(c, &entry))
+            .await
+    }
+
+    /// The approval log of `job`, oldest first.
+    pub async fn approval_log(
+        &self,
+        job: &str,
+    ) -> Result<Vec<super::approvals::ApprovalEntry>, StoreError> {
+        let job = job.to_string();
+        self.call(move |c| super::approvals::log_of_job(c, &job))
+            .await
+    }
+
     // ------------------------------------------------------------------ payout rows
 
     /// Rows of a run in input order; `only_open` keeps the rows a run still has work for.
