@@ -25,3 +25,10 @@ CREATE TRIGGER approvals_no_update BEFORE UPDATE ON approvals
 BEGIN SELECT RAISE(ABORT, 'approvals are append-only'); END;
 CREATE TRIGGER approvals_no_delete BEFORE DELETE ON approvals
 BEGIN SELECT RAISE(ABORT, 'approvals are append-only'); END;
+
+-- The balance Starpay reported (5.6) at a payout run's pre-flight, for its HTML summary.
+CREATE TABLE payout_balances (
+    run_id   INTEGER PRIMARY KEY REFERENCES runs (id),
+    at       INTEGER NOT NULL,
+    balance  INTEGER NOT NULL
+) STRICT;

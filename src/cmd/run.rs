@@ -99,6 +99,9 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
                 sha256: sha.clone(),
             };
             let run_id = ctx.store().create_payout_run(run, rows).await?;
+            ctx.store()
+                .record_preflight_balance(run_id, balance)
+                .await?;
             crate::say!("created run {run_id} of job {:?}", cfg.job_name);
             run_id
         }

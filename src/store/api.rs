@@ -143,6 +143,25 @@ impl Store {
             .await
     }
 
+    /// Records the balance read at a payout run's pre-flight (for its HTML summary).
+    pub async fn record_preflight_balance(
+        &self,
+        run_id: i64,
+        balance: Centavos,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| super::approvals::record_preflight_balance(c, run_id, balance))
+            .await
+    }
+
+    /// The balance read at a payout run's pre-flight and when, if recorded.
+    pub async fn preflight_balance(
+        &self,
+        run_id: i64,
+    ) -> Result<Option<(Centavos, i64)>, StoreError> {
+        self.call(move |c| super::approvals::preflight_balance(c, run_id))
+            .await
+    }
+
     // ------------------------------------------------------------------ payout rows
 
     /// Rows of a run in input order; `only_open` keeps the rows a run still has work for.

@@ -1,6 +1,7 @@
-//! The approval log's SQL (migration 0008): staged, approved and revoked payout files. Append-
-//! only (triggers refuse UPDATE and DELETE); each entry is written with its event in one
-//! transaction. The rules that read it are `engine::approval`'s.
+//! The approval log's SQL (migration 0008): staged, approved and revoked payout files, append-
+//! only (triggers refuse UPDATE and DELETE), each entry written with its event in one
+//! transaction; and the balance read at a payout run's pre-flight, for its HTML summary. The
+//! rules that read the log are `engine::approval`'s.
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
@@ -190,4 +191,32 @@ pub fn log_of_job(conn: &Connection, job: &str) -> Result<Vec<ApprovalEntry>, St
             },
         )
         .collect()
+}
+
+/// Records the balance of a payout run's pre-flight (5.6); the first one stays.
+pub fn record_preflight_balance(
+    conn: &Connection,
+    run_id: i64,
+    balance: Centavos,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO payout_balances (run_id, at, balance) VALUES (?1, ?2, ?3)",
+        params![run_id, now_ms(), balance.get()],
+    )?;
+    Ok(())
+}
+
+/// The pre-flight balance of a payout run and when it was read, if recorded.
+pub fn preflight_balance(
+    conn: &Connection,
+    run_id: i64,
+) -> Result<Option<(Centavos, i64)>, StoreError> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT balance, at FROM payout_balances WHERE run_id = ?1",
+            [run_id],
+            |r| Ok((Centavos::new(r.get(0)?), r.get(1)?)),
+        )
+        .optional()?)
 }
