@@ -238,6 +238,10 @@ async fn each_cap_stops_an_over_limit_file_offline() {
             &format!("[spending]\n{cap}\n"),
         );
         refused(&sim, &job, why).await;
+        // The dry run says the same, offline.
+        let out = run(args(&["run", &s(&job), "--dry-run"])).await;
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        assert!(show(&out).contains(why), "{}", show(&out));
     }
     // Within every cap (equal is allowed): it runs.
     let job = job_with(
@@ -310,4 +314,73 @@ fn insert_old_approval(db: &Path, job: &str, input: &Path, sha: &str, hours_ago:
         rusqlite::params![job, at, input.display().to_string(), sha],
     )
     .unwrap();
+}
+
+/// Runs the binary on a pseudo-terminal (util-linux `script`), typing `typed` at it; returns
+/// the exit code and everything the terminal showed.
+async fn on_terminal(list: &[&str], typed: &str) -> (Option<i32>, String) {
+    let cmd = std::iter::once(env!("CARGO_BIN_EXE_starpay-batch").to_string())
+        .chain(list.iter().map(|a| format!("'{a}'")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let typed = typed.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("util-linux `script` runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(typed.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), show(&out))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_confirmation_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(fast_sim_config(16)).await;
+    let input = dir.path().join("july.csv");
+    write_csv(&input, 3, |_| "1234"); // total PHP 303.12
+    let job = job_with(
+        dir.path(),
+        "payroll",
+        &sim,
+        &input,
+        "[approval]\nrequired = true\n[spending]\nconfirm_above = \"300\"\n",
+    );
+    // A wrong total typed back approves nothing.
+    let (code, text) = on_terminal(&["approve", &s(&job), "--by", "Ben"], "303\n").await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("Type the total (PHP 303.12)"), "{text}");
+    assert!(
+        text.contains("not confirmed; nothing was approved"),
+        "{text}"
+    );
+    refused(&sim, &job, "has no approval").await;
+    // The total typed back (with or without separators) approves.
+    let (code, text) = on_terminal(&["approve", &s(&job), "--by", "Ben"], "303.12\n").await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("approved (approval 1) by Ben"), "{text}");
+    // `run` on a terminal above confirm_above asks too; a wrong answer sends no payout.
+    let (code, text) = on_terminal(&["run", &s(&job)], "no\n").await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("above confirm_above PHP 300.00"), "{text}");
+    assert!(text.contains("not confirmed; nothing was sent"), "{text}");
+    assert!(sends(&sim).is_empty(), "no payout was sent");
+    // Without a terminal (a scheduler) the approval is the check: it runs.
+    let out = run(args(&["run", &s(&job)])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(sends(&sim).len(), 3);
 }

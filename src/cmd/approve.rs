@@ -11,11 +11,13 @@ use anyhow::bail;
 use crate::cli::ApproveArgs;
 use crate::cmd::context::{Access, JobContext};
 use crate::cmd::{exit, CommandError};
+use crate::config::JobConfig;
 use crate::domain::Centavos;
 use crate::engine::approval::{self, Figures};
 use crate::engine::prepare::{self, EarlierRuns, Validated};
 use crate::report::with_thousands;
 use crate::store::approvals::{ApprovalAction, NewApprovalEntry};
+use crate::store::Store;
 
 pub fn run(args: ApproveArgs) -> anyhow::Result<i32> {
     let by = approval::check_name("--by", &args.by).map_err(anyhow::Error::msg)?;
@@ -179,9 +181,22 @@ pub(crate) async fn validate_offline(
 /// "before anything is sent", "at pre-flight"). Refuses with exit 1 and one line naming the
 /// file, the rule and the figures; nothing is sent.
 pub(crate) async fn gate(ctx: &JobContext, v: &Validated, when: &str) -> anyhow::Result<Figures> {
-    let cfg = &ctx.cfg;
+    check(&ctx.cfg, Some(ctx.store()), v, when).await
+}
+
+/// [`gate`] on any store (`None`: a database that does not exist yet has no approvals), for
+/// the dry run's read-only snapshot.
+pub(crate) async fn check(
+    cfg: &JobConfig,
+    store: Option<&Store>,
+    v: &Validated,
+    when: &str,
+) -> anyhow::Result<Figures> {
     let figures = Figures::of(&v.file, &cfg.spending);
-    let log = ctx.store().approval_log(&cfg.job_name).await?;
+    let log = match store {
+        Some(store) => store.approval_log(&cfg.job_name).await?,
+        None => Vec::new(),
+    };
     let cleared = approval::check_run(
         &cfg.approval,
         &cfg.spending,
