@@ -1,28 +1,35 @@
-//! Reconciliation throughput and memory (issue 5 acceptance 4). Prints figures; never fails on
-//! a slow machine, but fails loudly (exit 1, no rate printed) when a run exits non-zero or a
-//! row of its report is not MATCHED: a rate is only printed for a run that did the work.
+//! Reconciliation throughput, cost per row and memory (issue 5 acceptance 4, issue 11).
+//! Prints figures; never fails on a slow machine, but fails loudly (exit 1, no rate printed)
+//! when a run exits non-zero or a row of its report is not MATCHED: a rate is only printed for
+//! a run that did the work.
 //!
-//! Runs the real binary (release) against an in-process simulator with no latency and no rate
-//! limit, for 10,000 rows and then 1,000,000 rows (the default; `RECON_BENCH_ROWS=10000,200000`
-//! picks other sizes), and prints rows per second and the runner's peak RSS (VmHWM of the
-//! child process), then the RSS ratio of the largest run to the smallest.
+//! Runs the real binary (release) as a child process against a simulator inside this process
+//! with no latency and no rate limit, 32 in flight; every row is a fixture that MATCHES. Prints
+//! per size: rows/s; the signing rate measured in this process on all cores; the signing bound
+//! (that rate ÷ signatures per row: 2 × requests per row, counted from the simulator's request
+//! log, since the runner signs every query and the simulator every answer); the ratio; the
+//! runner's CPU per row (user, system; reaped-child times, so the runner alone); the
+//! simulator's CPU per row; requests per row; SQLite commits per row (a second, untimed pass
+//! under `strace`, see `bench_common`); the runner's peak RSS (VmHWM); then the RSS ratio of
+//! the largest size to the smallest.
 //!
-//! `cargo bench --bench recon` (the 1,000,000-row run takes several minutes on 2 cores).
+//! `cargo bench --bench recon` (10,000 rows); `RECON_BENCH_ROWS=10000,1000000 cargo bench
+//! --bench recon` for the issue's two sizes (the 1,000,000-row run takes about 8 minutes on 2
+//! cores); `RECON_BENCH_COMMITS=0` skips the strace pass; `RECON_BENCH_COMMIT_ROWS=N` sets its
+//! size (default: the smaller of the smallest size and 10,000).
 
-use std::path::Path;
+mod bench_common;
+
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use starpay_batch::server::sim::{FixtureKind, OrderFixture, SimConfig, Simulator};
+use bench_common::{CpuTimes, SignRates, Syncs};
+use starpay_batch::server::sim::{FixtureKind, OrderFixture, SimConfig, SimHandle, Simulator};
+use starpay_batch::starpay::model::PATH_REPAYMENT_QUERY;
+use starpay_batch::starpay::sign::{known, PrivateKey};
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
+const CONCURRENCY: usize = 32;
 
 fn write_inputs(dir: &Path, n: usize) -> std::io::Result<std::path::PathBuf> {
     use std::io::Write;
@@ -60,60 +67,30 @@ fn fixtures(n: usize) -> Vec<OrderFixture> {
         .collect()
 }
 
-/// Runs `n` rows; `Err` says why the run does not count.
-async fn one(n: usize) -> Result<(f64, u64, f64), String> {
-    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let input = write_inputs(dir.path(), n).map_err(|e| format!("input: {e}"))?;
-    let config = SimConfig {
-        rate_limit_per_sec: 0.0,
-        fixtures: fixtures(n),
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start(config)
-        .await
-        .map_err(|e| format!("simulator: {e}"))?;
-    let keys = root.join("samples/keys");
-    let job = dir.path().join(format!("bench{n}.toml"));
+fn write_job(dir: &Path, name: &str, input: &Path, sim: &SimHandle) -> Result<PathBuf, String> {
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/keys");
     let text = format!(
-        "kind = \"repayment-recon\"\ninput = \"{}\"\ndatabase = \"{}\"\nreports_dir = \"{}\"\n\n[starpay]\nendpoint = \"{}\"\nmch_id = \"101510000001\"\nprivate_key = \"{}\"\nplatform_public_key = \"{}\"\n\n[limits]\nrequests_per_second = 1000000\nburst = 1000000\nconcurrency = 32\nrequest_timeout_secs = 30\n\n[resolve]\ndeadline_secs = 36000\n",
+        "kind = \"repayment-recon\"\ninput = \"{}\"\ndatabase = \"{}\"\nreports_dir = \"{}\"\n\n\
+         [starpay]\nendpoint = \"{}\"\nmch_id = \"101510000001\"\nprivate_key = \"{}\"\n\
+         platform_public_key = \"{}\"\n\n\
+         [limits]\nrequests_per_second = 1000000\nburst = 1000000\nconcurrency = {CONCURRENCY}\n\
+         request_timeout_secs = 30\n\n[resolve]\ndeadline_secs = 36000\n",
         input.display(),
-        dir.path().join("bench.db").display(),
-        dir.path().join("reports").display(),
+        dir.join(format!("{name}.db")).display(),
+        dir.join("reports").display(),
         sim.base_url(),
         keys.join("TEST-ONLY-demo-merchant-private.pem").display(),
         keys.join("TEST-ONLY-sim-platform-public.pem").display(),
     );
+    let job = dir.join(format!("{name}.toml"));
     std::fs::write(&job, text).map_err(|e| format!("job file: {e}"))?;
-    let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_starpay-batch"))
-        .args(["run", &job.display().to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start the runner: {e}"))?;
-    let pid = child.id();
-    let mut peak = 0;
-    let status = loop {
-        if let Some(kib) = peak_rss_kib(pid) {
-            peak = peak.max(kib);
-        }
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => return Err(format!("waiting for the runner: {e}")),
-        }
-    };
-    let secs = start.elapsed().as_secs_f64();
-    sim.shutdown().await;
-    if !status.success() {
-        return Err(format!("the run exited with {status}"));
-    }
-    // Every row must be MATCHED, or the rate is not a reconciliation rate.
-    let report = dir.path().join(format!("reports/bench{n}-1.csv"));
+    Ok(job)
+}
+
+/// Every one of `n` report rows must be MATCHED, or the rate is not a reconciliation rate.
+fn check_report(report: &Path, n: usize) -> Result<(), String> {
     let mut reader =
-        csv::Reader::from_path(&report).map_err(|e| format!("{}: {e}", report.display()))?;
+        csv::Reader::from_path(report).map_err(|e| format!("{}: {e}", report.display()))?;
     let category = reader
         .headers()
         .map_err(|e| format!("{}: {e}", report.display()))?
@@ -134,14 +111,112 @@ async fn one(n: usize) -> Result<(f64, u64, f64), String> {
             report.display()
         ));
     }
-    Ok((n as f64 / secs, peak, secs))
+    Ok(())
+}
+
+async fn start_sim(n: usize) -> Result<SimHandle, String> {
+    let config = SimConfig {
+        rate_limit_per_sec: 0.0,
+        fixtures: fixtures(n),
+        ..SimConfig::default()
+    };
+    Simulator::start(config)
+        .await
+        .map_err(|e| format!("simulator: {e}"))
+}
+
+struct Timed {
+    secs: f64,
+    cpu: CpuTimes,
+    peak_kib: u64,
+    queries: usize,
+    other: usize,
+}
+
+/// One timed run of `n` rows; `Err` says why the run does not count.
+async fn timed(n: usize) -> Result<Timed, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let input = write_inputs(dir.path(), n).map_err(|e| format!("input: {e}"))?;
+    let sim = start_sim(n).await?;
+    let name = format!("bench{n}");
+    let job = write_job(dir.path(), &name, &input, &sim)?;
+    let before = CpuTimes::now().ok_or("cannot read /proc/self/stat")?;
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_starpay-batch"))
+        .args(["run", &job.display().to_string()])
+        .env_remove("STARPAY_PRIVATE_KEY_FILE")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start the runner: {e}"))?;
+    let pid = child.id();
+    let (status, peak_kib) = bench_common::wait_with_peak(&mut child, || Some(pid)).await?;
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = CpuTimes::now()
+        .ok_or("cannot read /proc/self/stat")?
+        .since(before);
+    let log = sim.requests();
+    sim.shutdown().await;
+    if !status.success() {
+        return Err(format!("the run exited with {status}"));
+    }
+    check_report(&dir.path().join(format!("reports/{name}-1.csv")), n)?;
+    // 6.8 (by refNo) or 6.2 (by msgId) is the one query of a row; everything else is
+    // pre-flight or balances.
+    let queries = log
+        .iter()
+        .filter(|r| r.path.ends_with(PATH_REPAYMENT_QUERY))
+        .count();
+    Ok(Timed {
+        secs,
+        cpu,
+        peak_kib,
+        queries,
+        other: log.len() - queries,
+    })
+}
+
+/// One untimed run of `n` rows under strace, counting the database's syncs.
+async fn counted(n: usize) -> Result<Syncs, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let input = write_inputs(dir.path(), n).map_err(|e| format!("input: {e}"))?;
+    let sim = start_sim(n).await?;
+    let name = format!("count{n}");
+    let job = write_job(dir.path(), &name, &input, &sim)?;
+    let log = dir.path().join("strace.log");
+    let mut child = Command::new("strace")
+        .args(bench_common::strace_args(&log))
+        .arg(env!("CARGO_BIN_EXE_starpay-batch"))
+        .args(["run", &job.display().to_string()])
+        .env_remove("STARPAY_PRIVATE_KEY_FILE")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start strace: {e}"))?;
+    let (status, _) = bench_common::wait_with_peak(&mut child, || None).await?;
+    sim.shutdown().await;
+    if !status.success() {
+        return Err(format!("the traced run exited with {status}"));
+    }
+    check_report(&dir.path().join(format!("reports/{name}-1.csv")), n)?;
+    bench_common::count_syncs(&log, &dir.path().join(format!("{name}.db")))
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::var("RECON_BENCH_ROWS")
-        .ok()
-        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![10_000, 1_000_000]);
+    let sizes = bench_common::sizes_from_env("RECON_BENCH_ROWS", &[10_000]);
+    let count_commits = std::env::var("RECON_BENCH_COMMITS").map_or(true, |v| v != "0");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let key = match PrivateKey::from_text(known::DEMO_PRIVATE_PKCS8_PEM, "demo key") {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("cannot load the demo key: {e}");
+            std::process::exit(1);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -152,28 +227,95 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let first = SignRates::measure(&key, cores);
     println!(
-        "repayment-recon against the in-process simulator, no latency, no rate limit, 32 in flight"
+        "repayment-recon: the release binary against the in-process simulator; no latency, no \
+         rate limit; {CONCURRENCY} in flight; {cores} cores"
     );
     println!(
-        "{:>10} {:>12} {:>10} {:>14}",
-        "rows", "rows/s", "seconds", "peak RSS MiB"
+        "signing (aws-lc-rs, RSA-2048, this process, before the runs): {:.0}/s on 1 thread, \
+         {:.0}/s on {cores} threads; {:.0} per CPU second",
+        first.one, first.all, first.per_cpu_sec
     );
     let mut results = Vec::new();
-    for n in sizes {
-        match runtime.block_on(one(n)) {
-            Ok((rate, peak, secs)) => {
-                println!(
-                    "{n:>10} {rate:>12.0} {secs:>10.1} {:>14.1}",
-                    peak as f64 / 1024.0
-                );
-                results.push((n, peak));
-            }
+    for &n in &sizes {
+        let t = match runtime.block_on(timed(n)) {
+            Ok(t) => t,
             Err(why) => {
                 eprintln!("{n} rows: FAILED: {why}");
                 std::process::exit(1);
             }
-        }
+        };
+        // Measured again after the run; the bound uses the faster of the two (see `best`).
+        let after = SignRates::measure(&key, cores);
+        let best = first.best(after);
+        let sign_all = best.bound_rate(cores);
+        // The runner's own signing cost: CPU time per signature, not wall time.
+        let sign_1 = best.per_cpu_sec;
+        let rows = n as f64;
+        let rate = rows / t.secs;
+        let requests = (t.queries + t.other) as f64;
+        let sigs_per_row = 2.0 * requests / rows;
+        let bound = sign_all / sigs_per_row;
+        let own_sign_ms = 1000.0 * (requests / rows) / sign_1;
+        let runner_ms = 1000.0 * (t.cpu.children_user + t.cpu.children_sys) / rows;
+        println!("--- {n} rows");
+        println!(
+            "  signing after the run        {:.0}/s on 1 thread, {:.0}/s on {cores} threads; \
+             {:.0} per CPU second",
+            after.one, after.all, after.per_cpu_sec
+        );
+        println!(
+            "  signing rate for the bound   {sign_all:.0}/s  (faster of: measured on {cores} threads, \
+             {cores} x per CPU second)"
+        );
+        println!("  wall                         {:.2} s", t.secs);
+        println!("  rows/s                       {rate:.0}");
+        println!(
+            "  requests/row                 {:.3}  (repayment queries {}, other {})",
+            requests / rows,
+            t.queries,
+            t.other
+        );
+        println!(
+            "  signatures/row               {sigs_per_row:.3}  (runner signs each request, simulator each answer)"
+        );
+        println!("  signing bound                {bound:.0} rows/s  ({sign_all:.0} sig/s / {sigs_per_row:.3})");
+        println!(
+            "  rows/s / signing bound       {:.2}  (issue 11 target >= 0.75)",
+            rate / bound
+        );
+        println!(
+            "  runner CPU/row               {runner_ms:.3} ms  (user {:.3}, sys {:.3})",
+            1000.0 * t.cpu.children_user / rows,
+            1000.0 * t.cpu.children_sys / rows
+        );
+        println!(
+            "  runner's own signatures/row  {own_sign_ms:.3} ms  -> runner CPU / own signing {:.1}x",
+            runner_ms / own_sign_ms
+        );
+        println!(
+            "  simulator CPU/row            {:.3} ms  (user {:.3}, sys {:.3}; this process)",
+            1000.0 * (t.cpu.self_user + t.cpu.self_sys) / rows,
+            1000.0 * t.cpu.self_user / rows,
+            1000.0 * t.cpu.self_sys / rows
+        );
+        println!(
+            "  CPU used / available         {:.0}%  (runner + simulator over {cores} cores x wall)",
+            100.0 * (t.cpu.children_user + t.cpu.children_sys + t.cpu.self_user + t.cpu.self_sys)
+                / (cores as f64 * t.secs)
+        );
+        let sim_ms = 1000.0 * (t.cpu.self_user + t.cpu.self_sys) / rows;
+        println!(
+            "  CPU-limited rate             {:.0} rows/s  ({cores} cores / (runner + simulator CPU per row)); \
+             the rest of the wall time is waiting (fsync, hand-offs)",
+            cores as f64 * 1000.0 / (runner_ms + sim_ms)
+        );
+        println!(
+            "  runner peak RSS              {:.1} MiB",
+            t.peak_kib as f64 / 1024.0
+        );
+        results.push((n, t.peak_kib));
     }
     if let (Some(first), Some(last)) = (results.first(), results.last()) {
         if first.1 > 0 && results.len() > 1 {
@@ -183,6 +325,32 @@ fn main() {
                 first.0,
                 last.1 as f64 / first.1 as f64
             );
+        }
+    }
+    if !count_commits {
+        println!("commits/row: not measured (RECON_BENCH_COMMITS=0)");
+        return;
+    }
+    if !bench_common::strace_available() {
+        println!("commits/row: not measured (strace is not installed)");
+        return;
+    }
+    let smallest = sizes.iter().copied().min().unwrap_or(10_000);
+    let m = std::env::var("RECON_BENCH_COMMIT_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(smallest.min(10_000));
+    match runtime.block_on(counted(m)) {
+        Ok(s) => println!(
+            "commits/row (strace pass, {m} rows): {:.3}  (WAL syncs {}, database syncs {} = checkpoints, other syncs {})",
+            s.commits() as f64 / m as f64,
+            s.wal,
+            s.db,
+            s.other
+        ),
+        Err(why) => {
+            eprintln!("commit-counting pass, {m} rows: FAILED: {why}");
+            std::process::exit(1);
         }
     }
 }

@@ -33,8 +33,32 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// What run, retry and reconcile print on stdout: the table, or the run's result as one
+    /// JSON document (the same object as `<reports_dir>/<job>-<run>-result.json`).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub output: OutputFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// The metrics file of a run, retry or reconcile (node-exporter textfile collector).
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Write Prometheus text-format metrics to this file (temporary file + rename) every
+    /// --metrics-interval-secs during the run and once at its end, e.g.
+    /// /var/lib/node_exporter/textfile/starpay-payouts.prom.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// Seconds between metrics writes during a run.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub metrics_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -199,6 +223,8 @@ pub struct RunArgs {
     /// terminal (schedulers rely on the approval instead).
     #[arg(long)]
     pub yes: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +238,8 @@ pub struct RetryArgs {
     /// fail again until the data is fixed (reference §9.2).
     #[arg(long)]
     pub include_beneficiary_errors: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +249,8 @@ pub struct ReconcileArgs {
     /// The payout run to re-check.
     #[arg(long)]
     pub run: i64,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]

@@ -69,6 +69,12 @@
 //! confirm_above = "100000.00"         # `run` on a terminal above this total asks to type it
 //! per_bank = { "GCash" = "200000.00" }
 //!
+//! [hooks]                             # optional; argv arrays, no shell (README "Hooks")
+//! on_success = ["/usr/local/bin/notify", "ok"]     # exit 0
+//! on_failure = ["hooks/post-to-chat.sh"]           # exit 1 or 2; relative to this file
+//! on_attention = ["hooks/post-to-chat.sh"]         # exit 3
+//! timeout_secs = 60                   # 1..=3600; then the hook's process group is killed
+//!
 //! [sim]                               # only with endpoint = "embedded-sim"
 //! seed = 42
 //! config = "samples/sim.toml"
@@ -165,6 +171,38 @@ pub struct JobConfig {
     pub approval: crate::engine::approval::ApprovalSettings,
     /// `[spending]`: caps per payout file.
     pub spending: crate::engine::approval::Spending,
+    pub hooks: HookSettings,
+}
+
+/// `[hooks]`: commands run after a run's report and result file are written (`ops::hooks`).
+/// Each is an argv array run without a shell; a relative program path with a `/` resolves
+/// against the job file's directory, a bare name is looked up on `PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSettings {
+    /// Exit 0.
+    pub on_success: Option<Vec<String>>,
+    /// Exit 1 (could not run to the end) and 2 (finished with failures).
+    pub on_failure: Option<Vec<String>>,
+    /// Exit 3 (rows unresolved or NEEDS_ATTENTION, or interrupted).
+    pub on_attention: Option<Vec<String>>,
+    /// A hook still running after this long is killed (its whole process group).
+    pub timeout: Duration,
+}
+
+/// Default `[hooks] timeout_secs`.
+pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 60;
+/// Upper bound on `[hooks] timeout_secs` (an hour: a hook must not hold the job's lock forever).
+pub const MAX_HOOK_TIMEOUT_SECS: u64 = 3600;
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        HookSettings {
+            on_success: None,
+            on_failure: None,
+            on_attention: None,
+            timeout: Duration::from_secs(DEFAULT_HOOK_TIMEOUT_SECS),
+        }
+    }
 }
 
 /// `[report]`: how reports are written.
@@ -219,6 +257,15 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// The kind of the runs this job creates.
+    pub fn run_kind(self) -> crate::domain::RunKind {
+        match self {
+            JobKind::Payout => crate::domain::RunKind::Payout,
+            JobKind::RepaymentRecon => crate::domain::RunKind::RepaymentRecon,
+            JobKind::DisbursementRecon => crate::domain::RunKind::DisbursementRecon,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Payout => "payout",
@@ -398,6 +445,8 @@ pub enum ConfigProblem {
     Timezone { value: String },
     #[error("`{}` = {}: {}", .0.key, .0.value, .0.reason)]
     Setting(crate::engine::approval::SettingProblem),
+    #[error("`{key}` must be a non-empty list whose first element names the program, e.g. [\"/usr/local/bin/notify\", \"--channel\", \"payouts\"]")]
+    HookCommand { key: &'static str },
     #[error("environment variable {var} = {value:?}: {reason}")]
     Env {
         var: &'static str,
@@ -427,6 +476,65 @@ struct RawJob {
     approval: crate::engine::approval::RawApproval,
     #[serde(default)]
     spending: crate::engine::approval::RawSpending,
+    #[serde(default)]
+    hooks: RawHooks,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHooks {
+    on_success: Option<Vec<String>>,
+    on_failure: Option<Vec<String>>,
+    on_attention: Option<Vec<String>>,
+    timeout_secs: u64,
+}
+
+impl Default for RawHooks {
+    fn default() -> Self {
+        RawHooks {
+            on_success: None,
+            on_failure: None,
+            on_attention: None,
+            timeout_secs: DEFAULT_HOOK_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl RawHooks {
+    fn into_settings(self, base: &Path, problems: &mut Vec<ConfigProblem>) -> HookSettings {
+        let mut argv = |key: &'static str, v: Option<Vec<String>>| {
+            let mut v = v?;
+            if v.first().is_none_or(|p| p.trim().is_empty()) {
+                problems.push(ConfigProblem::HookCommand { key });
+                return None;
+            }
+            // `./notify.sh` or `hooks/notify.sh`: the job file's directory, like every other
+            // path in it; `notify` alone: PATH.
+            if v[0].contains('/') {
+                v[0] = resolve_path(base, PathBuf::from(&v[0]))
+                    .to_string_lossy()
+                    .into_owned();
+            }
+            Some(v)
+        };
+        let on_success = argv("hooks.on_success", self.on_success);
+        let on_failure = argv("hooks.on_failure", self.on_failure);
+        let on_attention = argv("hooks.on_attention", self.on_attention);
+        if !(1..=MAX_HOOK_TIMEOUT_SECS).contains(&self.timeout_secs) {
+            problems.push(ConfigProblem::OutOfRange {
+                key: "hooks.timeout_secs",
+                value: self.timeout_secs,
+                min: 1,
+                max: MAX_HOOK_TIMEOUT_SECS,
+            });
+        }
+        HookSettings {
+            on_success,
+            on_failure,
+            on_attention,
+            timeout: Duration::from_secs(self.timeout_secs),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -757,6 +865,7 @@ fn validate(
     let approval = raw.approval.validate(&mut setting_problems);
     let spending = raw.spending.validate(&mut setting_problems);
     problems.extend(setting_problems.into_iter().map(ConfigProblem::Setting));
+    let hooks = raw.hooks.into_settings(base, &mut problems);
     let sim = raw
         .sim
         .map(|s| SimSettings {
@@ -779,6 +888,7 @@ fn validate(
             sim,
             approval,
             spending,
+            hooks,
         }),
         _ => Err(problems),
     }
@@ -808,6 +918,12 @@ pub fn resolve_path(base: &Path, p: PathBuf) -> PathBuf {
     out.iter().collect()
 }
 
+/// The `[starpay]` table (with the environment's overrides) → `StarpayConfig`, every problem
+/// pushed, none returned early.
+///
+/// Longer than ~100 lines on purpose: one block per key of the table (endpoint, mchId, the
+/// private key, the platform keys, notify URL, key permissions), each resolving its override,
+/// its path against the job file's directory and its checks, so all of one key is in one place.
 fn validate_starpay(
     raw: RawStarpay,
     base: &Path,
@@ -1036,6 +1152,39 @@ platform_public_key = "keys/prod-platform.pem"
             job.starpay.notify_url.as_deref(),
             Some("http://127.0.0.1:9000/n")
         );
+    }
+
+    #[test]
+    fn hooks_are_argv_arrays_relative_to_the_job_file() {
+        let job = parse(MINIMAL_SIM).unwrap();
+        assert_eq!(job.hooks, HookSettings::default());
+        let text = format!(
+            "{MINIMAL_SIM}[hooks]\non_success = [\"notify\", \"ok\"]\n\
+             on_failure = [\"hooks/chat.sh\"]\ntimeout_secs = 5\n"
+        );
+        let job = parse(&text).unwrap();
+        assert_eq!(
+            job.hooks.on_success,
+            Some(vec!["notify".into(), "ok".into()])
+        );
+        assert_eq!(
+            job.hooks.on_failure,
+            Some(vec!["jobs/hooks/chat.sh".into()])
+        );
+        assert_eq!(job.hooks.on_attention, None);
+        assert_eq!(job.hooks.timeout, Duration::from_secs(5));
+        let p = problems(&format!(
+            "{MINIMAL_SIM}[hooks]\non_attention = []\ntimeout_secs = 0\n"
+        ));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p
+            .iter()
+            .any(|p| p.to_string().contains("hooks.on_attention")));
+        assert!(p
+            .iter()
+            .any(|p| p.to_string().contains("hooks.timeout_secs")));
+        let err = parse(&format!("{MINIMAL_SIM}[hooks]\non_sucess = [\"x\"]\n")).unwrap_err();
+        assert!(err.to_string().contains("on_sucess"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,20 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
   64  usage error (unknown flag, missing argument)
   75  temporary failure (job locked by another process, Starpay unreachable): retry later";
 
+/// What an exit code means, in one line (the result file's `exit_meaning`; the table above).
+pub fn meaning(code: i32) -> &'static str {
+    match code {
+        OK => "OK: every row final and good",
+        COULD_NOT_RUN => "could not run to the end (config, input, keys, balance, a stop code from Starpay): fix, then run again",
+        FINISHED_WITH_FAILURES => "finished with FAILED, REVERSED or REJECTED rows (or reconciliation findings): see the report",
+        UNRESOLVED => "unresolved rows (PENDING, UNKNOWN, NOT_SENT, NEEDS_ATTENTION) or interrupted: run again later; act on NEEDS_ATTENTION",
+        ALREADY_DONE => "nothing to do: this input file was already completed",
+        USAGE => "usage error",
+        TEMPFAIL => "temporary failure (job locked, Starpay unreachable): retry later",
+        _ => "unknown exit code",
+    }
+}
+
 /// How a run ended, as its rows (or its stop) tell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -28,6 +28,8 @@
 //!   faults, notifications, `/_sim/` control routes; guide in `docs/SIMULATOR.md`).
 //! - `cli`: the clap command tree; `cmd`: one file per command, sharing `cmd::context::JobContext`
 //!   (job file, lock, runtime, store, client) and `cmd::drive::drive_and_report`.
+//! - `ops`: what an unattended run leaves after its report: the result file (JSON), the
+//!   job's `[hooks]`, the Prometheus metrics file.
 //! - `logging`: tracing set-up (human or JSON; colour only on a terminal).
 //! - `signals`: SIGINT, SIGTERM and SIGHUP as one stop request (first: graceful; second: now).
 //!
@@ -43,6 +45,7 @@ pub mod engine;
 pub mod exit;
 pub mod input;
 pub mod logging;
+pub mod ops;
 pub mod report;
 pub mod server;
 pub mod signals;

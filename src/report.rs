@@ -103,14 +103,26 @@ impl ReportState {
     ];
 
     pub fn of(row: &RowRecord) -> ReportState {
-        match row.state {
+        ReportState::from_parts(
+            row.state,
+            row.resent_after_not_found,
+            row.attempt.as_ref().is_some_and(|a| a.send_count > 0),
+        )
+    }
+
+    /// [`ReportState::of`] from the three facts it reads (`attempt_sent`: the current attempt
+    /// was sent at least once), for aggregates that do not load rows.
+    pub fn from_parts(
+        state: RowState,
+        resent_after_not_found: bool,
+        attempt_sent: bool,
+    ) -> ReportState {
+        match state {
             RowState::New => ReportState::NotSent,
             // Waiting to resend under the not-found rule: the first send may have landed.
-            RowState::Unsent if row.resent_after_not_found => ReportState::Unknown,
+            RowState::Unsent if resent_after_not_found => ReportState::Unknown,
             // The current attempt never left (a retry's new attempt, or Ctrl-C before the send).
-            RowState::Unsent if row.attempt.as_ref().is_none_or(|a| a.send_count == 0) => {
-                ReportState::NotSent
-            }
+            RowState::Unsent if !attempt_sent => ReportState::NotSent,
             // Sent, answered "not processed", to be sent again: unsure until it is.
             RowState::Unsent => ReportState::Unknown,
             RowState::InFlight | RowState::Unknown => ReportState::Unknown,
@@ -273,6 +285,22 @@ impl Summary {
         Summary { rows: out }
     }
 
+    /// The same table from the store's aggregates (no rows loaded).
+    pub fn from_counts(counts: &crate::store::PayoutCounts) -> Summary {
+        let mut out: Vec<(ReportState, u64, Centavos)> = ReportState::ALL
+            .iter()
+            .map(|s| (*s, 0, Centavos::ZERO))
+            .collect();
+        for g in &counts.groups {
+            let state = ReportState::from_parts(g.state, g.resent_after_not_found, g.attempt_sent);
+            if let Some(e) = out.iter_mut().find(|e| e.0 == state) {
+                e.1 += g.rows.max(0) as u64;
+                e.2 = e.2.checked_add(g.amount).unwrap_or(e.2);
+            }
+        }
+        Summary { rows: out }
+    }
+
     pub fn count(&self, state: ReportState) -> u64 {
         self.rows.iter().find(|e| e.0 == state).map_or(0, |e| e.1)
     }
@@ -358,7 +386,7 @@ pub struct ReportPaths {
 /// nobody mistakes it for a second payout run.
 pub fn report_stem(run: &RunRecord) -> String {
     match run.input_sha256.strip_prefix("reconcile-of-run-") {
-        Some(payout_run) if run.kind == "reconcile" => {
+        Some(payout_run) if run.kind == crate::domain::RunKind::Reconcile => {
             format!("{}-reconcile-{payout_run}-{}", run.job, run.id)
         }
         _ => format!("{}-{}", run.job, run.id),
@@ -527,7 +555,7 @@ fn details_file(
         let mut fields = vec![
             ("job", run.job.clone()),
             ("run_id", run.id.to_string()),
-            ("kind", run.kind.clone()),
+            ("kind", run.kind.to_string()),
             ("input_file", run.input_path.clone()),
             ("input_sha256", run.input_sha256.clone()),
             ("started", ts_secs(Some(run.created_at), tz)),

@@ -271,6 +271,11 @@ async fn sigterm_mid_run_exits_3_with_a_report_and_resume_pays_once() {
     let report_path = dir.path().join("reports/term-1.csv");
     let report = read_report(&report_path);
     assert_eq!(report.len(), n, "every row once");
+    let result: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("reports/term-1-result.json")).expect("result file"),
+    )
+    .unwrap();
+    assert_eq!(result["exit_code"], 3, "{result}");
     assert!(sim.ledger().orders.len() < n, "stopped before the end");
 
     let job = write_job(

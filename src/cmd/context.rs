@@ -20,6 +20,7 @@ use crate::input::recon::ReconKind;
 use crate::server::sim::{SimConfig, SimHandle, Simulator};
 use crate::starpay::client::{Client, ClientConfig, Environment};
 use crate::starpay::sign::{PrivateKey, PublicKey};
+use crate::starpay::stats::RequestStats;
 use crate::store::Store;
 
 /// How a command uses the job's store.
@@ -39,6 +40,8 @@ pub struct JobContext {
     pub cfg: JobConfig,
     runtime: tokio::runtime::Runtime,
     store: Store,
+    /// Counts of every signed request this command's clients send (the metrics file).
+    stats: Arc<RequestStats>,
     /// Held for the life of the command; the OS releases it if the process dies, so a crash
     /// never leaves a stale lock.
     _lock: Option<File>,
@@ -82,6 +85,7 @@ impl JobContext {
             cfg,
             runtime,
             store,
+            stats: Arc::default(),
             _lock: lock,
         })
     }
@@ -100,6 +104,11 @@ impl JobContext {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// This command's requests by section and answer code, for the metrics file.
+    pub fn request_stats(&self) -> &Arc<RequestStats> {
+        &self.stats
     }
 
     /// Runs the command's async part to completion.
@@ -139,7 +148,7 @@ impl JobContext {
         let mut client_cfg = ClientConfig::new(environment, cfg.starpay.mch_id.clone());
         client_cfg.request_timeout = cfg.limits.request_timeout;
         client_cfg.connect_timeout = cfg.limits.connect_timeout;
-        let client = Client::new(client_cfg, signer, platform_keys)?;
+        let client = Client::new(client_cfg, signer, platform_keys)?.with_stats(self.stats.clone());
         crate::engine::startup::check_connection(&client, cfg.limits.connect_retry).await?;
         Ok(Connected { client, sim })
     }

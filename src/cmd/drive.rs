@@ -4,17 +4,25 @@
 //! summary is printed, and the outcome becomes the exit code.
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
 
 use crate::cmd::context::JobContext;
 use crate::cmd::exit;
 use crate::cmd::report as report_cmd;
+use crate::domain::Centavos;
 use crate::engine::payout::PayoutEngine;
 use crate::engine::recon::ReconEngine;
 use crate::engine::stop::StopReason;
 use crate::engine::DriveResult;
-use crate::report::RunEnd;
+use crate::ops::result::{self, RunResult};
+use crate::ops::{self, metrics};
+use crate::report::{self, RunEnd};
+use crate::starpay::stats::RequestStats;
+use crate::store::Store;
 
 /// What is being driven.
 #[derive(Clone)]
@@ -48,16 +56,61 @@ impl Work {
             Work::Recon { .. } => "unchecked rows resume on the next run",
         }
     }
+
+    /// The rate the shared limiter stands at (metrics).
+    fn current_rate(&self) -> u32 {
+        match self {
+            Work::Payout(e) => e.pool().current_rate(),
+            Work::Recon { engine, .. } => engine.pool().current_rate(),
+        }
+    }
 }
 
-/// Drives `run_id` and writes its report; returns the exit code.
+/// A run's summary, as its report gave it.
+enum RunSummary {
+    Payout(report::Summary),
+    Recon(report::ReconSummary),
+}
+
+/// How a drive ended once its report was written and the run finished (or left open).
+struct Reported {
+    code: i32,
+    summary: RunSummary,
+    paths: report::ReportPaths,
+    text: String,
+    warnings: Vec<String>,
+    stopped: Option<String>,
+}
+
+/// Drives `run_id` and writes its report; returns the exit code. Three steps: drive (with
+/// progress, metrics and signal handling), report (the engine settles the run, the report is
+/// written, the run finished only after it), publish (result file, stdout, metrics, hook).
 pub async fn drive_and_report(ctx: &JobContext, work: Work, run_id: i64) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let kind = match ctx.store().run_by_id(run_id).await? {
+        Some(r) => r.kind.to_string(),
+        None => bail!("run {run_id} does not exist"),
+    };
+    let drive = drive(ctx, &work, run_id, &kind, started).await?;
+    let reported = report(ctx, &work, run_id, drive).await?;
+    publish(ctx, &work, run_id, &kind, started, reported).await
+}
+
+/// The engine's drive, with progress, periodic metrics and signal handling around it.
+async fn drive(
+    ctx: &JobContext,
+    work: &Work,
+    run_id: i64,
+    kind: &str,
+    started: Instant,
+) -> anyhow::Result<DriveResult> {
     let store = ctx.store();
     let total = match &work {
         Work::Payout(_) => Some(store.rows_of_run(run_id, true).await?.len() as u64),
         Work::Recon { .. } => None,
     };
     let progress = spawn_progress(work.clone(), total);
+    let metrics = spawn_metrics(ctx, work.clone(), run_id, kind.to_string(), started);
     let signals = {
         let w = work.clone();
         stop_on_signal(work.what_resumes(), move |r| w.stop(r))
@@ -68,9 +121,23 @@ pub async fn drive_and_report(ctx: &JobContext, work: Work, run_id: i64) -> anyh
     };
     signals.abort();
     progress.abort();
+    if let Some(m) = &metrics {
+        m.abort();
+    }
     // A payout drive fails as a whole only before any row was driven (its rows could not be
     // loaded); every later failure is in `DriveResult` and the report still comes.
-    let drive: DriveResult = drive?;
+    Ok(drive?)
+}
+
+/// The engine settles the run; the report is written; the run is finished only after its
+/// report is in place; the exit code is recorded on the run.
+async fn report(
+    ctx: &JobContext,
+    work: &Work,
+    run_id: i64,
+    drive: DriveResult,
+) -> anyhow::Result<Reported> {
+    let store = ctx.store();
     let settled = match &work {
         Work::Payout(engine) => engine.settle(run_id).await?,
         Work::Recon { engine, pass } => engine.settle(run_id, &drive, *pass).await?,
@@ -82,20 +149,19 @@ pub async fn drive_and_report(ctx: &JobContext, work: Work, run_id: i64) -> anyh
     };
     // Report first (temporary files renamed into place), then finish the run: a crash or a
     // failed write in between leaves the run open, and the next command writes it again.
-    let (paths, text, outcome, warnings) = match &work {
+    let (paths, summary) = match &work {
         Work::Payout(_) => {
             let (paths, summary) = report_cmd::payout(&ctx.cfg, store, run_id, end).await?;
-            (paths, summary.to_text(), summary.outcome(), Vec::new())
+            (paths, RunSummary::Payout(summary))
         }
         Work::Recon { .. } => {
             let (paths, summary) = report_cmd::recon(&ctx.cfg, store, run_id, end).await?;
-            (
-                paths,
-                summary.to_text(),
-                summary.outcome(),
-                summary.warnings(),
-            )
+            (paths, RunSummary::Recon(summary))
         }
+    };
+    let (text, outcome, mut warnings) = match &summary {
+        RunSummary::Payout(s) => (s.to_text(), s.outcome(), Vec::new()),
+        RunSummary::Recon(s) => (s.to_text(), s.outcome(), s.warnings()),
     };
     if settled.finish {
         store.finish_run(run_id).await?;
@@ -108,20 +174,294 @@ pub async fn drive_and_report(ctx: &JobContext, work: Work, run_id: i64) -> anyh
             settled.unchecked
         );
     }
-    report_cmd::print(run_id, &text, &paths);
-    for w in warnings {
-        crate::say_warn!("{w}");
-    }
     if let Some(reason) = &drive.stopped {
-        crate::say_warn!("run {run_id} stopped: {reason}");
+        warnings.push(format!("run {run_id} stopped: {reason}"));
     } else if let Some(error) = &drive.error {
-        crate::say_warn!(
+        warnings.push(format!(
             "run {run_id}: some rows could not be driven and stay unresolved: {error}"
-        );
+        ));
     }
     let code = cut_short.unwrap_or(outcome).code();
     store.record_exit(run_id, code).await?;
+    Ok(Reported {
+        code,
+        summary,
+        paths,
+        text,
+        warnings,
+        stopped: drive.stopped.as_ref().map(|r| r.to_string()),
+    })
+}
+
+/// After the report: the result file, stdout (the table or the result JSON), warnings, the
+/// metrics file and the job's hook. None of them changes the exit code.
+async fn publish(
+    ctx: &JobContext,
+    work: &Work,
+    run_id: i64,
+    kind: &str,
+    started: Instant,
+    r: Reported,
+) -> anyhow::Result<i32> {
+    let Reported {
+        code,
+        summary,
+        paths,
+        text,
+        warnings,
+        stopped,
+    } = r;
+    // The result file, after the report; its failure is logged, never changes the exit code
+    // (the report and the store are in place and tell the same).
+    let outputs = ops::outputs();
+    let result = build_result(
+        ctx,
+        run_id,
+        code,
+        &summary,
+        &paths,
+        warnings.clone(),
+        stopped,
+    )
+    .await?;
+    let json = result.to_json();
+    let result_path = PathBuf::from(&result.result_file);
+    let written = {
+        let (p, j) = (result_path.clone(), json.clone());
+        tokio::task::spawn_blocking(move || ops::write_atomic(&p, j.as_bytes())).await
+    };
+    let result_file = match written {
+        Ok(Ok(())) => Some(result_path.as_path()),
+        Ok(Err(e)) => {
+            crate::say_warn!(
+                "cannot write the result file {}: {e}",
+                result_path.display()
+            );
+            None
+        }
+        Err(e) => {
+            crate::say_warn!(
+                "cannot write the result file {}: {e}",
+                result_path.display()
+            );
+            None
+        }
+    };
+    if ops::json_stdout() {
+        print!("{json}");
+    } else {
+        report_cmd::print(run_id, &text, &paths);
+        if let Some(p) = result_file {
+            println!("result:  {}", p.display());
+        }
+    }
+    for w in &warnings {
+        crate::say_warn!("{w}");
+    }
+    if let Some(path) = &outputs.metrics_file {
+        match MetricsCtx::of(ctx)
+            .snapshot(work, run_id, kind, started, Some(code))
+            .await
+        {
+            Ok(snap) => write_metrics(path, &snap).await,
+            Err(e) => crate::say_warn!("cannot gather metrics for {}: {e:#}", path.display()),
+        }
+    }
+    let input = ops::hooks::HookInput {
+        job: &ctx.cfg.job_name,
+        run_id,
+        exit_code: code,
+        result_file,
+        json: &json,
+    };
+    ops::hooks::run(&ctx.cfg.hooks, &input).await;
     Ok(code)
+}
+
+/// The run's result (`ops::result`), counts from the report's own summary.
+async fn build_result(
+    ctx: &JobContext,
+    run_id: i64,
+    code: i32,
+    summary: &RunSummary,
+    paths: &report::ReportPaths,
+    warnings: Vec<String>,
+    stopped: Option<String>,
+) -> anyhow::Result<RunResult> {
+    let store = ctx.store();
+    let run = match store.run_by_id(run_id).await? {
+        Some(r) => r,
+        None => bail!("run {run_id} does not exist"),
+    };
+    let mut needs_human = Vec::new();
+    let mut omitted = 0u64;
+    let mut keep = |row: Option<result::HumanRow>| {
+        if let Some(row) = row {
+            if needs_human.len() < result::MAX_HUMAN_ROWS {
+                needs_human.push(row);
+            } else {
+                omitted += 1;
+            }
+        }
+    };
+    let counts = match summary {
+        RunSummary::Payout(s) => {
+            for r in store.rows_of_run(run_id, false).await? {
+                keep(result::human_payout_row(&r));
+            }
+            result::Counts::Payout(s)
+        }
+        RunSummary::Recon(s) => {
+            let mut after = 0i64;
+            loop {
+                let page = store.recon_report_page(run_id, after, 5_000).await?;
+                let Some(last) = page.last() else { break };
+                after = last.line;
+                for r in &page {
+                    keep(result::human_recon_row(r));
+                }
+            }
+            result::Counts::Recon(s)
+        }
+    };
+    let result_file = result::result_path(&ctx.cfg.reports_dir, &run);
+    let outputs = ops::outputs();
+    Ok(RunResult::new(result::ResultParts {
+        run: &run,
+        command: outputs.command,
+        tz: ctx.cfg.report.timezone,
+        started_ms: outputs.started_ms,
+        ended_ms: crate::store::now_ms(),
+        exit_code: code,
+        counts,
+        needs_human,
+        needs_human_omitted: omitted,
+        stopped,
+        warnings,
+        paths,
+        result_file: &result_file,
+    }))
+}
+
+/// What the metrics writer reads: the store and this command's request counters.
+struct MetricsCtx {
+    store: Store,
+    stats: Arc<RequestStats>,
+    job: String,
+}
+
+impl MetricsCtx {
+    fn of(ctx: &JobContext) -> MetricsCtx {
+        MetricsCtx {
+            store: ctx.store().clone(),
+            stats: ctx.request_stats().clone(),
+            job: ctx.cfg.job_name.clone(),
+        }
+    }
+
+    /// The metrics of `run_id` now (`exit_code`: the command has ended with it).
+    async fn snapshot(
+        &self,
+        work: &Work,
+        run_id: i64,
+        kind: &str,
+        started: Instant,
+        exit_code: Option<i32>,
+    ) -> anyhow::Result<metrics::Snapshot> {
+        snapshot(self, work, run_id, kind, started, exit_code).await
+    }
+}
+
+async fn snapshot(
+    ctx: &MetricsCtx,
+    work: &Work,
+    run_id: i64,
+    kind: &str,
+    started: Instant,
+    exit_code: Option<i32>,
+) -> anyhow::Result<metrics::Snapshot> {
+    let store = &ctx.store;
+    let (rows, retries): (Vec<(String, i64, Centavos)>, _) = match work {
+        Work::Payout(_) => {
+            let counts = store.payout_counts(run_id).await?;
+            let s = report::Summary::from_counts(&counts);
+            (
+                s.rows
+                    .iter()
+                    .map(|(st, n, a)| (st.to_string(), *n as i64, *a))
+                    .collect(),
+                Some(counts.resends),
+            )
+        }
+        Work::Recon { .. } => {
+            let t = store.recon_totals(run_id).await?;
+            let s = report::ReconSummary::from_counts(t.counts, t.balance_start, t.balance_end);
+            (
+                s.rows
+                    .iter()
+                    .map(|(c, n, a)| (c.to_string(), *n, *a))
+                    .collect(),
+                None,
+            )
+        }
+    };
+    let last_success_ms = store
+        .runs_for(&ctx.job, None)
+        .await?
+        .iter()
+        .filter(|r| r.kind.as_str() == kind && r.last_exit_code == Some(crate::exit::OK))
+        .filter_map(|r| r.last_exit_at)
+        .max();
+    Ok(metrics::Snapshot {
+        job: ctx.job.clone(),
+        kind: kind.to_string(),
+        run_id,
+        rows,
+        requests: ctx.stats.snapshot(),
+        retries,
+        duration_secs: started.elapsed().as_secs_f64(),
+        limiter_rate: Some(work.current_rate()),
+        in_progress: exit_code.is_none(),
+        exit_code,
+        last_success_ms,
+        now_ms: crate::store::now_ms(),
+    })
+}
+
+/// Writes the metrics file (off the async threads); a failure is logged, nothing more.
+async fn write_metrics(path: &Path, snap: &metrics::Snapshot) {
+    let (p, text) = (path.to_path_buf(), metrics::render(snap));
+    let written = tokio::task::spawn_blocking(move || ops::write_atomic(&p, text.as_bytes())).await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => crate::say_warn!("cannot write the metrics file {}: {e}", path.display()),
+        Err(e) => crate::say_warn!("cannot write the metrics file {}: {e}", path.display()),
+    }
+}
+
+/// With `--metrics-file`: the metrics now, then every `--metrics-interval-secs` until
+/// aborted (the final write is `drive_and_report`'s).
+fn spawn_metrics(
+    ctx: &JobContext,
+    work: Work,
+    run_id: i64,
+    kind: String,
+    started: Instant,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let outputs = ops::outputs();
+    let path = outputs.metrics_file.clone()?;
+    let interval = outputs.metrics_interval;
+    // The task needs the context's store and counters, not the context itself.
+    let ctx = MetricsCtx::of(ctx);
+    Some(tokio::spawn(async move {
+        loop {
+            match ctx.snapshot(&work, run_id, &kind, started, None).await {
+                Ok(snap) => write_metrics(&path, &snap).await,
+                Err(e) => tracing::debug!("metrics not gathered: {e:#}"),
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }))
 }
 
 /// Ctrl-C, SIGTERM or SIGHUP stops taking work: in-flight requests finish and what is left

@@ -57,6 +57,7 @@ pub fn exit_code_of(e: &anyhow::Error) -> i32 {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    set_outputs(&cli)?;
     match cli.command {
         Command::Keys(k) => keys::run(k),
         Command::Run(a) => run::run(a),
@@ -70,4 +71,34 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Stage(a) => stage::run(a),
         Command::Approve(a) => approve::run(a),
     }
+}
+
+/// The outputs of a command that drives a run (`ops`): `--output`, `--metrics-file`. `--output
+/// json` is for `run`, `retry` and `reconcile` only, and not with `--dry-run` (which drives no
+/// run and prints no result).
+fn set_outputs(cli: &Cli) -> anyhow::Result<()> {
+    use crate::cli::OutputFormat;
+    let (command, metrics, dry_run) = match &cli.command {
+        Command::Run(a) => ("run", Some(&a.metrics), a.dry_run),
+        Command::Retry(a) => ("retry", Some(&a.metrics), false),
+        Command::Reconcile(a) => ("reconcile", Some(&a.metrics), false),
+        _ => ("", None, false),
+    };
+    if cli.output == OutputFormat::Json && (metrics.is_none() || dry_run) {
+        return Err(CommandError::new(
+            exit::USAGE,
+            "--output json applies to run, retry and reconcile (not with --dry-run): they print the run's result",
+        )
+        .into());
+    }
+    crate::ops::set_outputs(crate::ops::Outputs {
+        format: cli.output,
+        metrics_file: metrics.and_then(|m| m.metrics_file.clone()),
+        metrics_interval: std::time::Duration::from_secs(
+            metrics.map_or(15, |m| m.metrics_interval_secs),
+        ),
+        command: if command.is_empty() { "run" } else { command },
+        started_ms: crate::store::now_ms(),
+    });
+    Ok(())
 }

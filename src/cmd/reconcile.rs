@@ -27,7 +27,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
         let store = ctx.store();
         let payout_run = args.run;
         let run = find_run(&ctx, payout_run).await?;
-        if run.kind != "payout" {
+        if !run.kind.is_payout() {
             bail!(
                 "run {payout_run} is not a payout run of job {:?}",
                 cfg.job_name
@@ -50,7 +50,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
                 let balance = engine.balance().await?;
                 let pass = NewRun {
                     job: cfg.job_name.clone(),
-                    kind: "reconcile".into(),
+                    kind: crate::domain::RunKind::Reconcile,
                     input: format!("payout run {payout_run}"),
                     sha256: key,
                 };
@@ -65,10 +65,16 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
         // The pass may have moved payout rows (drift applied to the store): the payout run's
         // report says so too (its previous version is kept beside it).
         let (paths, _) = report_cmd::payout(cfg, store, payout_run, RunEnd::default()).await?;
-        println!(
+        let line = format!(
             "payout run {payout_run} report rewritten: {}",
             paths.report.display()
         );
+        // With --output json, stdout carries the pass's result alone.
+        if crate::ops::json_stdout() {
+            crate::say!("{line}");
+        } else {
+            println!("{line}");
+        }
         Ok(code)
     })
 }

@@ -73,7 +73,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
     let run_id = args.run;
     ctx.block_on(async {
         let run = find_run(&ctx, run_id).await?;
-        if run.kind == "payout" {
+        if run.kind.is_payout() {
             let (paths, summary) = payout(cfg, ctx.store(), run_id, RunEnd::default()).await?;
             print(run_id, &summary.to_text(), &paths);
         } else {

@@ -94,7 +94,7 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
             );
             let run = NewRun {
                 job: cfg.job_name.clone(),
-                kind: "payout".into(),
+                kind: crate::domain::RunKind::Payout,
                 input: cfg.input.display().to_string(),
                 sha256: sha.clone(),
             };
@@ -176,7 +176,7 @@ async fn load_recon_rows(
     let input = cfg.input.clone();
     let run = NewRun {
         job: cfg.job_name.clone(),
-        kind: cfg.kind.as_str().to_string(),
+        kind: cfg.kind.run_kind(),
         input: input.display().to_string(),
         sha256: sha.to_string(),
     };
@@ -229,7 +229,7 @@ async fn open_run_of_file(
         if !new_run {
             // A finished run always has its report; if it went missing, write it again.
             if !report_cmd::report_exists(cfg, done) {
-                let paths = if done.kind == "payout" {
+                let paths = if done.kind.is_payout() {
                     report_cmd::payout(cfg, ctx.store(), done.id, RunEnd::default())
                         .await?
                         .0

@@ -14,7 +14,7 @@ pub fn run(args: RunsArgs) -> anyhow::Result<i32> {
         let log = store.approval_log(&cfg.job_name).await?;
         println!("run\tkind\tstarted\tfinished\tlast_exit\tcounts\tinput\tapproval");
         for run in &runs {
-            let counts: Vec<String> = if run.kind == "payout" {
+            let counts: Vec<String> = if run.kind.is_payout() {
                 let rows = store.rows_of_run(run.id, false).await?;
                 Summary::from_rows(&rows)
                     .rows
@@ -33,7 +33,7 @@ pub fn run(args: RunsArgs) -> anyhow::Result<i32> {
             };
             let approval =
                 crate::engine::approval::describe(&log, &run.input_sha256, run.created_at, tz)
-                    .filter(|_| run.kind == "payout")
+                    .filter(|_| run.kind.is_payout())
                     .unwrap_or_else(|| "-".into());
             println!(
                 "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",

@@ -25,7 +25,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<i32> {
                 run.input_path,
                 &run.input_sha256[..12.min(run.input_sha256.len())]
             );
-            if run.kind == "payout" {
+            if run.kind.is_payout() {
                 if let Some(d) = crate::engine::approval::describe(
                     &log,
                     &run.input_sha256,

@@ -132,68 +132,37 @@ mod tests {
     }
 }
 
-/// Our own row state (closed; stored as TEXT with a CHECK constraint). Changes only through
-/// `engine::transition` (payout rows; built on `engine::policy`) and the store's compare-and-set
-/// update.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
-pub enum RowState {
-    /// Validated, no msgId yet.
-    #[default]
-    New,
-    /// A msgId and signed bytes are stored; known not processed (connect error, 406, stop code):
-    /// send the same bytes again.
-    Unsent,
-    /// Sent (or being sent) and no answer recorded yet. After a crash this means outcome unknown.
-    InFlight,
-    /// Accepted, `trxState` not final yet.
-    Pending,
-    /// Outcome unknown: resolve by query (reference §12 rule 2).
-    Unknown,
-    /// `FAIL` with an AB0x timeout reason, held and re-queried (reference §9.2).
-    FailHeld,
-    Success,
-    Failed,
-    Reversed,
-    /// Never processed by Starpay (verified rejection + query 404), or invalid input.
-    Rejected,
-    NeedsAttention,
+named_enum! {
+    /// Our own row state (closed; stored as TEXT with a CHECK constraint). Changes only through
+    /// `engine::transition` (payout rows; built on `engine::policy`) and the store's
+    /// compare-and-set update.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+    pub enum RowState {
+        /// Validated, no msgId yet.
+        #[default]
+        New => "NEW",
+        /// A msgId and signed bytes are stored; known not processed (connect error, 406, stop
+        /// code): send the same bytes again.
+        Unsent => "UNSENT",
+        /// Sent (or being sent) and no answer recorded yet. After a crash this means outcome
+        /// unknown.
+        InFlight => "IN_FLIGHT",
+        /// Accepted, `trxState` not final yet.
+        Pending => "PENDING",
+        /// Outcome unknown: resolve by query (reference §12 rule 2).
+        Unknown => "UNKNOWN",
+        /// `FAIL` with an AB0x timeout reason, held and re-queried (reference §9.2).
+        FailHeld => "FAIL_HELD",
+        Success => "SUCCESS",
+        Failed => "FAILED",
+        Reversed => "REVERSED",
+        /// Never processed by Starpay (verified rejection + query 404), or invalid input.
+        Rejected => "REJECTED",
+        NeedsAttention => "NEEDS_ATTENTION",
+    }
 }
 
 impl RowState {
-    pub const ALL: [RowState; 11] = [
-        RowState::New,
-        RowState::Unsent,
-        RowState::InFlight,
-        RowState::Pending,
-        RowState::Unknown,
-        RowState::FailHeld,
-        RowState::Success,
-        RowState::Failed,
-        RowState::Reversed,
-        RowState::Rejected,
-        RowState::NeedsAttention,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RowState::New => "NEW",
-            RowState::Unsent => "UNSENT",
-            RowState::InFlight => "IN_FLIGHT",
-            RowState::Pending => "PENDING",
-            RowState::Unknown => "UNKNOWN",
-            RowState::FailHeld => "FAIL_HELD",
-            RowState::Success => "SUCCESS",
-            RowState::Failed => "FAILED",
-            RowState::Reversed => "REVERSED",
-            RowState::Rejected => "REJECTED",
-            RowState::NeedsAttention => "NEEDS_ATTENTION",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RowState> {
-        RowState::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
     /// Nothing more will be done to this row by `run` (a human or `retry`/`reconcile` may).
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -210,11 +179,5 @@ impl RowState {
     /// same reference in a later run).
     pub fn may_have_paid(self) -> bool {
         !matches!(self, RowState::New | RowState::Failed | RowState::Rejected)
-    }
-}
-
-impl fmt::Display for RowState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }

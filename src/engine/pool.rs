@@ -117,6 +117,11 @@ impl Pool {
         self.limiter.cut();
     }
 
+    /// The rate (requests per second) the adaptive limiter stands at now (metrics).
+    pub fn current_rate(&self) -> u32 {
+        self.limiter.current_rate()
+    }
+
     /// A request that was not rate-limited.
     pub fn success(&self) {
         self.limiter.success();

@@ -281,7 +281,7 @@ fn details(
     let mut d = vec![
         ("job", run.job.clone()),
         ("run", run.id.to_string()),
-        ("kind", run.kind.clone()),
+        ("kind", run.kind.to_string()),
         ("input file", run.input_path.clone()),
         ("input SHA-256", run.input_sha256.clone()),
         ("started", ts_secs(Some(run.created_at), tz)),

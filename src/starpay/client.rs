@@ -14,6 +14,7 @@ use crate::starpay::model::*;
 use crate::starpay::sign::{
     self, CanonicalError, Member, PrivateKey, PublicKey, SignError, SignedRequest, VerifyError,
 };
+use crate::starpay::stats::RequestStats;
 
 pub const UAT_BASE_URL: &str = "https://financeapi-uat.wallyt.net/finance-payment-service";
 pub const PROD_BASE_URL: &str = "https://financeapi.wallytglobal.com/finance-payment-service";
@@ -196,6 +197,8 @@ pub struct Client {
     request_timeout: Duration,
     signer: Arc<PrivateKey>,
     platform_keys: Arc<[PublicKey]>,
+    /// Every signed request's section and answer code (metrics); shared by all clones.
+    stats: Arc<RequestStats>,
 }
 
 impl std::fmt::Debug for Client {
@@ -240,7 +243,19 @@ impl Client {
             request_timeout: config.request_timeout,
             signer,
             platform_keys: platform_keys.into(),
+            stats: Arc::default(),
         })
+    }
+
+    /// Counts this client's requests into `stats` (shared with whoever reads them).
+    pub fn with_stats(mut self, stats: Arc<RequestStats>) -> Client {
+        self.stats = stats;
+        self
+    }
+
+    /// The counts of this client's requests by section and answer code.
+    pub fn stats(&self) -> &Arc<RequestStats> {
+        &self.stats
     }
 
     pub fn mch_id(&self) -> &MchId {
@@ -273,6 +288,18 @@ impl Client {
 
     /// Sends already-signed bytes for operation `O` (a resend reuses them unchanged).
     pub async fn send<O: Operation>(
+        &self,
+        signed: &SignedRequest,
+    ) -> Result<Answer<O::Response>, ClientError> {
+        let result = self.send_once::<O>(signed).await;
+        self.stats.record(
+            O::SECTION,
+            result.as_ref().map(|a| a.response.code().as_str()),
+        );
+        result
+    }
+
+    async fn send_once<O: Operation>(
         &self,
         signed: &SignedRequest,
     ) -> Result<Answer<O::Response>, ClientError> {

@@ -5,3 +5,4 @@ pub mod client;
 pub mod codes;
 pub mod model;
 pub mod sign;
+pub mod stats;

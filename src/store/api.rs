@@ -22,7 +22,7 @@ const RECON_INSERT_BATCH: usize = 5_000;
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub job: String,
-    pub kind: String,
+    pub kind: crate::domain::RunKind,
     pub input: String,
     pub sha256: String,
 }
@@ -80,7 +80,14 @@ impl Store {
         rows: Vec<NewRow>,
     ) -> Result<i64, StoreError> {
         self.call(move |c| {
-            super::create_run(c, &run.job, &run.kind, &run.input, &run.sha256, &rows)
+            super::create_run(
+                c,
+                &run.job,
+                run.kind.as_str(),
+                &run.input,
+                &run.sha256,
+                &rows,
+            )
         })
         .await
     }
@@ -163,6 +170,11 @@ impl Store {
     }
 
     // ------------------------------------------------------------------ payout rows
+
+    /// Rows per state group and re-sends of a payout run (aggregates only: cheap while it runs).
+    pub async fn payout_counts(&self, run_id: i64) -> Result<super::PayoutCounts, StoreError> {
+        self.call(move |c| super::payout_counts(c, run_id)).await
+    }
 
     /// Rows of a run in input order; `only_open` keeps the rows a run still has work for.
     pub async fn rows_of_run(
@@ -283,7 +295,8 @@ impl Store {
     {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let run_id = sql::create_recon_run(&tx, &run.job, &run.kind, &run.input, &run.sha256)?;
+            let run_id =
+                sql::create_recon_run(&tx, &run.job, run.kind.as_str(), &run.input, &run.sha256)?;
             let mut sink = ReconRowSink {
                 tx: &tx,
                 run_id,
@@ -312,7 +325,8 @@ impl Store {
     ) -> Result<i64, StoreError> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let id = sql::create_recon_run(&tx, &run.job, &run.kind, &run.input, &run.sha256)?;
+            let id =
+                sql::create_recon_run(&tx, &run.job, run.kind.as_str(), &run.input, &run.sha256)?;
             sql::fill_from_payout_run_tx(&tx, id, payout_run)?;
             sql::set_balance(&tx, id, true, opening_balance)?;
             tx.commit()?;

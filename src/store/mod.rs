@@ -294,6 +294,7 @@ macro_rules! text_column {
     };
 }
 text_column!(RowState, "row state");
+text_column!(crate::domain::RunKind, "run kind");
 text_column!(crate::domain::ReconCategory, "reconciliation category");
 
 // ------------------------------------------------------------------ records and SQL
@@ -302,7 +303,7 @@ text_column!(crate::domain::ReconCategory, "reconciliation category");
 pub struct RunRecord {
     pub id: i64,
     pub job: String,
-    pub kind: String,
+    pub kind: crate::domain::RunKind,
     pub input_path: String,
     pub input_sha256: String,
     pub finished: bool,
@@ -844,6 +845,54 @@ pub fn rows_of_run(
 pub fn row_by_id(conn: &Connection, row_id: i64) -> Result<RowRecord, StoreError> {
     let pair = conn.query_row(&format!("{ROW_SELECT} WHERE r.id = ?1"), [row_id], row_from)?;
     finish_row(pair)
+}
+
+/// One group of a payout run's rows, as the report states need it (metrics during a run: cheap
+/// aggregates instead of every row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCount {
+    pub state: RowState,
+    pub resent_after_not_found: bool,
+    /// The row's current attempt was sent at least once.
+    pub attempt_sent: bool,
+    pub rows: i64,
+    pub amount: Centavos,
+}
+
+/// Counts of a payout run: rows per state group, and re-sends of an already-sent msgId (the
+/// same signed bytes again) over every attempt of the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PayoutCounts {
+    pub groups: Vec<StateCount>,
+    pub resends: i64,
+}
+
+pub fn payout_counts(conn: &Connection, run_id: i64) -> Result<PayoutCounts, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.state, r.resent_after_not_found, COALESCE(a.send_count, 0) > 0, COUNT(*),
+                COALESCE(SUM(r.amount), 0)
+         FROM rows r LEFT JOIN attempts a ON a.id = r.attempt_id
+         WHERE r.run_id = ?1 GROUP BY 1, 2, 3",
+    )?;
+    let mut groups = Vec::new();
+    let mut q = stmt.query([run_id])?;
+    while let Some(r) = q.next()? {
+        let state: String = r.get(0)?;
+        groups.push(StateCount {
+            state: RowState::parse(&state).ok_or(StoreError::BadState(state))?,
+            resent_after_not_found: r.get(1)?,
+            attempt_sent: r.get(2)?,
+            rows: r.get(3)?,
+            amount: Centavos::new(r.get(4)?),
+        });
+    }
+    let resends = conn.query_row(
+        "SELECT COALESCE(SUM(MAX(a.send_count - 1, 0)), 0)
+         FROM attempts a JOIN rows r ON r.id = a.row_id WHERE r.run_id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    Ok(PayoutCounts { groups, resends })
 }
 
 /// Records a new msgId (unique forever in this database).
