@@ -139,6 +139,64 @@ pub enum Command {
     ///
     /// Example: starpay-batch show jobs/demo-payouts.toml PAY-0001
     Show(ShowArgs),
+    /// Record who prepared a payout file (the maker of maker-checker); sends nothing.
+    ///
+    /// Validates the file offline exactly as `run` does (earlier runs, bank names against the
+    /// last list Starpay gave), prints its count, total, largest row, totals per bank and
+    /// channel and SHA-256, and records the file's hash as prepared by NAME in the job's
+    /// database. Under `[approval] four_eyes = true` someone else must then approve it.
+    ///
+    /// Example: starpay-batch stage jobs/payroll.toml --input march.csv --by "Ana Reyes"
+    Stage(StageArgs),
+    /// Approve a payout file's exact bytes (the checker), or revoke an approval; sends nothing.
+    ///
+    /// Validates the file offline exactly as `run` does, shows its figures (count, total,
+    /// largest row, per bank and channel, SHA-256) and the spending caps it exceeds, then asks
+    /// on a terminal to type the total to confirm (--yes skips this; without a terminal --yes
+    /// is required). Records who, when, the hash, count and total, with an event; approvals are
+    /// never deleted, and --revoke records a revocation. `run` refuses a file under
+    /// `[approval] required = true` that is unapproved, changed since, older than
+    /// max_age_hours, or (four_eyes) approved by who prepared it.
+    ///
+    /// Example: starpay-batch approve jobs/payroll.toml --input march.csv --by "Ben Cruz"
+    Approve(ApproveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StageArgs {
+    /// The payout job file (jobs/*.toml).
+    pub job: PathBuf,
+    /// Input CSV; overrides the job file's `input`.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Who prepared the file.
+    #[arg(long)]
+    pub by: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The payout job file (jobs/*.toml).
+    pub job: PathBuf,
+    /// Input CSV; overrides the job file's `input`.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Who approves (or revokes).
+    #[arg(long)]
+    pub by: String,
+    /// Who prepared the file, when it was not staged with `stage`.
+    #[arg(long)]
+    pub prepared_by: Option<String>,
+    /// Approve a file above the job's [spending] caps; the approval records which caps it
+    /// covers.
+    #[arg(long)]
+    pub over_limits: bool,
+    /// Do not ask for the typed confirmation (schedulers, scripts).
+    #[arg(long)]
+    pub yes: bool,
+    /// Revoke the approval of this file instead (an event; the approval stays on record).
+    #[arg(long)]
+    pub revoke: bool,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +219,10 @@ pub struct RunArgs {
     /// REVERSED or REJECTED; each earlier msgId is queried live first and must still say so.
     #[arg(long)]
     pub repay: bool,
+    /// Do not ask for the typed confirmation of a total above [spending] confirm_above on a
+    /// terminal (schedulers rely on the approval instead).
+    #[arg(long)]
+    pub yes: bool,
     #[command(flatten)]
     pub metrics: MetricsArgs,
 }

@@ -57,6 +57,18 @@
 //! [report]
 //! timezone = "+08:00"                 # every report time: ISO 8601 with this UTC offset
 //!
+//! [approval]                          # issue 13; README "Approvals and limits"
+//! required = false                    # true: `run` needs `approve JOB --by NAME` for the file's bytes
+//! four_eyes = false                   # true: the approver must not be who prepared (staged) it
+//! max_age_hours = 24                  # an older approval no longer lets a run start
+//!
+//! [spending]                          # caps per file (not [limits], which are rate limits)
+//! max_total = "500000.00"             # PHP as decimal strings, never floats; every key optional
+//! max_rows = 1000
+//! max_row_amount = "50000.00"
+//! confirm_above = "100000.00"         # `run` on a terminal above this total asks to type it
+//! per_bank = { "GCash" = "200000.00" }
+//!
 //! [hooks]                             # optional; argv arrays, no shell (README "Hooks")
 //! on_success = ["/usr/local/bin/notify", "ok"]     # exit 0
 //! on_failure = ["hooks/post-to-chat.sh"]           # exit 1 or 2; relative to this file
@@ -155,6 +167,10 @@ pub struct JobConfig {
     pub resolve: ResolveSettings,
     pub report: ReportSettings,
     pub sim: SimSettings,
+    /// `[approval]` (issue 13): the rules are `engine::approval`'s.
+    pub approval: crate::engine::approval::ApprovalSettings,
+    /// `[spending]`: caps per payout file.
+    pub spending: crate::engine::approval::Spending,
     pub hooks: HookSettings,
 }
 
@@ -427,6 +443,8 @@ pub enum ConfigProblem {
     NoJobName,
     #[error("`report.timezone` = {value:?}: write a UTC offset such as \"+08:00\" (Philippine time) or \"Z\"")]
     Timezone { value: String },
+    #[error("`{}` = {}: {}", .0.key, .0.value, .0.reason)]
+    Setting(crate::engine::approval::SettingProblem),
     #[error("`{key}` must be a non-empty list whose first element names the program, e.g. [\"/usr/local/bin/notify\", \"--channel\", \"payouts\"]")]
     HookCommand { key: &'static str },
     #[error("environment variable {var} = {value:?}: {reason}")]
@@ -454,6 +472,10 @@ struct RawJob {
     #[serde(default)]
     report: RawReport,
     sim: Option<RawSim>,
+    #[serde(default)]
+    approval: crate::engine::approval::RawApproval,
+    #[serde(default)]
+    spending: crate::engine::approval::RawSpending,
     #[serde(default)]
     hooks: RawHooks,
 }
@@ -839,6 +861,10 @@ fn validate(
             ReportSettings::default()
         }
     };
+    let mut setting_problems = Vec::new();
+    let approval = raw.approval.validate(&mut setting_problems);
+    let spending = raw.spending.validate(&mut setting_problems);
+    problems.extend(setting_problems.into_iter().map(ConfigProblem::Setting));
     let hooks = raw.hooks.into_settings(base, &mut problems);
     let sim = raw
         .sim
@@ -860,6 +886,8 @@ fn validate(
             resolve,
             report,
             sim,
+            approval,
+            spending,
             hooks,
         }),
         _ => Err(problems),

@@ -16,14 +16,16 @@
 //! - `engine`: the rules. `policy` (pure decisions: code → retry / query / stop),
 //!   `transition` (the one pure transition function of a payout row, table-tested), `prepare`
 //!   (rules before money moves: validation against earlier runs, the run's rows, balance, the
-//!   retry plan), `stop` (`StopReason`), `throttle` (shared limiter, in-flight bound, stop
-//!   signal, backoff), `msgid` (the one msgId allocator), `clock` (the injected clock and
+//!   retry plan), `approval` (approval of a file's exact bytes, four eyes, age, spending caps;
+//!   pure, table-tested), `stop` (`StopReason`), `throttle` (shared limiter, in-flight bound,
+//!   stop signal, backoff), `msgid` (the one msgId allocator), `clock` (the injected clock and
 //!   jitter seed), `workers` (the one bounded worker pool both engines drive rows through),
 //!   `payout` and `recon` (the I/O around the rules: ask, persist, send).
 //! - `config`: job files (`jobs/*.toml`) + overrides → one validated `JobConfig`; unknown keys
 //!   are errors; its `[resolve]` defaults are the engine's.
 //! - `report`: the CSV reports (report, summary, run details) and what a row's state means to
-//!   a reader (`ReportState`); returns the run's `Outcome`.
+//!   a reader (`ReportState`); returns the run's `Outcome`. `report::html`: the self-contained
+//!   HTML summary page beside them (maud, every value escaped).
 //! - `server`: `sim`, the stateful Starpay simulator (one handler per operation in `sim::ops`,
 //!   faults, notifications, `/_sim/` control routes; guide in `docs/SIMULATOR.md`).
 //! - `cli`: the clap command tree; `cmd`: one file per command, sharing `cmd::context::JobContext`

@@ -4,7 +4,8 @@
 //!
 //! Each run has three files in `reports_dir`: `<stem>.csv` (one line per input row),
 //! `<stem>-summary.csv` (per state or category, and a TOTAL line) and `<stem>-run.csv` (run
-//! details, and the balances of a reconciliation). Every file is written to a temporary file
+//! details, and the balances of a reconciliation), and `<stem>-summary.html` for a person
+//! ([`html`], issue 13). Every file is written to a temporary file
 //! and renamed into place; a changed file keeps its previous version beside it
 //! (`<stem>.<time>.csv`). Every time is ISO 8601 with the job's `[report] timezone` offset.
 
@@ -19,6 +20,8 @@ use crate::domain::{Centavos, ReconCategory, RowState};
 use crate::exit::Outcome;
 use crate::logging::mask_account;
 use crate::store::{RowRecord, RunRecord, Store, StoreError};
+
+pub mod html;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -374,6 +377,8 @@ pub struct ReportPaths {
     pub summary: PathBuf,
     /// Run details: job, run id, input file and SHA-256, started, finished, exit code, balances.
     pub details: PathBuf,
+    /// The page a person reads (issue 13): `<stem>-summary.html` ([`html`]).
+    pub html: PathBuf,
 }
 
 /// The file name stem of a run's report: `<job>-<run>` for payout runs and reconciliation
@@ -393,6 +398,7 @@ pub fn paths(dir: &Path, stem: &str) -> ReportPaths {
         report: dir.join(format!("{stem}.csv")),
         summary: dir.join(format!("{stem}-summary.csv")),
         details: dir.join(format!("{stem}-run.csv")),
+        html: dir.join(format!("{stem}-summary.html")),
     }
 }
 
@@ -656,6 +662,7 @@ pub fn write_payout_run(
         )
     })?;
     details_file(&p.details, tz, &run, &end, summary.outcome(), &[])?;
+    html::write_payout(store, &p.html, tz, stale_after_ms, &run, &end, &rows)?;
     Ok((p, summary))
 }
 
@@ -896,6 +903,7 @@ pub fn write_recon_run(
         extra.insert(0, ("payout_run", payout_run.to_string()));
     }
     details_file(&p.details, tz, &run, &end, summary.outcome(), &extra)?;
+    html::write_recon(store, &p.html, tz, &run, &end, &summary)?;
     Ok((p, summary))
 }
 

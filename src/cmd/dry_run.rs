@@ -110,13 +110,22 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
             // --skip-invalid: the real run would send the valid rows and report these.
             crate::logging::input_errors(&v.file.errors, &v.file.describe_errors());
         }
+        // Approval and spending caps (issue 13), as the real run checks them for a new run.
+        if notes.is_empty() {
+            if let Err(e) =
+                crate::cmd::approve::check(&cfg, store.as_ref(), &v, "in this dry run").await
+            {
+                println!("dry run: {e}");
+                return Ok(exit::COULD_NOT_RUN);
+            }
+        }
         Ok(exit::OK)
     })
 }
 
 /// The bank list shipped with the program (`samples/banks.csv`), for a database that never
 /// saw Starpay's.
-fn shipped_banks() -> anyhow::Result<(Vec<String>, String)> {
+pub(crate) fn shipped_banks() -> anyhow::Result<(Vec<String>, String)> {
     let banks = crate::server::sim::parse_banks(
         crate::server::sim::DEFAULT_BANKS_CSV,
         "samples/banks.csv",

@@ -3,6 +3,7 @@
 //! (`context.rs`) and one `drive_and_report` (`drive.rs`); the rules they apply live in
 //! `engine`, the exit codes in `crate::exit`.
 
+pub mod approve;
 pub mod context;
 pub mod drive;
 pub mod dry_run;
@@ -14,6 +15,7 @@ pub mod run;
 pub mod runs;
 pub mod show;
 pub mod sim;
+pub mod stage;
 pub mod status;
 
 pub use crate::exit;
@@ -66,6 +68,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sim(a) => sim::run(a),
         Command::Runs(a) => runs::run(a),
         Command::Show(a) => show::run(a),
+        Command::Stage(a) => stage::run(a),
+        Command::Approve(a) => approve::run(a),
     }
 }
 

@@ -58,6 +58,7 @@ fn print_paths(paths: &ReportPaths) {
     println!("report:  {}", paths.report.display());
     println!("summary: {}", paths.summary.display());
     println!("details: {}", paths.details.display());
+    println!("page:    {}", paths.html.display());
 }
 
 /// `report JOB --run ID`.

@@ -44,6 +44,8 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
             report_invalid(&ctx.cfg.input, &v);
             return Ok(exit::COULD_NOT_RUN);
         }
+        // Approval and spending caps (issue 13), offline: a refusal sends nothing at all.
+        crate::cmd::approve::gate(ctx, &v, "before anything is sent").await?;
     }
     let (engine, _sim) = ctx.payout_engine().await?;
     let run_id = match open_run {
@@ -79,8 +81,10 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
                 .iter()
                 .filter(|r| r.state == crate::domain::RowState::Rejected)
                 .count();
+            let figures = crate::cmd::approve::gate(ctx, &v, "at pre-flight").await?;
             let balance = engine.balance().await?;
             prepare::check_balance("batch", v.file.total, balance)?;
+            crate::cmd::approve::confirm_run(ctx, &figures, args.yes)?;
             crate::say!(
                 "validated {} rows, total PHP {} (available balance PHP {}); {} rejected",
                 v.file.rows.len(),
@@ -95,6 +99,9 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
                 sha256: sha.clone(),
             };
             let run_id = ctx.store().create_payout_run(run, rows).await?;
+            ctx.store()
+                .record_preflight_balance(run_id, balance)
+                .await?;
             crate::say!("created run {run_id} of job {:?}", cfg.job_name);
             run_id
         }

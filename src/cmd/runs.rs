@@ -11,7 +11,8 @@ pub fn run(args: RunsArgs) -> anyhow::Result<i32> {
     let tz = cfg.report.timezone;
     ctx.block_on(async {
         let runs = store.runs_for(&cfg.job_name, None).await?;
-        println!("run\tkind\tstarted\tfinished\tlast_exit\tcounts\tinput");
+        let log = store.approval_log(&cfg.job_name).await?;
+        println!("run\tkind\tstarted\tfinished\tlast_exit\tcounts\tinput\tapproval");
         for run in &runs {
             let counts: Vec<String> = if run.kind.is_payout() {
                 let rows = store.rows_of_run(run.id, false).await?;
@@ -30,8 +31,12 @@ pub fn run(args: RunsArgs) -> anyhow::Result<i32> {
                     .map(|(c, n, _)| format!("{c} {n}"))
                     .collect()
             };
+            let approval =
+                crate::engine::approval::describe(&log, &run.input_sha256, run.created_at, tz)
+                    .filter(|_| run.kind.is_payout())
+                    .unwrap_or_else(|| "-".into());
             println!(
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                 run.id,
                 run.kind,
                 report::ts(Some(run.created_at), tz),
@@ -48,7 +53,8 @@ pub fn run(args: RunsArgs) -> anyhow::Result<i32> {
                 } else {
                     counts.join(", ")
                 },
-                run.input_path
+                run.input_path,
+                approval
             );
         }
         if runs.is_empty() {

@@ -23,6 +23,12 @@ pub fn run(args: ShowArgs) -> anyhow::Result<i32> {
             );
         }
         println!("reference {}", args.reference);
+        let mut approvals = std::collections::BTreeMap::new();
+        for row in &h.rows {
+            if let std::collections::btree_map::Entry::Vacant(e) = approvals.entry(row.run_id) {
+                e.insert(approved_text(&ctx, row.run_id).await?);
+            }
+        }
         for row in &h.rows {
             println!(
                 "\nrun {} line {}: {} PHP {} to {} {} ({}), state {} ({}){}",
@@ -40,6 +46,9 @@ pub fn run(args: ShowArgs) -> anyhow::Result<i32> {
                     .map(|m| format!(": {m}"))
                     .unwrap_or_default()
             );
+            if let Some(Some(d)) = approvals.get(&row.run_id) {
+                println!("  run {}: {d}", row.run_id);
+            }
             for a in h.attempts.iter().filter(|a| a.row_id == row.id) {
                 println!(
                     "  attempt {} msgId {} ({}), created {}, first sent {}, sends {}{}",
@@ -82,4 +91,18 @@ pub fn run(args: ShowArgs) -> anyhow::Result<i32> {
         }
         Ok(exit::OK)
     })
+}
+
+/// Who prepared and approved the file of run `run_id` (issue 13), if anyone.
+async fn approved_text(ctx: &JobContext, run_id: i64) -> anyhow::Result<Option<String>> {
+    let Some(run) = ctx.store().run_by_id(run_id).await? else {
+        return Ok(None);
+    };
+    let log = ctx.store().approval_log(&run.job).await?;
+    Ok(crate::engine::approval::describe(
+        &log,
+        &run.input_sha256,
+        run.created_at,
+        ctx.cfg.report.timezone,
+    ))
 }

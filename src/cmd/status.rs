@@ -14,6 +14,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<i32> {
     let store = ctx.store();
     ctx.block_on(async {
         let runs = store.runs_for(&cfg.job_name, None).await?;
+        let log = store.approval_log(&cfg.job_name).await?;
         let mut shown = 0;
         for run in runs.iter().filter(|r| args.run.is_none_or(|id| id == r.id)) {
             println!(
@@ -25,6 +26,14 @@ pub fn run(args: StatusArgs) -> anyhow::Result<i32> {
                 &run.input_sha256[..12.min(run.input_sha256.len())]
             );
             if run.kind.is_payout() {
+                if let Some(d) = crate::engine::approval::describe(
+                    &log,
+                    &run.input_sha256,
+                    run.created_at,
+                    cfg.report.timezone,
+                ) {
+                    println!("{d}");
+                }
                 let rows = store.rows_of_run(run.id, false).await?;
                 print!("{}", Summary::from_rows(&rows).to_text());
             } else {

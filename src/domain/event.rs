@@ -41,5 +41,11 @@ named_enum! {
         ReconcilePaidRecordedUnpaid => "reconcile_paid_recorded_unpaid",
         /// A command that drove the run ended, with this exit code.
         CommandEnded => "command_ended",
+        /// `stage`: a payout file was recorded as prepared by someone (approval log, issue 13).
+        FileStaged => "file_staged",
+        /// `approve`: a payout file's exact bytes were approved.
+        FileApproved => "file_approved",
+        /// `approve --revoke`: an approval was revoked.
+        ApprovalRevoked => "approval_revoked",
     }
 }

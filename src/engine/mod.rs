@@ -2,6 +2,7 @@
 //! payout row (`transition`), why a run stops (`stop::StopReason`) and the shared rate limiter.
 //! Reconciliation jobs build on the same limiter, store and client; there is one engine.
 
+pub mod approval;
 pub mod clock;
 pub mod limiter;
 pub mod msgid;

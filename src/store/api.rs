@@ -128,6 +128,47 @@ impl Store {
             .max())
     }
 
+    // ------------------------------------------------------------------ approvals
+
+    /// Appends an entry to the approval log (staged, approved, revoked) with its event, in one
+    /// transaction; entries are never changed or deleted.
+    pub async fn record_approval(
+        &self,
+        entry: super::approvals::NewApprovalEntry,
+    ) -> Result<super::approvals::ApprovalEntry, StoreError> {
+        self.call(move |c| super::approvals::append(c, &entry))
+            .await
+    }
+
+    /// The approval log of `job`, oldest first.
+    pub async fn approval_log(
+        &self,
+        job: &str,
+    ) -> Result<Vec<super::approvals::ApprovalEntry>, StoreError> {
+        let job = job.to_string();
+        self.call(move |c| super::approvals::log_of_job(c, &job))
+            .await
+    }
+
+    /// Records the balance read at a payout run's pre-flight (for its HTML summary).
+    pub async fn record_preflight_balance(
+        &self,
+        run_id: i64,
+        balance: Centavos,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| super::approvals::record_preflight_balance(c, run_id, balance))
+            .await
+    }
+
+    /// The balance read at a payout run's pre-flight and when, if recorded.
+    pub async fn preflight_balance(
+        &self,
+        run_id: i64,
+    ) -> Result<Option<(Centavos, i64)>, StoreError> {
+        self.call(move |c| super::approvals::preflight_balance(c, run_id))
+            .await
+    }
+
     // ------------------------------------------------------------------ payout rows
 
     /// Rows per state group and re-sends of a payout run (aggregates only: cheap while it runs).

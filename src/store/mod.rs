@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use crate::domain::{Centavos, EventKind, RowState};
 
 mod api;
+pub mod approvals;
 pub mod recon;
 
 pub use api::{NewRun, ReconRowSink};
@@ -30,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_repay_and_attempt_times.sql"),
     include_str!("../../migrations/0006_run_exit.sql"),
     include_str!("../../migrations/0007_bank_list.sql"),
+    include_str!("../../migrations/0008_approvals.sql"),
 ];
 /// Bound of the command queue to the writer thread.
 const QUEUE_CAPACITY: usize = 1024;
