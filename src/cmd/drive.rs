@@ -259,9 +259,15 @@ async fn publish(
         crate::say_warn!("{w}");
     }
     if let Some(path) = &outputs.metrics_file {
-        match MetricsCtx::of(ctx)
-            .snapshot(work, run_id, kind, started, Some(code))
-            .await
+        match snapshot(
+            &MetricsCtx::of(ctx),
+            work,
+            run_id,
+            kind,
+            started,
+            Some(code),
+        )
+        .await
         {
             Ok(snap) => write_metrics(path, &snap).await,
             Err(e) => crate::say_warn!("cannot gather metrics for {}: {e:#}", path.display()),
@@ -358,20 +364,9 @@ impl MetricsCtx {
             job: ctx.cfg.job_name.clone(),
         }
     }
-
-    /// The metrics of `run_id` now (`exit_code`: the command has ended with it).
-    async fn snapshot(
-        &self,
-        work: &Work,
-        run_id: i64,
-        kind: &str,
-        started: Instant,
-        exit_code: Option<i32>,
-    ) -> anyhow::Result<metrics::Snapshot> {
-        snapshot(self, work, run_id, kind, started, exit_code).await
-    }
 }
 
+/// The metrics of `run_id` now (`exit_code`: the command has ended with it).
 async fn snapshot(
     ctx: &MetricsCtx,
     work: &Work,
@@ -455,7 +450,7 @@ fn spawn_metrics(
     let ctx = MetricsCtx::of(ctx);
     Some(tokio::spawn(async move {
         loop {
-            match ctx.snapshot(&work, run_id, &kind, started, None).await {
+            match snapshot(&ctx, &work, run_id, &kind, started, None).await {
                 Ok(snap) => write_metrics(&path, &snap).await,
                 Err(e) => tracing::debug!("metrics not gathered: {e:#}"),
             }
