@@ -19,6 +19,11 @@ use crate::report::with_thousands;
 use crate::store::approvals::{ApprovalAction, NewApprovalEntry};
 use crate::store::Store;
 
+/// `approve` (and `--revoke`).
+///
+/// Longer than ~100 lines on purpose: it is one operator dialogue read in order — check the
+/// names, validate the file offline, show its figures and the caps it breaks, ask for the typed
+/// confirmation, record the approval (or revocation) — and every refusal is on that path.
 pub fn run(args: ApproveArgs) -> anyhow::Result<i32> {
     let by = approval::check_name("--by", &args.by).map_err(anyhow::Error::msg)?;
     let prepared_by = args

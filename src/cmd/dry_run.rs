@@ -27,22 +27,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         JobKind::DisbursementRecon => Some(ReconKind::Disbursement),
     };
     if let Some(kind) = kind {
-        let scan = scan_recon::<()>(&cfg.input, kind, |_| Ok(()))?
-            .map_err(|()| anyhow::anyhow!("validation stopped"))?;
-        if !scan.is_valid() {
-            crate::logging::input_errors(&scan.errors, &scan.describe_errors());
-            println!(
-                "dry run: {} error(s) in {}; nothing sent, nothing written",
-                scan.errors.len() + scan.errors_omitted,
-                cfg.input.display()
-            );
-            return Ok(exit::COULD_NOT_RUN);
-        }
-        println!(
-            "dry run: {} rows valid, keys load; nothing sent, nothing written",
-            scan.rows
-        );
-        return Ok(exit::OK);
+        return recon(&cfg.input, kind);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -134,4 +119,24 @@ pub(crate) fn shipped_banks() -> anyhow::Result<(Vec<String>, String)> {
         banks.into_iter().map(|b| b.bank_name).collect(),
         "the shipped samples/banks.csv (no bank list from Starpay seen yet)".to_string(),
     ))
+}
+
+/// The dry run of a reconciliation file: the whole file validated, streaming.
+fn recon(input: &std::path::Path, kind: ReconKind) -> anyhow::Result<i32> {
+    let scan = scan_recon::<()>(input, kind, |_| Ok(()))?
+        .map_err(|()| anyhow::anyhow!("validation stopped"))?;
+    if !scan.is_valid() {
+        crate::logging::input_errors(&scan.errors, &scan.describe_errors());
+        println!(
+            "dry run: {} error(s) in {}; nothing sent, nothing written",
+            scan.errors.len() + scan.errors_omitted,
+            input.display()
+        );
+        return Ok(exit::COULD_NOT_RUN);
+    }
+    println!(
+        "dry run: {} rows valid, keys load; nothing sent, nothing written",
+        scan.rows
+    );
+    Ok(exit::OK)
 }

@@ -155,6 +155,12 @@ fn php(a: Centavos) -> String {
     with_thousands(a)
 }
 
+/// The whole page as one maud template.
+///
+/// Longer than ~100 lines on purpose: the markup reads top to bottom as the page does (head
+/// and print CSS, run details, totals with the SVG chart, per bank, per channel, balances, rows
+/// that need action), and maud escapes every value inside it; splitting it would scatter one
+/// document over many functions.
 fn render(p: &Page) -> String {
     let shown: Vec<&Line> = p.lines.iter().filter(|l| l.count > 0).collect();
     let max = shown.iter().map(|l| l.count).max().unwrap_or(0).max(1) as u64;
@@ -300,6 +306,10 @@ fn details(
 }
 
 /// Writes a payout run's page. `rows` are the run's rows in input order (the CSV's).
+///
+/// Longer than ~100 lines on purpose: it gathers every figure the page shows (per state, bank
+/// and channel, balances, approval, the rows that need action) in one pass over the rows, so
+/// each figure is computed from the same rows as the CSV report beside it.
 pub(super) fn write_payout(
     store: &Store,
     path: &Path,

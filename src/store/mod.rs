@@ -629,7 +629,6 @@ pub fn reference_history(
     ))?;
     let rows = stmt
         .query_map([reference], row_from)?
-        .map(|r| finish_row(r?))
         .collect::<Result<Vec<_>, _>>()?;
     let attempts = all_rows(
         conn,
@@ -821,8 +820,7 @@ const ROW_SELECT: &str =
     a.first_sent_at, r.repay, r.repay_of, r.raw_channel, r.raw_amount, r.raw_currency
     FROM rows r LEFT JOIN attempts a ON a.id = r.attempt_id";
 
-fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RowRecord, String)> {
-    let state_text: String = r.get(12)?;
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowRecord> {
     let attempt_id: Option<i64> = r.get(28)?;
     let attempt = match attempt_id {
         None => None,
@@ -837,54 +835,46 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RowRecord, String)> {
             first_sent_at: r.get(36)?,
         }),
     };
-    Ok((
-        RowRecord {
-            id: r.get(0)?,
-            run_id: r.get(1)?,
-            line: r.get(2)?,
-            reference: r.get(3)?,
-            channel: r.get(4)?,
-            account_no: r.get(5)?,
-            account_name: r.get(6)?,
-            middle_name: r.get(7)?,
-            last_name: r.get(8)?,
-            bank: r.get(9)?,
-            amount: Centavos::new(r.get(10)?),
-            note: r.get(11)?,
-            state: RowState::New,
-            trx_state: r.get(13)?,
-            code: r.get(14)?,
-            message: r.get(15)?,
-            error_code: r.get(16)?,
-            error_message: r.get(17)?,
-            order_no: r.get(18)?,
-            ref_no: r.get(19)?,
-            attempt,
-            verified_reject: r.get::<_, i64>(20)? != 0,
-            not_found_count: r.get(21)?,
-            hold_since: r.get(22)?,
-            first_sent_at: r.get(23)?,
-            last_sent_at: r.get(24)?,
-            last_checked_at: r.get(25)?,
-            query_count: r.get(26)?,
-            resent_after_not_found: r.get::<_, i64>(27)? != 0,
-            sends: r.get(35)?,
-            repay: r.get::<_, i64>(37)? != 0,
-            repay_of: r.get(38)?,
-            raw: RawFields {
-                channel: r.get(39)?,
-                amount: r.get(40)?,
-                currency: r.get(41)?,
-            },
+    Ok(RowRecord {
+        id: r.get(0)?,
+        run_id: r.get(1)?,
+        line: r.get(2)?,
+        reference: r.get(3)?,
+        channel: r.get(4)?,
+        account_no: r.get(5)?,
+        account_name: r.get(6)?,
+        middle_name: r.get(7)?,
+        last_name: r.get(8)?,
+        bank: r.get(9)?,
+        amount: Centavos::new(r.get(10)?),
+        note: r.get(11)?,
+        // A name this build does not know is an error (typed column), never a default.
+        state: r.get(12)?,
+        trx_state: r.get(13)?,
+        code: r.get(14)?,
+        message: r.get(15)?,
+        error_code: r.get(16)?,
+        error_message: r.get(17)?,
+        order_no: r.get(18)?,
+        ref_no: r.get(19)?,
+        attempt,
+        verified_reject: r.get::<_, i64>(20)? != 0,
+        not_found_count: r.get(21)?,
+        hold_since: r.get(22)?,
+        first_sent_at: r.get(23)?,
+        last_sent_at: r.get(24)?,
+        last_checked_at: r.get(25)?,
+        query_count: r.get(26)?,
+        resent_after_not_found: r.get::<_, i64>(27)? != 0,
+        sends: r.get(35)?,
+        repay: r.get::<_, i64>(37)? != 0,
+        repay_of: r.get(38)?,
+        raw: RawFields {
+            channel: r.get(39)?,
+            amount: r.get(40)?,
+            currency: r.get(41)?,
         },
-        state_text,
-    ))
-}
-
-fn finish_row(pair: (RowRecord, String)) -> Result<RowRecord, StoreError> {
-    let (mut row, state) = pair;
-    row.state = RowState::parse(&state).ok_or(StoreError::BadState(state))?;
-    Ok(row)
+    })
 }
 
 /// Rows of a run in input order; `only_open` keeps rows `run` still has work for.
@@ -902,12 +892,11 @@ pub fn rows_of_run(
         "{ROW_SELECT} WHERE r.run_id = ?1{filter} ORDER BY r.line"
     ))?;
     let rows = stmt.query_map([run_id], row_from)?;
-    rows.map(|r| finish_row(r?)).collect()
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 pub fn row_by_id(conn: &Connection, row_id: i64) -> Result<RowRecord, StoreError> {
-    let pair = conn.query_row(&format!("{ROW_SELECT} WHERE r.id = ?1"), [row_id], row_from)?;
-    finish_row(pair)
+    Ok(conn.query_row(&format!("{ROW_SELECT} WHERE r.id = ?1"), [row_id], row_from)?)
 }
 
 /// One group of a payout run's rows, as the report states need it (metrics during a run: cheap
