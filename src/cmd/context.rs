@@ -35,6 +35,9 @@ pub enum Access {
     ExclusiveWithInput,
     /// No lock; the store must exist already (SQLite WAL readers never block the writer).
     ReadOnly,
+    /// No lock; opens (creating and migrating if needed) the store: the notification
+    /// receiver, which shares the database with running jobs (WAL, busy timeout).
+    Shared,
 }
 
 pub struct JobContext {
@@ -71,6 +74,7 @@ impl JobContext {
                 let lock = lock(&cfg)?;
                 (Some(lock), Store::open(&cfg.database)?)
             }
+            Access::Shared => (None, Store::open(&cfg.database)?),
             Access::ReadOnly => {
                 if !cfg.database.exists() {
                     bail!(
@@ -152,6 +156,29 @@ impl JobContext {
         let client = Client::new(client_cfg, signer, platform_keys)?.with_stats(self.stats.clone());
         crate::engine::startup::check_connection(&client, cfg.limits.connect_retry).await?;
         Ok(Connected { client, sim })
+    }
+
+    /// Starts the notification receiver on `addr` for this job (its store, mchId, platform
+    /// public keys and AB0x hold).
+    pub async fn start_receiver(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> anyhow::Result<crate::receiver::Running> {
+        let cfg = &self.cfg;
+        let mut platform_keys = Vec::new();
+        for p in &cfg.starpay.platform_public_keys {
+            platform_keys.push(PublicKey::from_file(p)?);
+        }
+        let receiver = crate::receiver::Receiver {
+            store: self.store.clone(),
+            mch_id: cfg.starpay.mch_id.as_str().to_string(),
+            platform_keys,
+            resolve: cfg.resolve.clone(),
+            limits: crate::receiver::Limits::default(),
+        };
+        crate::receiver::Running::start(addr, receiver)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for notifications"))
     }
 
     /// The payout engine on a connected client.
