@@ -63,7 +63,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<i32> {
                     crate::report::ts(Some(n.received_at), cfg.report.timezone),
                     n.original_msg_id.as_deref().unwrap_or("-"),
                     n.trx_state.as_deref().unwrap_or("-"),
-                    n.amount.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                    n.amount
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     n.order_no.as_deref().unwrap_or("-"),
                     n.detail.map(|d| format!(" ({d})")).unwrap_or_default()
                 );
