@@ -376,3 +376,91 @@ async fn refused_duplicate_garbage_and_the_receiver_keeps_serving() {
     );
     sim.shutdown().await;
 }
+
+/// 3. `serve` in its own process beside a `run` in another, both writing to one database, with
+///    the simulator duplicating, reordering, delaying and losing notifications: the same final
+///    states as a clean run without notifications; duplicates are stored as such; `serve` stops
+///    on SIGINT with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_beside_run_with_notification_faults() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = fast_sim_config(33);
+    config.faults = starpay_batch::server::sim::FaultConfig {
+        notify_duplicate: 0.5,
+        notify_reorder: 0.3,
+        notify_delay: 0.3,
+        notify_delay_secs: 2,
+        notify_lost: 0.2,
+        ..Default::default()
+    };
+    let sim = start_sim(config).await;
+    let n = 15;
+    let clean = job(dir.path(), "clean", &sim, n, None);
+    let o = run(vec!["run".into(), s(&clean)]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/notify");
+    let faulty = job(dir.path(), "faulty", &sim, n, Some(&url));
+    let mut serve = spawn_piped(vec![
+        "serve".into(),
+        s(&faulty),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ])
+    .await;
+    let stdout = serve.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.trim(), format!("http://127.0.0.1:{port}/"));
+    let o = run(vec!["run".into(), s(&faulty)]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let db = dir.path().join("faulty.db");
+    // Late (delayed) notifications may still come in after the run: they change nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sigint(&serve);
+    let o = wait_output(serve).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(
+        states(&dir.path().join("clean.db")),
+        states(&db),
+        "same final states as a clean run"
+    );
+    let applied = outcomes(&db, "applied");
+    let counted = applied + outcomes(&db, "stale") + outcomes(&db, "duplicate");
+    println!(
+        "notifications: applied {applied}, stale {}, duplicate {}, refused {}",
+        outcomes(&db, "stale"),
+        outcomes(&db, "duplicate"),
+        outcomes(&db, "refused")
+    );
+    assert!(counted > 0, "the receiver stored notifications");
+    // notify_duplicate = 0.5 over about 15 notifications (seeded by msgId, which holds the
+    // database's random id): no duplicate at all has a chance of about 3e-5.
+    assert!(
+        outcomes(&db, "duplicate") > 0,
+        "duplicates were delivered and stored as such"
+    );
+    assert_eq!(outcomes(&db, "refused"), 0);
+    assert_eq!(outcomes(&db, "conflict"), 0);
+    // Each (msgId, state) counted once: never applied twice.
+    let c = Connection::open(&db).unwrap();
+    let twice: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT original_msg_id, trx_state FROM notifications
+             WHERE outcome IN ('applied', 'stale') GROUP BY 1, 2 HAVING COUNT(*) > 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(twice, 0, "no notification applied twice");
+    sim.shutdown().await;
+}
