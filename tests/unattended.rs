@@ -189,6 +189,51 @@ async fn starpay_unreachable_after_the_retry_budget_exits_75() {
     assert!(err.contains("retrying"), "each failed try is logged: {err}");
 }
 
+/// A stop signal before the drive (here: during the start-up retries, before anything is sent)
+/// ends the command at once with exit 3, not 143 and not after the retry budget; nothing was
+/// sent and no run was created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_before_the_drive_exits_3_with_nothing_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    write_csv(&input, 2, |_| "1358");
+    let port = closed_port();
+    let url = format!("http://127.0.0.1:{port}/finance-payment-service");
+    let job = dir.path().join("early.toml");
+    job_file(
+        &job,
+        &url,
+        &s(&input),
+        &s(&dir.path().join("early.db")),
+        &s(&dir.path().join("reports")),
+        "",
+    );
+    std::fs::write(
+        &job,
+        std::fs::read_to_string(&job)
+            .unwrap()
+            .replace("connect_retry_secs = 0", "connect_retry_secs = 60"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let child = spawn_piped(vec!["run".into(), s(&job)]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(&child, "TERM");
+    let out = wait_output(child).await;
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped at once, not after the retry budget"
+    );
+    assert!(stderr(&out).contains("SIGTERM"), "{}", show(&out));
+    assert!(stderr(&out).contains("nothing was sent"), "{}", show(&out));
+    let conn = rusqlite::Connection::open(dir.path().join("early.db")).unwrap();
+    let runs: i64 = conn
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(runs, 0, "no run was created");
+}
+
 /// A Starpay that starts listening during the retry budget is waited for: the run succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starpay_coming_up_during_the_retries_is_waited_for() {

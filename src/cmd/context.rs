@@ -49,6 +49,10 @@ pub struct JobContext {
     /// Held for the life of the command; the OS releases it if the process dies, so a crash
     /// never leaves a stale lock.
     _lock: Option<File>,
+    /// The first stop signal's name once one arrived (commands that change rows listen from
+    /// the moment they open: a signal during validation or pre-flight stops the command before
+    /// anything is sent, one during the drive stops it gracefully; a second quits at once).
+    stop: tokio::sync::watch::Receiver<Option<&'static str>>,
 }
 
 /// A client on the job's endpoint, and the embedded simulator that must outlive its use.
@@ -86,13 +90,37 @@ impl JobContext {
                 (None, Store::open(&cfg.database)?)
             }
         };
+        let stop = match access {
+            // `serve` (Shared) handles its own stop signals: it only stops receiving.
+            Access::ReadOnly | Access::Shared => tokio::sync::watch::channel(None).1,
+            Access::Exclusive | Access::ExclusiveWithInput => listen_for_stop(&runtime),
+        };
         Ok(JobContext {
             cfg,
             runtime,
             store,
             stats: Arc::default(),
             _lock: lock,
+            stop,
         })
+    }
+
+    /// The first stop signal's name, if one arrived.
+    pub fn interrupted(&self) -> Option<&'static str> {
+        *self.stop.borrow()
+    }
+
+    /// Before the drive: a stop signal that already arrived ends the command here, nothing
+    /// sent (exit 3: run again, it resumes or starts afresh).
+    pub fn stopped_before_sending(&self) -> Option<i32> {
+        let name = self.interrupted()?;
+        crate::say_warn!("interrupted ({name}) before anything was sent");
+        Some(exit::UNRESOLVED)
+    }
+
+    /// Watches for the first stop signal (the drive stops its engine on it).
+    pub fn stop_requests(&self) -> tokio::sync::watch::Receiver<Option<&'static str>> {
+        self.stop.clone()
     }
 
     /// Refuses a job of another kind than the command works on.
@@ -154,7 +182,21 @@ impl JobContext {
         client_cfg.request_timeout = cfg.limits.request_timeout;
         client_cfg.connect_timeout = cfg.limits.connect_timeout;
         let client = Client::new(client_cfg, signer, platform_keys)?.with_stats(self.stats.clone());
-        crate::engine::startup::check_connection(&client, cfg.limits.connect_retry).await?;
+        // The start-up check may retry for a while; a stop signal ends it, nothing sent.
+        let mut stop = self.stop_requests();
+        tokio::select! {
+            checked = crate::engine::startup::check_connection(&client, cfg.limits.connect_retry) => {
+                checked?;
+            }
+            // A closed channel (no listener) never stops anything: the pattern skips it.
+            Ok(_) = stop.wait_for(Option::is_some) => {
+                return Err(CommandError::new(
+                    exit::UNRESOLVED,
+                    "interrupted during the connection check (2.1); nothing was sent",
+                )
+                .into());
+            }
+        }
         Ok(Connected { client, sim })
     }
 
@@ -214,6 +256,35 @@ impl JobContext {
         let engine = ReconEngine::new(client, self.store.clone(), throttle, settings).await?;
         Ok((engine, sim))
     }
+}
+
+/// Listens for SIGINT, SIGTERM and SIGHUP for the rest of the command: the first is published
+/// to the returned receiver; a second quits at once with exit 3 (safe: every msgId is durable
+/// before its request leaves, and rows caught in flight are resolved by query on the next run).
+fn listen_for_stop(
+    runtime: &tokio::runtime::Runtime,
+) -> tokio::sync::watch::Receiver<Option<&'static str>> {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let _enter = runtime.enter();
+    match crate::signals::StopSignals::listen() {
+        Ok(mut signals) => {
+            runtime.spawn(async move {
+                let name = signals.recv().await;
+                crate::say_warn!("{name}: stopping (Ctrl-C or SIGTERM again to quit now)");
+                let _ = tx.send(Some(name));
+                signals.recv().await;
+                crate::say_warn!(
+                    "quitting now; rows in flight are resolved by query on the next run"
+                );
+                std::process::exit(exit::UNRESOLVED);
+            });
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot listen for stop signals; Ctrl-C and SIGTERM end the command at once"
+        ),
+    }
+    rx
 }
 
 /// Lower-case hex SHA-256 of a file's bytes.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use crate::cmd::context::JobContext;
-use crate::cmd::exit;
+
 use crate::cmd::report as report_cmd;
 use crate::domain::Centavos;
 use crate::engine::payout::PayoutEngine;
@@ -113,7 +113,7 @@ async fn drive(
     let metrics = spawn_metrics(ctx, work.clone(), run_id, kind.to_string(), started);
     let signals = {
         let w = work.clone();
-        stop_on_signal(work.what_resumes(), move |r| w.stop(r))
+        stop_on_request(ctx.stop_requests(), work.what_resumes(), move |r| w.stop(r))
     };
     let drive = match &work {
         Work::Payout(engine) => engine.drive(run_id).await,
@@ -259,9 +259,15 @@ async fn publish(
         crate::say_warn!("{w}");
     }
     if let Some(path) = &outputs.metrics_file {
-        match MetricsCtx::of(ctx)
-            .snapshot(work, run_id, kind, started, Some(code))
-            .await
+        match snapshot(
+            &MetricsCtx::of(ctx),
+            work,
+            run_id,
+            kind,
+            started,
+            Some(code),
+        )
+        .await
         {
             Ok(snap) => write_metrics(path, &snap).await,
             Err(e) => crate::say_warn!("cannot gather metrics for {}: {e:#}", path.display()),
@@ -358,20 +364,9 @@ impl MetricsCtx {
             job: ctx.cfg.job_name.clone(),
         }
     }
-
-    /// The metrics of `run_id` now (`exit_code`: the command has ended with it).
-    async fn snapshot(
-        &self,
-        work: &Work,
-        run_id: i64,
-        kind: &str,
-        started: Instant,
-        exit_code: Option<i32>,
-    ) -> anyhow::Result<metrics::Snapshot> {
-        snapshot(self, work, run_id, kind, started, exit_code).await
-    }
 }
 
+/// The metrics of `run_id` now (`exit_code`: the command has ended with it).
 async fn snapshot(
     ctx: &MetricsCtx,
     work: &Work,
@@ -455,7 +450,7 @@ fn spawn_metrics(
     let ctx = MetricsCtx::of(ctx);
     Some(tokio::spawn(async move {
         loop {
-            match ctx.snapshot(&work, run_id, &kind, started, None).await {
+            match snapshot(&ctx, &work, run_id, &kind, started, None).await {
                 Ok(snap) => write_metrics(&path, &snap).await,
                 Err(e) => tracing::debug!("metrics not gathered: {e:#}"),
             }
@@ -464,29 +459,24 @@ fn spawn_metrics(
     }))
 }
 
-/// Ctrl-C, SIGTERM or SIGHUP stops taking work: in-flight requests finish and what is left
-/// resumes on the next run; a second one quits at once (safe: every msgId is stored before its
-/// send; rows caught in flight are resolved by query on the next run). Abort the returned task
-/// once the drive is over.
-pub fn stop_on_signal(
+/// Ctrl-C, SIGTERM or SIGHUP (the command's stop request, `JobContext::stop_requests`) stops
+/// taking work: in-flight requests finish and what is left resumes on the next run; a second
+/// signal quits at once (the context's listener). A request made before the drive started
+/// stops it at once. Abort the returned task once the drive is over.
+pub fn stop_on_request(
+    mut requests: tokio::sync::watch::Receiver<Option<&'static str>>,
     what_resumes: &'static str,
     stop: impl FnOnce(StopReason) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    // Registered before the drive starts (not inside the task), so no signal is missed.
-    let signals = crate::signals::StopSignals::listen();
     tokio::spawn(async move {
-        let Ok(mut signals) = signals else {
-            tracing::warn!(
-                "cannot listen for stop signals; Ctrl-C and SIGTERM end the run at once"
-            );
+        let Ok(name) = requests.wait_for(Option::is_some).await.map(|n| *n) else {
             return;
         };
-        let name = signals.recv().await;
-        crate::say_warn!("interrupted ({name}): finishing in-flight requests; {what_resumes} (Ctrl-C or SIGTERM again to quit now)");
+        crate::say_warn!(
+            "interrupted ({}): finishing in-flight requests; {what_resumes}",
+            name.unwrap_or("signal")
+        );
         stop(StopReason::Interrupted);
-        signals.recv().await;
-        crate::say_warn!("quitting now; rows in flight are resolved by query on the next run");
-        std::process::exit(exit::UNRESOLVED);
     })
 }
 

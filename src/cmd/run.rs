@@ -47,6 +47,9 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
         // Approval and spending caps (issue 13), offline: a refusal sends nothing at all.
         crate::cmd::approve::gate(ctx, &v, "before anything is sent").await?;
     }
+    if let Some(code) = ctx.stopped_before_sending() {
+        return Ok(code);
+    }
     let (engine, _sim) = ctx.payout_engine().await?;
     let run_id = match open_run {
         Some(id) => {
@@ -98,6 +101,9 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
                 input: cfg.input.display().to_string(),
                 sha256: sha.clone(),
             };
+            if let Some(code) = ctx.stopped_before_sending() {
+                return Ok(code);
+            }
             let run_id = ctx.store().create_payout_run(run, rows).await?;
             ctx.store()
                 .record_preflight_balance(run_id, balance)
@@ -159,6 +165,9 @@ fn run_recon(ctx: &JobContext, kind: ReconKind, args: &RunArgs) -> anyhow::Resul
                 report_invalid_recon(ctx, &scan);
                 return Ok(exit::COULD_NOT_RUN);
             }
+        }
+        if let Some(code) = ctx.stopped_before_sending() {
+            return Ok(code);
         }
         let (engine, _sim) = ctx.recon_engine(kind).await?;
         let run_id = match open_run {

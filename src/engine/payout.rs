@@ -495,6 +495,28 @@ impl PayoutEngine {
         Ok(Allocated::Yes)
     }
 
+    /// A 5.4 status query about payout msgId `original` for `row`, under a fresh msgId
+    /// (`prefix`, `purpose`: recorded before it is used).
+    async fn status_query(
+        &self,
+        row: &RowRecord,
+        original: &str,
+        prefix: char,
+        purpose: &'static str,
+    ) -> Result<(MsgId, DisburseQueryRequest), EngineError> {
+        let original = MsgId::new(original.to_string()).map_err(|e| EngineError::Build {
+            line: row.line,
+            detail: e.to_string(),
+        })?;
+        let msg_id = self.msg_ids.fresh(prefix, purpose, Some(row.id)).await?;
+        let req = DisburseQueryRequest {
+            msg_id: msg_id.clone(),
+            mch_id: self.client.mch_id().clone(),
+            original_msg_id: original,
+        };
+        Ok((msg_id, req))
+    }
+
     /// The live check before a re-payment: one verified query of every earlier msgId of the
     /// row's reference, just before the new msgId is allocated. Each must be verified FAIL,
     /// CLOSE, CANCEL or REVERSED, or a verified 404 for an attempt we recorded REJECTED or never
@@ -509,16 +531,9 @@ impl PayoutEngine {
         let earlier = self.store.attempts_of_reference(&row.reference).await?;
         let mut seen = Vec::new();
         for e in &earlier {
-            let original = MsgId::new(e.msg_id.clone()).map_err(|err| EngineError::Build {
-                line: row.line,
-                detail: err.to_string(),
-            })?;
-            let msg_id = self.msg_ids.fresh('C', "repay_check", Some(row.id)).await?;
-            let req = DisburseQueryRequest {
-                msg_id: msg_id.clone(),
-                mch_id: self.client.mch_id().clone(),
-                original_msg_id: original,
-            };
+            let (msg_id, req) = self
+                .status_query(row, &e.msg_id, 'C', "repay_check")
+                .await?;
             let answer = {
                 let _permit = self.throttle.slot().await?;
                 self.throttle.pace().await;
@@ -718,16 +733,9 @@ impl PayoutEngine {
                 detail: "row to query has no attempt".into(),
             });
         };
-        let original = MsgId::new(attempt.msg_id.clone()).map_err(|e| EngineError::Build {
-            line: row.line,
-            detail: e.to_string(),
-        })?;
-        let msg_id = self.msg_ids.fresh('Q', "query", Some(row.id)).await?;
-        let req = DisburseQueryRequest {
-            msg_id: msg_id.clone(),
-            mch_id: self.client.mch_id().clone(),
-            original_msg_id: original,
-        };
+        let (msg_id, req) = self
+            .status_query(row, &attempt.msg_id, 'Q', "query")
+            .await?;
         let result = {
             let _permit = tokio::select! {
                 p = self.throttle.slot() => p?,

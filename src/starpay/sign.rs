@@ -205,15 +205,20 @@ pub fn check_private_key_permissions(path: &Path, strict: bool) -> Result<(), Ke
     Ok(())
 }
 
+/// A key file's text (bytes that are not UTF-8 are replaced; the format check then names what
+/// is wrong). The text is never logged.
+fn read_key_file(path: &Path) -> Result<String, KeyError> {
+    let bytes = std::fs::read(path).map_err(|cause| KeyError::Read {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 impl PrivateKey {
     /// Loads a private key file in any accepted format (reference §3.3).
     pub fn from_file(path: &Path) -> Result<PrivateKey, KeyError> {
-        let text = std::fs::read(path).map_err(|cause| KeyError::Read {
-            path: path.to_path_buf(),
-            cause,
-        })?;
-        let text = String::from_utf8_lossy(&text);
-        PrivateKey::from_text(&text, &path.display().to_string())
+        PrivateKey::from_text(&read_key_file(path)?, &path.display().to_string())
     }
 
     /// Parses key text; `origin` names where it came from in error messages.
@@ -346,12 +351,7 @@ fn pem_wrap(label: &str, der: &[u8]) -> String {
 
 impl PublicKey {
     pub fn from_file(path: &Path) -> Result<PublicKey, KeyError> {
-        let text = std::fs::read(path).map_err(|cause| KeyError::Read {
-            path: path.to_path_buf(),
-            cause,
-        })?;
-        let text = String::from_utf8_lossy(&text);
-        PublicKey::from_text(&text, &path.display().to_string())
+        PublicKey::from_text(&read_key_file(path)?, &path.display().to_string())
     }
 
     pub fn from_text(text: &str, origin: &str) -> Result<PublicKey, KeyError> {

@@ -97,6 +97,18 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Every row of a query, each mapped by `f` (cached statement).
+fn all_rows<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, f)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 /// Runs a group of jobs in one transaction (see `Store::start`), then delivers their results.
 /// Without a group transaction (a read-only store, or `BEGIN` failed — e.g. another process
 /// held the write lock past the busy timeout), each job runs on its own: its savepoint is then
@@ -621,15 +633,15 @@ pub fn reference_history(
         .query_map([reference], row_from)?
         .map(|r| finish_row(r?))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut stmt = conn.prepare(
+    let attempts = all_rows(
+        conn,
         "SELECT a.row_id, a.msg_id, a.seq, a.operation, a.send_count, a.created_at, a.first_sent_at,
                 s.msg_id
          FROM attempts a JOIN rows r ON r.id = a.row_id
          LEFT JOIN attempts s ON s.id = a.supersedes
          WHERE r.reference = ?1 ORDER BY a.id",
-    )?;
-    let attempts = stmt
-        .query_map([reference], |r| {
+        [reference],
+        |r| {
             Ok(HistoryAttempt {
                 row_id: r.get(0)?,
                 msg_id: r.get(1)?,
@@ -640,15 +652,15 @@ pub fn reference_history(
                 first_sent_at: r.get(6)?,
                 supersedes: r.get(7)?,
             })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut stmt = conn.prepare(
+        },
+    )?;
+    let events = all_rows(
+        conn,
         "SELECT e.at, e.run_id, e.row_id, e.msg_id, e.kind, e.old_state, e.new_state, e.detail, e.raw
          FROM events e JOIN rows r ON r.id = e.row_id
          WHERE r.reference = ?1 ORDER BY e.id",
-    )?;
-    let events = stmt
-        .query_map([reference], |r| {
+        [reference],
+        |r| {
             Ok(HistoryEvent {
                 at: r.get(0)?,
                 run_id: r.get(1)?,
@@ -660,8 +672,8 @@ pub fn reference_history(
                 detail: r.get(7)?,
                 raw: r.get(8)?,
             })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+        },
+    )?;
     Ok(ReferenceHistory {
         rows,
         attempts,
