@@ -98,6 +98,18 @@ pub enum Command {
     ///
     /// Example: starpay-batch run jobs/demo-payouts.toml
     Run(RunArgs),
+    /// Receive Starpay's signed notifications (5.5, 6.3, 6.5) for a job until a stop signal.
+    ///
+    /// A long-running service for the merchant's public notifyUrl (behind a reverse proxy that
+    /// forwards to --listen). Every POST is verified with the job's platform public key(s) over
+    /// the raw bytes, stored in the job's database, and, when it echoes a payout (msgId, mchId,
+    /// amount), applied to the row; polling by `run` stays the fallback. Answers 200
+    /// {"code":"200","message":"success"} once stored, 400 for a bad signature or mchId, 500 if
+    /// it could not be stored. Takes no job lock: it shares the database with running jobs.
+    /// Prints the listen address on stdout. SIGINT, SIGTERM, SIGHUP stop it (exit 0).
+    ///
+    /// Example: starpay-batch serve jobs/payouts.toml --listen 127.0.0.1:9011
+    Serve(ServeArgs),
     /// Re-send the FAILED rows of a run with new msgIds; only query PENDING/UNKNOWN rows.
     ///
     /// Each FAILED row gets a new attempt (new msgId) that records which attempt it supersedes.
@@ -223,8 +235,22 @@ pub struct RunArgs {
     /// terminal (schedulers rely on the approval instead).
     #[arg(long)]
     pub yes: bool,
+    /// Also receive Starpay's notifications on this address while the job runs (see `serve`);
+    /// the job's `starpay.notify_url` must lead here. Rows settle as notifications arrive;
+    /// polling stays the fallback.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The job file (jobs/*.toml): its database, mchId and platform public key(s).
+    pub job: PathBuf,
+    /// Address to listen on, e.g. 127.0.0.1:9011 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]

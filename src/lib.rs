@@ -28,6 +28,9 @@
 //!   HTML summary page beside them (maud, every value escaped).
 //! - `server`: `sim`, the stateful Starpay simulator (one handler per operation in `sim::ops`,
 //!   faults, notifications, `/_sim/` control routes; guide in `docs/SIMULATOR.md`).
+//! - `receiver`: the notification receiver (5.5, 6.3, 6.5): an HTTP server with explicit
+//!   limits; verifies over the raw bytes, stores every notification, applies a verified one that
+//!   echoes a payout through `engine::transition` (`RowEvent::Notified`) in one store transaction.
 //! - `cli`: the clap command tree; `cmd`: one file per command, sharing `cmd::context::JobContext`
 //!   (job file, lock, runtime, store, client) and `cmd::drive::drive_and_report`.
 //! - `ops`: what an unattended run leaves after its report: the result file (JSON), the
@@ -48,6 +51,7 @@ pub mod exit;
 pub mod input;
 pub mod logging;
 pub mod ops;
+pub mod receiver;
 pub mod report;
 pub mod server;
 pub mod signals;

@@ -35,6 +35,9 @@ pub enum Access {
     ExclusiveWithInput,
     /// No lock; the store must exist already (SQLite WAL readers never block the writer).
     ReadOnly,
+    /// No lock; opens (creating and migrating if needed) the store: the notification
+    /// receiver, which shares the database with running jobs (WAL, busy timeout).
+    Shared,
 }
 
 pub struct JobContext {
@@ -75,6 +78,7 @@ impl JobContext {
                 let lock = lock(&cfg)?;
                 (Some(lock), Store::open(&cfg.database)?)
             }
+            Access::Shared => (None, Store::open(&cfg.database)?),
             Access::ReadOnly => {
                 if !cfg.database.exists() {
                     bail!(
@@ -87,7 +91,8 @@ impl JobContext {
             }
         };
         let stop = match access {
-            Access::ReadOnly => tokio::sync::watch::channel(None).1,
+            // `serve` (Shared) handles its own stop signals: it only stops receiving.
+            Access::ReadOnly | Access::Shared => tokio::sync::watch::channel(None).1,
             Access::Exclusive | Access::ExclusiveWithInput => listen_for_stop(&runtime),
         };
         Ok(JobContext {
@@ -193,6 +198,29 @@ impl JobContext {
             }
         }
         Ok(Connected { client, sim })
+    }
+
+    /// Starts the notification receiver on `addr` for this job (its store, mchId, platform
+    /// public keys and AB0x hold).
+    pub async fn start_receiver(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> anyhow::Result<crate::receiver::Running> {
+        let cfg = &self.cfg;
+        let mut platform_keys = Vec::new();
+        for p in &cfg.starpay.platform_public_keys {
+            platform_keys.push(PublicKey::from_file(p)?);
+        }
+        let receiver = crate::receiver::Receiver {
+            store: self.store.clone(),
+            mch_id: cfg.starpay.mch_id.as_str().to_string(),
+            platform_keys,
+            resolve: cfg.resolve.clone(),
+            limits: crate::receiver::Limits::default(),
+        };
+        crate::receiver::Running::start(addr, receiver)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for notifications"))
     }
 
     /// The payout engine on a connected client.

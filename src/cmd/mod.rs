@@ -13,6 +13,7 @@ pub mod report;
 pub mod retry;
 pub mod run;
 pub mod runs;
+pub mod serve;
 pub mod show;
 pub mod sim;
 pub mod stage;
@@ -66,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Status(a) => status::run(a),
         Command::Reconcile(a) => reconcile::run(a),
         Command::Sim(a) => sim::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Runs(a) => runs::run(a),
         Command::Show(a) => show::run(a),
         Command::Stage(a) => stage::run(a),

@@ -112,7 +112,28 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
             run_id
         }
     };
-    drive_and_report(ctx, Work::Payout(engine), run_id).await
+    let receiver = match args.listen {
+        Some(addr) => {
+            let running = ctx.start_receiver(addr).await?;
+            match &cfg.starpay.notify_url {
+                Some(url) => crate::say!(
+                    "receiving notifications on {} (Starpay is told to send them to {url})",
+                    running.addr
+                ),
+                None => crate::say_warn!(
+                    "receiving notifications on {}, but the job has no starpay.notify_url: Starpay will not send any",
+                    running.addr
+                ),
+            }
+            Some(running)
+        }
+        None => None,
+    };
+    let code = drive_and_report(ctx, Work::Payout(engine), run_id).await;
+    if let Some(r) = receiver {
+        r.stop().await;
+    }
+    code
 }
 
 pub(crate) fn report_invalid(input: &std::path::Path, v: &Validated) {

@@ -45,6 +45,32 @@ pub fn run(args: StatusArgs) -> anyhow::Result<i32> {
             }
             shown += 1;
         }
+        // Notifications received for this database (the receiver, issue 12): counts per
+        // outcome, and the ones a human should look at (MISSING_LOCALLY = unmatched).
+        let counts = store.notification_counts().await?;
+        if !counts.is_empty() {
+            let text: Vec<String> = counts.iter().map(|(o, n)| format!("{o} {n}")).collect();
+            println!("notifications: {}", text.join(", "));
+            for n in store.notifications_to_look_at(20).await? {
+                let label = match n.outcome.as_str() {
+                    "unmatched" => "MISSING_LOCALLY",
+                    "conflict" => "CONFLICT",
+                    _ => "REFUSED",
+                };
+                println!(
+                    "  {label} notification {} at {}: msgId {} {} PHP {} order {}{}",
+                    n.id,
+                    crate::report::ts(Some(n.received_at), cfg.report.timezone),
+                    n.original_msg_id.as_deref().unwrap_or("-"),
+                    n.trx_state.as_deref().unwrap_or("-"),
+                    n.amount
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    n.order_no.as_deref().unwrap_or("-"),
+                    n.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+                );
+            }
+        }
         if shown == 0 {
             bail!(
                 "no run found for job {:?}{}",

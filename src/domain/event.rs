@@ -47,5 +47,12 @@ named_enum! {
         FileApproved => "file_approved",
         /// `approve --revoke`: an approval was revoked.
         ApprovalRevoked => "approval_revoked",
+        /// A verified notification changed a payout row (through `engine::transition`).
+        NotificationApplied => "notification_applied",
+        /// A verified notification stored without changing a row (duplicate, stale, conflict,
+        /// unmatched, repayment).
+        NotificationIgnored => "notification_ignored",
+        /// A notification refused (bad or missing signature, wrong mchId, bad layout).
+        NotificationRefused => "notification_refused",
     }
 }

@@ -54,6 +54,10 @@ pub enum EngineError {
     MsgId(#[from] MsgIdError),
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
+    /// The row changed in the store underneath this engine (the notification receiver applied
+    /// a notification): it has been reloaded; the caller goes on from the stored state.
+    #[error("line {line}: the row changed underneath the engine; reloaded")]
+    RowMoved { line: i64 },
 }
 
 /// Settings the engine needs, built by `cmd::context::JobContext` from the job file.
@@ -269,10 +273,22 @@ impl PayoutEngine {
             detail: change.detail,
             raw,
         };
-        self.store
+        match self
+            .store
             .save_row(row.clone(), old, change.sent, event)
-            .await?;
-        Ok(change.step)
+            .await
+        {
+            Ok(()) => Ok(change.step),
+            Err(StoreError::StateConflict { .. }) => {
+                // Someone else (the notification receiver) changed the row since it was read:
+                // the stored row is the truth; take it and go on from there.
+                let line = row.line;
+                *row = self.store.row(row.id).await?;
+                tracing::debug!(line, state = %row.state, "row changed underneath; reloaded");
+                Err(EngineError::RowMoved { line })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// One turn of a row on a worker: everything the row can do now, until it is terminal,
@@ -288,15 +304,27 @@ impl PayoutEngine {
         let row = &mut job.row;
         if row.state == RowState::InFlight {
             // Interrupted mid-request (crash or kill): the outcome is unknown (rule 2).
-            self.commit(row, RowEvent::RecoveredInFlight, None, None)
-                .await?;
+            moved_ok(
+                self.commit(row, RowEvent::RecoveredInFlight, None, None)
+                    .await,
+            )?;
+        }
+        // A step whose save found the row changed underneath (`RowMoved`) has reloaded it:
+        // go round again from the stored state (terminal → done).
+        macro_rules! step {
+            ($e:expr) => {
+                match $e {
+                    Err(EngineError::RowMoved { .. }) => continue,
+                    other => other?,
+                }
+            };
         }
         loop {
             if self.stopped() || job.row.state.is_terminal() {
                 return Ok(Next::Done);
             }
             match job.row.state {
-                RowState::New => match self.allocate(&mut job.row).await? {
+                RowState::New => match step!(self.allocate(&mut job.row).await) {
                     Allocated::Yes | Allocated::Refused => job.backoff_try = 0,
                     Allocated::TryLater => {
                         if self.clock().now() >= deadline {
@@ -309,7 +337,7 @@ impl PayoutEngine {
                     if self.clock().now() >= deadline {
                         return Ok(Next::Done);
                     }
-                    match self.send(&mut job.row, deadline).await? {
+                    match step!(self.send(&mut job.row, deadline).await) {
                         Step::Continue => job.backoff_try = 0,
                         Step::Backoff => return Ok(self.backoff(job, deadline)),
                     }
@@ -319,8 +347,17 @@ impl PayoutEngine {
                     return Ok(Next::Done);
                 }
                 RowState::Pending | RowState::Unknown | RowState::FailHeld => {
-                    // Back from a poll wait: ask now (the decision was made before the wait).
-                    if !std::mem::take(&mut job.query_now) {
+                    // Back from a poll wait: ask now (the decision was made before the wait),
+                    // unless the row moved meanwhile (a notification made it final): the
+                    // stored row is the truth.
+                    if std::mem::take(&mut job.query_now) {
+                        let stored = self.store.row(job.row.id).await?;
+                        let moved = stored.state != job.row.state;
+                        job.row = stored;
+                        if moved {
+                            continue;
+                        }
+                    } else {
                         let now = self.clock().now_ms();
                         let row = &job.row;
                         let first_sent = row
@@ -333,8 +370,15 @@ impl PayoutEngine {
                         });
                         if too_old && job.queried_this_run {
                             let max_resolve = self.settings.resolve.max_resolve;
-                            self.commit(&mut job.row, RowEvent::GaveUp { max_resolve }, None, None)
-                                .await?;
+                            step!(
+                                self.commit(
+                                    &mut job.row,
+                                    RowEvent::GaveUp { max_resolve },
+                                    None,
+                                    None
+                                )
+                                .await
+                            );
                             return Ok(Next::Done);
                         }
                         // A row past the limit is asked at once (one last verified chance).
@@ -356,7 +400,7 @@ impl PayoutEngine {
                         }
                     }
                     let asked = job.row.query_count;
-                    let step = self.query(&mut job.row, deadline).await?;
+                    let step = step!(self.query(&mut job.row, deadline).await);
                     // Counts only a query that actually went out (not one cut by a stop).
                     job.queried_this_run |= job.row.query_count != asked;
                     match step {
@@ -779,6 +823,14 @@ impl PayoutEngine {
 
 /// Whether the AB0x hold of a FAIL dated `trx_date` (Starpay's time, with offset) is over at
 /// `now_ms`. An unreadable date is never "over".
+/// A `RowMoved` is not a failure: the row was reloaded from the store.
+fn moved_ok(r: Result<Step, EngineError>) -> Result<(), EngineError> {
+    match r {
+        Ok(_) | Err(EngineError::RowMoved { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn hold_over(trx_date: Option<&str>, hold: Duration, now_ms: i64) -> bool {
     trx_date
         .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
@@ -1246,5 +1298,105 @@ mod tests {
         assert_eq!(sends[0].code.as_deref(), Some("406"));
         let row = h.row().await;
         assert_eq!(row.state, RowState::Unsent, "{row:?}");
+    }
+
+    /// Applies a verified SUCCESS notification for the row's current attempt through the store
+    /// (as the receiver does), off this task (see `Harness::row`).
+    async fn notify_success(h: &Harness, row: &RowRecord) {
+        use crate::starpay::model::Notification;
+        use crate::store::notifications::{NotificationFields, NotifyOutcome, Received};
+        let msg_id = row.attempt.as_ref().expect("attempt").msg_id.clone();
+        let n = Notification {
+            code: crate::starpay::codes::Code::new("200"),
+            message: "success".into(),
+            trx_date: "2027-01-15T10:00:00+08:00".into(),
+            trx_amount: row.amount,
+            trx_state: TrxState::Success,
+            original_msg_id: msg_id.clone(),
+            order_no: "O1".into(),
+            mch_id: known::DEMO_MCH_ID.into(),
+            device_info: None,
+            ref_no: Some("R1".into()),
+            error_code: None,
+            error_message: None,
+        };
+        let received = Received {
+            raw: b"{}".to_vec(),
+            verified: true,
+            verify_form: "raw_bytes".into(),
+            fields: Some(NotificationFields {
+                original_msg_id: msg_id,
+                trx_state: "SUCCESS".into(),
+                amount: row.amount,
+                mch_id: known::DEMO_MCH_ID.into(),
+                ..NotificationFields::default()
+            }),
+        };
+        let decide = crate::receiver::decide(&n, &h.engine.settings.resolve, T0);
+        let store = h.store.clone();
+        let apply = tokio::spawn(async move { store.apply_notification(received, decide).await });
+        hold_until("the notification is stored", || apply.is_finished()).await;
+        let outcome = apply.await.expect("join").expect("stored");
+        assert_eq!(outcome, NotifyOutcome::Applied);
+    }
+
+    /// A row made final underneath the engine (the receiver applied a notification while the
+    /// row was parked for its first poll): when the poll is due the engine reloads the row,
+    /// finds it SUCCESS and sends no query; the drive ends.
+    #[tokio::test(start_paused = true)]
+    async fn notified_while_parked_needs_no_query() {
+        let h = Harness::new(sim_config(), resolve(secs(1000)), "000001123").await;
+        let drive = h.drive();
+        hold_until("the send", || h.sends().len() == 1).await;
+        let row = h
+            .row_until("accepted", |r| r.state == RowState::Pending)
+            .await;
+        notify_success(&h, &row).await;
+        tokio::time::advance(secs(30)).await;
+        let result = h.finish(drive).await;
+        assert!(result.is_complete(), "{result:?}");
+        assert_eq!(h.queries().len(), 0, "no query for a notified row");
+        let row = h.row().await;
+        assert_eq!(row.state, RowState::Success, "{row:?}");
+        assert_eq!(row.query_count, 0, "{row:?}");
+    }
+
+    /// The engine saves a change from a stale copy of the row (the receiver changed it since):
+    /// the compare-and-set fails, the engine reloads the stored row (`RowMoved`) and nothing of
+    /// its stale change is written.
+    #[tokio::test(start_paused = true)]
+    async fn state_conflict_reloads_the_row() {
+        let h = Harness::new(sim_config(), resolve(secs(1000)), "000001123").await;
+        let drive = h.drive();
+        hold_until("the send", || h.sends().len() == 1).await;
+        let mut stale = h
+            .row_until("accepted", |r| r.state == RowState::Pending)
+            .await;
+        h.engine.stop(StopReason::Interrupted);
+        h.finish(drive).await;
+        notify_success(&h, &stale).await;
+        let error = crate::starpay::client::ClientError::Timeout(Duration::from_secs(1));
+        let engine = Arc::clone(&h.engine);
+        let saved = tokio::spawn(async move {
+            let r = engine
+                .commit(
+                    &mut stale,
+                    RowEvent::QueryFailed { error: &error },
+                    None,
+                    None,
+                )
+                .await;
+            (r, stale)
+        });
+        hold_until("the save", || saved.is_finished()).await;
+        let (result, reloaded) = saved.await.expect("join");
+        assert!(
+            matches!(result, Err(EngineError::RowMoved { .. })),
+            "{result:?}"
+        );
+        assert_eq!(reloaded.state, RowState::Success, "{reloaded:?}");
+        let stored = h.row().await;
+        assert_eq!(stored.state, RowState::Success);
+        assert_eq!(stored.query_count, 0, "the stale query was not written");
     }
 }

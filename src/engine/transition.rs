@@ -130,6 +130,11 @@ pub enum RowEvent<'a> {
     QueryAnswer(Verified<'a>),
     /// The query failed (no verified answer): no evidence either way.
     QueryFailed { error: &'a ClientError },
+    /// A verified notification (5.5) about this payout's current attempt that echoes it
+    /// (msgId, mchId, amount: the receiver checks, reference §10). A hint applied like a query
+    /// answer: never final → non-final, AB0x FAIL held; REVERSED after SUCCESS applies and is
+    /// flagged; a final state that contradicts a final row goes to NEEDS_ATTENTION.
+    Notified(Verified<'a>),
 }
 
 impl RowEvent<'_> {
@@ -149,6 +154,7 @@ impl RowEvent<'_> {
             RowEvent::QueryAmountMismatch { .. } => "another amount",
             RowEvent::QueryAnswer(_) => "query answer",
             RowEvent::QueryFailed { .. } => "query failed",
+            RowEvent::Notified(_) => "notified",
         }
     }
 }
@@ -306,6 +312,9 @@ fn legal(from: RowState, event: &RowEvent<'_>) -> bool {
         | RowEvent::QueryAmountMismatch { .. }
         | RowEvent::QueryAnswer(_)
         | RowEvent::QueryFailed { .. } => resolving(from),
+        // A notification can only be about a msgId that exists: never a NEW row. It may
+        // arrive before the send's own answer (IN_FLIGHT) or after the row is final.
+        RowEvent::Notified(_) => from != RowState::New,
     }
 }
 
@@ -390,7 +399,66 @@ pub fn transition(
         }
         RowEvent::QueryAnswer(answer) => on_query_answer(row, answer, now_ms, settings),
         RowEvent::QueryFailed { error } => on_query_failed(row, error, now_ms),
+        RowEvent::Notified(n) => on_notified(row, n, now_ms, settings),
     })
+}
+
+/// A verified notification that echoes this payout (reference §10: a hint; queries are the
+/// truth). `Change::next == row.state` with an empty patch means "nothing to change" (stale).
+fn on_notified(
+    row: &RowView<'_>,
+    n: Verified<'_>,
+    now_ms: i64,
+    settings: &ResolveSettings,
+) -> Change {
+    let mut c = Change::to(row.state, EventKind::NotificationApplied);
+    let Some(trx) = n.trx_state else {
+        return c;
+    };
+    let final_row = matches!(
+        row.state,
+        RowState::Success
+            | RowState::Failed
+            | RowState::Reversed
+            | RowState::Rejected
+            | RowState::NeedsAttention
+    );
+    if !final_row {
+        // IN_FLIGHT: Starpay has the request, so it left (counts as a send).
+        c.sent = row.state == RowState::InFlight;
+        c.patch.code = Some(Some(n.code.to_string()));
+        c.patch.message = Some(Some(n.message.to_string()));
+        c.patch.not_found_count = Some(0);
+        c.next = apply_trx(row, &mut c.patch, n, n.ref_no, now_ms, settings.ab_hold);
+        return c;
+    }
+    let says = trx.as_str();
+    match (row.state, trx) {
+        (RowState::Success, TrxState::Reversed) => {
+            c.next = RowState::Reversed;
+            c.patch.trx_state = Some(Some(says.to_string()));
+            let message = "REVERSED_AFTER_SUCCESS: Starpay notified a reversal of this paid payout; the money came back".to_string();
+            c.detail = Some(message.clone());
+            c.patch.message = Some(Some(message));
+        }
+        // A final state that contradicts the row's: money may have moved where we think it
+        // did not (or the reverse). Never re-pay on it: a human settles it with Starpay.
+        (RowState::Failed | RowState::Rejected, TrxState::Success | TrxState::Reversed)
+        | (RowState::Success, TrxState::Fail | TrxState::Close | TrxState::Cancel) => {
+            c.next = RowState::NeedsAttention;
+            c.patch.trx_state = Some(Some(says.to_string()));
+            let message = format!(
+                "NOTIFIED_CONFLICT: Starpay notified {says} for a row recorded {}; check with Starpay before anything else",
+                row.state
+            );
+            c.detail = Some(message.clone());
+            c.patch.message = Some(Some(message));
+        }
+        // Anything else changes nothing: a non-final state never overwrites a final one, and
+        // the same final state again is old news.
+        _ => {}
+    }
+    c
 }
 
 /// A verified answer about this very payout with another amount: a human must look now.
@@ -901,10 +969,112 @@ mod tests {
                 }
             }
         }
-        // Every event is in the table (by its distinct name).
+        // Every event is in the table (by its distinct name), but `Notified`, whose next
+        // state depends on the row's: its own table is `notified_every_state`.
         let mut names: Vec<_> = table.iter().map(|(m, _, _)| m().name()).collect();
         names.dedup();
         assert_eq!(names.len(), 14);
+    }
+
+    /// A notification in every state, for each `trxState` it can carry: where the row goes
+    /// (None: illegal). Non-final never overwrites final; REVERSED after SUCCESS applies;
+    /// a contradicting final goes to NEEDS_ATTENTION; AB0x FAIL is held like a query answer.
+    #[test]
+    fn notified_every_state() {
+        use RowState::*;
+        let ok = Code::new("200");
+        let (succ, fail, rev, proc_) = (
+            TrxState::Success,
+            TrxState::Fail,
+            TrxState::Reversed,
+            TrxState::Processing,
+        );
+        // (state, after SUCCESS, after FAIL AC01, after FAIL AB05, after REVERSED, after PROCESSING)
+        let table: [(RowState, Option<[RowState; 5]>); 11] = [
+            (New, None),
+            (Unsent, Some([Success, Failed, FailHeld, Reversed, Pending])),
+            (
+                InFlight,
+                Some([Success, Failed, FailHeld, Reversed, Pending]),
+            ),
+            (
+                Pending,
+                Some([Success, Failed, FailHeld, Reversed, Pending]),
+            ),
+            (
+                Unknown,
+                Some([Success, Failed, FailHeld, Reversed, Pending]),
+            ),
+            (
+                FailHeld,
+                Some([Success, Failed, FailHeld, Reversed, FailHeld]),
+            ),
+            (
+                Success,
+                Some([Success, NeedsAttention, NeedsAttention, Reversed, Success]),
+            ),
+            (
+                Failed,
+                Some([NeedsAttention, Failed, Failed, NeedsAttention, Failed]),
+            ),
+            (
+                Reversed,
+                Some([Reversed, Reversed, Reversed, Reversed, Reversed]),
+            ),
+            (
+                Rejected,
+                Some([NeedsAttention, Rejected, Rejected, NeedsAttention, Rejected]),
+            ),
+            (
+                NeedsAttention,
+                Some([
+                    NeedsAttention,
+                    NeedsAttention,
+                    NeedsAttention,
+                    NeedsAttention,
+                    NeedsAttention,
+                ]),
+            ),
+        ];
+        assert_eq!(table.len(), RowState::ALL.len());
+        for (state, expected) in table {
+            let notes: [(&TrxState, Option<&str>); 5] = [
+                (&succ, None),
+                (&fail, Some("AC01")),
+                (&fail, Some("AB05")),
+                (&rev, None),
+                (&proc_, None),
+            ];
+            for (i, (trx, reason)) in notes.into_iter().enumerate() {
+                let mut n = answer(&ok, Some(trx));
+                n.error_code = reason;
+                let got = transition(
+                    &view(state),
+                    RowEvent::Notified(n),
+                    NOW,
+                    &ResolveSettings::default(),
+                );
+                match expected {
+                    None => assert!(got.is_err(), "{state} + {trx:?} must be illegal"),
+                    Some(next) => {
+                        let c = got.unwrap_or_else(|e| panic!("{state} + {trx:?}: {e}"));
+                        assert_eq!(c.next, next[i], "{state} + {trx:?} {reason:?}");
+                        assert_eq!(c.sent, state == InFlight, "{state}: counts as a send");
+                        if c.next == state && state.is_terminal() {
+                            assert_eq!(c.patch, Patch::default(), "{state} + {trx:?}: no change");
+                        }
+                    }
+                }
+            }
+        }
+        // The reversal after a success is flagged in the row's message and the event.
+        let c = run(&view(Success), RowEvent::Notified(answer(&ok, Some(&rev))));
+        assert!(c
+            .detail
+            .as_deref()
+            .unwrap()
+            .starts_with("REVERSED_AFTER_SUCCESS"));
+        assert_eq!(c.event, EventKind::NotificationApplied);
     }
 
     #[test]

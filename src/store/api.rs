@@ -278,6 +278,55 @@ impl Store {
             .await
     }
 
+    /// One row as stored now (to pick up a change made underneath a running engine, e.g. by
+    /// the notification receiver).
+    pub async fn row(&self, row_id: i64) -> Result<RowRecord, StoreError> {
+        self.call(move |c| super::row_by_id(c, row_id)).await
+    }
+
+    // ------------------------------------------------------------------ notifications
+
+    /// Stores a refused notification (unverified, wrong mchId, bad layout) with its event.
+    pub async fn record_refused_notification(
+        &self,
+        n: super::notifications::Received,
+        why: String,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| super::notifications::record_refused(c, &n, &why))
+            .await
+    }
+
+    /// Stores a verified notification and applies it in one transaction: dedupe on
+    /// (originalMsgId, trxState), match the payout attempt by msgId, check it echoes the row's
+    /// amount and current attempt, then `decide` (the transition) and the row's save.
+    pub async fn apply_notification<F>(
+        &self,
+        n: super::notifications::Received,
+        decide: F,
+    ) -> Result<super::notifications::NotifyOutcome, StoreError>
+    where
+        F: FnOnce(&RowRecord) -> super::notifications::Decision + Send + 'static,
+    {
+        self.call(move |c| super::notifications::apply(c, &n, decide))
+            .await
+    }
+
+    /// Notifications per outcome.
+    pub async fn notification_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.call(|c| super::notifications::counts(c)).await
+    }
+
+    /// The last `limit` notifications needing a look (unmatched, conflict, refused).
+    pub async fn notifications_to_look_at(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<super::notifications::StoredNotification>, StoreError> {
+        self.call(move |c| {
+            super::notifications::with_outcomes(c, &["unmatched", "conflict", "refused"], limit)
+        })
+        .await
+    }
+
     // ------------------------------------------------------------------ reconciliation
 
     /// Creates a reconciliation run and loads its rows in one transaction, streaming: `fill`

@@ -19,6 +19,7 @@ use crate::domain::{Centavos, EventKind, RowState};
 
 mod api;
 pub mod approvals;
+pub mod notifications;
 pub mod recon;
 
 pub use api::{NewRun, ReconRowSink};
@@ -32,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_run_exit.sql"),
     include_str!("../../migrations/0007_bank_list.sql"),
     include_str!("../../migrations/0008_approvals.sql"),
+    include_str!("../../migrations/0009_notifications.sql"),
 ];
 /// Bound of the command queue to the writer thread.
 const QUEUE_CAPACITY: usize = 1024;
@@ -1263,6 +1265,19 @@ pub fn save_row(
     event: &Event,
 ) -> Result<(), StoreError> {
     let tx = conn.savepoint()?;
+    save_row_tx(&tx, row, expected, sent, event)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// `save_row` inside the caller's savepoint.
+pub(crate) fn save_row_tx(
+    tx: &Connection,
+    row: &RowRecord,
+    expected: RowState,
+    sent: bool,
+    event: &Event,
+) -> Result<(), StoreError> {
     let changed = tx
         .prepare_cached(
             "UPDATE rows SET state = ?3, trx_state = ?4, code = ?5, message = ?6, error_code = ?7,
@@ -1300,8 +1315,7 @@ pub fn save_row(
         )?
         .execute(params![a.id, sent as i64, a.first_sent_at])?;
     }
-    append_event(&tx, event)?;
-    tx.commit()?;
+    append_event(tx, event)?;
     Ok(())
 }
 

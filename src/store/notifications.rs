@@ -1,0 +1,322 @@
+//! SQL of the notifications Starpay pushes (5.5, 6.3, 6.5; reference §10): every one received is
+//! kept with its raw bytes and what was done with it, and applying one to a payout row is one
+//! savepoint (dedupe, match, echo check, the row's compare-and-set save, the event).
+//!
+//! Must not: decide a row's next state (the caller's `decide`, built on `engine::transition`).
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{append_event, now_ms, row_by_id, save_row_tx, Event, RowRecord, StoreError};
+use crate::domain::{Centavos, EventKind};
+
+/// What was done with a notification (the `outcome` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyOutcome {
+    /// Verified, echoed the payout, changed its row.
+    Applied,
+    /// Verified, echoed the payout, nothing to change (old news, or non-final after final).
+    Stale,
+    /// The same (originalMsgId, trxState) was already stored: nothing changed.
+    Duplicate,
+    /// Verified but not echoing the row (amount, an earlier attempt) or contradicting it in a
+    /// way the transition refuses: recorded, row unchanged; polling resolves it.
+    Conflict,
+    /// Verified, for a msgId this database never issued (reported as MISSING_LOCALLY).
+    Unmatched,
+    /// Verified repayment notification (6.5 static QR, carries `deviceInfo`): a repayment record.
+    Repayment,
+    /// Not verified, wrong mchId or bad layout: stored for audit, nothing applied.
+    Refused,
+}
+
+impl NotifyOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyOutcome::Applied => "applied",
+            NotifyOutcome::Stale => "stale",
+            NotifyOutcome::Duplicate => "duplicate",
+            NotifyOutcome::Conflict => "conflict",
+            NotifyOutcome::Unmatched => "unmatched",
+            NotifyOutcome::Repayment => "repayment",
+            NotifyOutcome::Refused => "refused",
+        }
+    }
+}
+
+/// The fields of one notification `request`, as received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotificationFields {
+    pub original_msg_id: String,
+    pub trx_state: String,
+    pub amount: Centavos,
+    pub mch_id: String,
+    pub order_no: String,
+    pub ref_no: Option<String>,
+    pub device_info: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub trx_date: String,
+}
+
+/// One notification to store: the whole body received and how it verified.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub raw: Vec<u8>,
+    pub verified: bool,
+    /// How it verified (`raw_bytes`, …) or why it was refused.
+    pub verify_form: String,
+    pub fields: Option<NotificationFields>,
+}
+
+/// The row change a notification makes (from `engine::transition`).
+#[derive(Debug, Clone)]
+pub struct RowUpdate {
+    pub row: RowRecord,
+    pub sent: bool,
+    pub detail: Option<String>,
+}
+
+/// What the caller's `decide` says about the matched row.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Change(Box<RowUpdate>),
+    NoChange,
+    Conflict(String),
+}
+
+fn insert(
+    tx: &Connection,
+    n: &Received,
+    outcome: NotifyOutcome,
+    detail: Option<&str>,
+    run_id: Option<i64>,
+    row_id: Option<i64>,
+) -> Result<(), StoreError> {
+    let f = n.fields.clone().unwrap_or_default();
+    let has = n.fields.is_some();
+    tx.prepare_cached(
+        "INSERT INTO notifications (received_at, raw, verified, verify_form, original_msg_id,
+             trx_state, amount, mch_id, order_no, ref_no, device_info, error_code, error_message,
+             trx_date, outcome, detail, run_id, row_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?
+    .execute(params![
+        now_ms(),
+        n.raw,
+        n.verified as i64,
+        n.verify_form,
+        has.then_some(f.original_msg_id),
+        has.then_some(f.trx_state),
+        has.then_some(f.amount.get()),
+        has.then_some(f.mch_id),
+        has.then_some(f.order_no),
+        f.ref_no,
+        f.device_info,
+        f.error_code,
+        f.error_message,
+        has.then_some(f.trx_date),
+        outcome.as_str(),
+        detail,
+        run_id,
+        row_id
+    ])?;
+    Ok(())
+}
+
+fn describe(n: &Received, outcome: NotifyOutcome, why: Option<&str>) -> String {
+    let what = match &n.fields {
+        Some(f) => format!(
+            "notification {} {} PHP {}",
+            f.original_msg_id, f.trx_state, f.amount
+        ),
+        None => "notification".to_string(),
+    };
+    let verified = if n.verified {
+        format!("verified ({})", n.verify_form)
+    } else {
+        format!("not verified ({})", n.verify_form)
+    };
+    match why {
+        Some(w) => format!("{what}: {} ({w}); {verified}", outcome.as_str()),
+        None => format!("{what}: {}; {verified}", outcome.as_str()),
+    }
+}
+
+/// Stores a refused notification with its event; changes nothing else.
+pub fn record_refused(conn: &mut Connection, n: &Received, why: &str) -> Result<(), StoreError> {
+    let tx = conn.savepoint()?;
+    insert(&tx, n, NotifyOutcome::Refused, Some(why), None, None)?;
+    append_event(
+        &tx,
+        &Event {
+            msg_id: n.fields.as_ref().map(|f| f.original_msg_id.clone()),
+            kind: EventKind::NotificationRefused,
+            detail: Some(describe(n, NotifyOutcome::Refused, Some(why))),
+            raw: Some(n.raw.clone()),
+            ..Event::default()
+        },
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Stores a verified notification and applies it, all in one savepoint (see the module doc).
+pub fn apply(
+    conn: &mut Connection,
+    n: &Received,
+    decide: impl FnOnce(&RowRecord) -> Decision,
+) -> Result<NotifyOutcome, StoreError> {
+    let Some(f) = n.fields.as_ref() else {
+        return Err(StoreError::BadState("notification without fields".into()));
+    };
+    let tx = conn.savepoint()?;
+    let seen: Option<i64> = tx
+        .prepare_cached(
+            "SELECT id FROM notifications WHERE original_msg_id = ?1 AND trx_state = ?2
+             AND outcome IN ('applied', 'stale', 'unmatched', 'repayment') LIMIT 1",
+        )?
+        .query_row(params![f.original_msg_id, f.trx_state], |r| r.get(0))
+        .optional()?;
+    let found: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT row_id, id FROM attempts WHERE msg_id = ?1")?
+        .query_row([&f.original_msg_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let row = match found {
+        Some((row_id, attempt_id)) => Some((row_by_id(&tx, row_id)?, attempt_id)),
+        None => None,
+    };
+    let (run_id, row_id) = match &row {
+        Some((r, _)) => (Some(r.run_id), Some(r.id)),
+        None => (None, None),
+    };
+    let (outcome, why, update) = if let Some(first) = seen {
+        (
+            NotifyOutcome::Duplicate,
+            Some(format!("same as notification {first}")),
+            None,
+        )
+    } else {
+        match row {
+            None if f.device_info.is_some() => (NotifyOutcome::Repayment, None, None),
+            None => (
+                NotifyOutcome::Unmatched,
+                Some("no payout of this database has this msgId".to_string()),
+                None,
+            ),
+            Some((r, attempt_id)) if r.attempt.as_ref().map(|a| a.id) != Some(attempt_id) => (
+                NotifyOutcome::Conflict,
+                Some(format!(
+                    "about an earlier attempt of line {} (its current msgId is {}); reconcile checks it",
+                    r.line,
+                    r.attempt.as_ref().map_or("none", |a| a.msg_id.as_str())
+                )),
+                None,
+            ),
+            Some((r, _)) if r.amount != f.amount => (
+                NotifyOutcome::Conflict,
+                Some(format!(
+                    "amount PHP {} but line {} is PHP {}; resolved by query",
+                    f.amount, r.line, r.amount
+                )),
+                None,
+            ),
+            Some((r, _)) => match decide(&r) {
+                Decision::Change(u) => (NotifyOutcome::Applied, u.detail.clone(), Some((r, u))),
+                Decision::NoChange => (NotifyOutcome::Stale, None, None),
+                Decision::Conflict(why) => (NotifyOutcome::Conflict, Some(why), None),
+            },
+        }
+    };
+    let detail = describe(n, outcome, why.as_deref());
+    insert(&tx, n, outcome, why.as_deref(), run_id, row_id)?;
+    match update {
+        Some((old, u)) => save_row_tx(
+            &tx,
+            &u.row,
+            old.state,
+            u.sent,
+            &Event {
+                run_id,
+                row_id,
+                msg_id: Some(f.original_msg_id.clone()),
+                kind: EventKind::NotificationApplied,
+                old_state: Some(old.state),
+                new_state: Some(u.row.state),
+                detail: Some(detail),
+                raw: Some(n.raw.clone()),
+            },
+        )?,
+        None => append_event(
+            &tx,
+            &Event {
+                run_id,
+                row_id,
+                msg_id: Some(f.original_msg_id.clone()),
+                kind: EventKind::NotificationIgnored,
+                detail: Some(detail),
+                raw: Some(n.raw.clone()),
+                ..Event::default()
+            },
+        )?,
+    }
+    tx.commit()?;
+    Ok(outcome)
+}
+
+/// Notifications per outcome (for `status`).
+pub fn counts(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT outcome, COUNT(*) FROM notifications GROUP BY outcome ORDER BY outcome")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A stored notification, as `status` lists the ones needing a look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredNotification {
+    pub id: i64,
+    pub received_at: i64,
+    pub outcome: String,
+    pub verified: bool,
+    pub original_msg_id: Option<String>,
+    pub trx_state: Option<String>,
+    pub amount: Option<Centavos>,
+    pub order_no: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// The last `limit` notifications with one of `outcomes`, newest first.
+pub fn with_outcomes(
+    conn: &Connection,
+    outcomes: &[&str],
+    limit: i64,
+) -> Result<Vec<StoredNotification>, StoreError> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT id, received_at, outcome, verified, original_msg_id, trx_state, amount, order_no,
+                detail
+         FROM notifications ORDER BY id DESC",
+    )?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        let outcome: String = r.get(2)?;
+        if !outcomes.contains(&outcome.as_str()) {
+            continue;
+        }
+        out.push(StoredNotification {
+            id: r.get(0)?,
+            received_at: r.get(1)?,
+            outcome,
+            verified: r.get::<_, i64>(3)? != 0,
+            original_msg_id: r.get(4)?,
+            trx_state: r.get(5)?,
+            amount: r.get::<_, Option<i64>>(6)?.map(Centavos::new),
+            order_no: r.get(7)?,
+            detail: r.get(8)?,
+        });
+        if out.len() as i64 >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
