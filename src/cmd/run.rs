@@ -29,6 +29,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
 }
 
+/// A payout job's `run`, in the order money rules require: the file validated offline,
+/// approval and caps, pre-flight (2.1, 5.1, validation against the bank list, 5.6), the run
+/// created, then the drive. Longer than ~100 lines on purpose: each step's refusal returns
+/// here, before the next step can send anything, and reads in that order.
 async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
     let cfg = &ctx.cfg;
     let sha = ctx.input_sha256()?;

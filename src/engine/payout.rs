@@ -296,6 +296,10 @@ impl PayoutEngine {
     /// (`At`, parked by `engine::workers` without holding the worker). Per row the steps are
     /// those of one task looping over the row with sleeps in between: the wait is the same, only
     /// who waits differs.
+    ///
+    /// Longer than ~100 lines on purpose: it is the row's life as one `match` over its state
+    /// (allocate, send, query, give up), with the deadline, stop and max-resolve checks beside
+    /// the step they guard; split, the order of those checks would be hidden.
     async fn row_turn(
         &self,
         mut job: RowJob,

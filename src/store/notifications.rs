@@ -161,6 +161,10 @@ pub fn record_refused(conn: &mut Connection, n: &Received, why: &str) -> Result<
 }
 
 /// Stores a verified notification and applies it, all in one savepoint (see the module doc).
+///
+/// Longer than ~100 lines on purpose: storing, deduplicating, matching the attempt, the echo
+/// check, the transition and the row's save must be one savepoint, and reading them in one
+/// function shows that no path stores half of it.
 pub fn apply(
     conn: &mut Connection,
     n: &Received,
