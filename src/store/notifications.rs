@@ -142,17 +142,42 @@ fn describe(n: &Received, outcome: NotifyOutcome, why: Option<&str>) -> String {
     }
 }
 
-/// Stores a refused notification with its event; changes nothing else.
+/// A refused body is kept up to this many bytes (with its length and SHA-256): anyone who can
+/// reach the public URL can send garbage, and each refusal must not grow the database by the
+/// whole body-size limit (twice: row and event). A real notification is far smaller.
+const REFUSED_KEEP: usize = 2048;
+
+/// Stores a refused notification with its event; changes nothing else. The body is kept once
+/// (in the notifications row), cut to `REFUSED_KEEP` bytes.
 pub fn record_refused(conn: &mut Connection, n: &Received, why: &str) -> Result<(), StoreError> {
+    use sha2::{Digest, Sha256};
+    let (kept, why) = if n.raw.len() > REFUSED_KEEP {
+        let sha: String = Sha256::digest(&n.raw)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (
+            Received {
+                raw: n.raw[..REFUSED_KEEP].to_vec(),
+                ..n.clone()
+            },
+            format!(
+                "{why} (body {} bytes, sha256 {sha}; the first {REFUSED_KEEP} kept)",
+                n.raw.len()
+            ),
+        )
+    } else {
+        (n.clone(), why.to_string())
+    };
     let tx = conn.savepoint()?;
-    insert(&tx, n, NotifyOutcome::Refused, Some(why), None, None)?;
+    insert(&tx, &kept, NotifyOutcome::Refused, Some(&why), None, None)?;
     append_event(
         &tx,
         &Event {
             msg_id: n.fields.as_ref().map(|f| f.original_msg_id.clone()),
             kind: EventKind::NotificationRefused,
-            detail: Some(describe(n, NotifyOutcome::Refused, Some(why))),
-            raw: Some(n.raw.clone()),
+            detail: Some(describe(n, NotifyOutcome::Refused, Some(&why))),
+            raw: None,
             ..Event::default()
         },
     )?;
@@ -323,4 +348,43 @@ pub fn with_outcomes(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused body is kept once, cut to `REFUSED_KEEP` bytes, with its length and SHA-256.
+    #[test]
+    fn a_large_refused_body_is_kept_cut_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = super::super::open_connection(&dir.path().join("n.db")).unwrap();
+        let big = Received {
+            raw: vec![b'x'; 60_000],
+            verified: false,
+            verify_form: "not an envelope".into(),
+            fields: None,
+        };
+        record_refused(&mut conn, &big, "bad signature").unwrap();
+        let (len, detail): (i64, String) = conn
+            .query_row(
+                "SELECT length(raw), detail FROM notifications WHERE outcome = 'refused'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(len, REFUSED_KEEP as i64);
+        assert!(detail.contains("body 60000 bytes, sha256 "), "{detail}");
+        let event_raw: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT raw FROM events WHERE kind = 'notification_refused'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            event_raw, None,
+            "the body is kept once, in the notifications row"
+        );
+    }
 }
