@@ -122,3 +122,32 @@ async fn dry_run_checks_keys_and_banks_and_writes_nothing() {
     assert!(show(&out).contains("REF-000001"), "{}", show(&out));
     assert_eq!(tree(dir.path()), before);
 }
+
+/// Issue 10, defect 5: a real run of a file that fails validation creates nothing either (no
+/// database, no lock, no reports), and says why, naming line and field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_run_of_an_invalid_file_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(fast_sim_config(12)).await;
+    let input = dir.path().join("bad.csv");
+    std::fs::write(
+        &input,
+        format!("{CSV_HEADER}B-1,instapay,0000011234,Juan,Santos,Dela Cruz,GCash,-5.00,PHP,x\n"),
+    )
+    .unwrap();
+    let job = write_job(dir.path(), "nightly", &sim, &input, LIMITS, FAST_RESOLVE);
+    let before = tree(dir.path());
+    let out = run(vec!["run".into(), s(&job)]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        show(&out).contains("line 2") && show(&out).contains("amount"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        tree(dir.path()),
+        before,
+        "nothing created for an invalid file"
+    );
+    assert!(sim.requests().is_empty(), "nothing sent");
+}

@@ -140,3 +140,65 @@ fn recon(input: &std::path::Path, kind: ReconKind) -> anyhow::Result<i32> {
     );
     Ok(exit::OK)
 }
+
+/// Before a real `run` creates its lock and database (issue 10, defect 5: nothing is created
+/// before the input has been found and validated): the same offline validation, against a
+/// read-only snapshot of the database when there is one. `Some(exit code)` when the run must
+/// stop here; `None` to go on (the real run validates again, under its lock). A file that
+/// already has a run is left to the real path (it resumes or refuses it).
+pub fn refuse_invalid_before_creating(args: &RunArgs) -> anyhow::Result<Option<i32>> {
+    let cfg = load_job(&args.job, args.input.clone())?;
+    std::fs::File::open(&cfg.input)
+        .with_context(|| format!("cannot read input {}", cfg.input.display()))?;
+    let kind = match cfg.kind {
+        JobKind::Payout => None,
+        JobKind::RepaymentRecon => Some(ReconKind::Repayment),
+        JobKind::DisbursementRecon => Some(ReconKind::Disbursement),
+    };
+    if let Some(kind) = kind {
+        let scan = scan_recon::<()>(&cfg.input, kind, |_| Ok(()))?
+            .map_err(|()| anyhow::anyhow!("validation stopped"))?;
+        if scan.is_valid() {
+            return Ok(None);
+        }
+        crate::logging::input_errors(&scan.errors, &scan.describe_errors());
+        crate::say_warn!(
+            "{} error(s) in {}; nothing was sent",
+            scan.errors.len() + scan.errors_omitted,
+            cfg.input.display()
+        );
+        return Ok(Some(exit::COULD_NOT_RUN));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        // An older schema is upgraded by the real run, which then validates: nothing to add.
+        let Ok(store) = Store::open_snapshot(&cfg.database) else {
+            return Ok(None);
+        };
+        if let Some(store) = &store {
+            let sha = crate::cmd::context::sha256_file(&cfg.input)?;
+            if !store.runs_for(&cfg.job_name, Some(&sha)).await?.is_empty() {
+                return Ok(None);
+            }
+        }
+        let earlier = EarlierRuns {
+            store: store.as_ref(),
+            ignore: HashSet::new(),
+        };
+        let v = prepare::validate_payouts(earlier, &cfg.input, None, args.repay).await?;
+        match prepare::may_proceed(&v.file, args.skip_invalid) {
+            Ok(true) => Ok(None),
+            Ok(false) => {
+                crate::cmd::run::report_invalid(&cfg.input, &v);
+                Ok(Some(exit::COULD_NOT_RUN))
+            }
+            Err(e) => {
+                crate::cmd::run::report_invalid(&cfg.input, &v);
+                Err(e.into())
+            }
+        }
+    })
+}

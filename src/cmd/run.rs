@@ -21,6 +21,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if args.dry_run {
         return crate::cmd::dry_run::run(&args);
     }
+    // Nothing (lock, database, reports) is created for a file that fails offline validation.
+    if let Some(code) = crate::cmd::dry_run::refuse_invalid_before_creating(&args)? {
+        return Ok(code);
+    }
     let ctx = JobContext::open(&args.job, args.input.clone(), Access::ExclusiveWithInput)?;
     match ctx.cfg.kind {
         JobKind::Payout => ctx.block_on(run_payout(&ctx, &args)),
