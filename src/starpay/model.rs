@@ -209,6 +209,7 @@ pub struct BankListRequest {
 }
 
 /// 5.2 Fund Disbursement (InstaPay).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstapayDisburseRequest {
@@ -223,13 +224,12 @@ pub struct InstapayDisburseRequest {
     pub receiving_bank: String,
     pub trx_amount: Centavos,
     pub currency: Currency,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub attach: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub notify_url: Option<String>,
 }
 
 /// 5.3 Fund Disbursement (Starpay to Starpay). Decision (undocumented): 5.2 without `receivingBank`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WalletDisburseRequest {
@@ -242,9 +242,7 @@ pub struct WalletDisburseRequest {
     pub acct_last_name: String,
     pub trx_amount: Centavos,
     pub currency: Currency,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub attach: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub notify_url: Option<String>,
 }
 
@@ -310,6 +308,7 @@ pub struct ScanQrRequest {
 macro_rules! qr_disburse_request {
     ($(#[$doc:meta] $name:ident),+) => {$(
         #[$doc]
+        #[serde_with::skip_serializing_none]
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(rename_all = "camelCase")]
         pub struct $name {
@@ -318,9 +317,7 @@ macro_rules! qr_disburse_request {
             pub qr_code: String,
             pub trx_amount: Centavos,
             pub currency: Currency,
-            #[serde(skip_serializing_if = "Option::is_none", default)]
             pub attach: Option<String>,
-            #[serde(skip_serializing_if = "Option::is_none", default)]
             pub notify_url: Option<String>,
         }
     )+};
@@ -334,6 +331,7 @@ qr_disburse_request!(
 );
 
 /// 6.1 Repayment (dynamic QR).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RepaymentRequest {
@@ -343,13 +341,9 @@ pub struct RepaymentRequest {
     pub device_info: String,
     pub trx_amount: Centavos,
     pub currency: Currency,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub attach: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub time_start: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub time_expire: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub display_name: Option<String>,
 }
 
@@ -422,179 +416,137 @@ pub struct Bank {
 }
 
 /// 5.1 response: `code, message, msgId, mchId, banks`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BankListResponse {
     pub code: Code,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub msg_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mch_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub banks: Option<Vec<Bank>>,
 }
 
 /// 5.2 / 5.3 / 5.8 / 5.9 response: `code, message, msgId, mchId, trxDate, trxAmount, trxState,
 /// orderNo[, errorCode, errorMessage]`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DisburseResponse {
     pub code: Code,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub msg_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mch_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trx_date: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trx_amount: Option<Centavos>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trx_state: Option<TrxState>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub order_no: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error_message: Option<String>,
 }
 
 /// 5.4 / 6.2 / 6.8 response: `code, message, msgId, mchId, trxDate, trxAmount, trxState,
 /// originalMsgId, orderNo[, refNo][, errorCode, errorMessage]`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueryResponse {
     pub code: Code,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub msg_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mch_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trx_date: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trx_amount: Option<Centavos>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trx_state: Option<TrxState>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub original_msg_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub order_no: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ref_no: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error_message: Option<String>,
 }
 
 /// 5.6 / 6.6 response: `code, message, msgId, mchId, balance, currency`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BalanceResponse {
     pub code: Code,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub msg_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mch_id: Option<String>,
     /// Available balance in centavos (after holds of payouts in progress).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub balance: Option<Centavos>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub currency: Option<String>,
 }
 
 /// 5.7 response: `code, message, msgId, mchId, qrType, acctName, acctNo, receivingBank[, trxAmount]`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanQrResponse {
     pub code: Code,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub msg_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mch_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub qr_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub acct_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub acct_no: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub receiving_bank: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trx_amount: Option<Centavos>,
 }
 
 /// 6.1 response: `code, message, msgId, mchId, orderNo, codeUrl, trxAmount, trxState`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RepaymentResponse {
     pub code: Code,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub msg_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mch_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub order_no: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub code_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trx_amount: Option<Centavos>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trx_state: Option<TrxState>,
 }
 
 /// 6.4 response: `code, message, msgId, mchId, deviceInfo, codeUrl`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StaticQrResponse {
     pub code: Code,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub msg_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mch_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub device_info: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub code_url: Option<String>,
 }
 
 /// 6.7 response: `code, message, msgId, mchId, deviceInfo, qrStatus`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StaticQrStatusResponse {
     pub code: Code,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub msg_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mch_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub device_info: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub qr_status: Option<QrStatus>,
 }
 
 /// 6.9 response: `code, message, msgId, mchId, originalMsgId, orderNo, trxState`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelResponse {
     pub code: Code,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub msg_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mch_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub original_msg_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub order_no: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trx_state: Option<TrxState>,
 }
 
@@ -609,6 +561,7 @@ pub struct HealthResponse {
 /// Notification `request` for 5.5, 6.3 and 6.5 (reference §10), in emission order:
 /// `code, message, trxDate, trxAmount, trxState, originalMsgId, orderNo, mchId[, deviceInfo]
 /// [, refNo][, errorCode, errorMessage]`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
@@ -621,13 +574,9 @@ pub struct Notification {
     pub order_no: String,
     pub mch_id: String,
     /// 6.5 only: the static QR's terminal id.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub device_info: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ref_no: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error_message: Option<String>,
 }
 

@@ -441,6 +441,7 @@ pub struct Tunables {
 }
 
 /// One request as received, for `GET /_sim/requests`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestRecord {
@@ -450,28 +451,22 @@ pub struct RequestRecord {
     pub arrival: String,
     pub method: String,
     pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub service: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mch_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub msg_id: Option<String>,
     /// The envelope's `code`; `None` when no envelope was sent (dropped, 502, health, 404 path).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub code: Option<String>,
     /// HTTP status sent; `None` when the connection was dropped.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub http_status: Option<u16>,
     /// Fault applied, if any (`commit_then_drop`, `http_502`, `hang`, …).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fault: Option<String>,
     /// Lower-case hex SHA-256 of the `request` bytes exactly as received (the signed text),
     /// so a test can tell a resend of the same bytes from a rebuilt request.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub request_sha256: Option<String>,
 }
 
 /// One order in the ledger (`GET /_sim/ledger`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerOrder {
@@ -479,7 +474,6 @@ pub struct LedgerOrder {
     pub order_no: String,
     pub service: String,
     pub mch_id: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub acct_no: Option<String>,
     pub trx_amount: i64,
     pub state: String,
@@ -487,11 +481,8 @@ pub struct LedgerOrder {
     pub create_requests: u32,
     pub kind: state::OrderKind,
     pub trx_date: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub device_info: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ref_no: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error_code: Option<String>,
     pub history: Vec<StateChange>,
     pub notifications: Vec<NotificationAttempt>,

@@ -74,24 +74,24 @@ pub struct Delays {
 }
 
 /// One state change, for the ledger's history.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StateChange {
     pub at_ms: SimMillis,
     pub state: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error_code: Option<String>,
     pub cause: String,
 }
 
 /// One notification delivery attempt (or a decision not to deliver).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationAttempt {
     pub at_ms: SimMillis,
     pub trx_state: String,
     pub attempt: u32,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub url: Option<String>,
     pub delivered: bool,
     pub result: String,
