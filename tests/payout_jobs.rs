@@ -516,23 +516,38 @@ async fn crash_safety(rows: usize, kill_at_orders: &[usize], seed: u64) {
     assert!(report.iter().all(|r| r["msg_id"].ends_with("A1")));
 }
 
-/// Acceptance 4, CI version: with requests_per_second = 20, no one-second window of the
-/// simulator's request log holds more than rate + burst (the hard rule: correctness, not
-/// speed). How close the runner gets to the rate is a figure, not a test:
-/// `cargo bench --bench rate_limit`.
+/// Issue 11's rate target, CI version: 1,000 rows (2,000 signed requests: a send and a query
+/// each) against `requests_per_second = 200`, `burst = 20`. No one-second window of the
+/// simulator's request log holds more than rate + burst (the hard rule), and the payout
+/// requests arrive at ≥ 0.95 of the configured rate (first to last). At 200/s the throttle,
+/// not the machine, bounds the run: the runner needs a few ms of CPU per row (debug build),
+/// the queries go out as soon as the send is answered (`poll_schedule_secs = [0]`), so no poll
+/// delay leaves a slow tail. About 10 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_short() {
-    rate_limit(200, 21).await;
+    let (achieved, _) = rate_limit(1000, 200, 20, 21).await;
+    assert!(
+        achieved >= 0.95 * 200.0,
+        "achieved {achieved:.1} req/s < 0.95 × 200"
+    );
 }
 
-/// `cargo test --test payout_jobs -- --ignored rate_limit_1000_rows` (about 100 s).
+/// The same at `requests_per_second = 20`, `burst = 20` (issue 4's figure):
+/// `cargo test --test payout_jobs -- --ignored rate_limit_1000_rows --nocapture` (about 100 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn rate_limit_1000_rows() {
-    rate_limit(1000, 22).await;
+    let (achieved, _) = rate_limit(1000, 20, 20, 22).await;
+    assert!(
+        achieved >= 0.95 * 20.0,
+        "achieved {achieved:.1} req/s < 0.95 × 20"
+    );
 }
 
-async fn rate_limit(rows: usize, seed: u64) {
+/// Runs `rows` rows at `rate` requests/s with bursts of `burst`; asserts no one-second window
+/// of signed requests above rate + burst; returns the payout requests' achieved rate (sends
+/// and queries, first to last arrival) and the busiest window.
+async fn rate_limit(rows: usize, rate: u64, burst: u64, seed: u64) -> (f64, usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = fast_sim_config(seed);
     cfg.settle_delay_ms = 0;
@@ -540,47 +555,31 @@ async fn rate_limit(rows: usize, seed: u64) {
     let sim = start_sim(cfg).await;
     let input = dir.path().join("payouts.csv");
     write_csv(&input, rows, |_| "4321");
-    let (rate, burst) = (20u64, 20u64);
     let limits = format!("requests_per_second = {rate}\nburst = {burst}\nconcurrency = 8\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2");
-    let job = write_job(
-        dir.path(),
-        "rate",
-        &sim,
-        &input,
-        &limits,
-        &FAST_RESOLVE.replace("deadline_secs = 60", "deadline_secs = 300"),
-    );
+    let resolve = FAST_RESOLVE
+        .replace("deadline_secs = 60", "deadline_secs = 300")
+        .replace("poll_schedule_secs = [1]", "poll_schedule_secs = [0]");
+    let job = write_job(dir.path(), "rate", &sim, &input, &limits, &resolve);
     let out = run(vec!["run".into(), s(&job)]).await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    // Signed API requests only (the unsigned health check is outside the limiter).
-    let times: Vec<u64> = sim
-        .requests()
-        .iter()
-        .filter(|r| r.path.contains("/v1/"))
-        .map(|r| r.arrival_ms)
-        .collect();
-    assert!(
-        times.len() >= 2 * rows,
-        "sends and queries: {}",
-        times.len()
-    );
-    let mut max_window = 0;
-    let mut j = 0;
-    for i in 0..times.len() {
-        while times[j] + 1000 <= times[i] {
-            j += 1;
-        }
-        max_window = max_window.max(i - j + 1);
-    }
+    let f = sim.rate_figures();
+    assert!(f.payout >= 2 * rows, "sends and queries: {f:?}");
     eprintln!(
-        "requests {}; busiest 1-s window {max_window} (limit {})",
-        times.len(),
+        "signed requests {}; payout requests {} over {:.2} s = {:.1} req/s ({:.3} of {rate}); busiest 1-s window {} (limit {})",
+        f.signed,
+        f.payout,
+        f.payout_span_ms as f64 / 1000.0,
+        f.payout_rate,
+        f.payout_rate / rate as f64,
+        f.busiest_second,
         rate + burst
     );
     assert!(
-        max_window as u64 <= rate + burst,
-        "window of {max_window} > rate + burst"
+        f.busiest_second as u64 <= rate + burst,
+        "window of {} > rate + burst",
+        f.busiest_second
     );
+    (f.payout_rate, f.busiest_second)
 }
 
 /// The simulator's scenario table through the real binary: AB05 timeouts (held, then final),
