@@ -879,22 +879,47 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowRecord> {
     })
 }
 
+/// The states a payout run still has work for (the complement of `RowState::is_terminal`).
+const OPEN_FILTER: &str =
+    " AND r.state NOT IN ('SUCCESS','FAILED','REVERSED','REJECTED','NEEDS_ATTENTION')";
+
 /// Rows of a run in input order; `only_open` keeps rows `run` still has work for.
 pub fn rows_of_run(
     conn: &Connection,
     run_id: i64,
     only_open: bool,
 ) -> Result<Vec<RowRecord>, StoreError> {
-    let filter = if only_open {
-        " AND r.state NOT IN ('SUCCESS','FAILED','REVERSED','REJECTED','NEEDS_ATTENTION')"
-    } else {
-        ""
-    };
-    let mut stmt = conn.prepare(&format!(
-        "{ROW_SELECT} WHERE r.run_id = ?1{filter} ORDER BY r.line"
-    ))?;
-    let rows = stmt.query_map([run_id], row_from)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    rows_page(conn, run_id, only_open, 0, i64::MAX)
+}
+
+/// At most `limit` rows of a run with a line after `after_line`, in input order; `only_open`
+/// keeps rows `run` still has work for. Paging by line keeps a 100,000-row run's memory flat
+/// (issue 11): a reader holds one page, never the run.
+pub fn rows_page(
+    conn: &Connection,
+    run_id: i64,
+    only_open: bool,
+    after_line: i64,
+    limit: i64,
+) -> Result<Vec<RowRecord>, StoreError> {
+    let filter = if only_open { OPEN_FILTER } else { "" };
+    all_rows(
+        conn,
+        &format!(
+            "{ROW_SELECT} WHERE r.run_id = ?1 AND r.line > ?2{filter} ORDER BY r.line LIMIT ?3"
+        ),
+        params![run_id, after_line, limit],
+        row_from,
+    )
+}
+
+/// How many rows of a run are still open (not terminal).
+pub fn open_rows(conn: &Connection, run_id: i64) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM rows r WHERE r.run_id = ?1{OPEN_FILTER}"
+        ))?
+        .query_row([run_id], |r| r.get(0))?)
 }
 
 pub fn row_by_id(conn: &Connection, row_id: i64) -> Result<RowRecord, StoreError> {
