@@ -1052,6 +1052,13 @@ fn check_notify_url(u: &str) -> Result<(), &'static str> {
 mod tests {
     use super::*;
 
+    /// The error of the minimal simulator job with `extra` appended.
+    fn error_with(extra: &str) -> String {
+        parse(&format!("{MINIMAL_SIM}{extra}"))
+            .unwrap_err()
+            .to_string()
+    }
+
     const MINIMAL_SIM: &str = r#"
 kind = "payout"
 input = "samples/payouts.csv"
@@ -1239,9 +1246,7 @@ platform_public_key = "keys/prod-platform.pem"
         let cfg = parse(&format!("{MINIMAL_SIM}[report]\ntimezone = \"Z\"\n")).unwrap();
         assert_eq!(cfg.report.timezone.local_minus_utc(), 0);
         for bad in ["Asia/Manila", "+8", "+08:60", "+15:00", "08:00", ""] {
-            let msg = parse(&format!("{MINIMAL_SIM}[report]\ntimezone = \"{bad}\"\n"))
-                .unwrap_err()
-                .to_string();
+            let msg = error_with(&format!("[report]\ntimezone = \"{bad}\"\n"));
             assert!(msg.contains("report.timezone"), "{bad}: {msg}");
         }
     }
@@ -1309,17 +1314,11 @@ max_resolve_secs = 0
 
     #[test]
     fn bad_mch_id_and_wrong_types_are_parse_errors() {
-        let msg = parse(&format!("{MINIMAL_SIM}mch_id = \"1015-1\"\n"))
-            .unwrap_err()
-            .to_string();
+        let msg = error_with("mch_id = \"1015-1\"\n");
         assert!(msg.contains("mchId") && msg.contains("1015-1"), "{msg}");
-        let msg = parse(&format!("{MINIMAL_SIM}[limits]\nconcurrency = -1\n"))
-            .unwrap_err()
-            .to_string();
+        let msg = error_with("[limits]\nconcurrency = -1\n");
         assert!(msg.contains("concurrency"), "{msg}");
-        let msg = parse(&format!("{MINIMAL_SIM}platform_public_key = 5\n"))
-            .unwrap_err()
-            .to_string();
+        let msg = error_with("platform_public_key = 5\n");
         assert!(msg.contains("key file path"), "{msg}");
     }
 

@@ -930,36 +930,24 @@ pub fn build_payout_bytes(
         line: row.line,
         detail: e.to_string(),
     };
+    let wallet = WalletDisburseRequest {
+        msg_id,
+        mch_id: mch_id.clone(),
+        acct_no: row.account_no.clone(),
+        acct_name: row.account_name.clone(),
+        acct_middle_name: row.middle_name.clone(),
+        acct_last_name: row.last_name.clone(),
+        trx_amount: row.amount,
+        currency: Currency::Php,
+        attach: row.note.clone(),
+        notify_url: notify_url.map(str::to_string),
+    };
     if row.channel == "starpay" {
-        let req = WalletDisburseRequest {
-            msg_id,
-            mch_id: mch_id.clone(),
-            acct_no: row.account_no.clone(),
-            acct_name: row.account_name.clone(),
-            acct_middle_name: row.middle_name.clone(),
-            acct_last_name: row.last_name.clone(),
-            trx_amount: row.amount,
-            currency: Currency::Php,
-            attach: row.note.clone(),
-            notify_url: notify_url.map(str::to_string),
-        };
-        let bytes = sign::canonical_bytes(&req, &[("service", WalletDisburseRequest::SERVICE)])
+        let bytes = sign::canonical_bytes(&wallet, &[("service", WalletDisburseRequest::SERVICE)])
             .map_err(build_err)?;
         Ok((OP_WALLET, bytes))
     } else {
-        let req = InstapayDisburseRequest {
-            msg_id,
-            mch_id: mch_id.clone(),
-            acct_no: row.account_no.clone(),
-            acct_name: row.account_name.clone(),
-            acct_middle_name: row.middle_name.clone(),
-            acct_last_name: row.last_name.clone(),
-            receiving_bank: row.bank.clone().unwrap_or_default(),
-            trx_amount: row.amount,
-            currency: Currency::Php,
-            attach: row.note.clone(),
-            notify_url: notify_url.map(str::to_string),
-        };
+        let req = wallet.into_bank(row.bank.clone().unwrap_or_default());
         let bytes = sign::canonical_bytes(&req, &[("service", InstapayDisburseRequest::SERVICE)])
             .map_err(build_err)?;
         Ok((OP_INSTAPAY, bytes))
@@ -1144,6 +1132,13 @@ mod tests {
             drive.await.expect("join").expect("drive")
         }
 
+        /// Waits for the drive to end complete (not stopped), then reads the row.
+        async fn finish_complete(&self, drive: Drive) -> RowRecord {
+            let result = self.finish(drive).await;
+            assert!(result.is_complete(), "{result:?}");
+            self.row().await
+        }
+
         /// The row as stored. The read runs as its own task while this one holds the runtime
         /// busy: awaiting the store directly would let paused time jump ahead meanwhile.
         async fn row(&self) -> RowRecord {
@@ -1184,6 +1179,20 @@ mod tests {
             log.filter(|r| r.path.ends_with(path_end)).collect()
         }
 
+        /// Starts a drive, waits for its one send to be accepted (PENDING), then steps through
+        /// the first three polls of the schedule (+30 s, +2 min, +5 min).
+        async fn drive_through_first_polls(&self) -> (tokio::time::Instant, Drive) {
+            let start = tokio::time::Instant::now();
+            let drive = self.drive();
+            hold_until("the send", || self.sends().len() == 1).await;
+            self.row_until("accepted", |r| r.state == RowState::Pending)
+                .await;
+            for (n, at) in [30, 120, 300].into_iter().enumerate() {
+                self.query_due(start, secs(at), n + 1).await;
+            }
+            (start, drive)
+        }
+
         /// Moves paused time to `at` (since the test started) in two steps: to just before it,
         /// where no new query may have gone out, then to it, where query number `n` must.
         async fn query_due(&self, start: tokio::time::Instant, at: Duration, n: usize) {
@@ -1215,19 +1224,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn poll_schedule_deadline_then_resolved() {
         let h = Harness::new(sim_config(), resolve(secs(1000)), "000001123").await;
-        let start = tokio::time::Instant::now();
-        let drive = h.drive();
-        hold_until("the send", || h.sends().len() == 1).await;
-        h.row_until("accepted", |r| r.state == RowState::Pending)
-            .await;
-        for (n, at) in [30, 120, 300].into_iter().enumerate() {
-            h.query_due(start, secs(at), n + 1).await;
-        }
+        let (start, drive) = h.drive_through_first_polls().await;
         h.query_due(start, secs(900), 4).await;
         // The next poll (1500 s) is past the deadline: the drive ends now, the row PENDING.
-        let result = h.finish(drive).await;
-        assert!(result.is_complete(), "{result:?}");
-        let row = h.row().await;
+        let row = h.finish_complete(drive).await;
         assert_eq!(row.state, RowState::Pending, "{row:?}");
         assert_eq!(row.query_count, 4, "{row:?}");
         assert_eq!(row.last_sent_at, Some(T0), "sent at the start (paused)");
@@ -1237,9 +1237,7 @@ mod tests {
         h.sim.advance(3600);
         let drive = h.drive();
         h.query_due(start, secs(1500), 5).await;
-        let result = h.finish(drive).await;
-        assert!(result.is_complete(), "{result:?}");
-        let row = h.row().await;
+        let row = h.finish_complete(drive).await;
         assert_eq!(row.state, RowState::Success, "{row:?}");
         assert_eq!(row.query_count, 5, "{row:?}");
         assert_eq!(h.sends().len(), 1, "never sent again");
@@ -1257,14 +1255,7 @@ mod tests {
             ..FaultConfig::default()
         };
         let h = Harness::new(sim, resolve(secs(3000)), "000001123").await;
-        let start = tokio::time::Instant::now();
-        let drive = h.drive();
-        hold_until("the send", || h.sends().len() == 1).await;
-        h.row_until("accepted", |r| r.state == RowState::Pending)
-            .await;
-        for (n, at) in [30, 120, 300].into_iter().enumerate() {
-            h.query_due(start, secs(at), n + 1).await;
-        }
+        let (start, drive) = h.drive_through_first_polls().await;
         hold_for(Duration::from_millis(100)).await;
         assert_eq!(
             h.sends().len(),

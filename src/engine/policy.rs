@@ -277,29 +277,22 @@ mod tests {
 
     #[test]
     fn query_code_table() {
-        let c = Code::new;
-        assert_eq!(on_query_code(&c("200"), true, true), QueryVerdict::Apply);
-        assert_eq!(
-            on_query_code(&c("200"), false, true),
-            QueryVerdict::AskAgain
-        );
-        assert_eq!(
-            on_query_code(&c("404"), true, false),
-            QueryVerdict::NotFound
-        );
-        assert_eq!(
-            on_query_code(&c("404"), false, false),
-            QueryVerdict::AskAgain
-        );
-        assert_eq!(
-            on_query_code(&c("403"), true, false),
-            QueryVerdict::AskAgain
-        );
-        assert_eq!(on_query_code(&c("406"), true, false), QueryVerdict::BackOff);
-        assert_eq!(
-            on_query_code(&c("402"), false, false),
-            QueryVerdict::StopRun
-        );
+        use QueryVerdict::*;
+        // (code, the answer is verified, it carries a trxState, what the runner does)
+        #[rustfmt::skip]
+        let table = [
+            ("200", true,  true,  Apply),
+            ("200", false, true,  AskAgain),
+            ("404", true,  false, NotFound),
+            ("404", false, false, AskAgain),
+            ("403", true,  false, AskAgain),
+            ("406", true,  false, BackOff),
+            ("402", false, false, StopRun),
+        ];
+        for (code, verified, has_state, want) in table {
+            let got = on_query_code(&Code::new(code), verified, has_state);
+            assert_eq!(got, want, "{code} verified={verified} trxState={has_state}");
+        }
     }
 
     #[test]
@@ -309,22 +302,20 @@ mod tests {
             not_found_window: Duration::from_secs(600),
             ..ResolveSettings::default()
         };
-        assert_eq!(
-            on_not_found(true, 1, Duration::ZERO, &s),
-            NotFoundAction::Reject
-        );
-        assert_eq!(
-            on_not_found(false, 2, Duration::from_secs(900), &s),
-            NotFoundAction::Wait
-        );
-        assert_eq!(
-            on_not_found(false, 3, Duration::from_secs(599), &s),
-            NotFoundAction::Wait
-        );
-        assert_eq!(
-            on_not_found(false, 3, Duration::from_secs(600), &s),
-            NotFoundAction::Resend
-        );
+        // (verified reject, 404s in a row, seconds since the last send, what the runner does)
+        let table = [
+            (true, 1, 0, NotFoundAction::Reject),
+            (false, 2, 900, NotFoundAction::Wait),
+            (false, 3, 599, NotFoundAction::Wait),
+            (false, 3, 600, NotFoundAction::Resend),
+        ];
+        for (never_sent, streak, since, want) in table {
+            let got = on_not_found(never_sent, streak, Duration::from_secs(since), &s);
+            assert_eq!(
+                got, want,
+                "never sent {never_sent}, {streak} 404s, {since} s"
+            );
+        }
     }
 
     #[test]

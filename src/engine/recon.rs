@@ -798,7 +798,11 @@ mod tests {
     #[test]
     fn category_table() {
         let now = 1_800_000_000_000;
-        let none = Expectation::default();
+        let none = Expectation::default;
+        let f = |state, amount, age_s| found(state, amount, age_s, now);
+        let fc = |state, code, age_s| found_code(state, code, age_s, now);
+        use Cat as C;
+        use TrxState as T;
         let amt = |a: i64| Expectation {
             amount: Some(Centavos::new(a)),
             ..Expectation::default()
@@ -813,194 +817,57 @@ mod tests {
             recorded_unpaid: true,
             ..Expectation::default()
         };
+        // Held as unpaid in the store, with the reference blocked (`true`) or not.
+        let held = || unpaid(Some(100), true);
+        let held_open = || unpaid(Some(100), false);
+        let expect_nf = || Expectation {
+            expect_not_found: true,
+            ..Expectation::default()
+        };
+        // A FAIL with a reason code and neither amount nor date.
+        let bare_fail = |code: &str| Observation::Found {
+            state: T::Fail,
+            amount: None,
+            trx_date: None,
+            error_code: Some(code.into()),
+        };
+        const PAID_UNPAID: Cat = Cat::PaidButRecordedUnpaid;
+        const REVERSED: Cat = Cat::ReversedAfterSuccess;
         let d = ReconKind::Disbursement;
         let r = ReconKind::Repayment;
         let cases: Vec<(ReconKind, Expectation, Observation, Cat)> = vec![
-            (
-                r,
-                none.clone(),
-                found(TrxState::Success, 100, 60, now),
-                Cat::Matched,
-            ),
-            (
-                r,
-                amt(100),
-                found(TrxState::Success, 100, 60, now),
-                Cat::Matched,
-            ),
-            (
-                r,
-                amt(100),
-                found(TrxState::Success, 101, 60, now),
-                Cat::AmountMismatch,
-            ),
-            (
-                r,
-                st(TrxState::Fail),
-                found(TrxState::Success, 1, 60, now),
-                Cat::StateMismatch,
-            ),
-            (
-                d,
-                none.clone(),
-                found(TrxState::Fail, 1, 60, now),
-                Cat::StateMismatch,
-            ),
-            (
-                d,
-                st(TrxState::Fail),
-                found(TrxState::Fail, 1, 60, now),
-                Cat::Matched,
-            ),
-            (d, none.clone(), Observation::NotFound, Cat::NotFound),
-            (
-                d,
-                Expectation {
-                    expect_not_found: true,
-                    ..Expectation::default()
-                },
-                Observation::NotFound,
-                Cat::Matched,
-            ),
-            (
-                r,
-                none.clone(),
-                found(TrxState::Processing, 1, 60, now),
-                Cat::Pending,
-            ),
-            (
-                r,
-                none.clone(),
-                found(TrxState::Processing, 1, 1801, now),
-                Cat::StalePending,
-            ),
-            (
-                r,
-                none.clone(),
-                found(TrxState::Unknown("HELD".into()), 1, 60, now),
-                Cat::Pending,
-            ),
-            (
-                d,
-                st(TrxState::Success),
-                found(TrxState::Reversed, 1, 60, now),
-                Cat::ReversedAfterSuccess,
-            ),
-            (
-                d,
-                none.clone(),
-                found(TrxState::Reversed, 1, 60, now),
-                Cat::ReversedAfterSuccess,
-            ),
-            (
-                d,
-                st(TrxState::Reversed),
-                found(TrxState::Reversed, 1, 60, now),
-                Cat::Matched,
-            ),
-            (
-                d,
-                none.clone(),
-                Observation::Failed("timeout".into()),
-                Cat::Unknown,
-            ),
-            (
-                r,
-                amt(5),
-                found(TrxState::Processing, 1, 60, now),
-                Cat::Pending,
-            ),
-            (
-                d,
-                st(TrxState::Fail),
-                Observation::Found {
-                    state: TrxState::Fail,
-                    amount: None,
-                    trx_date: None,
-                    error_code: Some("AB05".into()),
-                },
-                Cat::HeldTimeout,
-            ),
+            (r, none(), f(T::Success, 100, 60), C::Matched),
+            (r, amt(100), f(T::Success, 100, 60), C::Matched),
+            (r, amt(100), f(T::Success, 101, 60), C::AmountMismatch),
+            (r, st(T::Fail), f(T::Success, 1, 60), C::StateMismatch),
+            (d, none(), f(T::Fail, 1, 60), C::StateMismatch),
+            (d, st(T::Fail), f(T::Fail, 1, 60), C::Matched),
+            (d, none(), Observation::NotFound, C::NotFound),
+            (d, expect_nf(), Observation::NotFound, C::Matched),
+            (r, none(), f(T::Processing, 1, 60), C::Pending),
+            (r, none(), f(T::Processing, 1, 1801), C::StalePending),
+            (r, none(), f(T::Unknown("HELD".into()), 1, 60), C::Pending),
+            (d, st(T::Success), f(T::Reversed, 1, 60), REVERSED),
+            (d, none(), f(T::Reversed, 1, 60), REVERSED),
+            (d, st(T::Reversed), f(T::Reversed, 1, 60), C::Matched),
+            (d, none(), Observation::Failed("timeout".into()), C::Unknown),
+            (r, amt(5), f(T::Processing, 1, 60), C::Pending),
+            (d, st(T::Fail), bare_fail("AB05"), C::HeldTimeout),
             // Issue 8 defect 13: a held timeout FAIL is HELD_TIMEOUT inside the hold (however
             // old against the SLA), a final FAIL after it.
-            (
-                d,
-                st(TrxState::Fail),
-                found_code(TrxState::Fail, "AB05", 60, now),
-                Cat::HeldTimeout,
-            ),
-            (
-                d,
-                st(TrxState::Fail),
-                found_code(TrxState::Fail, "AB05", 3_600, now),
-                Cat::HeldTimeout,
-            ),
-            (
-                d,
-                st(TrxState::Fail),
-                found_code(TrxState::Fail, "AB05", 86_401, now),
-                Cat::Matched,
-            ),
-            (
-                d,
-                none.clone(),
-                found_code(TrxState::Fail, "AB06", 86_401, now),
-                Cat::StateMismatch,
-            ),
+            (d, st(T::Fail), fc(T::Fail, "AB05", 60), C::HeldTimeout),
+            (d, st(T::Fail), fc(T::Fail, "AB05", 3_600), C::HeldTimeout),
+            (d, st(T::Fail), fc(T::Fail, "AB05", 86_401), C::Matched),
+            (d, none(), fc(T::Fail, "AB06", 86_401), C::StateMismatch),
             // Issue 8 defect 3: held as unpaid, paid or being paid at Starpay.
-            (
-                d,
-                unpaid(Some(100), true),
-                found(TrxState::Success, 100, 60, now),
-                Cat::PaidButRecordedUnpaid,
-            ),
-            (
-                d,
-                unpaid(Some(100), true),
-                found(TrxState::Success, 999, 60, now),
-                Cat::PaidButRecordedUnpaid,
-            ),
-            (
-                d,
-                unpaid(Some(100), false),
-                found(TrxState::Processing, 100, 60, now),
-                Cat::PaidButRecordedUnpaid,
-            ),
-            (
-                d,
-                unpaid(Some(100), true),
-                found(TrxState::Init, 100, 4_000, now),
-                Cat::PaidButRecordedUnpaid,
-            ),
-            (
-                d,
-                unpaid(Some(100), true),
-                found_code(TrxState::Fail, "AC01", 60, now),
-                Cat::StateMismatch,
-            ),
-            (
-                d,
-                unpaid(Some(100), true),
-                Observation::NotFound,
-                Cat::Matched,
-            ),
-            (
-                d,
-                unpaid(Some(100), false),
-                Observation::NotFound,
-                Cat::NotFound,
-            ),
-            (
-                d,
-                st(TrxState::Fail),
-                Observation::Found {
-                    state: TrxState::Fail,
-                    amount: None,
-                    trx_date: None,
-                    error_code: Some("AC01".into()),
-                },
-                Cat::Matched,
-            ),
+            (d, held(), f(T::Success, 100, 60), PAID_UNPAID),
+            (d, held(), f(T::Success, 999, 60), PAID_UNPAID),
+            (d, held_open(), f(T::Processing, 100, 60), PAID_UNPAID),
+            (d, held(), f(T::Init, 100, 4_000), PAID_UNPAID),
+            (d, held(), fc(T::Fail, "AC01", 60), C::StateMismatch),
+            (d, held(), Observation::NotFound, C::Matched),
+            (d, held_open(), Observation::NotFound, C::NotFound),
+            (d, st(T::Fail), bare_fail("AC01"), C::Matched),
         ];
         for (i, (kind, exp, obs, want)) in cases.into_iter().enumerate() {
             assert_eq!(
@@ -1064,93 +931,36 @@ mod tests {
 
     #[test]
     fn drift_table() {
+        use RowState as S;
+        use TrxState as T;
         let hold = Duration::from_secs(86_400);
-        assert_eq!(
-            drift(RowState::Success, &TrxState::Reversed, None, hold),
-            Some(RowState::Reversed)
-        );
-        assert_eq!(
-            drift(RowState::Success, &TrxState::Success, None, hold),
-            None
-        );
-        assert_eq!(
-            drift(RowState::Success, &TrxState::Fail, Some("AC01"), hold),
-            None,
-            "conflict: flagged, not applied"
-        );
-        assert_eq!(
-            drift(RowState::Pending, &TrxState::Success, None, hold),
-            Some(RowState::Success)
-        );
-        assert_eq!(
-            drift(RowState::Unknown, &TrxState::Fail, Some("AC01"), hold),
-            Some(RowState::Failed)
-        );
-        assert_eq!(
-            drift(RowState::Pending, &TrxState::Fail, Some("AB05"), hold),
-            Some(RowState::FailHeld)
-        );
-        assert_eq!(
-            drift(RowState::FailHeld, &TrxState::Fail, Some("AB05"), hold),
-            None
-        );
-        assert_eq!(
-            drift(RowState::Pending, &TrxState::Processing, None, hold),
-            None
-        );
-        assert_eq!(
-            drift(RowState::FailHeld, &TrxState::Fail, None, hold),
-            None,
-            "held reason still applies"
-        );
-        assert_eq!(
-            drift(RowState::FailHeld, &TrxState::Success, None, hold),
-            Some(RowState::Success)
-        );
-        // Issue 8 defect 2: a verified final answer resolves NEEDS_ATTENTION; a non-final one
-        // or a held timeout FAIL leaves it.
-        assert_eq!(
-            drift(RowState::NeedsAttention, &TrxState::Success, None, hold),
-            Some(RowState::Success)
-        );
-        assert_eq!(
-            drift(
-                RowState::NeedsAttention,
-                &TrxState::Fail,
-                Some("AC01"),
-                hold
-            ),
-            Some(RowState::Failed)
-        );
-        assert_eq!(
-            drift(RowState::NeedsAttention, &TrxState::Reversed, None, hold),
-            Some(RowState::Reversed)
-        );
-        assert_eq!(
-            drift(RowState::NeedsAttention, &TrxState::Close, None, hold),
-            Some(RowState::Failed)
-        );
-        assert_eq!(
-            drift(RowState::NeedsAttention, &TrxState::Processing, None, hold),
-            None
-        );
-        assert_eq!(
-            drift(
-                RowState::NeedsAttention,
-                &TrxState::Fail,
-                Some("AB05"),
-                hold
-            ),
-            None,
-            "held: a late credit can still land"
-        );
-        assert_eq!(
-            drift(RowState::Failed, &TrxState::Success, None, hold),
-            None
-        );
-        assert_eq!(
-            drift(RowState::Rejected, &TrxState::Success, None, hold),
-            None
-        );
+        let (ac01, ab05) = (Some("AC01"), Some("AB05"));
+        // (the row's state, the verified answer and its reason, what the row moves to)
+        let cases: Vec<(S, T, Option<&str>, Option<S>)> = vec![
+            (S::Success, T::Reversed, None, Some(S::Reversed)),
+            (S::Success, T::Success, None, None),
+            (S::Success, T::Fail, ac01, None), // conflict: flagged, not applied
+            (S::Pending, T::Success, None, Some(S::Success)),
+            (S::Unknown, T::Fail, ac01, Some(S::Failed)),
+            (S::Pending, T::Fail, ab05, Some(S::FailHeld)),
+            (S::FailHeld, T::Fail, ab05, None),
+            (S::Pending, T::Processing, None, None),
+            (S::FailHeld, T::Fail, None, None), // held reason still applies
+            (S::FailHeld, T::Success, None, Some(S::Success)),
+            // Issue 8 defect 2: a verified final answer resolves NEEDS_ATTENTION; a non-final one
+            // or a held timeout FAIL leaves it.
+            (S::NeedsAttention, T::Success, None, Some(S::Success)),
+            (S::NeedsAttention, T::Fail, ac01, Some(S::Failed)),
+            (S::NeedsAttention, T::Reversed, None, Some(S::Reversed)),
+            (S::NeedsAttention, T::Close, None, Some(S::Failed)),
+            (S::NeedsAttention, T::Processing, None, None),
+            (S::NeedsAttention, T::Fail, ab05, None), // held: a late credit can still land
+            (S::Failed, T::Success, None, None),
+            (S::Rejected, T::Success, None, None),
+        ];
+        for (row, answer, code, want) in cases {
+            let got = drift(row, &answer, code, hold);
+            assert_eq!(got, want, "{row:?} + {answer:?} {code:?}");
+        }
     }
 }

@@ -989,52 +989,21 @@ mod tests {
             TrxState::Reversed,
             TrxState::Processing,
         );
+        const NA: RowState = NeedsAttention;
         // (state, after SUCCESS, after FAIL AC01, after FAIL AB05, after REVERSED, after PROCESSING)
+        #[rustfmt::skip]
         let table: [(RowState, Option<[RowState; 5]>); 11] = [
-            (New, None),
-            (Unsent, Some([Success, Failed, FailHeld, Reversed, Pending])),
-            (
-                InFlight,
-                Some([Success, Failed, FailHeld, Reversed, Pending]),
-            ),
-            (
-                Pending,
-                Some([Success, Failed, FailHeld, Reversed, Pending]),
-            ),
-            (
-                Unknown,
-                Some([Success, Failed, FailHeld, Reversed, Pending]),
-            ),
-            (
-                FailHeld,
-                Some([Success, Failed, FailHeld, Reversed, FailHeld]),
-            ),
-            (
-                Success,
-                Some([Success, NeedsAttention, NeedsAttention, Reversed, Success]),
-            ),
-            (
-                Failed,
-                Some([NeedsAttention, Failed, Failed, NeedsAttention, Failed]),
-            ),
-            (
-                Reversed,
-                Some([Reversed, Reversed, Reversed, Reversed, Reversed]),
-            ),
-            (
-                Rejected,
-                Some([NeedsAttention, Rejected, Rejected, NeedsAttention, Rejected]),
-            ),
-            (
-                NeedsAttention,
-                Some([
-                    NeedsAttention,
-                    NeedsAttention,
-                    NeedsAttention,
-                    NeedsAttention,
-                    NeedsAttention,
-                ]),
-            ),
+            (New,            None),
+            (Unsent,         Some([Success, Failed,   FailHeld, Reversed, Pending])),
+            (InFlight,       Some([Success, Failed,   FailHeld, Reversed, Pending])),
+            (Pending,        Some([Success, Failed,   FailHeld, Reversed, Pending])),
+            (Unknown,        Some([Success, Failed,   FailHeld, Reversed, Pending])),
+            (FailHeld,       Some([Success, Failed,   FailHeld, Reversed, FailHeld])),
+            (Success,        Some([Success, NA,       NA,       Reversed, Success])),
+            (Failed,         Some([NA,      Failed,   Failed,   NA,       Failed])),
+            (Reversed,       Some([Reversed, Reversed, Reversed, Reversed, Reversed])),
+            (Rejected,       Some([NA,      Rejected, Rejected, NA,       Rejected])),
+            (NeedsAttention, Some([NA,      NA,       NA,       NA,       NA])),
         ];
         assert_eq!(table.len(), RowState::ALL.len());
         for (state, expected) in table {

@@ -679,204 +679,57 @@ mod tests {
 
     #[test]
     fn each_value_rule() {
-        let r = |reference: &str,
-                 channel: &str,
-                 acct: &str,
-                 name: &str,
-                 mid: &str,
-                 last: &str,
-                 bank: &str,
-                 amount: &str,
-                 cur: &str,
-                 note: &str| {
-            format!("{HEADER}{reference},{channel},{acct},{name},{mid},{last},{bank},{amount},{cur},{note}\n")
+        // A valid line with one column replaced: (column, value, what the error must say).
+        let columns: Vec<&str> = HEADER.trim_end().split(',').collect();
+        let with = |column: &str, value: &str| {
+            let mut fields = ["R", "instapay", "1", "A", "", "B", "GCash", "1", "", ""];
+            let at = columns.iter().position(|c| *c == column).unwrap();
+            fields[at] = value;
+            format!("{HEADER}{}\n", fields.join(","))
         };
-        let long65 = "x".repeat(65);
-        let cases: Vec<(String, &str, &str)> = vec![
+        let (long65, long35, long129, long93) = (
+            "x".repeat(65),
+            "1".repeat(35),
+            "b".repeat(129),
+            "n".repeat(93),
+        );
+        let table: Vec<(&str, &str, &str)> = vec![
+            ("reference", "", "required value is empty"),
+            ("reference", &long65, "longer than 64 characters (65)"),
+            ("reference", "R\u{7}", "control character"),
+            ("channel", "", "required value is empty"),
+            ("channel", "pesonet", "unknown channel \"pesonet\""),
+            ("account_no", "", "required value is empty"),
+            ("account_no", &long35, "longer than 34 characters (35)"),
+            ("account_no", "0012-3456", "contains '-'"),
+            ("account_name", "", "required value is empty"),
+            ("account_name", &long65, "longer than 64"),
+            ("middle_name", &long65, "longer than 64"),
+            ("last_name", "", "required value is empty"),
+            ("bank", "", "required value is empty"),
+            ("bank", &long129, "longer than 128"),
+            ("amount", "", "required value is empty"),
+            ("amount", "0", "greater than zero (\"0\")"),
+            ("amount", "-5", "greater than zero (\"-5\")"),
             (
-                r("", "instapay", "1", "A", "", "B", "GCash", "1", "", ""),
-                "reference",
-                "required value is empty",
-            ),
-            (
-                r(&long65, "instapay", "1", "A", "", "B", "GCash", "1", "", ""),
-                "reference",
-                "longer than 64 characters (65)",
-            ),
-            (
-                r(
-                    "R\u{7}", "instapay", "1", "A", "", "B", "GCash", "1", "", "",
-                ),
-                "reference",
-                "control character",
-            ),
-            (
-                r("R", "", "1", "A", "", "B", "GCash", "1", "", ""),
-                "channel",
-                "required value is empty",
-            ),
-            (
-                r("R", "pesonet", "1", "A", "", "B", "GCash", "1", "", ""),
-                "channel",
-                "unknown channel \"pesonet\"",
-            ),
-            (
-                r("R", "instapay", "", "A", "", "B", "GCash", "1", "", ""),
-                "account_no",
-                "required value is empty",
-            ),
-            (
-                r(
-                    "R",
-                    "instapay",
-                    &"1".repeat(35),
-                    "A",
-                    "",
-                    "B",
-                    "GCash",
-                    "1",
-                    "",
-                    "",
-                ),
-                "account_no",
-                "longer than 34 characters (35)",
-            ),
-            (
-                r(
-                    "R",
-                    "instapay",
-                    "0012-3456",
-                    "A",
-                    "",
-                    "B",
-                    "GCash",
-                    "1",
-                    "",
-                    "",
-                ),
-                "account_no",
-                "contains '-'",
-            ),
-            (
-                r("R", "instapay", "1", "", "", "B", "GCash", "1", "", ""),
-                "account_name",
-                "required value is empty",
-            ),
-            (
-                r("R", "instapay", "1", &long65, "", "B", "GCash", "1", "", ""),
-                "account_name",
-                "longer than 64",
-            ),
-            (
-                r(
-                    "R", "instapay", "1", "A", &long65, "B", "GCash", "1", "", "",
-                ),
-                "middle_name",
-                "longer than 64",
-            ),
-            (
-                r("R", "instapay", "1", "A", "", "", "GCash", "1", "", ""),
-                "last_name",
-                "required value is empty",
-            ),
-            (
-                r("R", "instapay", "1", "A", "", "B", "", "1", "", ""),
-                "bank",
-                "required value is empty",
-            ),
-            (
-                r(
-                    "R",
-                    "instapay",
-                    "1",
-                    "A",
-                    "",
-                    "B",
-                    &"b".repeat(129),
-                    "1",
-                    "",
-                    "",
-                ),
-                "bank",
-                "longer than 128",
-            ),
-            (
-                r("R", "instapay", "1", "A", "", "B", "GCash", "", "", ""),
                 "amount",
-                "required value is empty",
-            ),
-            (
-                r("R", "instapay", "1", "A", "", "B", "GCash", "0", "", ""),
-                "amount",
-                "greater than zero (\"0\")",
-            ),
-            (
-                r("R", "instapay", "1", "A", "", "B", "GCash", "-5", "", ""),
-                "amount",
-                "greater than zero (\"-5\")",
-            ),
-            (
-                r(
-                    "R", "instapay", "1", "A", "", "B", "GCash", "12.345", "", "",
-                ),
-                "amount",
+                "12.345",
                 "more than 2 decimal places (\"12.345\")",
             ),
+            ("amount", "12abc", "not a number"),
+            ("amount", "1e3", "not a number"),
+            ("amount", "99999999999999999999", "too large"),
             (
-                r("R", "instapay", "1", "A", "", "B", "GCash", "12abc", "", ""),
                 "amount",
-                "not a number",
-            ),
-            (
-                r("R", "instapay", "1", "A", "", "B", "GCash", "1e3", "", ""),
-                "amount",
-                "not a number",
-            ),
-            (
-                r(
-                    "R",
-                    "instapay",
-                    "1",
-                    "A",
-                    "",
-                    "B",
-                    "GCash",
-                    "99999999999999999999",
-                    "",
-                    "",
-                ),
-                "amount",
-                "too large",
-            ),
-            (
-                r(
-                    "R", "instapay", "1", "A", "", "B", "GCash", "50000.01", "", "",
-                ),
-                "amount",
+                "50000.01",
                 "PHP 50000.01 is above the InstaPay limit",
             ),
-            (
-                r("R", "instapay", "1", "A", "", "B", "GCash", "1", "USD", ""),
-                "currency",
-                "unknown currency \"USD\"",
-            ),
-            (
-                r(
-                    "R",
-                    "instapay",
-                    "1",
-                    "A",
-                    "",
-                    "B",
-                    "GCash",
-                    "1",
-                    "",
-                    &"n".repeat(93),
-                ),
-                "note",
-                "longer than 92 characters (93)",
-            ),
+            ("currency", "USD", "unknown currency \"USD\""),
+            ("note", &long93, "longer than 92 characters (93)"),
         ];
+        let cases = table
+            .into_iter()
+            .map(|(col, value, msg)| (with(col, value), col, msg));
         for (body, col, msg) in cases {
             let (line, column, text) = one_error(&body);
             assert_eq!(line, 2, "{body}");

@@ -19,16 +19,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 
 use crate::engine::policy::ResolveSettings;
 use crate::engine::transition::{self, Patch, RowEvent, RowView};
+use crate::server::accept::{serve_connections, ConnectionLimits};
 use crate::starpay::model::{Notification, NotificationPayload};
 use crate::starpay::sign::{self, Member, PublicKey, VerifiedForm};
 use crate::store::notifications::{
@@ -321,69 +318,18 @@ async fn handle(
 pub async fn serve(
     listener: TcpListener,
     receiver: Arc<Receiver>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(receiver.limits.max_connections.max(1)));
-    let mut connections = JoinSet::new();
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => break,
-            a = listener.accept() => a,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let receiver = Arc::clone(&receiver);
-        let mut conn_shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            let header_timeout = receiver.limits.header_timeout;
-            let service = service_fn(move |req| handle(Arc::clone(&receiver), req));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(16 * 1024)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended");
-                    }
-                }
-                _ = conn_shutdown.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                }
-            }
-        });
-    }
-    drop(listener);
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(10), drain)
-        .await
-        .is_err()
-    {
-        connections.shutdown().await;
-    }
+    let limits = ConnectionLimits {
+        max_connections: receiver.limits.max_connections,
+        header_timeout: Some(receiver.limits.header_timeout),
+        grace: Duration::from_secs(5),
+        drain: Duration::from_secs(10),
+    };
+    serve_connections(listener, limits, shutdown, move |req| {
+        handle(Arc::clone(&receiver), req)
+    })
+    .await;
 }
 
 /// A receiver serving in the background; `stop` ends it and waits for it.

@@ -133,18 +133,60 @@ enum KeyText {
 
 /// Reads PEM (any line width, since platform keys circulate as one-line bodies) or one-line
 /// Base64 DER. Never echoes the content in errors.
-fn decode_key_text(
-    text: &str,
-    origin: &str,
+/// Which half of a key pair a text must hold, for the errors that say what was expected.
+#[derive(Debug, Clone, Copy)]
+struct Half {
     what: &'static str,
     expected: &'static str,
-) -> Result<KeyText, KeyError> {
-    let unrecognised = |detail: &str| KeyError::Unrecognised {
-        origin: origin.to_string(),
-        what,
-        detail: detail.to_string(),
-        expected,
-    };
+}
+
+const PRIVATE: Half = Half {
+    what: "private",
+    expected: FORMATS_PRIVATE,
+};
+const PUBLIC: Half = Half {
+    what: "public",
+    expected: FORMATS_PUBLIC,
+};
+
+impl Half {
+    fn unrecognised(self, origin: &str, detail: impl Into<String>) -> KeyError {
+        KeyError::Unrecognised {
+            origin: origin.to_string(),
+            what: self.what,
+            detail: detail.into(),
+            expected: self.expected,
+        }
+    }
+}
+
+/// DER that parses as an RSA private key (PKCS#8 or PKCS#1).
+fn private_der(der: &[u8]) -> Option<rsa::PrivateKey> {
+    rsa::PrivateKey::from_pkcs8_der(der)
+        .or_else(|_| rsa::PrivateKey::from_pkcs1_der(der))
+        .ok()
+}
+
+/// DER that parses as an RSA public key (SubjectPublicKeyInfo or PKCS#1).
+fn public_der(der: &[u8]) -> Option<rsa::PublicKey> {
+    rsa::PublicKey::from_public_key_der(der)
+        .or_else(|_| rsa::PublicKey::from_pkcs1_der(der))
+        .ok()
+}
+
+/// Refuses a key under the minimum size.
+fn check_bits(bits: usize, origin: &str) -> Result<(), KeyError> {
+    if bits < MIN_KEY_BITS {
+        return Err(KeyError::TooSmall {
+            origin: origin.to_string(),
+            bits,
+        });
+    }
+    Ok(())
+}
+
+fn decode_key_text(text: &str, origin: &str, half: Half) -> Result<KeyText, KeyError> {
+    let unrecognised = |detail: &str| half.unrecognised(origin, detail);
     let trimmed = text.trim_start_matches('\u{feff}').trim();
     if trimmed.is_empty() {
         return Err(unrecognised("the file is empty"));
@@ -223,16 +265,11 @@ impl PrivateKey {
 
     /// Parses key text; `origin` names where it came from in error messages.
     pub fn from_text(text: &str, origin: &str) -> Result<PrivateKey, KeyError> {
-        let unrecognised = |detail: String| KeyError::Unrecognised {
-            origin: origin.to_string(),
-            what: "private",
-            detail,
-            expected: FORMATS_PRIVATE,
-        };
+        let unrecognised = |detail: String| PRIVATE.unrecognised(origin, detail);
         let public_given = || KeyError::PublicGivenAsPrivate {
             origin: origin.to_string(),
         };
-        let key = match decode_key_text(text, origin, "private", FORMATS_PRIVATE)? {
+        let key = match decode_key_text(text, origin, PRIVATE)? {
             KeyText::Pem { label, der } => match label.as_str() {
                 "PRIVATE KEY" => rsa::PrivateKey::from_pkcs8_der(&der)
                     .map_err(|e| unrecognised(format!("PKCS#8 body does not parse as RSA: {e}")))?,
@@ -246,40 +283,22 @@ impl PrivateKey {
                 }
                 other => return Err(unrecognised(format!("unsupported PEM label {other:?}"))),
             },
-            KeyText::Der(der) => match rsa::PrivateKey::from_pkcs8_der(&der) {
-                Ok(k) => k,
-                Err(_) => match rsa::PrivateKey::from_pkcs1_der(&der) {
-                    Ok(k) => k,
-                    Err(_) => {
-                        if rsa::PublicKey::from_public_key_der(&der).is_ok()
-                            || rsa::PublicKey::from_pkcs1_der(&der).is_ok()
-                        {
-                            return Err(public_given());
-                        }
-                        return Err(unrecognised(
-                            "Base64 decodes, but not to an RSA private key".into(),
-                        ));
-                    }
-                },
+            KeyText::Der(der) => match private_der(&der) {
+                Some(k) => k,
+                None if public_der(&der).is_some() => return Err(public_given()),
+                None => {
+                    return Err(unrecognised(
+                        "Base64 decodes, but not to an RSA private key".into(),
+                    ))
+                }
             },
         };
         PrivateKey::from_rsa(&key, origin)
     }
 
     fn from_rsa(key: &rsa::PrivateKey, origin: &str) -> Result<PrivateKey, KeyError> {
-        let bits = key.size() * 8;
-        if bits < MIN_KEY_BITS {
-            return Err(KeyError::TooSmall {
-                origin: origin.to_string(),
-                bits,
-            });
-        }
-        let unrecognised = |detail: String| KeyError::Unrecognised {
-            origin: origin.to_string(),
-            what: "private",
-            detail,
-            expected: FORMATS_PRIVATE,
-        };
+        check_bits(key.size() * 8, origin)?;
+        let unrecognised = |detail: String| PRIVATE.unrecognised(origin, detail);
         let pkcs8 = key
             .to_pkcs8_der()
             .map_err(|e| unrecognised(format!("cannot re-encode as PKCS#8: {e}")))?;
@@ -355,16 +374,11 @@ impl PublicKey {
     }
 
     pub fn from_text(text: &str, origin: &str) -> Result<PublicKey, KeyError> {
-        let unrecognised = |detail: String| KeyError::Unrecognised {
-            origin: origin.to_string(),
-            what: "public",
-            detail,
-            expected: FORMATS_PUBLIC,
-        };
+        let unrecognised = |detail: String| PUBLIC.unrecognised(origin, detail);
         let private_given = || KeyError::PrivateGivenAsPublic {
             origin: origin.to_string(),
         };
-        let key = match decode_key_text(text, origin, "public", FORMATS_PUBLIC)? {
+        let key = match decode_key_text(text, origin, PUBLIC)? {
             KeyText::Pem { label, der } => match label.as_str() {
                 "PUBLIC KEY" => rsa::PublicKey::from_public_key_der(&der).map_err(|e| {
                     unrecognised(format!("SubjectPublicKeyInfo does not parse as RSA: {e}"))
@@ -376,21 +390,14 @@ impl PublicKey {
                 }
                 other => return Err(unrecognised(format!("unsupported PEM label {other:?}"))),
             },
-            KeyText::Der(der) => match rsa::PublicKey::from_public_key_der(&der) {
-                Ok(k) => k,
-                Err(_) => match rsa::PublicKey::from_pkcs1_der(&der) {
-                    Ok(k) => k,
-                    Err(_) => {
-                        if rsa::PrivateKey::from_pkcs8_der(&der).is_ok()
-                            || rsa::PrivateKey::from_pkcs1_der(&der).is_ok()
-                        {
-                            return Err(private_given());
-                        }
-                        return Err(unrecognised(
-                            "Base64 decodes, but not to an RSA public key".into(),
-                        ));
-                    }
-                },
+            KeyText::Der(der) => match public_der(&der) {
+                Some(k) => k,
+                None if private_der(&der).is_some() => return Err(private_given()),
+                None => {
+                    return Err(unrecognised(
+                        "Base64 decodes, but not to an RSA public key".into(),
+                    ))
+                }
             },
         };
         let spki = key
@@ -400,27 +407,12 @@ impl PublicKey {
     }
 
     fn from_spki_der(der: &[u8], origin: &str) -> Result<PublicKey, KeyError> {
-        let key = rsa::PublicKey::from_public_key_der(der).map_err(|e| KeyError::Unrecognised {
-            origin: origin.to_string(),
-            what: "public",
-            detail: e.to_string(),
-            expected: FORMATS_PUBLIC,
-        })?;
+        let key = rsa::PublicKey::from_public_key_der(der)
+            .map_err(|e| PUBLIC.unrecognised(origin, e.to_string()))?;
         let bits = key.size() * 8;
-        if bits < MIN_KEY_BITS {
-            return Err(KeyError::TooSmall {
-                origin: origin.to_string(),
-                bits,
-            });
-        }
-        let parsed = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, der).map_err(|e| {
-            KeyError::Unrecognised {
-                origin: origin.to_string(),
-                what: "public",
-                detail: format!("rejected by the verifier: {e}"),
-                expected: FORMATS_PUBLIC,
-            }
-        })?;
+        check_bits(bits, origin)?;
+        let parsed = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, der)
+            .map_err(|e| PUBLIC.unrecognised(origin, format!("rejected by the verifier: {e}")))?;
         Ok(PublicKey {
             parsed,
             spki_der: der.to_vec(),

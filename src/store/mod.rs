@@ -362,6 +362,50 @@ text_column!(RowState, "row state");
 text_column!(crate::domain::RunKind, "run kind");
 text_column!(crate::domain::ReconCategory, "reconciliation category");
 
+impl rusqlite::types::ToSql for Centavos {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::from(self.get()))
+    }
+}
+
+impl rusqlite::types::FromSql for Centavos {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        v.as_i64().map(Centavos::new)
+    }
+}
+
+/// Reads a result row's columns one after the other (see `columns_into!`).
+pub(crate) struct Columns<'a, 'r> {
+    row: &'a rusqlite::Row<'r>,
+    at: usize,
+}
+
+impl<'a, 'r> Columns<'a, 'r> {
+    pub(crate) fn new(row: &'a rusqlite::Row<'r>) -> Self {
+        Columns { row, at: 0 }
+    }
+
+    /// The next column, typed.
+    pub(crate) fn next<T: rusqlite::types::FromSql>(&mut self) -> rusqlite::Result<T> {
+        let v = self.row.get(self.at);
+        self.at += 1;
+        v
+    }
+}
+
+/// A row mapper that fills a record's fields from the selected columns in the order named:
+/// `columns_into!(Entry { id, job })` is `|r| Ok(Entry { id: r.get(0)?, job: r.get(1)? })`.
+/// Every field type reads itself through `FromSql` (typed columns, `Centavos`, `bool`).
+macro_rules! columns_into {
+    ($ty:ident { $($field:ident),+ $(,)? }) => {
+        |r: &rusqlite::Row<'_>| -> rusqlite::Result<$ty> {
+            let mut col = $crate::store::Columns::new(r);
+            Ok($ty { $($field: col.next()?),+ })
+        }
+    };
+}
+pub(crate) use columns_into;
+
 // ------------------------------------------------------------------ records and SQL
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -517,26 +561,25 @@ pub fn append_event(conn: &Connection, e: &Event) -> Result<(), StoreError> {
 }
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
-    let status: String = r.get(5)?;
-    Ok(RunRecord {
-        id: r.get(0)?,
-        job: r.get(1)?,
-        kind: r.get(2)?,
-        input_path: r.get(3)?,
-        input_sha256: r.get(4)?,
-        finished: status == "FINISHED",
-        created_at: r.get(6)?,
-        finished_at: r.get(7)?,
-        row_count: r.get(8)?,
-        total: Centavos::new(r.get(9)?),
-        last_exit_code: r.get(10)?,
-        last_exit_at: r.get(11)?,
-    })
+    columns_into!(RunRecord {
+        id,
+        job,
+        kind,
+        input_path,
+        input_sha256,
+        finished,
+        created_at,
+        finished_at,
+        row_count,
+        total,
+        last_exit_code,
+        last_exit_at
+    })(r)
 }
 
 const RUN_COLS: &str =
-    "id, job, kind, input_path, input_sha256, status, created_at, finished_at, row_count, total,
-     last_exit_code, last_exit_at";
+    "id, job, kind, input_path, input_sha256, status = 'FINISHED', created_at, finished_at,
+     row_count, total, last_exit_code, last_exit_at";
 
 /// Replaces the remembered bank list (5.1) with `names`.
 pub fn save_bank_list(conn: &mut Connection, names: &[String]) -> Result<(), StoreError> {
@@ -640,18 +683,16 @@ pub fn reference_history(
          LEFT JOIN attempts s ON s.id = a.supersedes
          WHERE r.reference = ?1 ORDER BY a.id",
         [reference],
-        |r| {
-            Ok(HistoryAttempt {
-                row_id: r.get(0)?,
-                msg_id: r.get(1)?,
-                seq: r.get(2)?,
-                operation: r.get(3)?,
-                send_count: r.get(4)?,
-                created_at: r.get(5)?,
-                first_sent_at: r.get(6)?,
-                supersedes: r.get(7)?,
-            })
-        },
+        columns_into!(HistoryAttempt {
+            row_id,
+            msg_id,
+            seq,
+            operation,
+            send_count,
+            created_at,
+            first_sent_at,
+            supersedes
+        }),
     )?;
     let events = all_rows(
         conn,
@@ -659,19 +700,17 @@ pub fn reference_history(
          FROM events e JOIN rows r ON r.id = e.row_id
          WHERE r.reference = ?1 ORDER BY e.id",
         [reference],
-        |r| {
-            Ok(HistoryEvent {
-                at: r.get(0)?,
-                run_id: r.get(1)?,
-                row_id: r.get(2)?,
-                msg_id: r.get(3)?,
-                kind: r.get(4)?,
-                old_state: r.get(5)?,
-                new_state: r.get(6)?,
-                detail: r.get(7)?,
-                raw: r.get(8)?,
-            })
-        },
+        columns_into!(HistoryEvent {
+            at,
+            run_id,
+            row_id,
+            msg_id,
+            kind,
+            old_state,
+            new_state,
+            detail,
+            raw
+        }),
     )?;
     Ok(ReferenceHistory {
         rows,
@@ -1114,16 +1153,17 @@ pub fn reference_uses(
          FROM rows r JOIN runs u ON u.id = r.run_id
          WHERE r.reference = ?1 AND (?2 IS NULL OR r.id != ?2) ORDER BY r.id DESC",
     )?;
-    let rows = stmt.query_map(params![reference, except_row], |r| {
-        Ok(ReferenceUse {
-            run_id: r.get(0)?,
-            row_id: r.get(1)?,
-            line: r.get(2)?,
-            state: r.get(3)?,
-            has_attempt: r.get(4)?,
-            run_open: r.get(5)?,
-        })
-    })?;
+    let rows = stmt.query_map(
+        params![reference, except_row],
+        columns_into!(ReferenceUse {
+            run_id,
+            row_id,
+            line,
+            state,
+            has_attempt,
+            run_open
+        }),
+    )?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
@@ -1151,17 +1191,18 @@ pub fn attempts_of_reference(
          FROM attempts a JOIN rows r ON r.id = a.row_id
          WHERE r.reference = ?1 ORDER BY a.id",
     )?;
-    let rows = stmt.query_map([reference], |r| {
-        Ok(EarlierAttempt {
-            attempt_id: r.get(0)?,
-            msg_id: r.get(1)?,
-            run_id: r.get(2)?,
-            line: r.get(3)?,
-            row_state: r.get(4)?,
-            current: r.get(5)?,
-            send_count: r.get(6)?,
-        })
-    })?;
+    let rows = stmt.query_map(
+        [reference],
+        columns_into!(EarlierAttempt {
+            attempt_id,
+            msg_id,
+            run_id,
+            line,
+            row_state,
+            current,
+            send_count
+        }),
+    )?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 

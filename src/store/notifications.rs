@@ -6,7 +6,9 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{append_event, now_ms, row_by_id, save_row_tx, Event, RowRecord, StoreError};
+use super::{
+    append_event, columns_into, now_ms, row_by_id, save_row_tx, Event, RowRecord, StoreError,
+};
 use crate::domain::{Centavos, EventKind};
 
 /// What was done with a notification (the `outcome` column).
@@ -328,21 +330,21 @@ pub fn with_outcomes(
     )?;
     let mut q = stmt.query([])?;
     while let Some(r) = q.next()? {
-        let outcome: String = r.get(2)?;
-        if !outcomes.contains(&outcome.as_str()) {
+        let n = columns_into!(StoredNotification {
+            id,
+            received_at,
+            outcome,
+            verified,
+            original_msg_id,
+            trx_state,
+            amount,
+            order_no,
+            detail
+        })(r)?;
+        if !outcomes.contains(&n.outcome.as_str()) {
             continue;
         }
-        out.push(StoredNotification {
-            id: r.get(0)?,
-            received_at: r.get(1)?,
-            outcome,
-            verified: r.get::<_, i64>(3)? != 0,
-            original_msg_id: r.get(4)?,
-            trx_state: r.get(5)?,
-            amount: r.get::<_, Option<i64>>(6)?.map(Centavos::new),
-            order_no: r.get(7)?,
-            detail: r.get(8)?,
-        });
+        out.push(n);
         if out.len() as i64 >= limit {
             break;
         }

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{append_event, now_ms, record_msg_id, Event, StoreError};
+use super::{append_event, columns_into, now_ms, record_msg_id, Event, StoreError};
 use crate::domain::{Centavos, EventKind, ReconCategory, RowState};
 
 /// Categories that are not re-checked when a run resumes.
@@ -248,46 +248,35 @@ pub fn recon_todo_page(
 ) -> Result<Vec<ReconTodo>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT x.id, x.line, x.ref_no, x.original_msg_id, x.expected_amount, x.expected_state,
-                x.expect_not_found, x.source_row_id, r.state, r.amount, x.queries,
+                x.expect_not_found, x.source_row_id, r.state, r.amount,
                 -- Held as unpaid: REJECTED, or UNSENT (which covers an attempt never sent: a
                 -- send is counted only once it has left, and an IN_FLIGHT row is unknown, not
                 -- unpaid).
-                CASE WHEN r.state IN ('REJECTED', 'UNSENT') THEN 1 ELSE 0 END
+                CASE WHEN r.state IN ('REJECTED', 'UNSENT') THEN 1 ELSE 0 END, x.queries
          FROM recon_rows x LEFT JOIN rows r ON r.id = x.source_row_id
          WHERE x.run_id = ?1 AND x.id > ?2
            AND (x.category IS NULL
                 OR x.category IN ('PENDING', 'HELD_TIMEOUT', 'STALE_PENDING', 'UNKNOWN'))
          ORDER BY x.id LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![run_id, after_id, limit], |r| {
-        Ok((
-            ReconTodo {
-                id: r.get(0)?,
-                line: r.get(1)?,
-                ref_no: r.get(2)?,
-                original_msg_id: r.get(3)?,
-                expected_amount: r.get::<_, Option<i64>>(4)?.map(Centavos::new),
-                expected_state: r.get(5)?,
-                expect_not_found: r.get::<_, i64>(6)? != 0,
-                source_row_id: r.get(7)?,
-                source_state: None,
-                source_amount: r.get::<_, Option<i64>>(9)?.map(Centavos::new),
-                recorded_unpaid: r.get::<_, i64>(11)? != 0,
-                queries: r.get(10)?,
-            },
-            r.get::<_, Option<String>>(8)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (mut todo, state) = row?;
-        todo.source_state = match state {
-            None => None,
-            Some(s) => Some(RowState::parse(&s).ok_or(StoreError::BadState(s))?),
-        };
-        out.push(todo);
-    }
-    Ok(out)
+    let rows = stmt.query_map(
+        params![run_id, after_id, limit],
+        columns_into!(ReconTodo {
+            id,
+            line,
+            ref_no,
+            original_msg_id,
+            expected_amount,
+            expected_state,
+            expect_not_found,
+            source_row_id,
+            source_state,
+            source_amount,
+            recorded_unpaid,
+            queries
+        }),
+    )?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Writes a batch of results in one transaction: the rows, the query msgIds, one event per
@@ -552,26 +541,27 @@ pub fn recon_report_page(
                 trx_date, checked_at, action
          FROM recon_rows WHERE run_id = ?1 AND line > ?2 ORDER BY line LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![run_id, after_line, limit], |r| {
-        Ok(ReconRecord {
-            line: r.get(0)?,
-            reference: r.get(1)?,
-            ref_no: r.get(2)?,
-            original_msg_id: r.get(3)?,
-            order_no: r.get(4)?,
-            expected_amount: r.get::<_, Option<i64>>(5)?.map(Centavos::new),
-            provider_amount: r.get::<_, Option<i64>>(6)?.map(Centavos::new),
-            expected_state: r.get(7)?,
-            trx_state: r.get(8)?,
-            category: r.get(9)?,
-            code: r.get(10)?,
-            message: r.get(11)?,
-            error_code: r.get(12)?,
-            error_message: r.get(13)?,
-            trx_date: r.get(14)?,
-            checked_at: r.get(15)?,
-            action: r.get(16)?,
-        })
-    })?;
+    let rows = stmt.query_map(
+        params![run_id, after_line, limit],
+        columns_into!(ReconRecord {
+            line,
+            reference,
+            ref_no,
+            original_msg_id,
+            order_no,
+            expected_amount,
+            provider_amount,
+            expected_state,
+            trx_state,
+            category,
+            code,
+            message,
+            error_code,
+            error_message,
+            trx_date,
+            checked_at,
+            action
+        }),
+    )?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

@@ -18,22 +18,18 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::faults::{self, FaultConfig};
 use super::state::{MerchantStatus, State};
 use super::{
     admin, ops, RequestRecord, Shared, Tunables, BASE_PATH, MAX_BODY_BYTES, MAX_CONNECTIONS,
 };
+use crate::server::accept::{serve_connections, ConnectionLimits};
 use crate::starpay::codes::Code;
 use crate::starpay::model::{self, HealthResponse};
 use crate::starpay::sign::{self, Member, SplitEnvelope};
@@ -54,62 +50,17 @@ pub type HttpResponse = Response<Full<Bytes>>;
 
 /// Accept loop (mini-redis style): bounded connections, tracked tasks, graceful stop.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    let mut shutdown = shared.shutdown.clone();
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => break,
-            a = listener.accept() => a,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = Arc::clone(&shared);
-        let mut conn_shutdown = shared.shutdown.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            let svc_shared = Arc::clone(&shared);
-            let service = service_fn(move |req| handle(Arc::clone(&svc_shared), req));
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended");
-                    }
-                }
-                _ = conn_shutdown.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
-                }
-            }
-        });
-    }
-    drop(listener);
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(3), drain)
-        .await
-        .is_err()
-    {
-        connections.shutdown().await;
-    }
+    let limits = ConnectionLimits {
+        max_connections: MAX_CONNECTIONS,
+        header_timeout: None,
+        grace: Duration::from_secs(2),
+        drain: Duration::from_secs(3),
+    };
+    let shutdown = shared.shutdown.clone();
+    serve_connections(listener, limits, shutdown, move |req| {
+        handle(Arc::clone(&shared), req)
+    })
+    .await;
 }
 
 pub fn plain(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> HttpResponse {

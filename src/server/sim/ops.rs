@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use super::faults::{self, FaultConfig};
 use super::http::{error_outcome, ok_outcome, Ctx, Outcome};
-use super::state::{NewDynamicQr, NewPayout, Order, OrderKind, Plan, State};
+use super::state::{NewDynamicQr, NewPayout, Order, OrderKind, OrderOrigin, Plan, State};
 use super::{QrFixture, Shared, Tunables};
 use crate::domain::{Centavos, MsgId, TrxState};
 use crate::starpay::codes::Code;
@@ -70,6 +70,17 @@ pub(super) struct Apply<'a> {
     pub now: u64,
 }
 
+impl Apply<'_> {
+    /// The new order's origin: this request's merchant, msgId and service.
+    fn origin(&self) -> OrderOrigin {
+        OrderOrigin {
+            mch_id: self.mch_id.to_string(),
+            msg_id: self.msg_id.to_string(),
+            service: self.service.to_string(),
+        }
+    }
+}
+
 impl Op {
     /// Step 9: the msgId's form, then the operation's fields in its documented order.
     /// `Err` names the first offending field.
@@ -87,8 +98,8 @@ impl Op {
             "5.1" => Op::BankList(BankList),
             "5.2" | "5.3" => Op::Disburse(Disburse::parse_account(shared, section, &f)?),
             "5.8" | "5.9" => Op::Disburse(Disburse::parse_qr(shared, section, &f)?),
-            "5.4" | "6.2" => Op::QueryOrder(QueryOrder::parse(&f)?),
-            "6.9" => Op::CancelQr(CancelQr::parse(&f)?),
+            "5.4" | "6.2" => Op::QueryOrder(QueryOrder(f.alnum("originalMsgId", 32)?)),
+            "6.9" => Op::CancelQr(CancelQr(f.alnum("originalMsgId", 32)?)),
             "5.6" => Op::Balance(Balance { repayment: false }),
             "6.6" => Op::Balance(Balance { repayment: true }),
             "5.7" => Op::ScanQr(ScanQr(qr_fixture(shared, &f, "")?)),
@@ -215,9 +226,7 @@ impl Disburse {
         };
         let index = cx.state.create_payout(
             NewPayout {
-                mch_id: cx.mch_id.to_string(),
-                msg_id: cx.msg_id.to_string(),
-                service: cx.service.to_string(),
+                origin: cx.origin(),
                 acct_no,
                 trx_amount: amount,
                 notify_url,
@@ -250,20 +259,12 @@ impl Disburse {
 }
 
 /// 5.4 (a payout) and 6.2 (a repayment order) by `originalMsgId`.
-pub(super) struct QueryOrder {
-    original: String,
-}
+pub(super) struct QueryOrder(String);
 
 impl QueryOrder {
-    fn parse(f: &Fields<'_>) -> Result<Self, &'static str> {
-        Ok(QueryOrder {
-            original: f.alnum("originalMsgId", 32)?,
-        })
-    }
-
     fn apply(self, cx: &mut Apply<'_>) -> Outcome {
         let payout_query = cx.service == DisburseQueryRequest::SERVICE;
-        match cx.state.find(cx.mch_id, &self.original) {
+        match cx.state.find(cx.mch_id, &self.0) {
             // A payout is not visible to its query before its (seeded) query lag has passed.
             Some(o)
                 if payout_query
@@ -370,9 +371,7 @@ impl DynamicQr {
             .unwrap_or(default_expiry);
         let index = cx.state.create_dynamic_qr(
             NewDynamicQr {
-                mch_id: cx.mch_id.to_string(),
-                msg_id: cx.msg_id.to_string(),
-                service: cx.service.to_string(),
+                origin: cx.origin(),
                 device_info: self.device_info,
                 trx_amount: self.amount,
                 notify_url: self.notify_url,
@@ -487,22 +486,11 @@ impl QueryRefNo {
 }
 
 /// 6.9: cancel a dynamic QR by `originalMsgId`.
-pub(super) struct CancelQr {
-    original: String,
-}
+pub(super) struct CancelQr(String);
 
 impl CancelQr {
-    fn parse(f: &Fields<'_>) -> Result<Self, &'static str> {
-        Ok(CancelQr {
-            original: f.alnum("originalMsgId", 32)?,
-        })
-    }
-
     fn apply(self, cx: &mut Apply<'_>) -> Outcome {
-        match cx
-            .state
-            .cancel_dynamic_qr(cx.mch_id, &self.original, cx.now)
-        {
+        match cx.state.cancel_dynamic_qr(cx.mch_id, &self.0, cx.now) {
             Some(index) => {
                 let o = &cx.state.orders[index];
                 ok_outcome(&CancelResponse {

@@ -192,9 +192,7 @@ pub enum ControlError {
 /// Input for a new payout, already validated.
 #[derive(Debug, Clone)]
 pub struct NewPayout {
-    pub mch_id: String,
-    pub msg_id: String,
-    pub service: String,
+    pub origin: OrderOrigin,
     pub acct_no: String,
     pub trx_amount: Centavos,
     pub notify_url: Option<String>,
@@ -204,12 +202,18 @@ pub struct NewPayout {
     pub query_lag: SimMillis,
 }
 
-/// Input for a new dynamic QR (6.1), already validated.
+/// Who created an order: the merchant, the msgId of the request and its route's service.
 #[derive(Debug, Clone)]
-pub struct NewDynamicQr {
+pub struct OrderOrigin {
     pub mch_id: String,
     pub msg_id: String,
     pub service: String,
+}
+
+/// Input for a new dynamic QR (6.1), already validated.
+#[derive(Debug, Clone)]
+pub struct NewDynamicQr {
+    pub origin: OrderOrigin,
     pub device_info: String,
     pub trx_amount: Centavos,
     pub notify_url: String,
@@ -533,22 +537,15 @@ impl State {
         }
     }
 
-    fn new_order(
-        &mut self,
-        kind: OrderKind,
-        at: SimMillis,
-        mch_id: &str,
-        msg_id: &str,
-        service: &str,
-    ) -> Order {
+    fn new_order(&mut self, kind: OrderKind, at: SimMillis, origin: &OrderOrigin) -> Order {
         let seq = self.take_seq();
         Order {
             seq,
             kind,
-            msg_id: msg_id.to_string(),
+            msg_id: origin.msg_id.clone(),
             order_no: self.order_no(at, seq),
-            service: service.to_string(),
-            mch_id: mch_id.to_string(),
+            service: origin.service.clone(),
+            mch_id: origin.mch_id.clone(),
             acct_no: None,
             device_info: None,
             trx_amount: Centavos::ZERO,
@@ -580,7 +577,12 @@ impl State {
                 (OrderKind::StaticQrPayment, "pay.starpay.repayment.static")
             }
         };
-        let mut o = self.new_order(kind, now, &f.mch_id, &f.msg_id, service);
+        let origin = OrderOrigin {
+            mch_id: f.mch_id.clone(),
+            msg_id: f.msg_id.clone(),
+            service: service.to_string(),
+        };
+        let mut o = self.new_order(kind, now, &origin);
         o.acct_no = f.acct_no.clone();
         o.device_info = f.device_info.clone();
         o.trx_amount = Centavos::new(f.trx_amount);
@@ -632,7 +634,7 @@ impl State {
     /// Accepts a payout (5.2/5.3/5.8/5.9): debits the balance, or fails it at once with `AM04`
     /// when the available balance is too low (reference §11). Returns the order index.
     pub fn create_payout(&mut self, p: NewPayout, now: SimMillis) -> usize {
-        let mut o = self.new_order(OrderKind::Payout, now, &p.mch_id, &p.msg_id, &p.service);
+        let mut o = self.new_order(OrderKind::Payout, now, &p.origin);
         o.acct_no = Some(p.acct_no);
         o.trx_amount = p.trx_amount;
         o.notify_url = p.notify_url;
@@ -646,7 +648,7 @@ impl State {
             cause: "accepted".into(),
         });
         let index = self.insert(o);
-        let funded = match self.merchants.get_mut(&p.mch_id) {
+        let funded = match self.merchants.get_mut(&p.origin.mch_id) {
             Some(m) if m.disbursement >= p.trx_amount => {
                 m.disbursement = m
                     .disbursement
@@ -673,7 +675,7 @@ impl State {
 
     /// Creates a dynamic QR (6.1) in `PROCESSING`, expiring to `CLOSE` at `expire_at`.
     pub fn create_dynamic_qr(&mut self, q: NewDynamicQr, now: SimMillis) -> usize {
-        let mut o = self.new_order(OrderKind::DynamicQr, now, &q.mch_id, &q.msg_id, &q.service);
+        let mut o = self.new_order(OrderKind::DynamicQr, now, &q.origin);
         o.device_info = Some(q.device_info);
         o.trx_amount = q.trx_amount;
         o.notify_url = Some(q.notify_url);
@@ -812,9 +814,11 @@ impl State {
         let mut o = self.new_order(
             OrderKind::StaticQrPayment,
             now,
-            mch_id,
-            &msg_id,
-            "pay.starpay.repayment.static",
+            &OrderOrigin {
+                mch_id: mch_id.to_string(),
+                msg_id,
+                service: "pay.starpay.repayment.static".to_string(),
+            },
         );
         o.device_info = Some(device_info.to_string());
         o.trx_amount = amount;
@@ -938,9 +942,11 @@ mod tests {
 
     fn payout(msg: &str, amount: i64, plan: Plan) -> NewPayout {
         NewPayout {
-            mch_id: "M1".into(),
-            msg_id: msg.into(),
-            service: "pay.starpay.instapay.disburse".into(),
+            origin: OrderOrigin {
+                mch_id: "M1".into(),
+                msg_id: msg.into(),
+                service: "pay.starpay.instapay.disburse".into(),
+            },
             acct_no: "123".into(),
             trx_amount: Centavos::new(amount),
             notify_url: None,
@@ -1020,9 +1026,11 @@ mod tests {
     fn dynamic_qr_paid_expired_cancelled() {
         let mut s = state(0);
         let q = |m: &str| NewDynamicQr {
-            mch_id: "M1".into(),
-            msg_id: m.into(),
-            service: "pay.starpay.repayment".into(),
+            origin: OrderOrigin {
+                mch_id: "M1".into(),
+                msg_id: m.into(),
+                service: "pay.starpay.repayment".into(),
+            },
             device_info: "D1".into(),
             trx_amount: Centavos::new(500),
             notify_url: "http://127.0.0.1:1/n".into(),
