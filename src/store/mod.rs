@@ -117,6 +117,9 @@ fn run_group(conn: &mut Connection, jobs: Vec<Job>, group_commit: bool) {
     let grouped = group_commit && conn.execute_batch("BEGIN IMMEDIATE").is_ok();
     let delivers: Vec<Deliver> = jobs.into_iter().map(|job| job(conn)).collect();
     let error = if grouped {
+        if let Some(pause) = test_slow_commit() {
+            std::thread::sleep(pause);
+        }
         match conn.execute_batch("COMMIT") {
             Ok(()) => None,
             Err(e) => {
@@ -130,6 +133,22 @@ fn run_group(conn: &mut Connection, jobs: Vec<Job>, group_commit: bool) {
     for deliver in delivers {
         deliver(error.as_deref());
     }
+}
+
+/// Test hook (tests/payout_jobs.rs `killed_during_group_commit`): with
+/// `STARPAY_TEST_SLOW_COMMIT_MS=N` the writer waits N ms inside each open group transaction
+/// before its COMMIT, so a SIGKILL at a random moment almost surely lands while a group is
+/// being written. Only slows the writer down; nothing else changes (a caller still hears of
+/// its change only after the COMMIT). Read once.
+fn test_slow_commit() -> Option<Duration> {
+    static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        std::env::var("STARPAY_TEST_SLOW_COMMIT_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    })
 }
 
 pub fn now_ms() -> i64 {
