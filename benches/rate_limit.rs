@@ -1,20 +1,22 @@
-//! How close the payout runner gets to its configured request rate (issue 4 acceptance 4, the
-//! speed half; the hard rule "no one-second window above rate + burst" is the test
-//! `rate_limit_short` in tests/payout_jobs.rs). Prints figures; never fails on a slow machine,
-//! but exits 1 without a rate when the run does not finish with every row SUCCESS.
+//! How close the payout runner gets to its configured request rate (issue 4 acceptance 4 and
+//! issue 11: ≥ 0.95 of the rate over 1,000 rows; the test `rate_limit_short` in
+//! tests/payout_jobs.rs asserts both that and the hard rule "no one-second window above
+//! rate + burst" on a debug build). Prints figures; never fails on a slow machine, but exits 1
+//! without a rate when the run does not finish with every row SUCCESS.
 //!
-//! `cargo bench --bench rate_limit` (200 rows at 20 req/s, about 20 s;
-//! `RATE_BENCH_ROWS=1000` for a longer run).
+//! `cargo bench --bench rate_limit` (1,000 rows at 200 req/s, burst 20, about 10 s;
+//! `RATE_BENCH_ROWS=N`, `RATE_BENCH_RATE=R` for others). The achieved rate counts the payout
+//! requests (sends and queries) from the first to the last; queries go out as soon as the send
+//! is answered (`poll_schedule_secs = [0]`).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use starpay_batch::server::sim::{SimConfig, Simulator};
 
-const RATE: u64 = 20;
 const BURST: u64 = 20;
 
-async fn one(rows: usize) -> Result<(usize, f64, f64, usize), String> {
+async fn one(rows: usize, rate: u64) -> Result<(usize, f64, f64, usize), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let input = dir.path().join("rate.csv");
@@ -41,7 +43,7 @@ async fn one(rows: usize) -> Result<(usize, f64, f64, usize), String> {
     let keys = root.join("samples/keys");
     let job = dir.path().join("rate.toml");
     let text = format!(
-        "kind = \"payout\"\ninput = \"{}\"\ndatabase = \"{}\"\nreports_dir = \"{}\"\n\n[starpay]\nendpoint = \"{}\"\nmch_id = \"101510000001\"\nprivate_key = \"{}\"\nplatform_public_key = \"{}\"\n\n[limits]\nrequests_per_second = {RATE}\nburst = {BURST}\nconcurrency = 8\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2\n\n[resolve]\npoll_schedule_secs = [1]\npoll_interval_secs = 1\nnot_found_window_secs = 1\nnot_found_queries = 3\ndeadline_secs = 600\n",
+        "kind = \"payout\"\ninput = \"{}\"\ndatabase = \"{}\"\nreports_dir = \"{}\"\n\n[starpay]\nendpoint = \"{}\"\nmch_id = \"101510000001\"\nprivate_key = \"{}\"\nplatform_public_key = \"{}\"\n\n[limits]\nrequests_per_second = {rate}\nburst = {BURST}\nconcurrency = 8\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2\n\n[resolve]\npoll_schedule_secs = [0]\npoll_interval_secs = 1\nnot_found_window_secs = 1\nnot_found_queries = 3\ndeadline_secs = 600\n",
         input.display(),
         dir.path().join("rate.db").display(),
         dir.path().join("reports").display(),
@@ -62,36 +64,30 @@ async fn one(rows: usize) -> Result<(usize, f64, f64, usize), String> {
     .await
     .map_err(|e| format!("join: {e}"))?
     .map_err(|e| format!("cannot run the runner: {e}"))?;
-    let times: Vec<u64> = sim
-        .requests()
-        .iter()
-        .filter(|r| r.path.contains("/v1/"))
-        .map(|r| r.arrival_ms)
-        .collect();
+    let f = sim.rate_figures();
     sim.shutdown().await;
     if !status.success() {
         return Err(format!(
             "the run exited with {status} (every row should be SUCCESS)"
         ));
     }
-    if times.len() < 2 {
-        return Err(format!("only {} requests", times.len()));
+    if f.payout < 2 {
+        return Err(format!("only {} payout requests", f.payout));
     }
-    let mut max_window = 0;
-    let mut j = 0;
-    for i in 0..times.len() {
-        while times[j] + 1000 <= times[i] {
-            j += 1;
-        }
-        max_window = max_window.max(i - j + 1);
-    }
-    let span_s = (times[times.len() - 1] - times[0]) as f64 / 1000.0;
-    let achieved = (times.len() - 1) as f64 / span_s.max(0.001);
-    Ok((times.len(), span_s, achieved, max_window))
+    Ok((
+        f.payout,
+        f.payout_span_ms as f64 / 1000.0,
+        f.payout_rate,
+        f.busiest_second,
+    ))
 }
 
 fn main() {
     let rows: usize = std::env::var("RATE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let rate: u64 = std::env::var("RATE_BENCH_RATE")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
@@ -105,19 +101,19 @@ fn main() {
             std::process::exit(1);
         }
     };
-    match runtime.block_on(one(rows)) {
+    match runtime.block_on(one(rows, rate)) {
         Ok((requests, span_s, achieved, max_window)) => {
             println!(
-                "rate_limit: {rows} payout rows, requests_per_second = {RATE}, burst = {BURST}"
+                "rate_limit: {rows} payout rows, requests_per_second = {rate}, burst = {BURST}"
             );
-            println!("  signed requests (sends + queries): {requests} over {span_s:.1} s");
+            println!("  payout requests (sends + queries): {requests} over {span_s:.2} s");
             println!(
-                "  achieved: {achieved:.2} req/s = {:.0}% of the configured rate (target >= 90%)",
-                100.0 * achieved / RATE as f64
+                "  achieved: {achieved:.2} req/s = {:.3} of the configured rate (target >= 0.95)",
+                achieved / rate as f64
             );
             println!(
                 "  busiest one-second window: {max_window} (hard limit rate + burst = {})",
-                RATE + BURST
+                rate + BURST
             );
         }
         Err(why) => {

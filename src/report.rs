@@ -264,25 +264,39 @@ pub fn table_text(first: &str, rows: &[(String, i64, Centavos)]) -> String {
 }
 
 /// Count and total per report state, every state in [`ReportState::ALL`] order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub rows: Vec<(ReportState, u64, Centavos)>,
 }
 
+impl Default for Summary {
+    /// Every report state, with no rows.
+    fn default() -> Summary {
+        Summary {
+            rows: ReportState::ALL
+                .iter()
+                .map(|s| (*s, 0, Centavos::ZERO))
+                .collect(),
+        }
+    }
+}
+
 impl Summary {
     pub fn from_rows(rows: &[RowRecord]) -> Summary {
-        let mut out: Vec<(ReportState, u64, Centavos)> = ReportState::ALL
-            .iter()
-            .map(|s| (*s, 0, Centavos::ZERO))
-            .collect();
+        let mut out = Summary::default();
         for r in rows {
-            let state = ReportState::of(r);
-            if let Some(e) = out.iter_mut().find(|e| e.0 == state) {
-                e.1 += 1;
-                e.2 = e.2.checked_add(r.amount).unwrap_or(e.2);
-            }
+            out.add(r);
         }
-        Summary { rows: out }
+        out
+    }
+
+    /// Counts one more row.
+    pub fn add(&mut self, r: &RowRecord) {
+        let state = ReportState::of(r);
+        if let Some(e) = self.rows.iter_mut().find(|e| e.0 == state) {
+            e.1 += 1;
+            e.2 = e.2.checked_add(r.amount).unwrap_or(e.2);
+        }
     }
 
     /// The same table from the store's aggregates (no rows loaded).
@@ -600,57 +614,23 @@ pub fn write_payout_run(
     end: RunEnd,
 ) -> Result<(ReportPaths, Summary), ReportError> {
     let (run, p, _lock) = open_report(store, dir, run_id)?;
-    let rows = wait(store.rows_of_run(run_id, false))?;
     let now = crate::store::now_ms();
-    write_file(&p.report, tz, |w| {
-        w.write_record(PAYOUT_COLUMNS)?;
-        for r in &rows {
-            let state = ReportState::of(r);
-            let msg_id = r
-                .attempt
-                .as_ref()
-                .map(|a| a.msg_id.clone())
-                .unwrap_or_default();
-            let amount = match &r.raw.amount {
-                Some(raw) => raw.clone(),
-                None => r.amount.to_string(),
-            };
-            let channel = r.raw.channel.clone().unwrap_or_else(|| r.channel.clone());
-            // Valid rows are PHP; a rejected line shows what it said.
-            let currency = r.raw.currency.clone().unwrap_or_else(|| "PHP".to_string());
-            let code = match state {
-                ReportState::Failed => r.error_code.clone().or_else(|| r.code.clone()),
-                _ => r.code.clone(),
-            };
-            w.write_record([
-                r.line.to_string(),
-                r.reference.clone(),
-                beneficiary(r),
-                msg_id,
-                r.order_no.clone().unwrap_or_default(),
-                r.ref_no.clone().unwrap_or_default(),
-                channel,
-                r.bank.clone().unwrap_or_default(),
-                mask_account(&r.account_no),
-                amount,
-                currency,
-                state.to_string(),
-                state.action().to_string(),
-                r.trx_state.clone().unwrap_or_default(),
-                code.unwrap_or_default(),
-                message_of(r, state, stale_after_ms, now),
-                r.error_code.clone().unwrap_or_default(),
-                r.error_message.clone().unwrap_or_default(),
-                r.sends.to_string(),
-                r.repay_of.clone().unwrap_or_default(),
-                ts(r.first_sent_at, tz),
-                ts(r.last_sent_at, tz),
-                ts(r.last_checked_at, tz),
-            ])?;
-        }
-        Ok(())
-    })?;
-    let summary = Summary::from_rows(&rows);
+    // One pass over the rows, page by page from the store (memory stays flat): the CSV line,
+    // the summary and the HTML page's figures all come from the same rows.
+    let mut summary = Summary::default();
+    let mut tally = html::PayoutTally::new(stale_after_ms, now);
+    write_paged(
+        &p.report,
+        tz,
+        &PAYOUT_COLUMNS,
+        |after| wait(store.rows_page(run_id, false, after, REPORT_PAGE)),
+        |r: &RowRecord| r.line,
+        |w, r| {
+            summary.add(r);
+            tally.add(r);
+            w.write_record(payout_record(r, tz, stale_after_ms, now))
+        },
+    )?;
     write_file(&p.summary, tz, |w| {
         write_counts(
             w,
@@ -662,8 +642,54 @@ pub fn write_payout_run(
         )
     })?;
     details_file(&p.details, tz, &run, &end, summary.outcome(), &[])?;
-    html::write_payout(store, &p.html, tz, stale_after_ms, &run, &end, &rows)?;
+    html::write_payout(store, &p.html, tz, &run, &end, &summary, tally)?;
     Ok((p, summary))
+}
+
+/// One payout row's line of the CSV report (`PAYOUT_COLUMNS`).
+fn payout_record(r: &RowRecord, tz: FixedOffset, stale_after_ms: i64, now: i64) -> [String; 23] {
+    let state = ReportState::of(r);
+    let msg_id = r
+        .attempt
+        .as_ref()
+        .map(|a| a.msg_id.clone())
+        .unwrap_or_default();
+    let amount = match &r.raw.amount {
+        Some(raw) => raw.clone(),
+        None => r.amount.to_string(),
+    };
+    let channel = r.raw.channel.clone().unwrap_or_else(|| r.channel.clone());
+    // Valid rows are PHP; a rejected line shows what it said.
+    let currency = r.raw.currency.clone().unwrap_or_else(|| "PHP".to_string());
+    let code = match state {
+        ReportState::Failed => r.error_code.clone().or_else(|| r.code.clone()),
+        _ => r.code.clone(),
+    };
+    [
+        r.line.to_string(),
+        r.reference.clone(),
+        beneficiary(r),
+        msg_id,
+        r.order_no.clone().unwrap_or_default(),
+        r.ref_no.clone().unwrap_or_default(),
+        channel,
+        r.bank.clone().unwrap_or_default(),
+        mask_account(&r.account_no),
+        amount,
+        currency,
+        state.to_string(),
+        state.action().to_string(),
+        r.trx_state.clone().unwrap_or_default(),
+        code.unwrap_or_default(),
+        message_of(r, state, stale_after_ms, now),
+        r.error_code.clone().unwrap_or_default(),
+        r.error_message.clone().unwrap_or_default(),
+        r.sends.to_string(),
+        r.repay_of.clone().unwrap_or_default(),
+        ts(r.first_sent_at, tz),
+        ts(r.last_sent_at, tz),
+        ts(r.last_checked_at, tz),
+    ]
 }
 
 /// The run, its report's paths, and the lock on that report (held while it is read and
@@ -687,6 +713,43 @@ fn wait<T>(op: impl std::future::Future<Output = Result<T, StoreError>>) -> Resu
 
 /// Report rows read from the store per page (memory stays flat).
 const REPORT_PAGE: i64 = 5_000;
+
+/// Writes a CSV file (`header`, then one call of `each` per row) page by page from the store,
+/// in input order, so memory stays flat whatever the run's size: `page(after)` reads the rows
+/// after line `after`, `line` says a row's line. A store error ends the file (it is not put in
+/// place) and is returned as itself.
+fn write_paged<T>(
+    path: &Path,
+    tz: FixedOffset,
+    header: &[&str],
+    mut page: impl FnMut(i64) -> Result<Vec<T>, ReportError>,
+    line: impl Fn(&T) -> i64,
+    mut each: impl FnMut(&mut csv::Writer<fs::File>, &T) -> Result<(), csv::Error>,
+) -> Result<(), ReportError> {
+    let mut store_error = None;
+    write_file(path, tz, |w| {
+        w.write_record(header)?;
+        let mut after = 0i64;
+        loop {
+            let rows = match page(after) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let text = e.to_string();
+                    store_error = Some(e);
+                    return Err(csv::Error::from(std::io::Error::other(text)));
+                }
+            };
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = line(last);
+            for r in &rows {
+                each(w, r)?;
+            }
+        }
+    })
+    .map_err(|e| store_error.take().unwrap_or(e))
+}
 
 // ------------------------------------------------------------------ reconciliation
 
@@ -859,31 +922,14 @@ pub fn write_recon_run(
     end: RunEnd,
 ) -> Result<(ReportPaths, ReconSummary), ReportError> {
     let (run, p, _lock) = open_report(store, dir, run_id)?;
-    let path = p.report.clone();
-    // Page by page from the store straight into the file (memory stays flat).
-    let mut store_error = None;
-    write_file(&path, tz, |w| {
-        w.write_record(RECON_COLUMNS)?;
-        let mut after = 0i64;
-        loop {
-            let page = match wait(store.recon_report_page(run_id, after, REPORT_PAGE)) {
-                Ok(page) => page,
-                Err(e) => {
-                    let text = e.to_string();
-                    store_error = Some(e);
-                    return Err(csv::Error::from(std::io::Error::other(text)));
-                }
-            };
-            let Some(last) = page.last() else {
-                return Ok(());
-            };
-            after = last.line;
-            for r in &page {
-                w.write_record(recon_record(r, tz))?;
-            }
-        }
-    })
-    .map_err(|e| store_error.take().unwrap_or(e))?;
+    write_paged(
+        &p.report,
+        tz,
+        &RECON_COLUMNS,
+        |after| wait(store.recon_report_page(run_id, after, REPORT_PAGE)),
+        |r| r.line,
+        |w, r| w.write_record(recon_record(r, tz)),
+    )?;
     let totals = wait(store.recon_totals(run_id))?;
     let summary =
         ReconSummary::from_counts(totals.counts, totals.balance_start, totals.balance_end);

@@ -516,23 +516,184 @@ async fn crash_safety(rows: usize, kill_at_orders: &[usize], seed: u64) {
     assert!(report.iter().all(|r| r["msg_id"].ends_with("A1")));
 }
 
-/// Acceptance 4, CI version: with requests_per_second = 20, no one-second window of the
-/// simulator's request log holds more than rate + burst (the hard rule: correctness, not
-/// speed). How close the runner gets to the rate is a figure, not a test:
-/// `cargo bench --bench rate_limit`.
+/// Issue 11 acceptance: SIGKILL while a group commit is being written. The store's writer
+/// runs the changes waiting in its queue in one transaction and answers their callers only
+/// after COMMIT; `STARPAY_TEST_SLOW_COMMIT_MS` makes it wait inside that open transaction
+/// before each COMMIT, so the writer spends nearly all its time there and a kill at a random
+/// moment (seeded) lands in it. After each kill, before anything runs again: every msgId the
+/// simulator ever saw (payout sends, queries, pre-flight) is durable in the store (`msg_ids`;
+/// a payout's also in `attempts` with its request's bytes, same SHA-256 as the simulator
+/// received), so none left the machine before its commit. Then resumed runs (no hook) pay
+/// each reference exactly once, every row ends in the report once, and no row needed a
+/// second msgId. The kills are shown to land inside a group: some payouts the simulator
+/// answered have no answer in the store (their answers sat in the group the kill discarded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limit_short() {
-    rate_limit(200, 21).await;
+async fn killed_during_group_commit() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+    let rows = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(fast_sim_config(31)).await;
+    let input = dir.path().join("payouts.csv");
+    write_csv(&input, rows, |_| "7777");
+    // Queries as soon as a send is answered, and slots to spare: a query leaves as soon as
+    // its fresh msgId's store call returns (no wait for a slot that would let the group commit
+    // meanwhile), so a writer that answered before its COMMIT would be caught. (Seen: with the
+    // delivery moved before the COMMIT this test fails; with 16 slots it could pass.)
+    let resolve = FAST_RESOLVE.replace("poll_schedule_secs = [1]", "poll_schedule_secs = [0]");
+    let limits = "requests_per_second = 2000\nburst = 500\nconcurrency = 64\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2";
+    let job = write_job(dir.path(), "group", &sim, &input, limits, &resolve);
+    let db = dir.path().join("group.db");
+    let mut answers_lost = Vec::new();
+    // Each run is killed just after a request left (its answer likely not committed yet):
+    // once the log holds this many queries, then a random moment (seeded) up to 60 ms.
+    let mut queries_seen = 0;
+    for more_queries in [1, 30, 30, 30, 30] {
+        let kill_at = queries_seen + more_queries;
+        let job_s = s(&job);
+        let mut child = tokio::task::spawn_blocking(move || {
+            bin()
+                .env("STARPAY_TEST_SLOW_COMMIT_MS", "100")
+                .args(["run", &job_s])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        eventually(
+            &format!("{kill_at} queries"),
+            Duration::from_secs(120),
+            || queries(&sim).len() >= kill_at || child.try_wait().unwrap().is_some(),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..60))).await;
+        let status = kill_after(child, Duration::ZERO).await;
+        assert_eq!(status, None, "killed at {kill_at} queries while working");
+
+        // The store as the kill left it (only committed transactions count).
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let stored: HashSet<String> = c
+            .prepare("SELECT msg_id FROM msg_ids")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let attempts: HashMap<String, (Vec<u8>, String)> = c
+            .prepare(
+                "SELECT a.msg_id, a.request_bytes, r.state FROM attempts a JOIN rows r ON r.id = a.row_id",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let log = sim.requests();
+        let mut lost = 0;
+        for q in log.iter().filter(|q| q.path.contains("/v1/")) {
+            let id = q.msg_id.clone().unwrap_or_default();
+            assert!(
+                stored.contains(&id),
+                "{} {id} reached the simulator but is not durable in the store",
+                q.path
+            );
+        }
+        for q in log.iter().filter(|q| q.path.ends_with("/v1/disburse")) {
+            let id = q.msg_id.clone().unwrap_or_default();
+            let (bytes, state) = attempts
+                .get(&id)
+                .unwrap_or_else(|| panic!("payout {id} sent without a stored attempt"));
+            assert_eq!(
+                Some(sha256_hex(bytes)),
+                q.request_sha256,
+                "{id}: the simulator received other bytes than the stored ones"
+            );
+            if matches!(state.as_str(), "UNSENT" | "IN_FLIGHT") {
+                lost += 1;
+            }
+        }
+        eprintln!(
+            "kill at {kill_at} queries: {} sends and {} queries in the log, {} msgIds stored; answered by the simulator, answer not stored: {lost}",
+            sends(&sim).len(),
+            queries(&sim).len(),
+            stored.len()
+        );
+
+        answers_lost.push(lost);
+        queries_seen = queries(&sim).len();
+    }
+    assert!(
+        answers_lost.iter().any(|n| *n > 0),
+        "no kill landed while answers waited for their group's commit: {answers_lost:?}"
+    );
+    let mut last = None;
+    for _ in 0..10 {
+        let out = run(vec!["run".into(), s(&job)]).await;
+        let code = out.status.code();
+        last = Some(out);
+        if code == Some(0) {
+            break;
+        }
+        assert_eq!(code, Some(3), "{}", show(last.as_ref().unwrap()));
+    }
+    let out = last.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let ledger = sim.ledger();
+    let mut per_acct: HashMap<String, usize> = HashMap::new();
+    for o in &ledger.orders {
+        *per_acct
+            .entry(o.acct_no.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    assert_eq!(per_acct.len(), rows, "every reference paid");
+    assert!(
+        per_acct.values().all(|n| *n == 1),
+        "one order per reference"
+    );
+    let report = read_report(&dir.path().join("reports/group-1.csv"));
+    assert_eq!(report.len(), rows);
+    assert!(report.iter().all(|r| r["state"] == "SUCCESS"));
+    assert!(
+        report.iter().all(|r| r["msg_id"].ends_with("A1")),
+        "one msgId per row"
+    );
 }
 
-/// `cargo test --test payout_jobs -- --ignored rate_limit_1000_rows` (about 100 s).
+/// Issue 11's rate target, CI version: 1,000 rows (2,000 signed requests: a send and a query
+/// each) against `requests_per_second = 200`, `burst = 20`. No one-second window of the
+/// simulator's request log holds more than rate + burst (the hard rule), and the payout
+/// requests arrive at ≥ 0.95 of the configured rate (first to last). At 200/s the throttle,
+/// not the machine, bounds the run: the runner needs a few ms of CPU per row (debug build),
+/// the queries go out as soon as the send is answered (`poll_schedule_secs = [0]`), so no poll
+/// delay leaves a slow tail. About 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_short() {
+    let (achieved, _) = rate_limit(1000, 200, 20, 21).await;
+    assert!(
+        achieved >= 0.95 * 200.0,
+        "achieved {achieved:.1} req/s < 0.95 × 200"
+    );
+}
+
+/// The same at `requests_per_second = 20`, `burst = 20` (issue 4's figure):
+/// `cargo test --test payout_jobs -- --ignored rate_limit_1000_rows --nocapture` (about 100 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn rate_limit_1000_rows() {
-    rate_limit(1000, 22).await;
+    let (achieved, _) = rate_limit(1000, 20, 20, 22).await;
+    assert!(
+        achieved >= 0.95 * 20.0,
+        "achieved {achieved:.1} req/s < 0.95 × 20"
+    );
 }
 
-async fn rate_limit(rows: usize, seed: u64) {
+/// Runs `rows` rows at `rate` requests/s with bursts of `burst`; asserts no one-second window
+/// of signed requests above rate + burst; returns the payout requests' achieved rate (sends
+/// and queries, first to last arrival) and the busiest window.
+async fn rate_limit(rows: usize, rate: u64, burst: u64, seed: u64) -> (f64, usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = fast_sim_config(seed);
     cfg.settle_delay_ms = 0;
@@ -540,47 +701,31 @@ async fn rate_limit(rows: usize, seed: u64) {
     let sim = start_sim(cfg).await;
     let input = dir.path().join("payouts.csv");
     write_csv(&input, rows, |_| "4321");
-    let (rate, burst) = (20u64, 20u64);
     let limits = format!("requests_per_second = {rate}\nburst = {burst}\nconcurrency = 8\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2");
-    let job = write_job(
-        dir.path(),
-        "rate",
-        &sim,
-        &input,
-        &limits,
-        &FAST_RESOLVE.replace("deadline_secs = 60", "deadline_secs = 300"),
-    );
+    let resolve = FAST_RESOLVE
+        .replace("deadline_secs = 60", "deadline_secs = 300")
+        .replace("poll_schedule_secs = [1]", "poll_schedule_secs = [0]");
+    let job = write_job(dir.path(), "rate", &sim, &input, &limits, &resolve);
     let out = run(vec!["run".into(), s(&job)]).await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    // Signed API requests only (the unsigned health check is outside the limiter).
-    let times: Vec<u64> = sim
-        .requests()
-        .iter()
-        .filter(|r| r.path.contains("/v1/"))
-        .map(|r| r.arrival_ms)
-        .collect();
-    assert!(
-        times.len() >= 2 * rows,
-        "sends and queries: {}",
-        times.len()
-    );
-    let mut max_window = 0;
-    let mut j = 0;
-    for i in 0..times.len() {
-        while times[j] + 1000 <= times[i] {
-            j += 1;
-        }
-        max_window = max_window.max(i - j + 1);
-    }
+    let f = sim.rate_figures();
+    assert!(f.payout >= 2 * rows, "sends and queries: {f:?}");
     eprintln!(
-        "requests {}; busiest 1-s window {max_window} (limit {})",
-        times.len(),
+        "signed requests {}; payout requests {} over {:.2} s = {:.1} req/s ({:.3} of {rate}); busiest 1-s window {} (limit {})",
+        f.signed,
+        f.payout,
+        f.payout_span_ms as f64 / 1000.0,
+        f.payout_rate,
+        f.payout_rate / rate as f64,
+        f.busiest_second,
         rate + burst
     );
     assert!(
-        max_window as u64 <= rate + burst,
-        "window of {max_window} > rate + burst"
+        f.busiest_second as u64 <= rate + burst,
+        "window of {} > rate + burst",
+        f.busiest_second
     );
+    (f.payout_rate, f.busiest_second)
 }
 
 /// The simulator's scenario table through the real binary: AB05 timeouts (held, then final),
@@ -876,4 +1021,13 @@ async fn every_stderr_line_is_json_in_json_mode() {
         }
         assert!(stderr.contains(needle), "{stderr}");
     }
+}
+
+/// Lower-case hex SHA-256 of `bytes` (as the simulator's request log records a request).
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

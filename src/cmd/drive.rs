@@ -106,7 +106,7 @@ async fn drive(
 ) -> anyhow::Result<DriveResult> {
     let store = ctx.store();
     let total = match &work {
-        Work::Payout(_) => Some(store.rows_of_run(run_id, true).await?.len() as u64),
+        Work::Payout(_) => Some(store.open_rows(run_id).await?.max(0) as u64),
         Work::Recon { .. } => None,
     };
     let progress = spawn_progress(work.clone(), total);
@@ -312,8 +312,14 @@ async fn build_result(
     };
     let counts = match summary {
         RunSummary::Payout(s) => {
-            for r in store.rows_of_run(run_id, false).await? {
-                keep(result::human_payout_row(&r));
+            let mut after = 0i64;
+            loop {
+                let page = store.rows_page(run_id, false, after, 5_000).await?;
+                let Some(last) = page.last() else { break };
+                after = last.line;
+                for r in &page {
+                    keep(result::human_payout_row(r));
+                }
             }
             result::Counts::Payout(s)
         }

@@ -180,12 +180,13 @@ impl PayoutEngine {
     }
 
     /// Drives every open row of `run_id` until it is terminal, the deadline passes, or the run
-    /// is stopped: a producer feeds the open rows, in input order, into `engine::workers`
-    /// (`concurrency` workers); a row that must wait for its next poll or a backoff is parked
-    /// there and holds no worker. A row whose turn fails is logged and stays unresolved; the
-    /// others go on.
+    /// is stopped: a producer feeds the open rows, in input order and one page of
+    /// [`ROW_PAGE`] at a time (memory stays flat however long the file), into
+    /// `engine::workers` (`concurrency` workers); a row that must wait for its next poll or a
+    /// backoff is parked there and holds no worker. A row whose turn fails is logged and stays
+    /// unresolved; the others go on. A page that cannot be read ends the feed with an error
+    /// (the rows not fed stay as stored, for the next run).
     pub async fn drive(self: &Arc<Self>, run_id: i64) -> Result<DriveResult, EngineError> {
-        let rows = self.store.rows_of_run(run_id, true).await?;
         let deadline = deadline_after(self.clock(), self.settings.resolve.deadline);
         let first_error: Arc<std::sync::Mutex<Option<EngineError>>> = Arc::default();
         let engine = Arc::clone(self);
@@ -208,10 +209,31 @@ impl PayoutEngine {
                 Next::Done
             }
         };
+        let store = self.store.clone();
+        let feed_errors = Arc::clone(&first_error);
         let feed_rows = |mut feed: workers::Feed<RowJob>| async move {
-            for row in rows {
-                if !feed.put(RowJob::new(row)).await {
+            // Pages by line: a row is fed once, from the page read after the rows before it
+            // were fed; a row that became final meanwhile (a notification) is not read.
+            let mut after = 0i64;
+            loop {
+                let page = match store.rows_page(run_id, true, after, ROW_PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the run's rows could not be read; the rest stay unresolved");
+                        if let Ok(mut first) = feed_errors.lock() {
+                            first.get_or_insert(e.into());
+                        }
+                        return;
+                    }
+                };
+                let Some(last) = page.last() else {
                     return;
+                };
+                after = last.line;
+                for row in page {
+                    if !feed.put(RowJob::new(row)).await {
+                        return;
+                    }
                 }
             }
         };
@@ -229,9 +251,8 @@ impl PayoutEngine {
 
     /// After a drive: the run may be finished only when every row is final.
     pub async fn settle(&self, run_id: i64) -> Result<Settled, EngineError> {
-        let rows = self.store.rows_of_run(run_id, false).await?;
         Ok(Settled {
-            finish: rows.iter().all(|r| r.state.is_terminal()),
+            finish: self.store.open_rows(run_id).await? == 0,
             unchecked: 0,
         })
     }
@@ -849,6 +870,9 @@ fn hold_over(trx_date: Option<&str>, hold: Duration, now_ms: i64) -> bool {
 /// machine): one task per row 74–76 s and 122–129 MB peak RSS; one worker per slot 62 s,
 /// 65 MB; four per slot 50 s, 65 MB.
 const WORKERS_PER_SLOT: usize = 4;
+
+/// Open rows read from the store per page by `drive` (the feed's queue holds a few more).
+const ROW_PAGE: i64 = 512;
 
 /// A row between its turns on a worker, with what one task per row kept in its locals.
 pub struct RowJob {

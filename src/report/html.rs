@@ -305,21 +305,98 @@ fn details(
     d
 }
 
-/// Writes a payout run's page. `rows` are the run's rows in input order (the CSV's).
-///
-/// Longer than ~100 lines on purpose: it gathers every figure the page shows (per state, bank
-/// and channel, balances, approval, the rows that need action) in one pass over the rows, so
-/// each figure is computed from the same rows as the CSV report beside it.
+/// What a payout run's page shows of its rows, gathered one row at a time in the same pass
+/// that writes the CSV report (so each figure is computed from the same rows as the CSV, and
+/// no reader holds the whole run): per bank and channel, the paid total, the rows that need
+/// action (the first [`MAX_ACTION_ROWS`], and how many more).
+pub(super) struct PayoutTally {
+    stale_after_ms: i64,
+    now: i64,
+    per_bank: BTreeMap<String, (i64, Centavos, Centavos)>,
+    per_channel: BTreeMap<String, (i64, Centavos, Centavos)>,
+    paid_total: Centavos,
+    action_rows: Vec<ActionRow>,
+    action_more: usize,
+}
+
+impl PayoutTally {
+    pub(super) fn new(stale_after_ms: i64, now: i64) -> PayoutTally {
+        PayoutTally {
+            stale_after_ms,
+            now,
+            per_bank: BTreeMap::new(),
+            per_channel: BTreeMap::new(),
+            paid_total: Centavos::ZERO,
+            action_rows: Vec::new(),
+            action_more: 0,
+        }
+    }
+
+    /// Counts one row of the run (input order).
+    pub(super) fn add(&mut self, r: &RowRecord) {
+        let state = ReportState::of(r);
+        let paid = if state == ReportState::Success {
+            r.amount
+        } else {
+            Centavos::ZERO
+        };
+        self.paid_total = self.paid_total.checked_add(paid).unwrap_or(self.paid_total);
+        let channel = if r.channel.is_empty() {
+            "(invalid)".to_string()
+        } else {
+            r.channel.clone()
+        };
+        let bank = r.bank.clone().unwrap_or_else(|| match r.channel.as_str() {
+            "starpay" => crate::engine::approval::STARPAY_ACCOUNT.to_string(),
+            _ => "(none)".to_string(),
+        });
+        for (m, k) in [(&mut self.per_bank, bank), (&mut self.per_channel, channel)] {
+            let e = m.entry(k).or_insert((0, Centavos::ZERO, Centavos::ZERO));
+            e.0 += 1;
+            e.1 = e.1.checked_add(r.amount).unwrap_or(e.1);
+            e.2 = e.2.checked_add(paid).unwrap_or(e.2);
+        }
+        if !needs_action(state) {
+            return;
+        }
+        if self.action_rows.len() >= MAX_ACTION_ROWS {
+            self.action_more += 1;
+            return;
+        }
+        let code = r.error_code.clone().or_else(|| r.code.clone());
+        let message = message_of(r, state, self.stale_after_ms, self.now);
+        let reason = match code {
+            Some(c) if !message.contains(&c) => format!("{c}: {message}"),
+            _ => message,
+        };
+        self.action_rows.push(ActionRow {
+            line: r.line,
+            reference: r.reference.clone(),
+            name: beneficiary(r),
+            account: mask_account(&r.account_no),
+            amount: match &r.raw.amount {
+                Some(raw) => raw.clone(),
+                None => php(r.amount),
+            },
+            state: state.to_string(),
+            color: state_color(state),
+            reason,
+            action: state.action().to_string(),
+        });
+    }
+}
+
+/// Writes a payout run's page from its `summary` and `tally` (both from the CSV report's pass
+/// over the rows), with the approval and the pre-flight balance from the store.
 pub(super) fn write_payout(
     store: &Store,
     path: &Path,
     tz: FixedOffset,
-    stale_after_ms: i64,
     run: &RunRecord,
     end: &RunEnd,
-    rows: &[RowRecord],
+    summary: &Summary,
+    tally: PayoutTally,
 ) -> Result<(), ReportError> {
-    let summary = Summary::from_rows(rows);
     let log = wait(store.approval_log(&run.job))?;
     let approval = crate::engine::approval::describe(&log, &run.input_sha256, run.created_at, tz);
     let balance = wait(store.preflight_balance(run.id))?;
@@ -335,67 +412,12 @@ pub(super) fn write_payout(
             color: state_color(*s),
         })
         .collect();
-    let mut per_bank: BTreeMap<String, (i64, Centavos, Centavos)> = BTreeMap::new();
-    let mut per_channel: BTreeMap<String, (i64, Centavos, Centavos)> = BTreeMap::new();
-    let mut paid_total = Centavos::ZERO;
-    let now = crate::store::now_ms();
-    let mut action_rows = Vec::new();
-    let mut action_more = 0;
-    for r in rows {
-        let state = ReportState::of(r);
-        let paid = if state == ReportState::Success {
-            r.amount
-        } else {
-            Centavos::ZERO
-        };
-        paid_total = paid_total.checked_add(paid).unwrap_or(paid_total);
-        let channel = if r.channel.is_empty() {
-            "(invalid)".to_string()
-        } else {
-            r.channel.clone()
-        };
-        let bank = r.bank.clone().unwrap_or_else(|| match r.channel.as_str() {
-            "starpay" => crate::engine::approval::STARPAY_ACCOUNT.to_string(),
-            _ => "(none)".to_string(),
-        });
-        for (m, k) in [(&mut per_bank, bank), (&mut per_channel, channel)] {
-            let e = m.entry(k).or_insert((0, Centavos::ZERO, Centavos::ZERO));
-            e.0 += 1;
-            e.1 = e.1.checked_add(r.amount).unwrap_or(e.1);
-            e.2 = e.2.checked_add(paid).unwrap_or(e.2);
-        }
-        if needs_action(state) {
-            if action_rows.len() >= MAX_ACTION_ROWS {
-                action_more += 1;
-                continue;
-            }
-            let code = r.error_code.clone().or_else(|| r.code.clone());
-            let message = message_of(r, state, stale_after_ms, now);
-            let reason = match code {
-                Some(c) if !message.contains(&c) => format!("{c}: {message}"),
-                _ => message,
-            };
-            action_rows.push(ActionRow {
-                line: r.line,
-                reference: r.reference.clone(),
-                name: beneficiary(r),
-                account: mask_account(&r.account_no),
-                amount: match &r.raw.amount {
-                    Some(raw) => raw.clone(),
-                    None => php(r.amount),
-                },
-                state: state.to_string(),
-                color: state_color(state),
-                reason,
-                action: state.action().to_string(),
-            });
-        }
-    }
     let group = |m: BTreeMap<String, (i64, Centavos, Centavos)>| {
         m.into_iter()
             .map(|(k, (n, a, p))| (k, n, a, p))
             .collect::<Vec<_>>()
     };
+    let paid_total = tally.paid_total;
     let balances = match balance {
         Some((b, at)) => vec![
             (
@@ -425,11 +447,14 @@ pub(super) fn write_payout(
         details: details(run, end, code, tz, approval),
         lines_heading: "state",
         lines,
-        groups: vec![("bank", group(per_bank)), ("channel", group(per_channel))],
+        groups: vec![
+            ("bank", group(tally.per_bank)),
+            ("channel", group(tally.per_channel)),
+        ],
         balances,
-        action_rows,
-        action_more,
-        generated: ts_secs(Some(now), tz),
+        action_rows: tally.action_rows,
+        action_more: tally.action_more,
+        generated: ts_secs(Some(tally.now), tz),
     };
     write_atomic(path, render(&page).as_bytes())
 }

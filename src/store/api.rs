@@ -186,6 +186,24 @@ impl Store {
             .await
     }
 
+    /// At most `limit` rows of a run after line `after_line`, in input order (`only_open`: the
+    /// rows a run still has work for). For readers that must not hold a whole run.
+    pub async fn rows_page(
+        &self,
+        run_id: i64,
+        only_open: bool,
+        after_line: i64,
+        limit: i64,
+    ) -> Result<Vec<RowRecord>, StoreError> {
+        self.call(move |c| super::rows_page(c, run_id, only_open, after_line, limit))
+            .await
+    }
+
+    /// How many rows of a run are not terminal yet.
+    pub async fn open_rows(&self, run_id: i64) -> Result<i64, StoreError> {
+        self.call(move |c| super::open_rows(c, run_id)).await
+    }
+
     /// Every earlier use of `reference` in this database (except row `except_row`).
     pub async fn reference_uses(
         &self,

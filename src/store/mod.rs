@@ -117,6 +117,9 @@ fn run_group(conn: &mut Connection, jobs: Vec<Job>, group_commit: bool) {
     let grouped = group_commit && conn.execute_batch("BEGIN IMMEDIATE").is_ok();
     let delivers: Vec<Deliver> = jobs.into_iter().map(|job| job(conn)).collect();
     let error = if grouped {
+        if let Some(pause) = test_slow_commit() {
+            std::thread::sleep(pause);
+        }
         match conn.execute_batch("COMMIT") {
             Ok(()) => None,
             Err(e) => {
@@ -130,6 +133,22 @@ fn run_group(conn: &mut Connection, jobs: Vec<Job>, group_commit: bool) {
     for deliver in delivers {
         deliver(error.as_deref());
     }
+}
+
+/// Test hook (tests/payout_jobs.rs `killed_during_group_commit`): with
+/// `STARPAY_TEST_SLOW_COMMIT_MS=N` the writer waits N ms inside each open group transaction
+/// before its COMMIT, so a SIGKILL at a random moment almost surely lands while a group is
+/// being written. Only slows the writer down; nothing else changes (a caller still hears of
+/// its change only after the COMMIT). Read once.
+fn test_slow_commit() -> Option<Duration> {
+    static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        std::env::var("STARPAY_TEST_SLOW_COMMIT_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    })
 }
 
 pub fn now_ms() -> i64 {
@@ -918,22 +937,47 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowRecord> {
     })
 }
 
+/// The states a payout run still has work for (the complement of `RowState::is_terminal`).
+const OPEN_FILTER: &str =
+    " AND r.state NOT IN ('SUCCESS','FAILED','REVERSED','REJECTED','NEEDS_ATTENTION')";
+
 /// Rows of a run in input order; `only_open` keeps rows `run` still has work for.
 pub fn rows_of_run(
     conn: &Connection,
     run_id: i64,
     only_open: bool,
 ) -> Result<Vec<RowRecord>, StoreError> {
-    let filter = if only_open {
-        " AND r.state NOT IN ('SUCCESS','FAILED','REVERSED','REJECTED','NEEDS_ATTENTION')"
-    } else {
-        ""
-    };
-    let mut stmt = conn.prepare(&format!(
-        "{ROW_SELECT} WHERE r.run_id = ?1{filter} ORDER BY r.line"
-    ))?;
-    let rows = stmt.query_map([run_id], row_from)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    rows_page(conn, run_id, only_open, 0, i64::MAX)
+}
+
+/// At most `limit` rows of a run with a line after `after_line`, in input order; `only_open`
+/// keeps rows `run` still has work for. Paging by line keeps a 100,000-row run's memory flat
+/// (issue 11): a reader holds one page, never the run.
+pub fn rows_page(
+    conn: &Connection,
+    run_id: i64,
+    only_open: bool,
+    after_line: i64,
+    limit: i64,
+) -> Result<Vec<RowRecord>, StoreError> {
+    let filter = if only_open { OPEN_FILTER } else { "" };
+    all_rows(
+        conn,
+        &format!(
+            "{ROW_SELECT} WHERE r.run_id = ?1 AND r.line > ?2{filter} ORDER BY r.line LIMIT ?3"
+        ),
+        params![run_id, after_line, limit],
+        row_from,
+    )
+}
+
+/// How many rows of a run are still open (not terminal).
+pub fn open_rows(conn: &Connection, run_id: i64) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM rows r WHERE r.run_id = ?1{OPEN_FILTER}"
+        ))?
+        .query_row([run_id], |r| r.get(0))?)
 }
 
 pub fn row_by_id(conn: &Connection, row_id: i64) -> Result<RowRecord, StoreError> {

@@ -37,6 +37,62 @@ use crate::starpay::model::Bank;
 use crate::starpay::sign::{self, KeyError, PrivateKey, PublicKey};
 
 pub use faults::{FaultConfig, FaultScope};
+
+/// Arrival figures of a request log: the provider's view of a client's rate limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateFigures {
+    /// Signed API requests (`/v1/`; the unsigned health check is outside any limit).
+    pub signed: usize,
+    /// The most signed requests that arrived within any one second.
+    pub busiest_second: usize,
+    /// Payout requests (5.2/5.3 sends and 5.4 queries): a run's drive, without its pre-flight.
+    pub payout: usize,
+    /// From the first payout request's arrival to the last (ms).
+    pub payout_span_ms: u64,
+    /// Payout requests per second over that span (0 with fewer than two).
+    pub payout_rate: f64,
+}
+
+impl RateFigures {
+    pub fn of(log: &[RequestRecord]) -> RateFigures {
+        let arrivals = |keep: &dyn Fn(&str) -> bool| {
+            let mut t: Vec<u64> = log
+                .iter()
+                .filter(|r| keep(&r.path))
+                .map(|r| r.arrival_ms)
+                .collect();
+            t.sort_unstable();
+            t
+        };
+        let signed = arrivals(&|p| p.contains("/v1/"));
+        let mut busiest_second = 0;
+        let mut j = 0;
+        for i in 0..signed.len() {
+            while signed[j] + 1000 <= signed[i] {
+                j += 1;
+            }
+            busiest_second = busiest_second.max(i - j + 1);
+        }
+        let payout =
+            arrivals(&|p| p.ends_with("/v1/disburse") || p.ends_with("/v1/disburse/query"));
+        let span = match (payout.first(), payout.last()) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0,
+        };
+        let payout_rate = if payout.len() < 2 || span == 0 {
+            0.0
+        } else {
+            (payout.len() - 1) as f64 * 1000.0 / span as f64
+        };
+        RateFigures {
+            signed: signed.len(),
+            busiest_second,
+            payout: payout.len(),
+            payout_span_ms: span,
+            payout_rate,
+        }
+    }
+}
 pub use state::{BalanceSnapshot, MerchantStatus, NotificationAttempt, StateChange, StaticQr};
 
 use state::{Delays, MerchantState, State};
@@ -748,6 +804,11 @@ impl SimHandle {
 
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.requests()
+    }
+
+    /// How fast the signed API requests of the log arrived (the rate-limit test and bench).
+    pub fn rate_figures(&self) -> RateFigures {
+        RateFigures::of(&self.shared.requests())
     }
 
     /// Moves simulated time forward (due transitions apply at once).
