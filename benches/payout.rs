@@ -212,16 +212,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("no runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let runtime = bench_common::runtime();
     // Measured before any run, with the simulator idle: the rate the bound is built on.
     let first = SignRates::measure(&key, cores);
     println!(

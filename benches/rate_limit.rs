@@ -9,6 +9,8 @@
 //! requests (sends and queries) from the first to the last; queries go out as soon as the send
 //! is answered (`poll_schedule_secs = [0]`).
 
+mod bench_common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -91,16 +93,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("no runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let runtime = bench_common::runtime();
     match runtime.block_on(one(rows, rate)) {
         Ok((requests, span_s, achieved, max_window)) => {
             println!(

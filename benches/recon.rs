@@ -217,16 +217,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("no runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let runtime = bench_common::runtime();
     let first = SignRates::measure(&key, cores);
     println!(
         "repayment-recon: the release binary against the in-process simulator; no latency, no \

@@ -45,7 +45,7 @@ pub enum ReportError {
     NotOnARuntime,
 }
 
-pub const PAYOUT_COLUMNS: [&str; 23] = [
+pub const PAYOUT_COLUMNS: [&str; 24] = [
     "line",
     "reference",
     "beneficiary",
@@ -59,6 +59,9 @@ pub const PAYOUT_COLUMNS: [&str; 23] = [
     "currency",
     "state",
     "action",
+    // `yes` when the row was SUCCESS and is now REVERSED (reference §12 rule 11: the money
+    // came back after it was paid); empty otherwise.
+    "reversed_after_success",
     "trx_state",
     "code",
     "message",
@@ -603,6 +606,11 @@ pub struct RunEnd {
     pub exit_code: Option<i32>,
 }
 
+/// A flag column: `yes` or empty.
+fn yes_or_empty(flag: bool) -> String {
+    if flag { "yes" } else { "" }.to_string()
+}
+
 /// Writes a payout run's report, summary and details from the store (input order, one line per
 /// row). Blocking: call from a blocking thread.
 pub fn write_payout_run(
@@ -647,7 +655,12 @@ pub fn write_payout_run(
 }
 
 /// One payout row's line of the CSV report (`PAYOUT_COLUMNS`).
-fn payout_record(r: &RowRecord, tz: FixedOffset, stale_after_ms: i64, now: i64) -> [String; 23] {
+fn payout_record(
+    r: &RowRecord,
+    tz: FixedOffset,
+    stale_after_ms: i64,
+    now: i64,
+) -> [String; PAYOUT_COLUMNS.len()] {
     let state = ReportState::of(r);
     let msg_id = r
         .attempt
@@ -679,6 +692,7 @@ fn payout_record(r: &RowRecord, tz: FixedOffset, stale_after_ms: i64, now: i64) 
         currency,
         state.to_string(),
         state.action().to_string(),
+        yes_or_empty(r.reversed_after_success),
         r.trx_state.clone().unwrap_or_default(),
         code.unwrap_or_default(),
         message_of(r, state, stale_after_ms, now),
@@ -1002,6 +1016,7 @@ mod tests {
             repay: false,
             repay_of: None,
             raw: RawFields::default(),
+            reversed_after_success: false,
         }
     }
 

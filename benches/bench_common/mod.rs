@@ -1,6 +1,7 @@
-//! Helpers shared by the job benchmarks (`payout`, `recon`): the signing rate in this process,
-//! CPU time of this process and of its reaped children (`/proc/self/stat`), the runner's peak
-//! RSS (`VmHWM`), and SQLite syncs counted by `strace` when it is installed.
+//! Helpers shared by the benchmarks (`payout`, `recon`, `receiver`, `rate_limit`): the tokio
+//! runtime, the signing rate in this process, CPU time of this process and of its reaped children (`/proc/self/stat`) or of
+//! a live process (`/proc/PID/stat`), a process's peak RSS (`VmHWM`), and SQLite syncs counted
+//! by `strace` when it is installed.
 //!
 //! CPU accounting: the simulator runs inside the bench process and the runner is its only
 //! child, so `cutime`/`cstime` of `/proc/self/stat` (the CPU of reaped children) taken around one
@@ -34,23 +35,34 @@ pub struct CpuTimes {
     pub children_sys: f64,
 }
 
+/// Fields 14–17 of a `/proc/…/stat` file (utime, stime, cutime, cstime) in seconds.
+fn stat_cpu_secs(path: &str) -> Option<[f64; 4]> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces) start at `state` (field 3).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> Option<f64> {
+        f.get(i - 3)?
+            .parse::<u64>()
+            .ok()
+            .map(|t| t as f64 / TICKS_PER_SEC)
+    };
+    Some([tick(14)?, tick(15)?, tick(16)?, tick(17)?])
+}
+
+/// CPU seconds (user, system) of the live process `pid` so far.
+pub fn process_cpu_secs(pid: u32) -> Option<(f64, f64)> {
+    stat_cpu_secs(&format!("/proc/{pid}/stat")).map(|[u, s, _, _]| (u, s))
+}
+
 impl CpuTimes {
     pub fn now() -> Option<CpuTimes> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the command name (which may hold spaces) start at `state` (field 3).
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let tick = |i: usize| -> Option<f64> {
-            f.get(i - 3)?
-                .parse::<u64>()
-                .ok()
-                .map(|t| t as f64 / TICKS_PER_SEC)
-        };
+        let [self_user, self_sys, children_user, children_sys] = stat_cpu_secs("/proc/self/stat")?;
         Some(CpuTimes {
-            self_user: tick(14)?,
-            self_sys: tick(15)?,
-            children_user: tick(16)?,
-            children_sys: tick(17)?,
+            self_user,
+            self_sys,
+            children_user,
+            children_sys,
         })
     }
 
@@ -64,13 +76,33 @@ impl CpuTimes {
     }
 }
 
-pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+/// A `kB` line of `/proc/PID/status` (`VmHWM:`, `VmRSS:`, …).
+pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+}
+
+/// Peak RSS so far (`VmHWM`, KiB).
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A multi-thread tokio runtime, or exit 1 saying why.
+pub fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("no runtime: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// Polls `child` every 50 ms until it exits; returns its status and its peak RSS (KiB, the
@@ -94,12 +126,7 @@ pub async fn wait_with_peak(
 
 /// CPU seconds (user + system) of the calling thread.
 fn thread_cpu_secs() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let user = f.get(14 - 3)?.parse::<u64>().ok()?;
-    let sys = f.get(15 - 3)?.parse::<u64>().ok()?;
-    Some((user + sys) as f64 / TICKS_PER_SEC)
+    stat_cpu_secs("/proc/thread-self/stat").map(|[u, s, _, _]| u + s)
 }
 
 /// RSA-2048 signatures of `key` on `threads` threads for `for_how_long`, over a 5.2-sized

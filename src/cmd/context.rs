@@ -201,10 +201,11 @@ impl JobContext {
     }
 
     /// Starts the notification receiver on `addr` for this job (its store, mchId, platform
-    /// public keys and AB0x hold).
+    /// public keys and AB0x hold); `applied` hears the ids of the rows it changes.
     pub async fn start_receiver(
         &self,
         addr: std::net::SocketAddr,
+        applied: Option<tokio::sync::mpsc::Sender<i64>>,
     ) -> anyhow::Result<crate::receiver::Running> {
         let cfg = &self.cfg;
         let mut platform_keys = Vec::new();
@@ -217,6 +218,7 @@ impl JobContext {
             platform_keys,
             resolve: cfg.resolve.clone(),
             limits: crate::receiver::Limits::default(),
+            applied,
         };
         crate::receiver::Running::start(addr, receiver)
             .await

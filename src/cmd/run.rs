@@ -122,7 +122,9 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
     };
     let receiver = match args.listen {
         Some(addr) => {
-            let running = ctx.start_receiver(addr).await?;
+            let running = ctx
+                .start_receiver(addr, Some(engine.wake_on_notifications()))
+                .await?;
             match &cfg.starpay.notify_url {
                 Some(url) => crate::say!(
                     "receiving notifications on {} (Starpay is told to send them to {url})",

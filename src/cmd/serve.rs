@@ -9,7 +9,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let ctx = JobContext::open(&args.job, None, Access::Shared)?;
     ctx.block_on(async {
         let mut signals = crate::signals::StopSignals::listen()?;
-        let running = ctx.start_receiver(args.listen).await?;
+        let running = ctx.start_receiver(args.listen, None).await?;
         println!("http://{}/", running.addr);
         crate::say!(
             "receiving notifications for job {:?} on http://{}/ (database {}); Ctrl-C stops",

@@ -1,6 +1,8 @@
 //! `show JOB REFERENCE`: one reference's whole history across runs, from the store (no lock):
-//! its rows, every attempt (msgId) with its sends, and every event with its time and the
-//! request or verified answer it recorded.
+//! its rows, every attempt (msgId) with its sends, every notification received about them
+//! (issue 12), and every event with its time and the request or verified answer it recorded.
+//! Given the msgId of a notification no row matches (MISSING_LOCALLY in `status`, or a 6.3/6.5
+//! repayment record), it lists what was received under it.
 
 use anyhow::bail;
 
@@ -9,18 +11,29 @@ use crate::cmd::context::{Access, JobContext};
 use crate::cmd::exit;
 use crate::logging::mask_account;
 use crate::report::{self, ReportState};
+use crate::store::notifications::StoredNotification;
 
 pub fn run(args: ShowArgs) -> anyhow::Result<i32> {
     let ctx = JobContext::open(&args.job, None, Access::ReadOnly)?;
     let tz = ctx.cfg.report.timezone;
     ctx.block_on(async {
         let h = ctx.store().reference_history(&args.reference).await?;
+        let notifications = ctx.store().notifications_about(&args.reference).await?;
         if h.rows.is_empty() {
-            bail!(
-                "reference {:?} is in no run of database {}",
-                args.reference,
-                ctx.cfg.database.display()
-            );
+            if notifications.is_empty() {
+                bail!(
+                    "reference {:?} is in no run of database {}, and no notification names it as its msgId",
+                    args.reference,
+                    ctx.cfg.database.display()
+                );
+            }
+            // A msgId this database never issued (MISSING_LOCALLY in `status`), or a
+            // repayment record (6.3/6.5): what was received under it.
+            println!("msgId {} (no payout row of this database)", args.reference);
+            for n in &notifications {
+                println!("  {}", notification_line(n, tz));
+            }
+            return Ok(exit::OK);
         }
         println!("reference {}", args.reference);
         let mut approvals = std::collections::BTreeMap::new();
@@ -64,6 +77,19 @@ pub fn run(args: ShowArgs) -> anyhow::Result<i32> {
                         .unwrap_or_default()
                 );
             }
+            let msg_ids: Vec<&str> = h
+                .attempts
+                .iter()
+                .filter(|a| a.row_id == row.id)
+                .map(|a| a.msg_id.as_str())
+                .collect();
+            for n in notifications.iter().filter(|n| {
+                n.original_msg_id
+                    .as_deref()
+                    .is_some_and(|m| msg_ids.contains(&m))
+            }) {
+                println!("  {}", notification_line(n, tz));
+            }
             for e in h.events.iter().filter(|e| e.row_id == Some(row.id)) {
                 let states = match (&e.old_state, &e.new_state) {
                     (Some(o), Some(n)) if o != n => format!(" {o} -> {n}"),
@@ -91,6 +117,31 @@ pub fn run(args: ShowArgs) -> anyhow::Result<i32> {
         }
         Ok(exit::OK)
     })
+}
+
+/// One received notification: when, what it said, whether it verified, and what was done
+/// with it and why (applied, stale, duplicate, conflict, refused, unmatched, repayment).
+fn notification_line(n: &StoredNotification, tz: chrono::FixedOffset) -> String {
+    format!(
+        "notification {} received {}: {} {} PHP {}, {}; {}{}",
+        n.id,
+        report::ts(Some(n.received_at), tz),
+        n.original_msg_id.as_deref().unwrap_or("-"),
+        n.trx_state.as_deref().unwrap_or("-"),
+        n.amount
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into()),
+        if n.verified {
+            "verified"
+        } else {
+            "not verified"
+        },
+        n.outcome,
+        n.detail
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    )
 }
 
 /// Who prepared and approved the file of run `run_id` (issue 13), if anyone.

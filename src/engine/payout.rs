@@ -79,6 +79,8 @@ pub struct PayoutEngine {
     throttle: Throttle,
     msg_ids: MsgIds,
     done: AtomicU64,
+    /// Rows the notification receiver changed (`run --listen`), taken by the next `drive`.
+    wakes: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<i64>>>,
 }
 
 const OP_INSTAPAY: &str = "5.2";
@@ -106,7 +108,21 @@ impl PayoutEngine {
             throttle,
             msg_ids,
             done: AtomicU64::new(0),
+            wakes: std::sync::Mutex::new(None),
         }))
+    }
+
+    /// A channel for the notification receiver of `run --listen`: the id of each row a
+    /// notification changed wakes that row if it is parked in the next `drive` (it is then
+    /// taken at once, reloads the stored row and, final, needs no query). Bounded: 1,024 wakes
+    /// not yet taken; beyond that a row waits for its poll as without `--listen`.
+    pub fn wake_on_notifications(&self) -> tokio::sync::mpsc::Sender<i64> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        match self.wakes.lock() {
+            Ok(mut w) => *w = Some(rx),
+            Err(poisoned) => *poisoned.into_inner() = Some(rx),
+        }
+        tx
     }
 
     pub fn store(&self) -> &Store {
@@ -238,7 +254,15 @@ impl PayoutEngine {
             }
         };
         let width = self.settings.concurrency.max(1) * WORKERS_PER_SLOT;
-        workers::run(width, &self.throttle, feed_rows, turn).await;
+        let wakes = match self.wakes.lock() {
+            Ok(mut w) => w.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+        .map(|ids| workers::Wakes {
+            ids,
+            key: |job: &RowJob| job.row.id,
+        });
+        workers::run(width, &self.throttle, wakes, feed_rows, turn).await;
         let error = match first_error.lock() {
             Ok(mut e) => e.take().map(|e| e.to_string()),
             Err(_) => Some("a row's error could not be read".into()),
@@ -1355,7 +1379,7 @@ mod tests {
         let store = h.store.clone();
         let apply = tokio::spawn(async move { store.apply_notification(received, decide).await });
         hold_until("the notification is stored", || apply.is_finished()).await;
-        let outcome = apply.await.expect("join").expect("stored");
+        let (outcome, _) = apply.await.expect("join").expect("stored");
         assert_eq!(outcome, NotifyOutcome::Applied);
     }
 

@@ -447,7 +447,7 @@ impl ReconEngine {
                 }
             }
         };
-        workers::run(self.width(), &self.throttle, produce, check).await;
+        workers::run(self.width(), &self.throttle, None, produce, check).await;
         // Every result sender was in the workers, now gone: the writer drains and ends.
         let written = writer.await;
         let first = match first_error.lock() {

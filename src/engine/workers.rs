@@ -90,8 +90,19 @@ impl<J> Ord for Waiting<J> {
     }
 }
 
+/// Parked jobs to take before their due time: the receiver of `run --listen` applied a
+/// notification to their row (issue 12), so the stored row may be final already. `key` names
+/// a job's row; ids arrive on `ids` (bounded by its sender; a lost wake only means the row
+/// waits for its due time, as without `--listen`).
+pub struct Wakes<J> {
+    pub ids: mpsc::Receiver<i64>,
+    pub key: fn(&J) -> i64,
+}
+
 struct State<J> {
     waiting: BinaryHeap<Waiting<J>>,
+    /// Rows woken since the heap was last looked at (see `Wakes`).
+    woken: std::collections::HashSet<i64>,
     seq: u64,
     /// Workers holding a job.
     busy: usize,
@@ -115,6 +126,25 @@ impl<J> Shared<J> {
     }
 }
 
+impl<J> State<J> {
+    /// Makes the parked jobs of the woken rows due now (one pass over the heap for all the
+    /// wakes gathered since the last one). A woken row that is not parked (running, or not
+    /// taken yet) is forgotten: its turn reads the stored row anyway.
+    fn take_wakes(&mut self, key: fn(&J) -> i64, now: Instant) {
+        if self.woken.is_empty() {
+            return;
+        }
+        let woken = std::mem::take(&mut self.woken);
+        let mut all = std::mem::take(&mut self.waiting).into_vec();
+        for w in &mut all {
+            if w.due > now && woken.contains(&key(&w.job)) {
+                w.due = now;
+            }
+        }
+        self.waiting = BinaryHeap::from(all);
+    }
+}
+
 /// What a worker does next.
 enum Take<J> {
     Run(J),
@@ -124,11 +154,16 @@ enum Take<J> {
 }
 
 /// Runs `produce` and `width` workers applying `work` until every job is done, or the throttle
-/// stops. `work` runs one job's turn; `Next::At` parks it until due. Returns when the producer
-/// and every worker have ended. A panicking worker is replaced by none: the others go on and
-/// the panic is logged (its job's row stays as stored).
-pub async fn run<J, P, PF, W, WF>(width: usize, throttle: &Throttle, produce: P, work: W)
-where
+/// stops. `work` runs one job's turn; `Next::At` parks it until due, or until `wakes` names
+/// its row. Returns when the producer and every worker have ended. A panicking worker is
+/// replaced by none: the others go on and the panic is logged (its job's row stays as stored).
+pub async fn run<J, P, PF, W, WF>(
+    width: usize,
+    throttle: &Throttle,
+    wakes: Option<Wakes<J>>,
+    produce: P,
+    work: W,
+) where
     J: Send + 'static,
     P: FnOnce(Feed<J>) -> PF,
     PF: Future<Output = ()>,
@@ -140,6 +175,7 @@ where
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             waiting: BinaryHeap::new(),
+            woken: Default::default(),
             seq: 0,
             busy: 0,
             source_done: false,
@@ -148,12 +184,28 @@ where
         rx: tokio::sync::Mutex::new(rx),
     });
     let mut workers = JoinSet::new();
+    let key = wakes.as_ref().map(|w| w.key);
     for _ in 0..width {
         let shared = Arc::clone(&shared);
         let work = work.clone();
         let stop = throttle.stop_signal();
-        workers.spawn(worker(shared, stop, work));
+        workers.spawn(worker(shared, stop, work, key));
     }
+    // Wakes are gathered here and applied by the next worker that looks at the heap; this
+    // task ends with the pool (aborted below) or when the sender goes.
+    // It holds the pool weakly: only the workers keep the queue's receiver alive (below).
+    let waker = wakes.map(|mut w| {
+        let shared = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            while let Some(id) = w.ids.recv().await {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                shared.lock().woken.insert(id);
+                shared.changed.notify_waiters();
+            }
+        })
+    });
     // Only the workers hold the queue's receiver now: if they all end, `put` fails at once.
     drop(shared);
     // The producer runs here, beside the workers; dropping the sender closes the queue.
@@ -167,10 +219,17 @@ where
             tracing::error!(error = %e, "a worker failed; its row stays as stored");
         }
     }
+    if let Some(w) = waker {
+        w.abort();
+    }
 }
 
-async fn worker<J, W, WF>(shared: Arc<Shared<J>>, mut stop: StopSignal, work: W)
-where
+async fn worker<J, W, WF>(
+    shared: Arc<Shared<J>>,
+    mut stop: StopSignal,
+    work: W,
+    key: Option<fn(&J) -> i64>,
+) where
     W: Fn(J) -> WF,
     WF: Future<Output = Next<J>>,
 {
@@ -184,6 +243,9 @@ where
         let take = {
             let mut st = shared.lock();
             let now = Instant::now();
+            if let Some(key) = key {
+                st.take_wakes(key, now);
+            }
             if st.waiting.peek().is_some_and(|w| w.due <= now) {
                 st.busy += 1;
                 st.waiting.pop().map_or(Take::Exit, |w| Take::Run(w.job))
@@ -266,6 +328,7 @@ mod tests {
         run(
             4,
             &throttle,
+            None,
             |mut feed| async move {
                 for i in 0..1000u32 {
                     assert!(feed.put((i, 0u32)).await);
@@ -297,6 +360,49 @@ mod tests {
         );
     }
 
+    /// A job parked for an hour runs again at once when its key is woken (a notification
+    /// applied to its row under `run --listen`); the others wait out their hour.
+    #[tokio::test(start_paused = true)]
+    async fn a_woken_job_runs_before_its_due_time() {
+        let throttle = Throttle::new(2, 1000, 1000, &Timing::tokio(0, 1));
+        let (tx, rx) = mpsc::channel(8);
+        let start = Instant::now();
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let r = Arc::clone(&ran);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            tx.send(3).await.unwrap();
+        });
+        run(
+            2,
+            &throttle,
+            Some(Wakes {
+                ids: rx,
+                key: |j: &(i64, u32)| j.0,
+            }),
+            |mut feed| async move {
+                for i in 0..5i64 {
+                    assert!(feed.put((i, 0u32)).await);
+                }
+            },
+            move |(i, n): (i64, u32)| {
+                let r = Arc::clone(&r);
+                async move {
+                    if n == 1 {
+                        r.lock().unwrap().push((i, start.elapsed().as_secs()));
+                        return Next::Done;
+                    }
+                    Next::At(Instant::now() + Duration::from_secs(3600), (i, 1))
+                }
+            },
+        )
+        .await;
+        let ran = ran.lock().unwrap().clone();
+        assert_eq!(ran[0], (3, 10), "woken after 10 s: {ran:?}");
+        assert!(ran[1..].iter().all(|&(_, at)| at == 3600), "{ran:?}");
+        assert_eq!(ran.len(), 5);
+    }
+
     /// A stop ends the drive although jobs are still parked for an hour; the producer's `put`
     /// says so.
     #[tokio::test(start_paused = true)]
@@ -313,6 +419,7 @@ mod tests {
         run(
             2,
             &throttle,
+            None,
             |mut feed| async move {
                 for i in 0..10u32 {
                     assert!(feed.put(i).await);

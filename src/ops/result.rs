@@ -114,6 +114,10 @@ pub struct HumanRow {
     pub amount_centavos: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<String>,
+    /// A payout row that was SUCCESS and is now REVERSED (the money came back after it was
+    /// paid); absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reversed_after_success: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -257,6 +261,7 @@ pub fn human_payout_row(r: &RowRecord) -> Option<HumanRow> {
         msg_id: r.attempt.as_ref().map(|a| a.msg_id.clone()),
         amount_centavos: Some(r.amount.get()),
         amount: Some(r.amount.to_string()),
+        reversed_after_success: r.reversed_after_success,
     })
 }
 
@@ -285,5 +290,6 @@ pub fn human_recon_row(r: &ReconRecord) -> Option<HumanRow> {
         msg_id: r.original_msg_id.clone(),
         amount_centavos: r.expected_amount.map(Centavos::get),
         amount: r.expected_amount.map(|a| a.to_string()),
+        reversed_after_success: false,
     })
 }

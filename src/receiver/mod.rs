@@ -66,6 +66,10 @@ pub struct Receiver {
     pub platform_keys: Vec<PublicKey>,
     pub resolve: ResolveSettings,
     pub limits: Limits,
+    /// `run --listen`: the payout engine's wake channel. The id of every row a notification
+    /// changed is offered to it (never waited for: when it is full the row simply waits for
+    /// its next poll), so a parked row is taken at once and finishes from the stored state.
+    pub applied: Option<tokio::sync::mpsc::Sender<i64>>,
 }
 
 /// The answer to one POST.
@@ -230,7 +234,10 @@ impl Receiver {
                 continue;
             }
             let decide = decide(n, &self.resolve, crate::store::now_ms());
-            let outcome = self.store.apply_notification(received, decide).await?;
+            let (outcome, row_id) = self.store.apply_notification(received, decide).await?;
+            if let (NotifyOutcome::Applied, Some(id), Some(tx)) = (outcome, row_id, &self.applied) {
+                let _ = tx.try_send(id);
+            }
             match outcome {
                 NotifyOutcome::Applied | NotifyOutcome::Duplicate | NotifyOutcome::Stale => {
                     tracing::debug!(msg_id = %n.original_msg_id, trx_state = %n.trx_state.as_str(), outcome = outcome.as_str(), "notification stored");

@@ -321,7 +321,7 @@ impl Store {
         &self,
         n: super::notifications::Received,
         decide: F,
-    ) -> Result<super::notifications::NotifyOutcome, StoreError>
+    ) -> Result<(super::notifications::NotifyOutcome, Option<i64>), StoreError>
     where
         F: FnOnce(&RowRecord) -> super::notifications::Decision + Send + 'static,
     {
@@ -343,6 +343,16 @@ impl Store {
             super::notifications::with_outcomes(c, &["unmatched", "conflict", "refused"], limit)
         })
         .await
+    }
+
+    /// Notifications about `reference` (its attempts' msgIds), or naming it as their msgId.
+    pub async fn notifications_about(
+        &self,
+        reference: &str,
+    ) -> Result<Vec<super::notifications::StoredNotification>, StoreError> {
+        let reference = reference.to_string();
+        self.call(move |c| super::notifications::about(c, &reference))
+            .await
     }
 
     // ------------------------------------------------------------------ reconciliation

@@ -514,6 +514,10 @@ pub struct RowRecord {
     /// What the current attempt re-pays, for the report.
     pub repay_of: Option<String>,
     pub raw: RawFields,
+    /// REVERSED after it was SUCCESS (a `SUCCESS -> REVERSED` event: a notification, or a
+    /// `reconcile` finding): paid, then the money came back. Read from the event log; never
+    /// written from here.
+    pub reversed_after_success: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -877,7 +881,9 @@ const ROW_SELECT: &str =
     r.hold_since, r.first_sent_at, r.last_sent_at, r.last_checked_at, r.query_count,
     r.resent_after_not_found, a.id, a.msg_id, a.seq, a.supersedes, a.operation, a.request_bytes, a.send_count,
     (SELECT COALESCE(SUM(send_count), 0) FROM attempts x WHERE x.row_id = r.id),
-    a.first_sent_at, r.repay, r.repay_of, r.raw_channel, r.raw_amount, r.raw_currency
+    a.first_sent_at, r.repay, r.repay_of, r.raw_channel, r.raw_amount, r.raw_currency,
+    (r.state = 'REVERSED' AND EXISTS (SELECT 1 FROM events e WHERE e.row_id = r.id
+        AND e.old_state = 'SUCCESS' AND e.new_state = 'REVERSED'))
     FROM rows r LEFT JOIN attempts a ON a.id = r.attempt_id";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowRecord> {
@@ -934,6 +940,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowRecord> {
             amount: r.get(40)?,
             currency: r.get(41)?,
         },
+        reversed_after_success: r.get::<_, i64>(42)? != 0,
     })
 }
 

@@ -187,7 +187,8 @@ pub fn record_refused(conn: &mut Connection, n: &Received, why: &str) -> Result<
     Ok(())
 }
 
-/// Stores a verified notification and applies it, all in one savepoint (see the module doc).
+/// Stores a verified notification and applies it, all in one savepoint (see the module doc);
+/// returns the outcome and the payout row it matched, if any.
 ///
 /// Longer than ~100 lines on purpose: storing, deduplicating, matching the attempt, the echo
 /// check, the transition and the row's save must be one savepoint, and reading them in one
@@ -196,7 +197,7 @@ pub fn apply(
     conn: &mut Connection,
     n: &Received,
     decide: impl FnOnce(&RowRecord) -> Decision,
-) -> Result<NotifyOutcome, StoreError> {
+) -> Result<(NotifyOutcome, Option<i64>), StoreError> {
     let Some(f) = n.fields.as_ref() else {
         return Err(StoreError::BadState("notification without fields".into()));
     };
@@ -291,7 +292,7 @@ pub fn apply(
         )?,
     }
     tx.commit()?;
-    Ok(outcome)
+    Ok((outcome, row_id))
 }
 
 /// Notifications per outcome (for `status`).
@@ -314,6 +315,38 @@ pub struct StoredNotification {
     pub amount: Option<Centavos>,
     pub order_no: Option<String>,
     pub detail: Option<String>,
+    /// The payout row it was matched to (any outcome but unmatched, repayment and refused).
+    pub row_id: Option<i64>,
+}
+
+const STORED_SELECT: &str = "SELECT id, received_at, outcome, verified, original_msg_id,
+    trx_state, amount, order_no, detail, row_id FROM notifications";
+
+fn stored_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredNotification> {
+    columns_into!(StoredNotification {
+        id,
+        received_at,
+        outcome,
+        verified,
+        original_msg_id,
+        trx_state,
+        amount,
+        order_no,
+        detail,
+        row_id
+    })(r)
+}
+
+/// Every notification naming a msgId of `reference`'s attempts, or naming `reference` itself
+/// as its msgId (an unmatched one: `show` of the msgId `status` lists), oldest first.
+pub fn about(conn: &Connection, reference: &str) -> Result<Vec<StoredNotification>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "{STORED_SELECT} WHERE original_msg_id = ?1 OR original_msg_id IN (
+             SELECT a.msg_id FROM attempts a JOIN rows r ON r.id = a.row_id WHERE r.reference = ?1)
+         ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([reference], stored_from)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The last `limit` notifications with one of `outcomes`, newest first.
@@ -323,24 +356,10 @@ pub fn with_outcomes(
     limit: i64,
 ) -> Result<Vec<StoredNotification>, StoreError> {
     let mut out = Vec::new();
-    let mut stmt = conn.prepare(
-        "SELECT id, received_at, outcome, verified, original_msg_id, trx_state, amount, order_no,
-                detail
-         FROM notifications ORDER BY id DESC",
-    )?;
+    let mut stmt = conn.prepare(&format!("{STORED_SELECT} ORDER BY id DESC"))?;
     let mut q = stmt.query([])?;
     while let Some(r) = q.next()? {
-        let n = columns_into!(StoredNotification {
-            id,
-            received_at,
-            outcome,
-            verified,
-            original_msg_id,
-            trx_state,
-            amount,
-            order_no,
-            detail
-        })(r)?;
+        let n = stored_from(r)?;
         if !outcomes.contains(&n.outcome.as_str()) {
             continue;
         }
