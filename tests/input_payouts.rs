@@ -439,14 +439,14 @@ fn malformed_files_are_reported_where_they_break() {
                     || !String::from_utf8_lossy(&case.bytes).contains("OK-1");
                 match (hit, good_kept) {
                     (true, true) => None,
-                    (false, _) => Some(format!("errors were:\n{}", f.describe_errors())),
+                    (false, _) => Some(format!("errors were:\n{}", f.errors.describe())),
                     (true, false) => Some("the valid row was dropped".to_string()),
                 }
             }
             (Want::File { .. }, Ok(f)) => Some(format!(
                 "expected a file error, got {} rows and errors:\n{}",
                 f.rows.len(),
-                f.describe_errors()
+                f.errors.describe()
             )),
             (Want::Row { .. }, Err(e)) => Some(format!("expected row errors, got file error {e}")),
         };
@@ -467,7 +467,7 @@ fn reading_continues_after_a_huge_field() {
     bytes.extend(format!("\n{GOOD}").bytes());
     std::fs::write(&path, bytes).unwrap();
     let f = read(&path).unwrap();
-    assert_eq!(f.errors.len(), 1, "{}", f.describe_errors());
+    assert_eq!(f.errors.len(), 1, "{}", f.errors.describe());
     assert_eq!(f.rows.len(), 1);
     assert_eq!(f.rows[0].line, 3);
 }
@@ -488,7 +488,7 @@ fn sample_files_behave_as_documented() {
         already_paid: None,
     };
     let good = read_payouts(&root.join("samples/payouts.csv"), &opts).unwrap();
-    assert!(good.is_valid(), "{}", good.describe_errors());
+    assert!(good.is_valid(), "{}", good.errors.describe());
     assert_eq!(good.rows.len(), 50);
     assert!(good.total > Centavos::ZERO);
     // The simulator's scenarios (reference §11) are all represented.
@@ -501,5 +501,5 @@ fn sample_files_behave_as_documented() {
 
     let bad = read_payouts(&root.join("samples/payouts-invalid.csv"), &opts).unwrap();
     assert_eq!(bad.rows.len(), 1);
-    assert_eq!(bad.errors.len(), 9, "{}", bad.describe_errors());
+    assert_eq!(bad.errors.len(), 9, "{}", bad.errors.describe());
 }

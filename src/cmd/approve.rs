@@ -170,10 +170,10 @@ pub(crate) async fn validate_offline(
     )
     .await?;
     if !v.file.is_valid() {
-        crate::logging::input_errors(&v.file.errors, &v.file.describe_errors());
+        crate::logging::input_errors(&v.file.errors, &v.file.errors.describe());
         crate::say_warn!(
             "{} error(s) in {}; fix the file first (nothing was recorded)",
-            v.file.errors.len() + v.file.errors_omitted,
+            v.file.errors.count(),
             cfg.input.display()
         );
         return Ok(None);

@@ -81,7 +81,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         for n in &notes {
             crate::say!("dry run: {n}");
         }
-        let errors = v.file.errors.len() + v.file.errors_omitted;
+        let errors = v.file.errors.count();
         println!(
             "dry run: {} valid rows, total PHP {}, {errors} error(s); keys load; bank names checked against {banks_from}; nothing sent, nothing written",
             v.file.rows.len(),
@@ -93,7 +93,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         }
         if !v.file.is_valid() {
             // --skip-invalid: the real run would send the valid rows and report these.
-            crate::logging::input_errors(&v.file.errors, &v.file.describe_errors());
+            crate::logging::input_errors(&v.file.errors, &v.file.errors.describe());
         }
         // Approval and spending caps (issue 13), as the real run checks them for a new run.
         if notes.is_empty() {
@@ -126,10 +126,10 @@ fn recon(input: &std::path::Path, kind: ReconKind) -> anyhow::Result<i32> {
     let scan = scan_recon::<()>(input, kind, |_| Ok(()))?
         .map_err(|()| anyhow::anyhow!("validation stopped"))?;
     if !scan.is_valid() {
-        crate::logging::input_errors(&scan.errors, &scan.describe_errors());
+        crate::logging::input_errors(&scan.errors, &scan.errors.describe());
         println!(
             "dry run: {} error(s) in {}; nothing sent, nothing written",
-            scan.errors.len() + scan.errors_omitted,
+            scan.errors.count(),
             input.display()
         );
         return Ok(exit::COULD_NOT_RUN);
@@ -161,10 +161,10 @@ pub fn refuse_invalid_before_creating(args: &RunArgs) -> anyhow::Result<Option<i
         if scan.is_valid() {
             return Ok(None);
         }
-        crate::logging::input_errors(&scan.errors, &scan.describe_errors());
+        crate::logging::input_errors(&scan.errors, &scan.errors.describe());
         crate::say_warn!(
             "{} error(s) in {}; nothing was sent",
-            scan.errors.len() + scan.errors_omitted,
+            scan.errors.count(),
             cfg.input.display()
         );
         return Ok(Some(exit::COULD_NOT_RUN));

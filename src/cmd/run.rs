@@ -147,10 +147,10 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
 }
 
 pub(crate) fn report_invalid(input: &std::path::Path, v: &Validated) {
-    crate::logging::input_errors(&v.file.errors, &v.file.describe_errors());
+    crate::logging::input_errors(&v.file.errors, &v.file.errors.describe());
     crate::say_warn!(
         "{} error(s) in {}; nothing was sent (use --skip-invalid to send the valid rows and report the rest as REJECTED)",
-        v.file.errors.len() + v.file.errors_omitted,
+        v.file.errors.count(),
         input.display()
     );
 }
@@ -246,10 +246,10 @@ async fn load_recon_rows(
 }
 
 fn report_invalid_recon(ctx: &JobContext, scan: &ReconScan) {
-    crate::logging::input_errors(&scan.errors, &scan.describe_errors());
+    crate::logging::input_errors(&scan.errors, &scan.errors.describe());
     crate::say_warn!(
         "{} error(s) in {}; nothing was sent",
-        scan.errors.len() + scan.errors_omitted,
+        scan.errors.count(),
         ctx.cfg.input.display()
     );
 }

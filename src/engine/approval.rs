@@ -584,8 +584,7 @@ mod tests {
         PayoutFile {
             total: rows.iter().map(|r| r.amount).sum(),
             rows,
-            errors: Vec::new(),
-            errors_omitted: 0,
+            errors: Default::default(),
             rejected: Vec::new(),
             sha256: "aa".repeat(32),
         }

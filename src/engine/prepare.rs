@@ -113,8 +113,8 @@ pub async fn validate_payouts(
 /// Whether a file with errors may go ahead: only with `skip_invalid`, and only when every
 /// rejected line was kept (so each gets its REJECTED line in the report).
 pub fn may_proceed(file: &PayoutFile, skip_invalid: bool) -> Result<bool, PrepareError> {
-    if skip_invalid && file.errors_omitted > 0 {
-        return Err(PrepareError::TooManyErrors(file.errors_omitted));
+    if skip_invalid && file.errors.omitted() > 0 {
+        return Err(PrepareError::TooManyErrors(file.errors.omitted()));
     }
     Ok(file.is_valid() || skip_invalid)
 }

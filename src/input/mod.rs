@@ -37,7 +37,7 @@ use crate::domain::Centavos;
 /// Longest accepted field, in bytes. Far above any legitimate value (the longest Starpay field is
 /// 256 characters); it only exists so a corrupt file cannot make us buffer gigabytes.
 pub const MAX_FIELD_BYTES: usize = 64 * 1024;
-/// Error list cap: after this many, further errors are only counted (see `errors_omitted`).
+/// Error list cap: after this many, further errors are only counted (see [`ErrorList`]).
 pub const MAX_ERRORS: usize = 1000;
 /// Most columns a header may have; a wider "header" is not one of our files.
 pub const MAX_COLUMNS: usize = 64;
@@ -231,6 +231,18 @@ pub(crate) struct Columns {
 }
 
 impl Columns {
+    /// A record whose field count is not the header's: its fields would be misaligned, so
+    /// checking their values would only add noise.
+    pub(crate) fn field_count(&self, rec: &RawRecord) -> Result<(), Rule> {
+        if rec.count == self.width {
+            return Ok(());
+        }
+        Err(Rule::FieldCount {
+            expected: self.width,
+            found: rec.count,
+        })
+    }
+
     /// Maps a header record onto `names`; unknown, duplicate and missing required columns are
     /// one `BadHeader` error (an unknown column gets a "did you mean" hint).
     pub(crate) fn parse(
@@ -370,14 +382,45 @@ pub(crate) fn positive_amount(s: &str) -> Result<Centavos, Rule> {
     Ok(a)
 }
 
-/// Collects errors up to [`MAX_ERRORS`], then only counts them.
+/// A file's row errors: kept up to [`MAX_ERRORS`], then only counted. Reads as the slice of
+/// the errors kept.
 #[derive(Debug, Default)]
-pub(crate) struct ErrorList {
+pub struct ErrorList {
     pub(crate) errors: Vec<InputError>,
     pub(crate) omitted: usize,
 }
 
+impl std::ops::Deref for ErrorList {
+    type Target = [InputError];
+    fn deref(&self) -> &[InputError] {
+        &self.errors
+    }
+}
+
+impl<'a> IntoIterator for &'a ErrorList {
+    type Item = &'a InputError;
+    type IntoIter = std::slice::Iter<'a, InputError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.iter()
+    }
+}
+
 impl ErrorList {
+    /// Errors found beyond the cap (counted, not kept).
+    pub fn omitted(&self) -> usize {
+        self.omitted
+    }
+
+    /// Every error found, kept or not.
+    pub fn count(&self) -> usize {
+        self.errors.len() + self.omitted
+    }
+
+    /// One error per line, then "… and N more errors" when the list was capped.
+    pub fn describe(&self) -> String {
+        describe_errors(&self.errors, self.omitted)
+    }
+
     pub(crate) fn push(&mut self, e: InputError) {
         if self.errors.len() < MAX_ERRORS {
             self.errors.push(e);

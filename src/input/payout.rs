@@ -219,10 +219,8 @@ impl fmt::Debug for ValidationOptions<'_> {
 pub struct PayoutFile {
     /// Valid rows, in file order.
     pub rows: Vec<PayoutRow>,
-    /// Row errors, in file order, at most [`super::MAX_ERRORS`]; a row may have several.
-    pub errors: Vec<InputError>,
-    /// Errors found beyond the cap (counted, not kept).
-    pub errors_omitted: usize,
+    /// Row errors, in file order (a row may have several), capped.
+    pub errors: ErrorList,
     /// The invalid lines with their fields, in file order, at most [`super::MAX_ERRORS`].
     pub rejected: Vec<RejectedLine>,
     /// Sum of the valid rows' amounts.
@@ -233,12 +231,7 @@ pub struct PayoutFile {
 
 impl PayoutFile {
     pub fn is_valid(&self) -> bool {
-        self.errors.is_empty() && self.errors_omitted == 0
-    }
-
-    /// One error per line, then "… and N more errors" when the list was capped.
-    pub fn describe_errors(&self) -> String {
-        super::describe_errors(&self.errors, self.errors_omitted)
+        self.errors.count() == 0
     }
 }
 
@@ -337,8 +330,7 @@ pub fn read_payouts(path: &Path, opts: &ValidationOptions) -> Result<PayoutFile,
     }
     Ok(PayoutFile {
         rows,
-        errors: v.errors.errors,
-        errors_omitted: v.errors.omitted,
+        errors: v.errors,
         rejected: v.rejected,
         total,
         sha256: reader.into_inner().hex_digest(),
@@ -363,15 +355,8 @@ impl Validator<'_, '_> {
     fn row(&mut self, header: &Columns, rec: &RawRecord) -> Option<PayoutRow> {
         let line = rec.line;
         let mut errs: Vec<(Option<Col>, Rule)> = Vec::new();
-        if rec.count != header.width {
-            // Fields would be misaligned; checking their values would only add noise.
-            errs.push((
-                None,
-                Rule::FieldCount {
-                    expected: header.width,
-                    found: rec.count,
-                },
-            ));
+        if let Err(rule) = header.field_count(rec) {
+            errs.push((None, rule));
             self.flush(line, errs);
             self.reject(header, rec);
             return None;
@@ -584,7 +569,7 @@ mod tests {
     /// The single error of a file with one bad row: (line, column, message).
     fn one_error(body: &str) -> (u64, Option<String>, String) {
         let f = read(body);
-        assert_eq!(f.errors.len(), 1, "{}", f.describe_errors());
+        assert_eq!(f.errors.len(), 1, "{}", f.errors.describe());
         let e = &f.errors[0];
         (e.line, e.column.clone(), e.rule.to_string())
     }
@@ -601,7 +586,7 @@ mod tests {
             ok_row("R2", "2500.5"),
         );
         let f = read(&body);
-        assert!(f.is_valid(), "{}", f.describe_errors());
+        assert!(f.is_valid(), "{}", f.errors.describe());
         assert_eq!(f.rows.len(), 3);
         assert_eq!(f.total, Centavos::new(150_000 + 250_050 + 150_050));
         let r3 = &f.rows[2];
@@ -624,7 +609,7 @@ mod tests {
                     \"12,000.00\",A-1,instapay,123,Ana,Cruz,GCash\r\n\r\n\
                     7,A-2,instapay,456,Ben,Lim,Maya\r\n";
         let f = read(body);
-        assert!(f.is_valid(), "{}", f.describe_errors());
+        assert!(f.is_valid(), "{}", f.errors.describe());
         assert_eq!(
             f.rows
                 .iter()
@@ -748,7 +733,7 @@ mod tests {
             ok_row("R1", "\"50,000.00\"")
         );
         let f = read(&body);
-        assert!(f.is_valid(), "{}", f.describe_errors());
+        assert!(f.is_valid(), "{}", f.errors.describe());
         assert_eq!(f.total, Centavos::new(12_500_000));
     }
 
@@ -756,7 +741,7 @@ mod tests {
     fn php_currency_any_case_and_names_with_enye() {
         let body = format!("{HEADER}R1,instapay,1,José,Ñino,Peñafiel,GCash,1,php,\n");
         let f = read(&body);
-        assert!(f.is_valid(), "{}", f.describe_errors());
+        assert!(f.is_valid(), "{}", f.errors.describe());
         assert_eq!(f.rows[0].middle_name, "Ñino");
     }
 
@@ -813,8 +798,8 @@ mod tests {
         let f = read(&body);
         assert_eq!(f.rows.len(), 1);
         assert_eq!(f.errors.len(), super::super::MAX_ERRORS);
-        assert_eq!(f.errors_omitted, 2400 - super::super::MAX_ERRORS);
-        assert!(f.describe_errors().ends_with("… and 1400 more errors"));
+        assert_eq!(f.errors.omitted(), 2400 - super::super::MAX_ERRORS);
+        assert!(f.errors.describe().ends_with("… and 1400 more errors"));
         // Two errors on the first row, in column order.
         assert_eq!(f.errors[0].column.as_deref(), Some("amount"));
         assert_eq!(f.errors[1].column.as_deref(), Some("currency"));

@@ -43,18 +43,13 @@ pub struct ReconRow {
 #[derive(Debug)]
 pub struct ReconScan {
     pub rows: u64,
-    pub errors: Vec<InputError>,
-    pub errors_omitted: usize,
+    pub errors: ErrorList,
     pub sha256: String,
 }
 
 impl ReconScan {
     pub fn is_valid(&self) -> bool {
-        self.errors.is_empty() && self.errors_omitted == 0
-    }
-
-    pub fn describe_errors(&self) -> String {
-        super::describe_errors(&self.errors, self.errors_omitted)
+        self.errors.count() == 0
     }
 }
 
@@ -147,57 +142,46 @@ pub fn scan_recon<E>(
     }
     Ok(Ok(ReconScan {
         rows,
-        errors: errors.errors,
-        errors_omitted: errors.omitted,
+        errors,
         sha256: reader.into_inner().hex_digest(),
     }))
 }
 
 type RowErrors = Vec<(Option<usize>, Rule)>;
 
-fn check_row(header: &Columns, rec: &RawRecord, kind: ReconKind) -> Result<ReconRow, RowErrors> {
-    let mut errs: RowErrors = Vec::new();
-    if rec.count != header.width {
-        errs.push((
-            None,
-            Rule::FieldCount {
-                expected: header.width,
-                found: rec.count,
-            },
-        ));
-        return Err(errs);
+/// The value of a checked optional cell; its error, if any, goes to `errs` under column `c`.
+fn keep<T>(errs: &mut RowErrors, c: usize, r: Result<Option<T>, Rule>) -> Option<T> {
+    r.unwrap_or_else(|rule| {
+        errs.push((Some(c), rule));
+        None
+    })
+}
+
+/// An optional cell: absent or empty is `None`, anything else must pass `parse`.
+fn non_empty<T>(
+    cell: Cell<'_>,
+    parse: impl FnOnce(&str) -> Result<T, Rule>,
+) -> Result<Option<T>, Rule> {
+    match cell {
+        Cell::Value(v) if !v.is_empty() => parse(v).map(Some),
+        _ => Ok(None),
     }
+}
+
+fn check_row(header: &Columns, rec: &RawRecord, kind: ReconKind) -> Result<ReconRow, RowErrors> {
+    header.field_count(rec).map_err(|rule| vec![(None, rule)])?;
+    let mut errs: RowErrors = Vec::new();
     let cells = header.cells(rec, |i, rule| errs.push((Some(i), rule)));
-    let mut check = |c: usize, r: Result<Option<String>, Rule>| match r {
-        Ok(v) => v,
-        Err(rule) => {
-            errs.push((Some(c), rule));
-            None
-        }
-    };
-    let reference = check(REFERENCE, text(cells[REFERENCE], false, 64)).filter(|s| !s.is_empty());
-    let ref_no = check(REF_NO, id_like(cells[REF_NO], 32));
-    let original = check(ORIGINAL, id_like(cells[ORIGINAL], MsgId::MAX_LEN));
-    let amount = match cells[AMOUNT] {
-        Cell::Value(v) if !v.is_empty() => match positive_amount(v) {
-            Ok(a) => Some(a),
-            Err(rule) => {
-                errs.push((Some(AMOUNT), rule));
-                None
-            }
-        },
-        _ => None,
-    };
-    let state = match cells[STATE] {
-        Cell::Value(v) if !v.is_empty() => match expected_state(v) {
-            Ok(s) => Some(s),
-            Err(rule) => {
-                errs.push((Some(STATE), rule));
-                None
-            }
-        },
-        _ => None,
-    };
+    let reference = keep(&mut errs, REFERENCE, text(cells[REFERENCE], false, 64));
+    let reference = reference.filter(|s| !s.is_empty());
+    let ref_no = keep(&mut errs, REF_NO, id_like(cells[REF_NO], 32));
+    let original = keep(
+        &mut errs,
+        ORIGINAL,
+        id_like(cells[ORIGINAL], MsgId::MAX_LEN),
+    );
+    let amount = keep(&mut errs, AMOUNT, non_empty(cells[AMOUNT], positive_amount));
+    let state = keep(&mut errs, STATE, non_empty(cells[STATE], expected_state));
     let key_cells_ok = !matches!(cells[REF_NO], Cell::Bad) && !matches!(cells[ORIGINAL], Cell::Bad);
     match kind {
         ReconKind::Disbursement
@@ -256,7 +240,7 @@ mod tests {
             "reference,ref_no,original_msg_id,expected_amount,expected_state\nA,7000000000000001,,\"1,000.50\",success\nB,,M123,,\nB,,M123,5,FAIL\n",
         );
         let r = r.unwrap();
-        assert!(r.is_valid(), "{}", r.describe_errors());
+        assert!(r.is_valid(), "{}", r.errors.describe());
         assert_eq!(r.rows, 3);
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].expected_amount, Some(Centavos::new(100_050)));
@@ -295,7 +279,7 @@ mod tests {
         let (_, r) = scan(ReconKind::Disbursement, "original_msg_id,ref_no\nA,1\n");
         assert!(r.unwrap_err().to_string().contains("ref_no"));
         let (_, r) = scan(ReconKind::Disbursement, "original_msg_id,reference\n,x\n");
-        let all = r.unwrap().describe_errors();
+        let all = r.unwrap().errors.describe();
         assert!(
             all.contains("line 2, column original_msg_id: required value is empty"),
             "{all}"
