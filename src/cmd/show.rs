@@ -12,6 +12,7 @@ use crate::cmd::exit;
 use crate::logging::mask_account;
 use crate::report::{self, ReportState};
 use crate::store::notifications::StoredNotification;
+use crate::store::{ReferenceHistory, RowRecord};
 
 pub fn run(args: ShowArgs) -> anyhow::Result<i32> {
     let ctx = JobContext::open(&args.job, None, Access::ReadOnly)?;
@@ -43,80 +44,93 @@ pub fn run(args: ShowArgs) -> anyhow::Result<i32> {
             }
         }
         for row in &h.rows {
-            println!(
-                "\nrun {} line {}: {} PHP {} to {} {} ({}), state {} ({}){}",
-                row.run_id,
-                row.line,
-                row.channel,
-                row.amount,
-                row.bank.as_deref().unwrap_or(&row.channel),
-                mask_account(&row.account_no),
-                row.account_name,
-                ReportState::of(row),
-                row.state.as_str(),
-                row.message
-                    .as_deref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            );
-            if let Some(Some(d)) = approvals.get(&row.run_id) {
-                println!("  run {}: {d}", row.run_id);
-            }
-            for a in h.attempts.iter().filter(|a| a.row_id == row.id) {
-                println!(
-                    "  attempt {} msgId {} ({}), created {}, first sent {}, sends {}{}",
-                    a.seq,
-                    a.msg_id,
-                    a.operation,
-                    report::ts(Some(a.created_at), tz),
-                    report::ts(a.first_sent_at, tz),
-                    a.send_count,
-                    a.supersedes
-                        .as_deref()
-                        .map(|s| format!(", re-pays {s}"))
-                        .unwrap_or_default()
-                );
-            }
-            let msg_ids: Vec<&str> = h
-                .attempts
-                .iter()
-                .filter(|a| a.row_id == row.id)
-                .map(|a| a.msg_id.as_str())
-                .collect();
-            for n in notifications.iter().filter(|n| {
-                n.original_msg_id
-                    .as_deref()
-                    .is_some_and(|m| msg_ids.contains(&m))
-            }) {
-                println!("  {}", notification_line(n, tz));
-            }
-            for e in h.events.iter().filter(|e| e.row_id == Some(row.id)) {
-                let states = match (&e.old_state, &e.new_state) {
-                    (Some(o), Some(n)) if o != n => format!(" {o} -> {n}"),
-                    (_, Some(n)) => format!(" {n}"),
-                    _ => String::new(),
-                };
-                println!(
-                    "  {} {}{}{}{}",
-                    report::ts(Some(e.at), tz),
-                    e.kind,
-                    states,
-                    e.msg_id
-                        .as_deref()
-                        .map(|m| format!(" [{m}]"))
-                        .unwrap_or_default(),
-                    e.detail
-                        .as_deref()
-                        .map(|d| format!(": {d}"))
-                        .unwrap_or_default()
-                );
-                if let Some(raw) = &e.raw {
-                    println!("      {}", String::from_utf8_lossy(raw));
-                }
-            }
+            let approval = approvals.get(&row.run_id).and_then(Option::as_deref);
+            print_row(row, &h, &notifications, approval, tz);
         }
         Ok(exit::OK)
     })
+}
+
+/// One row of the history: the row, its run's approval, its attempts, the notifications
+/// about any of its msgIds, and its events.
+fn print_row(
+    row: &RowRecord,
+    h: &ReferenceHistory,
+    notifications: &[StoredNotification],
+    approval: Option<&str>,
+    tz: chrono::FixedOffset,
+) {
+    println!(
+        "\nrun {} line {}: {} PHP {} to {} {} ({}), state {} ({}){}",
+        row.run_id,
+        row.line,
+        row.channel,
+        row.amount,
+        row.bank.as_deref().unwrap_or(&row.channel),
+        mask_account(&row.account_no),
+        row.account_name,
+        ReportState::of(row),
+        row.state.as_str(),
+        row.message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default()
+    );
+    if let Some(d) = approval {
+        println!("  run {}: {d}", row.run_id);
+    }
+    for a in h.attempts.iter().filter(|a| a.row_id == row.id) {
+        println!(
+            "  attempt {} msgId {} ({}), created {}, first sent {}, sends {}{}",
+            a.seq,
+            a.msg_id,
+            a.operation,
+            report::ts(Some(a.created_at), tz),
+            report::ts(a.first_sent_at, tz),
+            a.send_count,
+            a.supersedes
+                .as_deref()
+                .map(|s| format!(", re-pays {s}"))
+                .unwrap_or_default()
+        );
+    }
+    let msg_ids: Vec<&str> = h
+        .attempts
+        .iter()
+        .filter(|a| a.row_id == row.id)
+        .map(|a| a.msg_id.as_str())
+        .collect();
+    for n in notifications.iter().filter(|n| {
+        n.original_msg_id
+            .as_deref()
+            .is_some_and(|m| msg_ids.contains(&m))
+    }) {
+        println!("  {}", notification_line(n, tz));
+    }
+    for e in h.events.iter().filter(|e| e.row_id == Some(row.id)) {
+        let states = match (&e.old_state, &e.new_state) {
+            (Some(o), Some(n)) if o != n => format!(" {o} -> {n}"),
+            (_, Some(n)) => format!(" {n}"),
+            _ => String::new(),
+        };
+        println!(
+            "  {} {}{}{}{}",
+            report::ts(Some(e.at), tz),
+            e.kind,
+            states,
+            e.msg_id
+                .as_deref()
+                .map(|m| format!(" [{m}]"))
+                .unwrap_or_default(),
+            e.detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
+        if let Some(raw) = &e.raw {
+            println!("      {}", String::from_utf8_lossy(raw));
+        }
+    }
 }
 
 /// One received notification: when, what it said, whether it verified, and what was done
