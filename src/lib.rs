@@ -26,8 +26,10 @@
 //! - `report`: the CSV reports (report, summary, run details) and what a row's state means to
 //!   a reader (`ReportState`); returns the run's `Outcome`. `report::html`: the self-contained
 //!   HTML summary page beside them (maud, every value escaped).
-//! - `server`: `sim`, the stateful Starpay simulator (one handler per operation in `sim::ops`,
-//!   faults, notifications, `/_sim/` control routes; guide in `docs/SIMULATOR.md`).
+//! - `server`: `accept`, the one HTTP accept loop with its connection limits (used by the
+//!   simulator and the receiver); `sim`, the stateful Starpay simulator (one handler per
+//!   operation in `sim::ops`, faults, notifications, `/_sim/` control routes; guide in
+//!   `docs/SIMULATOR.md`).
 //! - `receiver`: the notification receiver (5.5, 6.3, 6.5): an HTTP server with explicit
 //!   limits; verifies over the raw bytes, stores every notification, applies a verified one that
 //!   echoes a payout through `engine::transition` (`RowEvent::Notified`) in one store transaction.
