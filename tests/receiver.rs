@@ -509,7 +509,15 @@ async fn refused_duplicate_garbage_and_the_receiver_keeps_serving() {
     assert!(message.starts_with("REVERSED_AFTER_SUCCESS"), "{message}");
 
     // An unknown msgId: stored as unmatched, 200, shown by `status`.
-    let unknown = payload.replace(&msg_id, "ZZUNKNOWN0001");
+    // (Its orderNo is not the row's either: a line and a notification with one orderNo are
+    // one payment to the reconciliation report.)
+    let order_no = serde_json::from_str::<serde_json::Value>(&payload).unwrap()["orderNo"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let unknown = payload
+        .replace(&msg_id, "ZZUNKNOWN0001")
+        .replace(&order_no, "20991231ZZ00000001");
     let (status, _) = post(&url, json, platform_signed(&unknown)).await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(outcomes(&db, "unmatched"), 1);
@@ -530,6 +538,32 @@ async fn refused_duplicate_garbage_and_the_receiver_keeps_serving() {
             && out.contains("ZZUNKNOWN0001 SUCCESS PHP")
             && out.contains("verified; unmatched"),
         "{out}"
+    );
+    // … and by the reconciliation report of its day (a `reconcile` pass over the run).
+    let o = run(vec![
+        "reconcile".into(),
+        s(&path),
+        "--run".into(),
+        "1".into(),
+    ])
+    .await;
+    assert!(matches!(o.status.code(), Some(0 | 2)), "{}", show(&o));
+    let report = read_report(&path.with_file_name("reports/notified-reconcile-1-2.csv"));
+    let listed: Vec<_> = report
+        .iter()
+        .filter(|r| r["category"] == "UNMATCHED_NOTIFICATION")
+        .collect();
+    assert_eq!(listed.len(), 1, "{report:#?}");
+    assert_eq!(listed[0]["original_msg_id"], "ZZUNKNOWN0001");
+    assert_eq!(listed[0]["line"], "");
+    assert_eq!(
+        listed[0]["provider_amount"],
+        starpay_batch::domain::Centavos::new(amount).to_string()
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("UNMATCHED_NOTIFICATION"),
+        "a warning names it: {}",
+        show(&o)
     );
     sim.shutdown().await;
 }
