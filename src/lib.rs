@@ -25,7 +25,8 @@
 //!   are errors; its `[resolve]` defaults are the engine's.
 //! - `report`: the CSV reports (report, summary, run details) and what a row's state means to
 //!   a reader (`ReportState`); returns the run's `Outcome`. `report::html`: the self-contained
-//!   HTML summary page beside them (maud, every value escaped).
+//!   HTML summary page beside them (maud, every value escaped). `report::notified`: a
+//!   reconciliation report's comparison with the notifications the receiver stored.
 //! - `server`: `accept`, the one HTTP accept loop with its connection limits (used by the
 //!   simulator and the receiver); `sim`, the stateful Starpay simulator (one handler per
 //!   operation in `sim::ops`, faults, notifications, `/_sim/` control routes; guide in

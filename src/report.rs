@@ -22,6 +22,7 @@ use crate::logging::mask_account;
 use crate::store::{RowRecord, RunRecord, Store, StoreError};
 
 pub mod html;
+pub mod notified;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -638,6 +639,7 @@ pub fn write_payout_run(
             tally.add(r);
             w.write_record(payout_record(r, tz, stale_after_ms, now))
         },
+        |_| Ok(()),
     )?;
     write_file(&p.summary, tz, |w| {
         write_counts(
@@ -739,6 +741,7 @@ fn write_paged<T>(
     mut page: impl FnMut(i64) -> Result<Vec<T>, ReportError>,
     line: impl Fn(&T) -> i64,
     mut each: impl FnMut(&mut csv::Writer<fs::File>, &T) -> Result<(), csv::Error>,
+    tail: impl FnOnce(&mut csv::Writer<fs::File>) -> Result<(), csv::Error>,
 ) -> Result<(), ReportError> {
     let mut store_error = None;
     write_file(path, tz, |w| {
@@ -754,7 +757,7 @@ fn write_paged<T>(
                 }
             };
             let Some(last) = rows.last() else {
-                return Ok(());
+                return tail(w);
             };
             after = line(last);
             for r in &rows {
@@ -767,7 +770,7 @@ fn write_paged<T>(
 
 // ------------------------------------------------------------------ reconciliation
 
-pub const RECON_COLUMNS: [&str; 18] = [
+pub const RECON_COLUMNS: [&str; 19] = [
     "line",
     "reference",
     "ref_no",
@@ -786,6 +789,8 @@ pub const RECON_COLUMNS: [&str; 18] = [
     "trx_date",
     "checked_at",
     "action",
+    // NOTIFIED / IN_FILE_NEVER_NOTIFIED / empty (`notified`): what the receiver saw.
+    "notification",
 ];
 
 /// Count and amount per category, and the balance at the start and end of the run.
@@ -795,6 +800,8 @@ pub struct ReconSummary {
     pub rows: Vec<(ReconCategory, i64, Centavos)>,
     pub balance_start: Option<Centavos>,
     pub balance_end: Option<Centavos>,
+    /// The comparison with the receiver's notifications (set when the report is written).
+    pub notifications: Option<notified::NotificationCheck>,
 }
 
 impl ReconSummary {
@@ -818,6 +825,7 @@ impl ReconSummary {
             rows,
             balance_start,
             balance_end,
+            notifications: None,
         }
     }
 
@@ -832,10 +840,15 @@ impl ReconSummary {
     /// Issue 5: all good when all MATCHED; unresolved while pending, held or unknown rows
     /// remain; with failures for mismatches, not-found, a payment recorded as unpaid
     /// (`PAID_BUT_RECORDED_UNPAID`) or claimed twice (`DUPLICATE_MATCH`).
+    /// A repayment notified to the receiver that no line of the file names is a finding too.
     pub fn outcome(&self) -> Outcome {
+        let notified_not_in_file = self
+            .notifications
+            .as_ref()
+            .is_some_and(|n| n.notified_not_in_file.0 > 0);
         if self.rows.iter().any(|r| r.0.is_open() && r.1 > 0) {
             Outcome::Unresolved
-        } else if self.rows.iter().any(|r| r.0.is_finding() && r.1 > 0) {
+        } else if notified_not_in_file || self.rows.iter().any(|r| r.0.is_finding() && r.1 > 0) {
             Outcome::WithFailures
         } else {
             Outcome::AllGood
@@ -863,6 +876,23 @@ impl ReconSummary {
                 "WARNING: {claimed} row(s) DUPLICATE_MATCH: a Starpay payment is claimed by more than one line (see the report)"
             ));
         }
+        if let Some(n) = &self.notifications {
+            if n.notified_not_in_file.0 > 0 {
+                out.push(format!(
+                    "WARNING: {} repayment(s) of PHP {} NOTIFIED_NOT_IN_FILE: Starpay notified payments of {} that no line of the file names (see the report)",
+                    n.notified_not_in_file.0,
+                    with_thousands(n.notified_not_in_file.1),
+                    n.days()
+                ));
+            }
+            if n.unmatched.0 > 0 {
+                out.push(format!(
+                    "WARNING: {} UNMATCHED_NOTIFICATION(s) of {}: notifications about msgIds this database never issued (see the report)",
+                    n.unmatched.0,
+                    n.days()
+                ));
+            }
+        }
         out
     }
 
@@ -884,12 +914,33 @@ impl ReconSummary {
             "balance at end:   PHP {:>20}\n",
             fmt(self.balance_end)
         ));
+        if let Some(n) = &self.notifications {
+            s.push_str(&format!(
+                "\nnotifications received for {} (by trxDate, {}):\n",
+                n.days(),
+                if n.repayments {
+                    "repayment records and unmatched"
+                } else {
+                    "unmatched"
+                }
+            ));
+            for (label, count, amount) in n.lines() {
+                s.push_str(&format!(
+                    "  {label:<24} {count:>8}  PHP {:>20}\n",
+                    with_thousands(amount)
+                ));
+            }
+        }
         s
     }
 }
 
 /// One report line of a reconciliation row.
-fn recon_record(r: &crate::store::recon::ReconRecord, tz: FixedOffset) -> [String; 18] {
+fn recon_record(
+    r: &crate::store::recon::ReconRecord,
+    tz: FixedOffset,
+    notification: String,
+) -> [String; 19] {
     let money = |a: Option<Centavos>| a.map(|a| a.to_string()).unwrap_or_default();
     let difference = match (r.provider_amount, r.expected_amount) {
         (Some(p), Some(e)) => p.checked_sub(e).map(|d| d.to_string()).unwrap_or_default(),
@@ -923,6 +974,7 @@ fn recon_record(r: &crate::store::recon::ReconRecord, tz: FixedOffset) -> [Strin
         r.action
             .clone()
             .unwrap_or_else(|| "run the job again".into()),
+        notification,
     ]
 }
 
@@ -936,23 +988,65 @@ pub fn write_recon_run(
     end: RunEnd,
 ) -> Result<(ReportPaths, ReconSummary), ReportError> {
     let (run, p, _lock) = open_report(store, dir, run_id)?;
+    // The receiver's notifications of the run's day (`notified` module doc).
+    let (first_trx, last_trx) = wait(store.recon_trx_dates(run_id))?;
+    let window = notified::Window::of_run(
+        run.created_at,
+        first_trx.as_deref(),
+        last_trx.as_deref(),
+        tz,
+    );
+    let notifications = wait(store.notifications_not_about_payouts(window.read_since_ms()))?;
+    // Used by each line and then by the tail: shared between the two closures.
+    let matcher =
+        std::cell::RefCell::new(Some(notified::Matcher::new(&run, window, notifications)));
+    let mut check = None;
     write_paged(
         &p.report,
         tz,
         &RECON_COLUMNS,
         |after| wait(store.recon_report_page(run_id, after, REPORT_PAGE)),
         |r| r.line,
-        |w, r| w.write_record(recon_record(r, tz)),
+        |w, r| {
+            let column = matcher
+                .borrow_mut()
+                .as_mut()
+                .map(|m| m.line(r))
+                .unwrap_or_default();
+            w.write_record(recon_record(r, tz, column))
+        },
+        |w| {
+            let taken = matcher.borrow_mut().take();
+            if let Some(m) = taken {
+                let (lines, c) = m.finish(tz, RECON_COLUMNS.len());
+                check = Some(c);
+                for line in lines {
+                    w.write_record(line)?;
+                }
+            }
+            Ok(())
+        },
     )?;
     let totals = wait(store.recon_totals(run_id))?;
-    let summary =
+    let mut summary =
         ReconSummary::from_counts(totals.counts, totals.balance_start, totals.balance_end);
+    summary.notifications = check;
     write_file(&p.summary, tz, |w| {
         write_counts(
             w,
             ["category", "count", "amount"],
             summary.rows.iter().map(|(c, n, a)| (c.to_string(), *n, *a)),
-        )
+        )?;
+        // The comparison with the receiver's notifications, after the category table and
+        // outside its TOTAL (these lines count notifications, not lines of the file).
+        for (label, n, a) in summary
+            .notifications
+            .iter()
+            .flat_map(notified::NotificationCheck::lines)
+        {
+            w.write_record([label, n.to_string(), a.to_string()])?;
+        }
+        Ok(())
     })?;
     let b = |x: Option<Centavos>| x.map(|x| x.to_string()).unwrap_or_default();
     let mut extra = vec![

@@ -39,9 +39,21 @@ fn page_totals(html: &str) -> HashMap<String, (u64, i64)> {
     out
 }
 
+/// The summary CSV's table up to and including its TOTAL line (a reconciliation's lines after
+/// it count notifications, not lines of the file, and are not in the page's totals table).
 fn summary_with_total(path: &Path) -> HashMap<String, (u64, i64)> {
-    read_report(path)
-        .into_iter()
+    let rows = read_report(path);
+    let end = rows
+        .iter()
+        .position(|r| {
+            r.get("state")
+                .or_else(|| r.get("category"))
+                .map(String::as_str)
+                == Some("TOTAL")
+        })
+        .map_or(rows.len(), |i| i + 1);
+    rows.into_iter()
+        .take(end)
         .map(|r| {
             let amount = r.get("total").or_else(|| r.get("amount")).unwrap().clone();
             let label = r

@@ -214,7 +214,8 @@ async fn listen_reaches_the_same_states_with_fewer_queries() {
     let plain_queries = queries(&sim).len();
 
     let started = std::time::Instant::now();
-    listen_run_with(dir.path(), "listened", &sim, n, one_in_five_fails, &resolve).await;
+    let (listened, listened_db) =
+        listen_run_with(dir.path(), "listened", &sim, n, one_in_five_fails, &resolve).await;
     let listen_secs = started.elapsed().as_secs_f64();
     let listen_queries = queries(&sim).len() - plain_queries;
     println!(
@@ -231,6 +232,46 @@ async fn listen_reaches_the_same_states_with_fewer_queries() {
         listen_queries < plain_queries,
         "fewer queries with --listen: {listen_queries} vs {plain_queries}"
     );
+    // A final state that only a notification gave (the row was never queried) is treated like
+    // any other final by `reconcile`: queried, compared and MATCHED with Starpay's ledger.
+    let notified_only: Vec<i64> = rows_as_text(
+        &listened_db,
+        "SELECT line FROM rows WHERE query_count = 0 AND state IN ('SUCCESS', 'FAILED')",
+        &[],
+    )
+    .iter()
+    .map(|l| {
+        l.trim_start_matches("Integer(")
+            .trim_end_matches(')')
+            .parse()
+            .unwrap()
+    })
+    .collect();
+    assert!(
+        !notified_only.is_empty(),
+        "some rows were final by notification alone"
+    );
+    let o = run(vec![
+        "reconcile".into(),
+        s(&listened),
+        "--run".into(),
+        "1".into(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let report = read_report(&dir.path().join("reports/listened-reconcile-1-2.csv"));
+    assert_eq!(report.len(), n, "one line per row, no notification lines");
+    for line in &notified_only {
+        let r = report
+            .iter()
+            .find(|r| r["line"] == line.to_string())
+            .unwrap();
+        assert_eq!(r["category"], "MATCHED", "notification-only final: {r:?}");
+        let ledger = sim.ledger();
+        let o = ledger.order(&r["original_msg_id"]).unwrap();
+        assert_eq!(r["trx_state"], o.state, "{r:?}");
+    }
+    assert_eq!(states(&listened_db), b, "reconcile moved no row");
     sim.shutdown().await;
     if keep {
         println!("kept {}", dir.keep().display());
@@ -378,39 +419,74 @@ async fn refused_duplicate_garbage_and_the_receiver_keeps_serving() {
     assert_eq!(outcomes(&db, "conflict"), 1);
     assert_eq!(snapshot(&db), before, "a conflict changes no row");
 
-    // Garbage: an error answer (or a closed connection), never a crash.
+    // Garbage (acceptance 5): each gets an error answer (or a closed connection), changes no
+    // row, and the receiver still answers the next real notification (a duplicate: 200).
+    let still_serving = |what: String| {
+        let (url, raw, db, before) = (url.clone(), raw.clone(), db.clone(), before.clone());
+        async move {
+            assert_eq!(snapshot(&db), before, "{what} changed nothing");
+            let (status, body) = post(&url, json, raw).await.unwrap();
+            assert_eq!(
+                (status, body.as_str()),
+                (200, r#"{"code":"200","message":"success"}"#),
+                "after {what}: the receiver still serves"
+            );
+        }
+    };
     let big = vec![b'{'; 12 * 1024 * 1024];
     match post(&url, json, big).await {
         Ok((status, _)) => assert_eq!(status, 413),
         Err(e) => println!("12 MB body: connection closed ({e})"),
     }
+    still_serving("a 12 MB body".into()).await;
+    // Verified by the platform key, but the fields have the wrong types.
+    let wrong_field_types = payload
+        .replace(&format!("\"trxAmount\":{amount}"), "\"trxAmount\":\"lots\"")
+        .replace("\"trxState\":\"SUCCESS\"", "\"trxState\":7");
+    assert_ne!(wrong_field_types, payload);
     for (what, ctype, body, want) in [
         ("empty", json, Vec::new(), 400),
         ("invalid JSON", json, b"{\"request\":".to_vec(), 400),
+        ("not even JSON", json, b"\x00\xff garbage".to_vec(), 400),
         (
             "wrong types",
             json,
             br#"{"request":5,"signature":7}"#.to_vec(),
             400,
         ),
+        (
+            "wrong types inside a request the platform signed",
+            json,
+            platform_signed(&wrong_field_types),
+            400,
+        ),
+        ("a JSON array", json, b"[1,2,3]".to_vec(), 400),
         ("not JSON", "text/plain", raw.clone(), 415),
     ] {
         let (status, _) = post(&url, ctype, body).await.unwrap();
         assert_eq!(status, want, "{what}");
+        still_serving(what.to_string()).await;
     }
-    // Slow-loris headers: the connection is closed after the header timeout.
+    // Slow-loris headers: while three connections dribble a request head, a real notification
+    // is still answered; each slow connection is closed after the header timeout.
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(running.addr).await.unwrap();
-        s.write_all(b"POST /notify HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .unwrap();
-        let mut buf = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-        assert!(read.is_ok(), "slow headers: the connection must be closed");
+        let mut slow = Vec::new();
+        for _ in 0..3 {
+            let mut s = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+            s.write_all(b"POST /notify HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+            slow.push(s);
+        }
+        still_serving("slow-loris headers (while held)".into()).await;
+        for mut s in slow {
+            let mut buf = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+            assert!(read.is_ok(), "slow headers: the connection must be closed");
+        }
+        still_serving("slow-loris headers".into()).await;
     }
-    assert_eq!(snapshot(&db), before, "garbage changed nothing");
-
     // Still serving: a verified REVERSED after SUCCESS applies and is flagged.
     let reversed = payload.replace("\"trxState\":\"SUCCESS\"", "\"trxState\":\"REVERSED\"");
     let (status, _) = post(&url, json, platform_signed(&reversed)).await.unwrap();
@@ -433,7 +509,15 @@ async fn refused_duplicate_garbage_and_the_receiver_keeps_serving() {
     assert!(message.starts_with("REVERSED_AFTER_SUCCESS"), "{message}");
 
     // An unknown msgId: stored as unmatched, 200, shown by `status`.
-    let unknown = payload.replace(&msg_id, "ZZUNKNOWN0001");
+    // (Its orderNo is not the row's either: a line and a notification with one orderNo are
+    // one payment to the reconciliation report.)
+    let order_no = serde_json::from_str::<serde_json::Value>(&payload).unwrap()["orderNo"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let unknown = payload
+        .replace(&msg_id, "ZZUNKNOWN0001")
+        .replace(&order_no, "20991231ZZ00000001");
     let (status, _) = post(&url, json, platform_signed(&unknown)).await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(outcomes(&db, "unmatched"), 1);
@@ -454,6 +538,32 @@ async fn refused_duplicate_garbage_and_the_receiver_keeps_serving() {
             && out.contains("ZZUNKNOWN0001 SUCCESS PHP")
             && out.contains("verified; unmatched"),
         "{out}"
+    );
+    // … and by the reconciliation report of its day (a `reconcile` pass over the run).
+    let o = run(vec![
+        "reconcile".into(),
+        s(&path),
+        "--run".into(),
+        "1".into(),
+    ])
+    .await;
+    assert!(matches!(o.status.code(), Some(0 | 2)), "{}", show(&o));
+    let report = read_report(&path.with_file_name("reports/notified-reconcile-1-2.csv"));
+    let listed: Vec<_> = report
+        .iter()
+        .filter(|r| r["category"] == "UNMATCHED_NOTIFICATION")
+        .collect();
+    assert_eq!(listed.len(), 1, "{report:#?}");
+    assert_eq!(listed[0]["original_msg_id"], "ZZUNKNOWN0001");
+    assert_eq!(listed[0]["line"], "");
+    assert_eq!(
+        listed[0]["provider_amount"],
+        starpay_batch::domain::Centavos::new(amount).to_string()
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("UNMATCHED_NOTIFICATION"),
+        "a warning names it: {}",
+        show(&o)
     );
     sim.shutdown().await;
 }
@@ -826,6 +936,214 @@ async fn reversed_after_success_is_flagged_in_report_and_result() {
     assert!(
         listed[1].contains(" REVERSED PHP ") && listed[1].contains("verified; applied"),
         "{out}"
+    );
+    sim.shutdown().await;
+}
+
+/// A client of the simulator signing with the demo merchant's TEST-ONLY key.
+fn sim_client(
+    sim: &starpay_batch::server::sim::SimHandle,
+) -> starpay_batch::starpay::client::Client {
+    use starpay_batch::starpay::client::{Client, ClientConfig, Environment};
+    let key = PrivateKey::from_text(known::DEMO_PRIVATE_PKCS8_PEM, "demo").unwrap();
+    let cfg = ClientConfig::new(
+        Environment::parse(&sim.base_url()).unwrap(),
+        starpay_batch::domain::MchId::new(known::DEMO_MCH_ID).unwrap(),
+    );
+    Client::new(
+        cfg,
+        std::sync::Arc::new(key),
+        vec![sim.platform_public_key()],
+    )
+    .unwrap()
+}
+
+/// Verified notifications stored with `outcome` (waits for `serve`, at most 20 s).
+async fn wait_outcomes(db: &Path, outcome: &str, n: i64) {
+    eventually(
+        &format!("{n} notifications stored as {outcome}"),
+        Duration::from_secs(20),
+        || db.exists() && outcomes(db, outcome) >= n,
+    )
+    .await;
+}
+
+/// Issue 12, "repayment-recon against what the receiver saw": `serve` receives the simulator's
+/// real 6.5 (static QR paid three times) and 6.3 (a dynamic QR paid) notifications; a second
+/// dynamic QR is paid with its notifyUrl pointing at a port nobody listens on (never
+/// notified); an unknown msgId is notified too. A repayment-recon job over a file naming two
+/// static payments (one by refNo, one by msgId) and both dynamic QRs then reports each file
+/// line as MATCHED with its `notification` column NOTIFIED, or IN_FILE_NEVER_NOTIFIED for the
+/// one never notified; the third static payment as an extra NOTIFIED_NOT_IN_FILE line and the
+/// unknown msgId as an UNMATCHED_NOTIFICATION line (both with the simulator's amounts); the
+/// summary CSV counts them after the category table; the run exits 2 with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repayment_recon_compares_the_file_with_the_notifications() {
+    use starpay_batch::domain::{Centavos, MsgId};
+    use starpay_batch::starpay::model::{Currency, RepaymentRequest, StaticQrRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(fast_sim_config(71)).await;
+    let input = dir.path().join("collections.csv");
+    std::fs::write(
+        &input,
+        "ref_no,original_msg_id,expected_amount,expected_state\n",
+    )
+    .unwrap();
+    let job = write_job_kind(
+        dir.path(),
+        "eod",
+        "repayment-recon",
+        &sim,
+        &input,
+        "requests_per_second = 400\nburst = 100\nconcurrency = 4",
+        "[resolve]\ndeadline_secs = 60\n",
+    );
+    let db = dir.path().join("eod.db");
+    let port = receiver_common::free_port();
+    let url = format!("http://127.0.0.1:{port}/notify");
+    let serve = start_serve(&job, port).await;
+
+    let client = sim_client(&sim);
+    let mch = starpay_batch::domain::MchId::new(known::DEMO_MCH_ID).unwrap();
+    client
+        .generate_static_qr(&StaticQrRequest {
+            msg_id: MsgId::new("EODSQ1").unwrap(),
+            mch_id: mch.clone(),
+            device_info: "SHOP1".into(),
+            display_name: "Shop".into(),
+            notify_url: url.clone(),
+        })
+        .await
+        .unwrap();
+    let statics: Vec<String> = [10_000, 25_000, 7_500]
+        .into_iter()
+        .map(|a| {
+            sim.pay_static_qr(known::DEMO_MCH_ID, "SHOP1", Centavos::new(a))
+                .unwrap()
+        })
+        .collect();
+    let nobody = format!("http://127.0.0.1:{}/notify", receiver_common::free_port());
+    for (msg_id, notify_url) in [("EODDQ1", &url), ("EODDQ2", &nobody)] {
+        let r = client
+            .create_repayment(&RepaymentRequest {
+                msg_id: MsgId::new(msg_id).unwrap(),
+                mch_id: mch.clone(),
+                notify_url: notify_url.clone(),
+                device_info: "POS7".into(),
+                trx_amount: Centavos::new(50_000),
+                currency: Currency::Php,
+                attach: None,
+                time_start: None,
+                time_expire: None,
+                display_name: None,
+            })
+            .await
+            .unwrap();
+        sim.pay_dynamic_qr(r.response.order_no.as_deref().unwrap())
+            .unwrap();
+    }
+    // Three static payments and one dynamic QR, each stored once as a repayment record.
+    wait_outcomes(&db, "repayment", 4).await;
+    // An unknown msgId (no deviceInfo), dated like the payments.
+    let ledger = sim.ledger();
+    let trx_date = ledger.order(&statics[0]).unwrap().trx_date.clone();
+    let unknown = format!(
+        r#"{{"code":"200","message":"success","trxDate":"{trx_date}","trxAmount":4200,"trxState":"SUCCESS","originalMsgId":"ZZEODUNKNOWN1","orderNo":"999","mchId":"{}"}}"#,
+        known::DEMO_MCH_ID
+    );
+    let (status, _) = post(&url, "application/json", platform_signed(&unknown))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    wait_outcomes(&db, "unmatched", 1).await;
+    sigint(&serve);
+    let o = wait_output(serve).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+
+    let ref_no = ledger.order(&statics[0]).unwrap().ref_no.clone().unwrap();
+    std::fs::write(
+        &input,
+        format!(
+            "ref_no,original_msg_id,expected_amount,expected_state\n\
+             {ref_no},,100.00,SUCCESS\n\
+             ,{},250.00,SUCCESS\n\
+             ,EODDQ1,500.00,SUCCESS\n\
+             ,EODDQ2,500.00,SUCCESS\n",
+            statics[1]
+        ),
+    )
+    .unwrap();
+    let o = run(vec!["run".into(), s(&job)]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(
+        stdout.contains("NOTIFIED_NOT_IN_FILE") && stderr.contains("WARNING: 1 repayment(s)"),
+        "{}",
+        show(&o)
+    );
+    let report = read_report(&dir.path().join("reports/eod-1.csv"));
+    let got: Vec<(&str, &str, &str, &str, &str)> = report
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_str(),
+                r["original_msg_id"].as_str(),
+                r["category"].as_str(),
+                r["notification"].as_str(),
+                r["provider_amount"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("2", "", "MATCHED", "NOTIFIED", "100.00"),
+            ("3", statics[1].as_str(), "MATCHED", "NOTIFIED", "250.00"),
+            ("4", "EODDQ1", "MATCHED", "NOTIFIED", "500.00"),
+            ("5", "EODDQ2", "MATCHED", "IN_FILE_NEVER_NOTIFIED", "500.00"),
+            (
+                "",
+                statics[2].as_str(),
+                "NOTIFIED_NOT_IN_FILE",
+                "NOTIFIED",
+                "75.00"
+            ),
+            (
+                "",
+                "ZZEODUNKNOWN1",
+                "UNMATCHED_NOTIFICATION",
+                "NOTIFIED",
+                "42.00"
+            ),
+        ],
+        "{report:#?}"
+    );
+    // The extra lines carry what the simulator's ledger says about the payment.
+    let third = ledger.order(&statics[2]).unwrap();
+    assert_eq!(report[4]["order_no"], third.order_no);
+    assert_eq!(report[4]["trx_state"], "SUCCESS");
+    assert_eq!(report[4]["trx_date"], third.trx_date);
+    let summary = read_report(&dir.path().join("reports/eod-1-summary.csv"));
+    let count = |label: &str| -> (String, String) {
+        let r = summary
+            .iter()
+            .find(|r| r["category"] == label)
+            .unwrap_or_else(|| panic!("{label} in {summary:?}"));
+        (r["count"].clone(), r["amount"].clone())
+    };
+    assert_eq!(count("MATCHED"), ("4".into(), "1350.00".into()));
+    assert_eq!(count("TOTAL"), ("4".into(), "1350.00".into()));
+    assert_eq!(count("NOTIFIED_NOT_IN_FILE"), ("1".into(), "75.00".into()));
+    assert_eq!(
+        count("IN_FILE_NEVER_NOTIFIED"),
+        ("1".into(), "500.00".into())
+    );
+    assert_eq!(
+        count("UNMATCHED_NOTIFICATION"),
+        ("1".into(), "42.00".into())
     );
     sim.shutdown().await;
 }

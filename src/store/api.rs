@@ -485,4 +485,25 @@ impl Store {
         self.call(move |c| sql::recon_report_page(c, run_id, after_line, limit))
             .await
     }
+
+    // ------------------------------------------------------------------ notifications in reconciliation
+
+    /// Verified `repayment` and `unmatched` notifications received since `since_ms` (for the
+    /// reconciliation report's comparison with its file), oldest first.
+    pub async fn notifications_not_about_payouts(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<super::notifications::NotifiedPayment>, StoreError> {
+        self.call(move |c| super::notifications::not_about_payouts(c, since_ms))
+            .await
+    }
+
+    /// The earliest and latest `trxDate` Starpay gave for the lines of a reconciliation run.
+    pub async fn recon_trx_dates(
+        &self,
+        run_id: i64,
+    ) -> Result<(Option<String>, Option<String>), StoreError> {
+        self.call(move |c| super::notifications::recon_trx_dates(c, run_id))
+            .await
+    }
 }

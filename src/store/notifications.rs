@@ -371,6 +371,70 @@ pub fn with_outcomes(
     Ok(out)
 }
 
+/// A verified notification about a msgId no payout of this database has (outcome `repayment`:
+/// a 6.5 static-QR payment or 6.3 dynamic-QR result, both carrying `deviceInfo`; or
+/// `unmatched`), as a reconciliation report compares it with the file's lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifiedPayment {
+    pub id: i64,
+    pub received_at: i64,
+    pub outcome: String,
+    pub original_msg_id: String,
+    pub trx_state: String,
+    pub amount: Centavos,
+    pub order_no: Option<String>,
+    pub ref_no: Option<String>,
+    pub device_info: Option<String>,
+    pub trx_date: Option<String>,
+}
+
+/// Every verified `repayment` or `unmatched` notification received at or after `since_ms`,
+/// oldest first (a later state of one msgId comes after its earlier ones). The caller narrows
+/// them to its day by `trxDate`; `since_ms` only bounds what is read.
+pub fn not_about_payouts(
+    conn: &Connection,
+    since_ms: i64,
+) -> Result<Vec<NotifiedPayment>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, received_at, outcome, original_msg_id, trx_state, amount, order_no, ref_no,
+                device_info, trx_date
+         FROM notifications
+         WHERE outcome IN ('repayment', 'unmatched') AND verified = 1 AND received_at >= ?1
+         ORDER BY id",
+    )?;
+    let rows = stmt.query_map(
+        [since_ms],
+        columns_into!(NotifiedPayment {
+            id,
+            received_at,
+            outcome,
+            original_msg_id,
+            trx_state,
+            amount,
+            order_no,
+            ref_no,
+            device_info,
+            trx_date
+        }),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The earliest and latest `trxDate` Starpay gave for a line of reconciliation run `run_id`
+/// (as stored: ISO 8601 text; Starpay writes them all with `+08:00`, so text order is time
+/// order).
+pub fn recon_trx_dates(
+    conn: &Connection,
+    run_id: i64,
+) -> Result<(Option<String>, Option<String>), StoreError> {
+    Ok(conn.query_row(
+        "SELECT MIN(trx_date), MAX(trx_date) FROM recon_rows
+         WHERE run_id = ?1 AND trx_date IS NOT NULL AND trx_date <> ''",
+        [run_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -442,7 +442,9 @@ impl State {
             original_msg_id: o.msg_id.clone(),
             order_no: o.order_no.clone(),
             mch_id: o.mch_id.clone(),
-            device_info: if o.kind == OrderKind::StaticQrPayment {
+            // 6.3 is "as 6.5" (reference §7): a dynamic QR's result carries the terminal id
+            // it was created with, as a static QR payment does; a payout's does not.
+            device_info: if matches!(o.kind, OrderKind::StaticQrPayment | OrderKind::DynamicQr) {
                 o.device_info.clone()
             } else {
                 None
