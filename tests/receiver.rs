@@ -1145,5 +1145,17 @@ async fn repayment_recon_compares_the_file_with_the_notifications() {
         count("UNMATCHED_NOTIFICATION"),
         ("1".into(), "42.00".into())
     );
+    // The HTML page shows the same lines.
+    let page = std::fs::read_to_string(dir.path().join("reports/eod-1-summary.html")).unwrap();
+    for label in [
+        "NOTIFIED_NOT_IN_FILE",
+        "IN_FILE_NEVER_NOTIFIED",
+        "UNMATCHED_NOTIFICATION",
+    ] {
+        assert!(
+            page.contains(&format!("data-check=\"{label}\"")),
+            "{label} in the page"
+        );
+    }
     sim.shutdown().await;
 }

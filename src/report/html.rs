@@ -98,7 +98,13 @@ struct Page {
     action_rows: Vec<ActionRow>,
     action_more: usize,
     generated: String,
+    /// A reconciliation's comparison with the receiver's notifications: the day(s) compared and
+    /// (label, rows, amount) lines (the summary CSV's lines after its TOTAL).
+    notifications: Option<(String, Vec<CheckLine>)>,
 }
+
+/// A line of the notification comparison: label, count, amount.
+type CheckLine = (String, i64, Centavos);
 
 pub fn state_color(s: ReportState) -> &'static str {
     match s {
@@ -238,6 +244,17 @@ fn render(p: &Page) -> String {
                     @for (k, v) in &p.balances {
                         dt { (k) }
                         dd { (v) }
+                    }
+                }
+                @if let Some((days, lines)) = &p.notifications {
+                    h2 { "Notifications received for " (days) " (by trxDate)" }
+                    table #notifications {
+                        thead { tr { th { "comparison with the file" } th.n { "count" } th.n { "amount (PHP)" } } }
+                        tbody {
+                            @for (label, n, amount) in lines {
+                                tr data-check=(label) { td { (label) } td.n { (n) } td.n { (php(*amount)) } }
+                            }
+                        }
                     }
                 }
                 h2 { "Rows that need action (" (p.action_rows.len() + p.action_more) ")" }
@@ -455,6 +472,7 @@ pub(super) fn write_payout(
         action_rows: tally.action_rows,
         action_more: tally.action_more,
         generated: ts_secs(Some(tally.now), tz),
+        notifications: None,
     };
     write_atomic(path, render(&page).as_bytes())
 }
@@ -551,6 +569,10 @@ pub(super) fn write_recon(
         action_rows,
         action_more,
         generated: ts_secs(Some(crate::store::now_ms()), tz),
+        notifications: summary
+            .notifications
+            .as_ref()
+            .map(|n| (n.days(), n.lines())),
     };
     write_atomic(path, render(&page).as_bytes())
 }
@@ -621,6 +643,7 @@ mod tests {
             }],
             action_more: 0,
             generated: "now".into(),
+            notifications: None,
         }
     }
 
