@@ -7,13 +7,16 @@
 //!   it with its request bytes (`store::allocate_attempt`) before anything is sent;
 //! - **recorded msgIds** `<prefix><db><n>` ([`MsgIds::fresh`]): one database counter per prefix,
 //!   each id recorded in `msg_ids` with its purpose before use (balance checks, bank list,
-//!   payout queries, re-payment checks);
-//! - **block msgIds** ([`MsgIds::block`]): high-volume reconciliation queries take ids from a
-//!   block of [`ID_BLOCK`] reserved with one committed write; the caller records each id with
-//!   its result. Unique across crashes: a block is committed before any id of it is handed out.
+//!   re-payment checks; payout status queries in databases older than issue 11's third pass);
+//! - **block msgIds** ([`MsgIds::block`]): high-volume queries (reconciliation, and a payout
+//!   row's status queries) take ids from a block of [`ID_BLOCK`] reserved with one committed
+//!   write; the caller records each id with its result. Unique across crashes: a block is
+//!   committed before any id of it is handed out. Queries only: a payout's msgId is always
+//!   committed with its bytes before it is sent.
 //!
-//! Prefixes in use: `B` balance, `L` bank list, `Q` payout query, `C` re-payment check, `K`
-//! reconciliation query blocks, `P` payouts. Must not: send anything or decide anything.
+//! Prefixes in use: `B` balance, `L` bank list, `Q` payout query (older databases), `C`
+//! re-payment check, `K` query blocks (reconciliation and payout status queries), `P` payouts.
+//! Must not: send anything or decide anything.
 
 use std::sync::Mutex;
 
@@ -39,6 +42,9 @@ pub struct MsgIds {
     db_id: String,
     /// The reserved block: next id, end (exclusive).
     block: Mutex<(i64, i64)>,
+    /// Held while a new block is reserved, so callers that find the block empty together
+    /// wait for one reservation instead of each reserving (and mostly wasting) their own.
+    refill: tokio::sync::Mutex<()>,
 }
 
 impl MsgIds {
@@ -49,6 +55,7 @@ impl MsgIds {
             store,
             db_id,
             block: Mutex::new((0, 0)),
+            refill: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -82,16 +89,13 @@ impl MsgIds {
     /// it with the result).
     pub async fn block(&self, prefix: char) -> Result<MsgId, MsgIdError> {
         loop {
-            let taken = {
-                let mut b = self.block.lock().map_err(|_| MsgIdError::Poisoned)?;
-                if b.0 < b.1 {
-                    b.0 += 1;
-                    Some(b.0 - 1)
-                } else {
-                    None
-                }
-            };
-            if let Some(n) = taken {
+            if let Some(n) = self.take_from_block()? {
+                return MsgId::new(format!("{prefix}{}{n}", self.db_id))
+                    .map_err(|e| MsgIdError::BadId(e.to_string()));
+            }
+            let _refilling = self.refill.lock().await;
+            // Another caller may have refilled the block while this one waited.
+            if let Some(n) = self.take_from_block()? {
                 return MsgId::new(format!("{prefix}{}{n}", self.db_id))
                     .map_err(|e| MsgIdError::BadId(e.to_string()));
             }
@@ -103,6 +107,17 @@ impl MsgIds {
             if b.0 >= b.1 {
                 *b = (end - ID_BLOCK, end);
             }
+        }
+    }
+
+    /// The next id of the reserved block, if any is left.
+    fn take_from_block(&self) -> Result<Option<i64>, MsgIdError> {
+        let mut b = self.block.lock().map_err(|_| MsgIdError::Poisoned)?;
+        if b.0 < b.1 {
+            b.0 += 1;
+            Ok(Some(b.0 - 1))
+        } else {
+            Ok(None)
         }
     }
 }
@@ -134,5 +149,28 @@ mod tests {
         for _ in 0..3 {
             assert!(seen.insert(again.block('K').await.unwrap().to_string()));
         }
+    }
+
+    /// Callers that find the block empty at the same moment wait for one reservation: 64
+    /// concurrent first calls use one block (one committed write), and get 64 distinct ids.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_one_reservation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ids.db")).unwrap();
+        let ids = std::sync::Arc::new(MsgIds::new(store.clone()).await.unwrap());
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let ids = std::sync::Arc::clone(&ids);
+                tokio::spawn(async move { ids.block('K').await.unwrap().to_string() })
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for t in tasks {
+            assert!(seen.insert(t.await.unwrap()));
+        }
+        // The counter starts at 1: one block of ID_BLOCK ends at ID_BLOCK + 1; one more value
+        // reserved now ends one further.
+        let end = store.reserve_counter_block("query_block", 1).await.unwrap();
+        assert_eq!(end, ID_BLOCK + 2, "one reservation for 64 callers");
     }
 }

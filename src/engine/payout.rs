@@ -683,7 +683,7 @@ impl PayoutEngine {
                 detail: "UNSENT row has no attempt".into(),
             });
         };
-        let _permit = tokio::select! {
+        let permit = tokio::select! {
             p = self.throttle.slot() => p?,
             () = self.throttle.until_stopped() => return Ok(Step::Continue),
         };
@@ -724,6 +724,9 @@ impl PayoutEngine {
         } else {
             self.client.send::<InstapayDisburseRequest>(&signed).await
         };
+        // The request is over: its slot is free for the next one while the answer is saved
+        // (the in-flight bound is about requests at Starpay, not our own writes).
+        drop(permit);
         let (event, raw) = match &result {
             Ok(answer) => (
                 self.send_answer_event(row, answer),
@@ -782,9 +785,20 @@ impl PayoutEngine {
                 detail: "row to query has no attempt".into(),
             });
         };
-        let (msg_id, req) = self
-            .status_query(row, &attempt.msg_id, 'Q', "query")
-            .await?;
+        // The query's msgId comes from a reserved block (committed before any id of it is
+        // handed out, so it is unique across crashes) and is recorded with the query's answer
+        // (`store::save_row`): no store round trip before a query leaves. A query moves no
+        // money; a crash before its answer is saved only leaves a reserved id unused.
+        let original = MsgId::new(attempt.msg_id.clone()).map_err(|e| EngineError::Build {
+            line: row.line,
+            detail: e.to_string(),
+        })?;
+        let msg_id = self.msg_ids.block(QUERY_BLOCK_PREFIX).await?;
+        let req = DisburseQueryRequest {
+            msg_id: msg_id.clone(),
+            mch_id: self.client.mch_id().clone(),
+            original_msg_id: original,
+        };
         let result = {
             let _permit = tokio::select! {
                 p = self.throttle.slot() => p?,
@@ -885,6 +899,10 @@ fn hold_over(trx_date: Option<&str>, hold: Duration, now_ms: i64) -> bool {
         .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
         .is_some_and(|t| now_ms - t.timestamp_millis() >= hold.as_millis() as i64)
 }
+
+/// Prefix of payout status queries' msgIds: the block msgIds of `MsgIds::block` (shared with
+/// reconciliation queries, one counter, so never repeated).
+const QUERY_BLOCK_PREFIX: char = 'K';
 
 /// Workers per request slot (`concurrency`). A row's turn is mostly store writes (msgId
 /// allocation, IN_FLIGHT before the send, the answer after it) around one request, so extra

@@ -1279,11 +1279,10 @@ pub fn allocate_attempt(
         tx.commit()?;
         return Ok(Allocation::Blocked { message });
     }
-    let seq: i64 = tx.query_row(
-        "SELECT COALESCE(MAX(seq), 0) + 1 FROM attempts WHERE row_id = ?1",
-        [row.id],
-        |r| r.get(0),
-    )?;
+    // Cached statements: this runs once per payout row.
+    let seq: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM attempts WHERE row_id = ?1")?
+        .query_row([row.id], |r| r.get(0))?;
     // The attempt this one supersedes: the row's own, or (a re-payment from a new file) the
     // latest attempt of the reference.
     let supersedes: Option<i64> = match row.attempt.as_ref() {
@@ -1299,22 +1298,23 @@ pub fn allocate_attempt(
         None => None,
     };
     record_msg_id(&tx, msg_id, "payout", Some(row.id))?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO attempts (row_id, msg_id, seq, supersedes, operation, request_bytes, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![row.id, msg_id, seq, supersedes, operation, request_bytes, now_ms()],
-    )?;
+    )?
+    .execute(params![row.id, msg_id, seq, supersedes, operation, request_bytes, now_ms()])?;
     let attempt_id = tx.last_insert_rowid();
     // first_sent_at / last_sent_at are kept: they describe the row's sends over all attempts.
-    let changed = tx.execute(
-        "UPDATE rows SET attempt_id = ?2, state = 'UNSENT', verified_reject = 0, not_found_count = 0,
+    let changed = tx
+        .prepare_cached(
+            "UPDATE rows SET attempt_id = ?2, state = 'UNSENT', verified_reject = 0, not_found_count = 0,
              hold_since = NULL, trx_state = NULL, code = NULL, message = NULL, error_code = NULL,
              error_message = NULL, order_no = NULL, ref_no = NULL, updated_at = ?3,
              last_checked_at = NULL, query_count = 0, resent_after_not_found = 0,
              repay_of = COALESCE(?5, repay_of)
          WHERE id = ?1 AND state = ?4",
-        params![row.id, attempt_id, now_ms(), row.state.as_str(), repay_of],
-    )?;
+        )?
+        .execute(params![row.id, attempt_id, now_ms(), row.state.as_str(), repay_of])?;
     one_row_changed(changed, row.id, row.state)?;
     let detail = match (supersedes, repay_of) {
         (_, Some(r)) => Some(format!("re-payment: {r}")),
@@ -1406,6 +1406,17 @@ pub(crate) fn save_row_tx(
             "UPDATE attempts SET send_count = send_count + ?2, first_sent_at = ?3 WHERE id = ?1",
         )?
         .execute(params![a.id, sent as i64, a.first_sent_at])?;
+    }
+    if event.kind == EventKind::QueryAnswer {
+        if let Some(id) = &event.msg_id {
+            // A status query's msgId from a reserved block (`MsgIds::block`) is recorded with
+            // its answer; one recorded before use (`new_msg_id`) is already there.
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO msg_ids (msg_id, purpose, row_id, created_at)
+                 VALUES (?1, 'query', ?2, ?3)",
+            )?
+            .execute(params![id, row.id, now_ms()])?;
+        }
     }
     append_event(tx, event)?;
     Ok(())

@@ -806,6 +806,14 @@ impl SimHandle {
         self.shared.requests()
     }
 
+    /// How many requests arrived since the start (the log above keeps only the last
+    /// [`MAX_REQUEST_RECORDS`]; the benchmarks count requests per row with this).
+    pub fn requests_seen(&self) -> u64 {
+        self.shared
+            .request_seq
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// How fast the signed API requests of the log arrived (the rate-limit test and bench).
     pub fn rate_figures(&self) -> RateFigures {
         RateFigures::of(&self.shared.requests())
