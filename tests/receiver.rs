@@ -278,6 +278,83 @@ async fn listen_reaches_the_same_states_with_fewer_queries() {
     }
 }
 
+/// "A final state from a notification is confirmed by one query before a re-payment could ever
+/// depend on it" (issue 12): a row made FAILED by its notification alone (never queried by the
+/// run) is re-sent by `retry` only after a live query of its first msgId reached Starpay, and
+/// the re-payment goes out under a new msgId linked to the attempt it supersedes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_queries_a_notification_final_live_before_it_repays() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(fast_sim_config(15)).await;
+    // Polls 4 s after the send: the notification (about 0.4 s) settles every row first.
+    let resolve = FAST_RESOLVE.replace("poll_schedule_secs = [1]", "poll_schedule_secs = [4]");
+    let (job, db) =
+        listen_run_with(dir.path(), "repaid", &sim, 5, one_in_five_fails, &resolve).await;
+    let conn = Connection::open(&db).unwrap();
+    let failed: Vec<(i64, String)> = conn
+        .prepare(
+            "SELECT r.id, a.msg_id FROM rows r JOIN attempts a ON a.row_id = r.id AND a.seq = 1
+              WHERE r.state = 'FAILED' AND r.query_count = 0",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        failed.len(),
+        1,
+        "the AC01 row is FAILED by its notification alone"
+    );
+    let (row_id, first) = failed[0].clone();
+    assert!(
+        !queries(&sim)
+            .iter()
+            .any(|q| q.msg_id.as_deref() == Some(first.as_str())),
+        "not queried yet"
+    );
+
+    let before = sim.requests().len();
+    let o = run(vec![
+        "retry".into(),
+        s(&job),
+        "--run".into(),
+        "1".into(),
+        "--include-beneficiary-errors".into(),
+    ])
+    .await;
+    // The re-payment fails again (the same AC01 account): a finding, exit 2.
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let second: String = conn
+        .query_row(
+            "SELECT msg_id FROM attempts WHERE row_id = ?1 AND seq = 2",
+            [row_id],
+            |r| r.get(0),
+        )
+        .expect("a second attempt");
+    assert_ne!(second, first, "a new msgId for the re-payment");
+    let checks: Vec<String> = conn
+        .prepare("SELECT msg_id FROM msg_ids WHERE purpose = 'repay_check' AND row_id = ?1")
+        .unwrap()
+        .query_map([row_id], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(checks.len(), 1, "one live query of the one earlier msgId");
+    let log = sim.requests();
+    let at = |m: &str| {
+        log[before..]
+            .iter()
+            .position(|r| r.msg_id.as_deref() == Some(m))
+            .unwrap_or_else(|| panic!("{m} reached Starpay"))
+    };
+    assert!(
+        at(&checks[0]) < at(&second),
+        "the live query came before the re-payment left"
+    );
+    sim.shutdown().await;
+}
+
 /// Signs `payload` as the simulator's platform does (TEST-ONLY key) into an envelope.
 fn platform_signed(payload: &str) -> Vec<u8> {
     let key = PrivateKey::from_text(known::SIM_PLATFORM_PRIVATE_PEM, "sim").unwrap();
