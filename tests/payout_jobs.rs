@@ -10,9 +10,9 @@ use payout_common::*;
 
 const LIMITS_FAST: &str = "requests_per_second = 400\nburst = 100\nconcurrency = 16\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2";
 
+both_backends! {
 /// Acceptance 1: 500 rows, no faults: 500 report lines, states and order numbers agree with the
 /// ledger.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_rows_match_the_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(1)).await;
@@ -124,10 +124,11 @@ async fn five_hundred_rows_match_the_ledger() {
         10_000_000_000 - success_total
     );
 }
+}
 
+both_backends! {
 /// Acceptance 5: the same file again is refused; `--new-run` is accepted (already-paid
 /// references are then rejected by validation); `retry` sends only FAILED rows, with new msgIds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_file_refused_new_run_and_retry() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(2)).await;
@@ -255,9 +256,10 @@ async fn same_file_refused_new_run_and_retry() {
         "{text}"
     );
 }
+}
 
+both_backends! {
 /// Acceptance 3: malformed files → exit 1, a message naming line and field, zero requests.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_sends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(3)).await;
@@ -382,6 +384,7 @@ async fn bad_input_sends_nothing() {
         0,
         "no request of any kind reached the simulator"
     );
+}
 }
 
 /// Acceptance 2, CI version: SIGKILL the runner at several points of a run against a simulator

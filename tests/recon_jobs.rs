@@ -35,8 +35,8 @@ fn fixture(
     }
 }
 
+both_backends! {
 /// Acceptance 1: every category, and the report agrees with the simulator's ledger.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_category_agrees_with_the_ledger() {
     let dir = tempfile::tempdir().unwrap();
     // The demo's simulator settings are the fixture set that covers every category.
@@ -166,6 +166,7 @@ async fn every_category_agrees_with_the_ledger() {
     // 3 open rows: PENDING and STALE_PENDING once each, UNKNOWN up to 4 tries.
     assert!((3..=6).contains(&queries), "re-checked {queries} queries");
 }
+}
 
 /// Acceptance 2: a 2,000-row recon killed twice finishes with each row once, and no row that
 /// was final before a kill is queried again.
@@ -289,8 +290,8 @@ fn final_rows(db: &std::path::Path) -> HashMap<i64, (i64, i64)> {
         .collect()
 }
 
+both_backends! {
 /// Acceptance 3: bad input → exit 1, line and field named, nothing sent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_recon_input_sends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(9)).await;
@@ -354,6 +355,7 @@ async fn bad_recon_input_sends_nothing() {
         }
     }
     assert_eq!(sim.requests().len(), 0, "nothing was sent");
+}
 }
 
 /// `reconcile --run`: a payout that succeeded and was later reversed is reported as
