@@ -163,6 +163,8 @@ pub struct JobConfig {
     pub job_name: String,
     pub kind: JobKind,
     pub input: PathBuf,
+    /// A SQLite file, or a `postgres://` URL (PostgreSQL; `STARPAY_DATABASE_URL` overrides).
+    /// Show it with [`JobConfig::database_shown`]: a URL may carry a password.
     pub database: PathBuf,
     pub reports_dir: PathBuf,
     pub starpay: StarpayConfig,
@@ -782,6 +784,17 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PathBuf>>, 
 }
 
 // ---- loading ------------------------------------------------------------------------------
+
+impl JobConfig {
+    /// The database for messages: the path, or the URL with its password hidden.
+    pub fn database_shown(&self) -> String {
+        if crate::store::is_postgres_url(&self.database) {
+            crate::store::pg::redact(&self.database.to_string_lossy())
+        } else {
+            self.database.display().to_string()
+        }
+    }
+}
 
 /// Reads and validates a job file. `overrides` carry `--input` and `STARPAY_PRIVATE_KEY_FILE`.
 pub fn load_job(path: &Path, overrides: &Overrides) -> Result<JobConfig, ConfigError> {

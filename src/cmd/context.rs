@@ -89,7 +89,7 @@ impl JobContext {
                 Some(store) => (None, store),
                 None => bail!(
                     "database {} has no starpay-batch tables yet: job {:?} has never run",
-                    cfg.database.display(),
+                    cfg.database_shown(),
                     cfg.job_name
                 ),
             },
@@ -97,7 +97,7 @@ impl JobContext {
                 if !cfg.database.exists() {
                     bail!(
                         "database {} does not exist yet: job {:?} has never run",
-                        cfg.database.display(),
+                        cfg.database_shown(),
                         cfg.job_name
                     );
                 }
@@ -364,7 +364,7 @@ async fn lock_postgres(
             format!(
                 "another starpay-batch process is running job {:?} on database {} (PostgreSQL advisory lock); nothing was sent",
                 cfg.job_name,
-                cfg.database.display()
+                cfg.database_shown()
             ),
         )
         .into()),
@@ -373,7 +373,7 @@ async fn lock_postgres(
 
 /// Takes the per-(database, job) lock, or says who holds it.
 fn lock(cfg: &JobConfig) -> anyhow::Result<File> {
-    let path = PathBuf::from(format!("{}.{}.lock", cfg.database.display(), cfg.job_name));
+    let path = PathBuf::from(format!("{}.{}.lock", cfg.database_shown(), cfg.job_name));
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent)
@@ -393,7 +393,7 @@ fn lock(cfg: &JobConfig) -> anyhow::Result<File> {
             format!(
                 "another starpay-batch process is running job {:?} on database {} (lock {}); nothing was sent",
                 cfg.job_name,
-                cfg.database.display(),
+                cfg.database_shown(),
                 path.display()
             ),
         )

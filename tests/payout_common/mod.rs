@@ -85,6 +85,51 @@ pub fn database_of(dir: &Path, name: &str) -> String {
         .unwrap_or_else(|| dir.join(format!("{name}.db")).display().to_string())
 }
 
+/// The rows of `sql` in job `name`'s database (whichever backend the test runs on), every
+/// column as text (`NULL` as None). Write portable SQL: no `?` parameters, no booleans.
+pub fn db_rows(dir: &Path, name: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    if let Some(url) = DATABASE_URL.with(|d| d.borrow().clone()) {
+        return starpay_batch::store::pg::testing::query_text_at(&url, sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    use rusqlite::types::ValueRef;
+    let conn = rusqlite::Connection::open(dir.join(format!("{name}.db"))).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    let rows = stmt
+        .query_map([], |r| {
+            (0..n)
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        ValueRef::Null => None,
+                        ValueRef::Integer(v) => Some(v.to_string()),
+                        ValueRef::Real(v) => Some(v.to_string()),
+                        ValueRef::Text(t) | ValueRef::Blob(t) => {
+                            Some(String::from_utf8_lossy(t).into_owned())
+                        }
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    rows
+}
+
+/// Runs `sql` (portable, no parameters) in job `name`'s database, whichever the backend.
+pub fn db_execute(dir: &Path, name: &str, sql: &str) {
+    if let Some(url) = DATABASE_URL.with(|d| d.borrow().clone()) {
+        starpay_batch::store::pg::testing::execute_at(&url, sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        return;
+    }
+    rusqlite::Connection::open(dir.join(format!("{name}.db")))
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
 /// One test body, run twice: `<name>::sqlite` (a SQLite file per job, as always) and
 /// `<name>::postgres` (every job file written by the body points at one fresh PostgreSQL
 /// schema; skipped loudly without a server, failed when `STARPAY_REQUIRE_POSTGRES=1`).

@@ -110,23 +110,34 @@ impl TestDb {
 
     /// The rows of `sql` in this test's schema, every column read as text (`NULL` as None).
     pub fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-        let (url, sql) = (self.url.clone(), sql.to_string());
-        blocking(move || {
-            Box::pin(async move {
-                let client = super::connect_one(&url).await.map_err(|e| e.to_string())?;
-                let msgs = client.simple_query(&sql).await.map_err(|e| e.to_string())?;
-                Ok(msgs
-                    .into_iter()
-                    .filter_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => {
-                            Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-                        }
-                        _ => None,
-                    })
-                    .collect())
-            })
-        })
+        query_text_at(&self.url, sql)
     }
+}
+
+/// Runs `sql` on the database at `url` (a test's schema).
+pub fn execute_at(url: &str, sql: &str) -> Result<(), String> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    blocking(move || Box::pin(execute(url, sql)))
+}
+
+/// The rows of `sql` on the database at `url`, every column as text (`NULL` as None).
+pub fn query_text_at(url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    blocking(move || {
+        Box::pin(async move {
+            let client = super::connect_one(&url).await.map_err(|e| e.to_string())?;
+            let msgs = client.simple_query(&sql).await.map_err(|e| e.to_string())?;
+            Ok(msgs
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                    }
+                    _ => None,
+                })
+                .collect())
+        })
+    })
 }
 
 impl Drop for TestDb {
