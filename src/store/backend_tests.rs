@@ -529,3 +529,132 @@ async fn postgres_sslmode_require_verifies_the_certificate() {
         }
     }
 }
+
+/// `migrate-store`: a SQLite database's history, copied into an empty PostgreSQL store, reads
+/// the same through the API; the database id and counters carry over (msgIds never repeat),
+/// a reference paid on SQLite stays blocked, new ids follow the copied ones, and a store that
+/// already holds history is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_history_copies_into_postgres() {
+    let Some(pg) = TestDb::new("sqlite_history_copies") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let old = Store::open(&path).unwrap();
+    let db_id = old.db_id().await.unwrap();
+    let run = old
+        .create_payout_run(
+            new_run("in.csv", "abc"),
+            vec![new_row(2, "P1"), new_row(3, "P2"), new_row(4, "P3")],
+        )
+        .await
+        .unwrap();
+    let rows = old.rows_of_run(run, false).await.unwrap();
+    old.allocate_attempt(
+        rows[0].clone(),
+        format!("P{db_id}1"),
+        "5.2",
+        b"{\"a\":1}".to_vec(),
+        None,
+    )
+    .await
+    .unwrap();
+    let mut paid = old.row(rows[0].id).await.unwrap();
+    paid.state = RowState::Success;
+    paid.trx_state = Some("SUCCESS".into());
+    old.save_row(paid, RowState::Unsent, true, event(EventKind::Sending))
+        .await
+        .unwrap();
+    let q = old.new_msg_id('Q', &db_id, "query", None).await.unwrap();
+    old.finish_run(run).await.unwrap();
+    old.record_exit(run, 2).await.unwrap();
+    old.save_bank_list(vec!["GCash".into()]).await.unwrap();
+    old.record_preflight_balance(run, Centavos::new(10_000))
+        .await
+        .unwrap();
+    old.record_approval(NewApprovalEntry {
+        job: "job".into(),
+        action: ApprovalAction::Staged,
+        by: "bob".into(),
+        input_path: "in.csv".into(),
+        input_sha256: "abc".into(),
+        rows: 3,
+        total: Centavos::new(300),
+        prepared_by: None,
+        overrides: vec![],
+        revokes: None,
+    })
+    .await
+    .unwrap();
+    let pass = old
+        .create_reconcile_pass(
+            NewRun {
+                kind: RunKind::Reconcile,
+                ..new_run("run 1", "k")
+            },
+            run,
+            Centavos::new(5),
+        )
+        .await
+        .unwrap();
+    let before_runs = old.runs_for("job", None).await.unwrap();
+    let before_rows = old.rows_of_run(run, false).await.unwrap();
+    let before_history = old.reference_history("P1").await.unwrap();
+    let before_recon = old.recon_report_page(pass, 0, 100).await.unwrap();
+    drop(old);
+
+    let url = PathBuf::from(pg.url());
+    let new = Store::open(&url).unwrap();
+    let copied = new.copy_from_sqlite(&path).await.unwrap();
+    assert!(copied.contains(&("rows", 3)), "{copied:?}");
+    assert!(copied.contains(&("attempts", 1)), "{copied:?}");
+    assert_eq!(
+        new.db_id().await.unwrap(),
+        db_id,
+        "the database id carries over"
+    );
+    assert_eq!(new.runs_for("job", None).await.unwrap(), before_runs);
+    assert_eq!(new.rows_of_run(run, false).await.unwrap(), before_rows);
+    let history = new.reference_history("P1").await.unwrap();
+    assert_eq!(history.rows, before_history.rows);
+    assert_eq!(history.events.len(), before_history.events.len());
+    assert_eq!(history.attempts.len(), 1);
+    let recon = new.recon_report_page(pass, 0, 100).await.unwrap();
+    assert_eq!(
+        recon
+            .iter()
+            .map(|r| (r.line, r.category))
+            .collect::<Vec<_>>(),
+        before_recon
+            .iter()
+            .map(|r| (r.line, r.category))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(new.approval_log("job").await.unwrap().len(), 1);
+    assert!(new.last_bank_list().await.unwrap().is_some());
+    assert_eq!(
+        new.preflight_balance(run).await.unwrap().map(|b| b.0),
+        Some(Centavos::new(10_000))
+    );
+    // Counters go on: the next query msgId follows the copied one.
+    let q2 = new.new_msg_id('Q', &db_id, "query", None).await.unwrap();
+    assert_eq!(
+        (q.as_str(), q2.as_str()),
+        (&*format!("Q{db_id}1"), &*format!("Q{db_id}2"))
+    );
+    // The reference paid on SQLite stays paid; new runs get ids after the copied ones.
+    let run2 = new
+        .create_payout_run(new_run("again.csv", "zzz"), vec![new_row(2, "P1")])
+        .await
+        .unwrap();
+    assert!(run2 > pass);
+    let again = new.rows_of_run(run2, false).await.unwrap()[0].clone();
+    let blocked = new
+        .allocate_attempt(again, "NEW1".into(), "5.2", vec![], None)
+        .await
+        .unwrap();
+    assert!(matches!(blocked, Allocation::Blocked { .. }), "{blocked:?}");
+    // Copying again into a store with history is refused.
+    assert!(new.copy_from_sqlite(&path).await.is_err());
+}

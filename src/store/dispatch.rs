@@ -180,6 +180,20 @@ impl Store {
         }
     }
 
+    /// Copies a SQLite database's whole history into this store, which must be PostgreSQL and
+    /// hold no history yet (`migrate-store`; see `pg::copy`).
+    pub async fn copy_from_sqlite(
+        &self,
+        sqlite: &std::path::Path,
+    ) -> Result<super::pg::Copied, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Err(StoreError::BadState(
+                "migrate-store copies into a PostgreSQL store (a postgres:// URL)".into(),
+            )),
+            Backend::Postgres(p) => p.copy_from_sqlite(sqlite).await,
+        }
+    }
+
     /// Takes the job's lock on PostgreSQL (a session advisory lock on a connection of its own,
     /// held until the guard is dropped or the process dies): `None` when another process holds
     /// it. SQLite uses a lock file beside the database instead (`cmd::context`).

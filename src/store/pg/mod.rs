@@ -23,6 +23,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::StoreError;
 
+pub use copy::Copied;
+
+mod copy;
 pub(crate) mod migrate;
 mod ops;
 pub mod testing;
