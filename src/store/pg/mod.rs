@@ -231,7 +231,15 @@ impl PgStore {
             url: self.shown.to_string(),
             why,
         })?;
-        let (client, connection) = self.config.connect(tls).await?;
+        // A host that vanishes without closing its connection (power loss, network split)
+        // must not hold the lock for the kernel's default two hours of TCP silence.
+        let mut config = (*self.config).clone();
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3);
+        let (client, connection) = config.connect(tls).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "PostgreSQL job-lock connection ended");
