@@ -530,9 +530,9 @@ async fn key_swapped_mid_run() {
 
 // ------------------------------------------------------------------ 6. balance pre-flight
 
+both_backends! {
 /// Item 6: `--dry-run` sends nothing; `run` and `retry` refuse a total above the available
 /// balance (nothing sent) and go ahead when it fits exactly.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balance_preflight_and_dry_run() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(108)).await;
@@ -617,6 +617,7 @@ async fn balance_preflight_and_dry_run() {
         before + (0..n).filter(|i| i % 3 == 0).count(),
         "each FAILED row re-sent once"
     );
+}
 }
 
 // ------------------------------------------------------------------ 7. concurrency

@@ -358,9 +358,9 @@ async fn bad_recon_input_sends_nothing() {
 }
 }
 
+both_backends! {
 /// `reconcile --run`: a payout that succeeded and was later reversed is reported as
 /// REVERSED_AFTER_SUCCESS and the store's row becomes REVERSED, with an event.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_reports_and_applies_drift() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = fast_sim_config(10);
@@ -408,15 +408,12 @@ async fn reconcile_reports_and_applies_drift() {
             .any(|l| l.starts_with("REVERSED") && l.split_whitespace().nth(1) == Some("1")),
         "{text}"
     );
-    let c = rusqlite::Connection::open(dir.path().join("pay.db")).unwrap();
-    let drift: i64 = c
-        .query_row(
-            "SELECT COUNT(*) FROM events WHERE kind = 'reconcile_drift' AND new_state = 'REVERSED'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(drift, 1);
+    let drift = db_rows(
+        dir.path(),
+        "pay",
+        "SELECT COUNT(*) FROM events WHERE kind = 'reconcile_drift' AND new_state = 'REVERSED'",
+    );
+    assert_eq!(drift[0][0].as_deref(), Some("1"));
     // A completed pass is not resumed: the next reconcile checks every row again (drift can
     // happen to rows that were final), and now finds the store in agreement.
     let again = run(vec![
@@ -437,4 +434,5 @@ async fn reconcile_reports_and_applies_drift() {
         "expected REVERSED, found REVERSED: {:?}",
         report[1]
     );
+}
 }
