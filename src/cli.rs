@@ -146,6 +146,17 @@ pub enum Command {
     ///
     /// Example: starpay-batch runs jobs/demo-payouts.toml
     Runs(RunsArgs),
+    /// Copy a SQLite database's whole history into an empty PostgreSQL store.
+    ///
+    /// Every run, row, attempt, msgId, event, reconciliation row, approval and notification,
+    /// with their ids, and the database id and msgId counters (so msgIds never repeat), in one
+    /// PostgreSQL transaction. The SQLite file is only read; it must be at this build's schema
+    /// (run any command on it first). The target must hold no history. Stop every job on the
+    /// SQLite database first, then point the job files at the URL (`database` or
+    /// STARPAY_DATABASE_URL). Exit 0 copied, 1 refused (nothing copied).
+    ///
+    /// Example: starpay-batch migrate-store --from reports/payouts.db --to postgres://starpay@db/payouts
+    MigrateStore(MigrateStoreArgs),
     /// One reference's whole history across runs: rows, attempts and msgIds, every event with
     /// its time, and the verified answers (reads the database only).
     ///
@@ -301,6 +312,16 @@ pub struct StatusArgs {
 pub struct RunsArgs {
     /// The job file (jobs/*.toml).
     pub job: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateStoreArgs {
+    /// The SQLite database to copy (a job file's `database`).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The PostgreSQL store to copy into (`postgres://…`; created and migrated if needed).
+    #[arg(long, env = "STARPAY_DATABASE_URL", hide_env_values = true)]
+    pub to: String,
 }
 
 #[derive(Debug, Args)]

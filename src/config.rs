@@ -126,6 +126,9 @@ pub struct Overrides {
     /// `STARPAY_PLATFORM_PUBLIC_KEY_FILE` (one path, or several separated by `:`): replaces
     /// `[starpay] platform_public_key`.
     pub platform_public_key_env: Option<Vec<PathBuf>>,
+    /// `STARPAY_DATABASE_URL`: replaces `database` (a `postgres://` URL selects PostgreSQL;
+    /// a URL may carry a password, so it belongs in the environment rather than the file).
+    pub database_url_env: Option<String>,
 }
 
 /// The environment variables that override a job file (README "Configuration by environment").
@@ -133,6 +136,7 @@ pub const ENV_ENDPOINT: &str = "STARPAY_ENDPOINT";
 pub const ENV_MCH_ID: &str = "STARPAY_MCH_ID";
 pub const ENV_PRIVATE_KEY_FILE: &str = "STARPAY_PRIVATE_KEY_FILE";
 pub const ENV_PLATFORM_PUBLIC_KEY_FILE: &str = "STARPAY_PLATFORM_PUBLIC_KEY_FILE";
+pub const ENV_DATABASE_URL: &str = "STARPAY_DATABASE_URL";
 
 impl Overrides {
     /// `--input` plus the `STARPAY_*` variables of this process (an empty variable counts as
@@ -147,6 +151,7 @@ impl Overrides {
             mch_id_env: text(ENV_MCH_ID),
             platform_public_key_env: var(ENV_PLATFORM_PUBLIC_KEY_FILE)
                 .map(|v| std::env::split_paths(&v).collect()),
+            database_url_env: text(ENV_DATABASE_URL),
         }
     }
 }
@@ -158,6 +163,8 @@ pub struct JobConfig {
     pub job_name: String,
     pub kind: JobKind,
     pub input: PathBuf,
+    /// A SQLite file, or a `postgres://` URL (PostgreSQL; `STARPAY_DATABASE_URL` overrides).
+    /// Show it with [`JobConfig::database_shown`]: a URL may carry a password.
     pub database: PathBuf,
     pub reports_dir: PathBuf,
     pub starpay: StarpayConfig,
@@ -778,6 +785,17 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PathBuf>>, 
 
 // ---- loading ------------------------------------------------------------------------------
 
+impl JobConfig {
+    /// The database for messages: the path, or the URL with its password hidden.
+    pub fn database_shown(&self) -> String {
+        if crate::store::is_postgres_url(&self.database) {
+            crate::store::pg::redact(&self.database.to_string_lossy())
+        } else {
+            self.database.display().to_string()
+        }
+    }
+}
+
 /// Reads and validates a job file. `overrides` carry `--input` and `STARPAY_PRIVATE_KEY_FILE`.
 pub fn load_job(path: &Path, overrides: &Overrides) -> Result<JobConfig, ConfigError> {
     let file = path.to_path_buf();
@@ -879,7 +897,12 @@ fn validate(
             job_name,
             kind: raw.kind,
             input,
-            database: in_file(raw.database),
+            // A `postgres://` URL is not a path: never joined to the job file's folder.
+            database: match overrides.database_url_env.clone() {
+                Some(url) => PathBuf::from(url),
+                None if crate::store::is_postgres_url(&raw.database) => raw.database,
+                None => in_file(raw.database),
+            },
             reports_dir: in_file(raw.reports_dir),
             starpay,
             limits,

@@ -10,9 +10,10 @@
 //!   `client` (one signed attempt, verified answer; no retry).
 //! - `input`: CSV readers per job kind (`input::payout`, `input::recon`); every row error with
 //!   file, line and column.
-//! - `store`: SQLite behind one writer thread. `store::api` is its whole interface: named
-//!   operations (`allocate_attempt`, `save_row`, `load_recon_run`, …), one transaction each;
-//!   `rusqlite` appears nowhere else.
+//! - `store`: SQLite behind one writer thread, or PostgreSQL (`store::pg`, a `postgres://`
+//!   database). `Store`'s named operations (`allocate_attempt`, `save_row`, `load_recon_run`,
+//!   …; listed in `store::dispatch`) are its whole interface, one transaction each, forwarded
+//!   to the backend; `rusqlite` and `tokio-postgres` appear nowhere else.
 //! - `engine`: the rules. `policy` (pure decisions: code → retry / query / stop),
 //!   `transition` (the one pure transition function of a payout row, table-tested), `prepare`
 //!   (rules before money moves: validation against earlier runs, the run's rows, balance, the

@@ -205,9 +205,9 @@ async fn answers_about_another_payout_are_ignored() {
 
 // ------------------------------------------------------------------ 3. the AB0x hold
 
+both_backends! {
 /// Item 3: a FAIL AB05 is held (not FAILED, so not retryable) until the hold ends; `retry`
 /// leaves it alone; when it later turns SUCCESS the row ends SUCCESS.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ab05_hold_then_success() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(103)).await;
@@ -298,13 +298,14 @@ async fn ab05_hold_then_success() {
     assert_eq!(report[0]["msg_id"], held_msg);
     assert_eq!(sim.ledger().order(&held_msg).unwrap().create_requests, 1);
 }
+}
 
 // ------------------------------------------------------------------ 4. the not-found rule
 
+both_backends! {
 /// Item 4a: the first send never reaches Starpay (connection reset before processing); three
 /// verified 404s over the window → a resend of the same msgId with the same bytes, which pays
 /// the row once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_found_resends_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(104)).await;
@@ -355,11 +356,12 @@ async fn not_found_resends_the_same_bytes() {
         assert!(not_found >= 3, "{not_found} 404s before the resend");
     }
 }
+}
 
+both_backends! {
 /// Item 4b: the payout exists but queries answer 404 (`query_lag`): after three 404s the same
 /// bytes are resent, Starpay answers 403 (repeated msgId), and the row goes to NEEDS_ATTENTION
 /// — never a new msgId, never a second order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_found_resend_refused_needs_attention() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(105)).await;
@@ -401,6 +403,7 @@ async fn not_found_resend_refused_needs_attention() {
         assert_eq!(mine[0].request_sha256, mine[1].request_sha256, "same bytes");
     }
     assert_eq!(ledger.orders.len(), 2, "one order per row");
+}
 }
 
 // ------------------------------------------------------------------ 5. stop codes
@@ -527,9 +530,9 @@ async fn key_swapped_mid_run() {
 
 // ------------------------------------------------------------------ 6. balance pre-flight
 
+both_backends! {
 /// Item 6: `--dry-run` sends nothing; `run` and `retry` refuse a total above the available
 /// balance (nothing sent) and go ahead when it fits exactly.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balance_preflight_and_dry_run() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(108)).await;
@@ -615,12 +618,13 @@ async fn balance_preflight_and_dry_run() {
         "each FAILED row re-sent once"
     );
 }
+}
 
 // ------------------------------------------------------------------ 7. concurrency
 
+both_backends! {
 /// Item 7a: a second process on the same job is refused by the lock while the first runs;
 /// the first finishes with one order per row.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_process_on_the_same_job_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(109)).await;
@@ -655,10 +659,11 @@ async fn second_process_on_the_same_job_is_refused() {
     assert_rows_match_ledger(&report_of(dir.path(), "lock", 1), &ledger);
     assert_eq!(sends(&sim).len(), n, "nothing sent twice");
 }
+}
 
+both_backends! {
 /// Item 7b: two different jobs on one database pay the same references at the same moment:
 /// exactly one order per reference in the ledger.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_jobs_one_database_pay_a_reference_once() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(110)).await;
@@ -723,12 +728,13 @@ async fn two_jobs_one_database_pay_a_reference_once() {
         assert_eq!(o.create_requests, 1, "{o:?}");
     }
 }
+}
 
 // ------------------------------------------------------------------ 8. interruption
 
+both_backends! {
 /// Item 8: Ctrl-C mid-run stops taking work, writes the report with every row once, exits 3;
 /// the resumed run finishes with one order per row.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_exits_3_with_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(111)).await;
@@ -774,6 +780,7 @@ async fn ctrl_c_exits_3_with_a_report() {
     let ledger = sim.ledger();
     assert_eq!(ledger.orders.len(), n);
     assert_rows_match_ledger(&report_of(dir.path(), "int", 1), &ledger);
+}
 }
 
 /// Item 8: a second Ctrl-C quits at once (exit 3, before the report) while a send is still in

@@ -10,9 +10,9 @@ use payout_common::*;
 
 const LIMITS_FAST: &str = "requests_per_second = 400\nburst = 100\nconcurrency = 16\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2";
 
+both_backends! {
 /// Acceptance 1: 500 rows, no faults: 500 report lines, states and order numbers agree with the
 /// ledger.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_rows_match_the_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(1)).await;
@@ -124,10 +124,11 @@ async fn five_hundred_rows_match_the_ledger() {
         10_000_000_000 - success_total
     );
 }
+}
 
+both_backends! {
 /// Acceptance 5: the same file again is refused; `--new-run` is accepted (already-paid
 /// references are then rejected by validation); `retry` sends only FAILED rows, with new msgIds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_file_refused_new_run_and_retry() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(2)).await;
@@ -255,9 +256,10 @@ async fn same_file_refused_new_run_and_retry() {
         "{text}"
     );
 }
+}
 
+both_backends! {
 /// Acceptance 3: malformed files → exit 1, a message naming line and field, zero requests.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_sends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(3)).await;
@@ -382,6 +384,7 @@ async fn bad_input_sends_nothing() {
         0,
         "no request of any kind reached the simulator"
     );
+}
 }
 
 /// Acceptance 2, CI version: SIGKILL the runner at several points of a run against a simulator
@@ -1067,4 +1070,83 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Issue 14 (part C): `migrate-store` copies a SQLite job database into PostgreSQL; the same
+/// job, pointed at PostgreSQL by `STARPAY_DATABASE_URL`, then lists the same runs, finds the
+/// file already completed (exit 4, nothing sent), and `--new-run` refuses the references the
+/// SQLite database paid. PostgreSQL only (skipped loudly without a server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_store_copies_a_sqlite_job_into_postgres() {
+    let Some(pg) = starpay_batch::store::pg::testing::TestDb::new("migrate_store") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(fast_sim_config(14)).await;
+    let input = dir.path().join("payouts.csv");
+    write_csv(&input, 8, |i| if i == 3 { "0401" } else { "5555" });
+    let job = write_job(dir.path(), "mig", &sim, &input, LIMITS_FAST, FAST_RESOLVE);
+    let first = run(vec!["run".into(), s(&job)]).await;
+    assert_eq!(first.status.code(), Some(2), "{}", show(&first));
+    let runs_sqlite = run(vec!["runs".into(), s(&job)]).await;
+    assert_eq!(runs_sqlite.status.code(), Some(0), "{}", show(&runs_sqlite));
+
+    let url = pg.url().to_string();
+    let db = dir.path().join("mig.db");
+    let copy = run(vec![
+        "migrate-store".into(),
+        "--from".into(),
+        s(&db),
+        "--to".into(),
+        url.clone(),
+    ])
+    .await;
+    assert_eq!(copy.status.code(), Some(0), "{}", show(&copy));
+    let listed = String::from_utf8_lossy(&copy.stdout).to_string();
+    assert!(
+        listed.contains("rows\t8") && listed.contains("attempts\t8"),
+        "{listed}"
+    );
+
+    let on_pg = |args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            bin()
+                .args(&args)
+                .env("STARPAY_DATABASE_URL", url)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        })
+    };
+    let runs_pg = on_pg(vec!["runs".into(), s(&job)]).await.unwrap();
+    assert_eq!(runs_pg.status.code(), Some(0), "{}", show(&runs_pg));
+    assert_eq!(
+        String::from_utf8_lossy(&runs_pg.stdout),
+        String::from_utf8_lossy(&runs_sqlite.stdout),
+        "the same runs on both stores"
+    );
+    let before = sim.requests().len();
+    let again = on_pg(vec!["run".into(), s(&job)]).await.unwrap();
+    assert_eq!(again.status.code(), Some(4), "{}", show(&again));
+    let new_run = on_pg(vec!["run".into(), s(&job), "--new-run".into()])
+        .await
+        .unwrap();
+    assert_eq!(new_run.status.code(), Some(1), "{}", show(&new_run));
+    assert_eq!(
+        sim.requests().len(),
+        before,
+        "nothing sent from the copied store"
+    );
+    // A second copy into a store with history is refused.
+    let twice = run(vec![
+        "migrate-store".into(),
+        "--from".into(),
+        s(&db),
+        "--to".into(),
+        pg.url().to_string(),
+    ])
+    .await;
+    assert_eq!(twice.status.code(), Some(1), "{}", show(&twice));
+    assert!(!String::from_utf8_lossy(&twice.stderr).contains("password"));
 }

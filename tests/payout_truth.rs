@@ -35,6 +35,22 @@ fn row_state(conn: &rusqlite::Connection, run: i64, line: i64) -> (String, Strin
     .unwrap()
 }
 
+/// (state, message) of the row on `line` of run `run`, on either backend.
+fn row_state_any(dir: &Path, job: &str, run: i64, line: i64) -> (String, String) {
+    let rows = db_rows(
+        dir,
+        job,
+        &format!(
+            "SELECT state, COALESCE(message, '') FROM rows WHERE run_id = {run} AND line = {line}"
+        ),
+    );
+    let r = &rows[0];
+    (
+        r[0].clone().unwrap_or_default(),
+        r[1].clone().unwrap_or_default(),
+    )
+}
+
 fn max_event_id(conn: &rusqlite::Connection) -> i64 {
     conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
         .unwrap()
@@ -144,9 +160,9 @@ async fn resumed_run_asks_before_giving_up() {
     assert!(report[..4].iter().all(|r| r["state"] == "SUCCESS"));
 }
 
+both_backends! {
 /// Defect 9: a verified query answer about our payout with another amount goes to
 /// NEEDS_ATTENTION at once, with both amounts in its message (not waited out silently).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_answer_with_another_amount_needs_attention_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = fast_sim_config(82);
@@ -166,12 +182,11 @@ async fn query_answer_with_another_amount_needs_attention_at_once() {
     assert_eq!(first.status.code(), Some(3), "{}", show(&first));
     // Our record of line 2 now disagrees with what was sent (as a corrupted or edited store
     // would); Starpay's answers carry the amount it holds.
-    let conn = db(dir.path(), "amt");
-    conn.execute(
+    db_execute(
+        dir.path(),
+        "amt",
         "UPDATE rows SET amount = amount + 100 WHERE run_id = 1 AND line = 2",
-        [],
-    )
-    .unwrap();
+    );
     sim.advance(7_200);
     let job = write_job(
         dir.path(),
@@ -183,14 +198,15 @@ async fn query_answer_with_another_amount_needs_attention_at_once() {
     );
     let second = run(vec!["run".into(), s(&job)]).await;
     assert_eq!(second.status.code(), Some(3), "{}", show(&second));
-    let (state, message) = row_state(&conn, 1, 2);
+    let (state, message) = row_state_any(dir.path(), "amt", 1, 2);
     assert_eq!(state, "NEEDS_ATTENTION", "{message}");
     // write_csv: line 2 is row 0, PHP 100.00; the store now says 101.00.
     assert!(
         message.contains("PHP 100.00") && message.contains("PHP 101.00"),
         "{message}"
     );
-    assert_eq!(row_state(&conn, 1, 3).0, "SUCCESS");
+    assert_eq!(row_state_any(dir.path(), "amt", 1, 3).0, "SUCCESS");
+}
 }
 
 /// Defect 12: a query that gets no verified answer (here an HTTP 502) between two 404s neither
@@ -336,8 +352,8 @@ async fn refused_connection_is_not_counted_as_a_send() {
     assert!(not_sent >= 1);
 }
 
+both_backends! {
 /// Defect 11: finishing and reopening a run are recorded as events (retry reopens).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finish_and_reopen_are_events() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(85)).await;
@@ -362,14 +378,14 @@ async fn finish_and_reopen_are_events() {
     ])
     .await;
     assert_eq!(retry.status.code(), Some(2), "{}", show(&retry));
-    let conn = db(dir.path(), "ev");
-    let kinds: Vec<String> = conn
-        .prepare("SELECT kind FROM events WHERE row_id IS NULL AND run_id = 1 ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let kinds: Vec<String> = db_rows(
+        dir.path(),
+        "ev",
+        "SELECT kind FROM events WHERE row_id IS NULL AND run_id = 1 ORDER BY id",
+    )
+    .into_iter()
+    .map(|r| r[0].clone().unwrap_or_default())
+    .collect();
     assert_eq!(
         kinds,
         [
@@ -383,6 +399,7 @@ async fn finish_and_reopen_are_events() {
         ],
         "{kinds:?}"
     );
+}
 }
 
 /// Defect 11 (retry) and 6: `first_sent_at` is the first send ever; the new attempt's own first

@@ -942,12 +942,12 @@ async fn burst_of_10000_notifications_from_50_clients_each_stored_once() {
     sim.shutdown().await;
 }
 
+both_backends! {
 /// 5. A payout the simulator reverses after its SUCCESS (account suffix `0700`), with the
 ///    reversal notified while the run still waits for a slow row (`0504`, PROCESSING for
 ///    4 s): the row ends REVERSED, flagged `yes` in the report's own `reversed_after_success`
 ///    column (the other rows empty) and `reversed_after_success: true` in the result file;
 ///    the simulator's ledger agrees. 4: `show` of its reference lists both notifications.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reversed_after_success_is_flagged_in_report_and_result() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = fast_sim_config(61);
@@ -955,9 +955,22 @@ async fn reversed_after_success_is_flagged_in_report_and_result() {
     config.timeout_hold_ms = 4_000;
     let sim = start_sim(config).await;
     let scenario = |i: usize| ["5555", "0700", "0504"][i % 3];
-    let (path, db) = listen_run_with(dir.path(), "reversal", &sim, 3, scenario, FAST_RESOLVE).await;
+    let (path, _) = listen_run_with(dir.path(), "reversal", &sim, 3, scenario, FAST_RESOLVE).await;
+    let states: Vec<(i64, String)> = db_rows(
+        dir.path(),
+        "reversal",
+        "SELECT line, state FROM rows ORDER BY line",
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].as_deref().unwrap_or("0").parse().unwrap(),
+            r[1].clone().unwrap_or_default(),
+        )
+    })
+    .collect();
     assert_eq!(
-        states(&db),
+        states,
         vec![
             (2, "SUCCESS".to_string()),
             (3, "REVERSED".to_string()),
@@ -1008,6 +1021,7 @@ async fn reversed_after_success_is_flagged_in_report_and_result() {
         "{out}"
     );
     sim.shutdown().await;
+}
 }
 
 /// A client of the simulator signing with the demo merchant's TEST-ONLY key.

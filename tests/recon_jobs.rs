@@ -35,8 +35,8 @@ fn fixture(
     }
 }
 
+both_backends! {
 /// Acceptance 1: every category, and the report agrees with the simulator's ledger.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_category_agrees_with_the_ledger() {
     let dir = tempfile::tempdir().unwrap();
     // The demo's simulator settings are the fixture set that covers every category.
@@ -166,6 +166,7 @@ async fn every_category_agrees_with_the_ledger() {
     // 3 open rows: PENDING and STALE_PENDING once each, UNKNOWN up to 4 tries.
     assert!((3..=6).contains(&queries), "re-checked {queries} queries");
 }
+}
 
 /// Acceptance 2: a 2,000-row recon killed twice finishes with each row once, and no row that
 /// was final before a kill is queried again.
@@ -289,8 +290,8 @@ fn final_rows(db: &std::path::Path) -> HashMap<i64, (i64, i64)> {
         .collect()
 }
 
+both_backends! {
 /// Acceptance 3: bad input → exit 1, line and field named, nothing sent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_recon_input_sends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(fast_sim_config(9)).await;
@@ -355,10 +356,11 @@ async fn bad_recon_input_sends_nothing() {
     }
     assert_eq!(sim.requests().len(), 0, "nothing was sent");
 }
+}
 
+both_backends! {
 /// `reconcile --run`: a payout that succeeded and was later reversed is reported as
 /// REVERSED_AFTER_SUCCESS and the store's row becomes REVERSED, with an event.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_reports_and_applies_drift() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = fast_sim_config(10);
@@ -406,15 +408,12 @@ async fn reconcile_reports_and_applies_drift() {
             .any(|l| l.starts_with("REVERSED") && l.split_whitespace().nth(1) == Some("1")),
         "{text}"
     );
-    let c = rusqlite::Connection::open(dir.path().join("pay.db")).unwrap();
-    let drift: i64 = c
-        .query_row(
-            "SELECT COUNT(*) FROM events WHERE kind = 'reconcile_drift' AND new_state = 'REVERSED'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(drift, 1);
+    let drift = db_rows(
+        dir.path(),
+        "pay",
+        "SELECT COUNT(*) FROM events WHERE kind = 'reconcile_drift' AND new_state = 'REVERSED'",
+    );
+    assert_eq!(drift[0][0].as_deref(), Some("1"));
     // A completed pass is not resumed: the next reconcile checks every row again (drift can
     // happen to rows that were final), and now finds the store in agreement.
     let again = run(vec![
@@ -435,4 +434,5 @@ async fn reconcile_reports_and_applies_drift() {
         "expected REVERSED, found REVERSED: {:?}",
         report[1]
     );
+}
 }

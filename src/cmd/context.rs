@@ -46,9 +46,9 @@ pub struct JobContext {
     store: Store,
     /// Counts of every signed request this command's clients send (the metrics file).
     stats: Arc<RequestStats>,
-    /// Held for the life of the command; the OS releases it if the process dies, so a crash
-    /// never leaves a stale lock.
-    _lock: Option<File>,
+    /// Held for the life of the command; the OS (or the PostgreSQL server) releases it if the
+    /// process dies, so a crash never leaves a stale lock.
+    _lock: Option<JobLock>,
     /// The first stop signal's name once one arrived (commands that change rows listen from
     /// the moment they open: a signal during validation or pre-flight stops the command before
     /// anything is sent, one during the drive stops it gracefully; a second quits at once).
@@ -73,17 +73,31 @@ impl JobContext {
             File::open(&cfg.input)
                 .with_context(|| format!("cannot read input {}", cfg.input.display()))?;
         }
+        let postgres = crate::store::is_postgres_url(&cfg.database);
         let (lock, store) = match access {
+            Access::Exclusive | Access::ExclusiveWithInput if postgres => {
+                let store = Store::open(&cfg.database)?;
+                let lock = runtime.block_on(lock_postgres(&cfg, &store))?;
+                (Some(JobLock::Postgres(lock)), store)
+            }
             Access::Exclusive | Access::ExclusiveWithInput => {
                 let lock = lock(&cfg)?;
-                (Some(lock), Store::open(&cfg.database)?)
+                (Some(JobLock::File(lock)), Store::open(&cfg.database)?)
             }
             Access::Shared => (None, Store::open(&cfg.database)?),
+            Access::ReadOnly if postgres => match Store::open_snapshot(&cfg.database)? {
+                Some(store) => (None, store),
+                None => bail!(
+                    "database {} has no starpay-batch tables yet: job {:?} has never run",
+                    cfg.database_shown(),
+                    cfg.job_name
+                ),
+            },
             Access::ReadOnly => {
                 if !cfg.database.exists() {
                     bail!(
                         "database {} does not exist yet: job {:?} has never run",
-                        cfg.database.display(),
+                        cfg.database_shown(),
                         cfg.job_name
                     );
                 }
@@ -330,9 +344,36 @@ pub(crate) fn load_job(job: &Path, input: Option<PathBuf>) -> anyhow::Result<Job
     Ok(config::load_job(job, &Overrides::from_env(input))?)
 }
 
+/// The per-(database, job) lock: a lock file beside a SQLite database, a session advisory
+/// lock on PostgreSQL.
+enum JobLock {
+    File(#[allow(dead_code)] File),
+    Postgres(#[allow(dead_code)] crate::store::pg::JobLock),
+}
+
+/// Takes the job's advisory lock on PostgreSQL, or refuses as the lock file does. Several
+/// runners on one job are not supported yet (issue 14 part B): a second one is refused.
+async fn lock_postgres(
+    cfg: &JobConfig,
+    store: &Store,
+) -> anyhow::Result<crate::store::pg::JobLock> {
+    match store.try_lock_job(&cfg.job_name).await? {
+        Some(lock) => Ok(lock),
+        None => Err(CommandError::new(
+            exit::TEMPFAIL,
+            format!(
+                "another starpay-batch process is running job {:?} on database {} (PostgreSQL advisory lock); nothing was sent",
+                cfg.job_name,
+                cfg.database_shown()
+            ),
+        )
+        .into()),
+    }
+}
+
 /// Takes the per-(database, job) lock, or says who holds it.
 fn lock(cfg: &JobConfig) -> anyhow::Result<File> {
-    let path = PathBuf::from(format!("{}.{}.lock", cfg.database.display(), cfg.job_name));
+    let path = PathBuf::from(format!("{}.{}.lock", cfg.database_shown(), cfg.job_name));
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent)
@@ -352,7 +393,7 @@ fn lock(cfg: &JobConfig) -> anyhow::Result<File> {
             format!(
                 "another starpay-batch process is running job {:?} on database {} (lock {}); nothing was sent",
                 cfg.job_name,
-                cfg.database.display(),
+                cfg.database_shown(),
                 path.display()
             ),
         )

@@ -8,6 +8,7 @@ pub mod context;
 pub mod drive;
 pub mod dry_run;
 pub mod keys;
+pub mod migrate_store;
 pub mod reconcile;
 pub mod report;
 pub mod retry;
@@ -69,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sim(a) => sim::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Runs(a) => runs::run(a),
+        Command::MigrateStore(a) => migrate_store::run(a),
         Command::Show(a) => show::run(a),
         Command::Stage(a) => stage::run(a),
         Command::Approve(a) => approve::run(a),

@@ -92,7 +92,7 @@ pub(crate) async fn find_run(ctx: &JobContext, run_id: i64) -> anyhow::Result<st
     let Some(run) = ctx.store().run_by_id(run_id).await? else {
         bail!(
             "run {run_id} does not exist in {}",
-            ctx.cfg.database.display()
+            ctx.cfg.database_shown()
         );
     };
     if run.job != ctx.cfg.job_name {

@@ -15,7 +15,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
             "receiving notifications for job {:?} on http://{}/ (database {}); Ctrl-C stops",
             ctx.cfg.job_name,
             running.addr,
-            ctx.cfg.database.display()
+            ctx.cfg.database_shown()
         );
         let signal = signals.recv().await;
         crate::say!("{signal}: stopping the receiver");

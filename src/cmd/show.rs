@@ -25,7 +25,7 @@ pub fn run(args: ShowArgs) -> anyhow::Result<i32> {
                 bail!(
                     "reference {:?} is in no run of database {}, and no notification names it as its msgId",
                     args.reference,
-                    ctx.cfg.database.display()
+                    ctx.cfg.database_shown()
                 );
             }
             // A msgId this database never issued (MISSING_LOCALLY in `status`), or a

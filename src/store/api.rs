@@ -3,14 +3,15 @@
 //! Callers never see a `rusqlite::Connection`, never compose a transaction and never pass a
 //! closure over one: each method below is one unit of work on the writer thread (one
 //! transaction where it writes more than one statement). This list is the seam a second
-//! backend implements (issue 14): the SQL functions in `mod.rs` and `recon.rs` are this
-//! backend's private detail.
+//! backend implements (issue 14): `pg/ops.rs` has the same operations on PostgreSQL and
+//! `dispatch.rs` forwards each public `Store` operation to one of them. The SQL functions in
+//! `mod.rs` and `recon.rs` are the SQLite backend's private detail.
 
 use crate::domain::{Centavos, RowState};
 
 use super::recon::{self as sql, NewReconRow, ReconRecord, ReconResult, ReconTodo};
 use super::{
-    Allocation, EarlierAttempt, Event, NewRow, ReferenceUse, RowRecord, RunRecord, Store,
+    Allocation, EarlierAttempt, Event, NewRow, ReferenceUse, RowRecord, RunRecord, Sqlite,
     StoreError,
 };
 
@@ -29,9 +30,19 @@ pub struct NewRun {
 
 /// Where a reconciliation file's rows go while it is loaded (inside the run's transaction).
 pub struct ReconRowSink<'a> {
-    tx: &'a rusqlite::Connection,
-    run_id: i64,
+    target: SinkTarget<'a>,
     batch: Vec<NewReconRow>,
+}
+
+enum SinkTarget<'a> {
+    /// Inserted at once, inside the writer thread's open transaction.
+    Sqlite {
+        tx: &'a rusqlite::Connection,
+        run_id: i64,
+    },
+    /// Handed in batches to the async task that holds the PostgreSQL transaction (bounded:
+    /// the file is streamed, never held whole).
+    Postgres(tokio::sync::mpsc::Sender<Vec<NewReconRow>>),
 }
 
 impl ReconRowSink<'_> {
@@ -44,13 +55,39 @@ impl ReconRowSink<'_> {
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
-        sql::insert_recon_rows_tx(self.tx, self.run_id, &self.batch)?;
-        self.batch.clear();
+        match &self.target {
+            SinkTarget::Sqlite { tx, run_id } => {
+                sql::insert_recon_rows_tx(tx, *run_id, &self.batch)?;
+                self.batch.clear();
+            }
+            SinkTarget::Postgres(to) => {
+                if !self.batch.is_empty() {
+                    // Called on a blocking thread (see `pg::ops::load_recon_run`).
+                    to.blocking_send(std::mem::take(&mut self.batch))
+                        .map_err(|_| StoreError::WriterGone)?;
+                }
+            }
+        }
         Ok(())
     }
 }
 
-impl Store {
+impl ReconRowSink<'static> {
+    /// The PostgreSQL backend's sink: batches go to `to`.
+    pub(crate) fn to_channel(to: tokio::sync::mpsc::Sender<Vec<NewReconRow>>) -> Self {
+        ReconRowSink {
+            target: SinkTarget::Postgres(to),
+            batch: Vec::with_capacity(RECON_INSERT_BATCH),
+        }
+    }
+
+    /// Sends what is left (the last, partial batch).
+    pub(crate) fn finish(mut self) -> Result<(), StoreError> {
+        self.flush()
+    }
+}
+
+impl Sqlite {
     // ------------------------------------------------------------------ runs
 
     /// This database's id (part of every msgId it issues).
@@ -116,16 +153,6 @@ impl Store {
     /// The last bank list Starpay gave, and when (UTC ms).
     pub async fn last_bank_list(&self) -> Result<Option<(Vec<String>, i64)>, StoreError> {
         self.call(|c| super::last_bank_list(c)).await
-    }
-
-    /// The time of the last command that exited 0 on any run of `job` (a heartbeat).
-    pub async fn last_success_at(&self, job: &str) -> Result<Option<i64>, StoreError> {
-        let runs = self.runs_for(job, None).await?;
-        Ok(runs
-            .iter()
-            .filter(|r| r.last_exit_code == Some(0))
-            .filter_map(|r| r.last_exit_at)
-            .max())
     }
 
     // ------------------------------------------------------------------ approvals
@@ -375,8 +402,7 @@ impl Store {
             let run_id =
                 sql::create_recon_run(&tx, &run.job, run.kind.as_str(), &run.input, &run.sha256)?;
             let mut sink = ReconRowSink {
-                tx: &tx,
-                run_id,
+                target: SinkTarget::Sqlite { tx: &tx, run_id },
                 batch: Vec::with_capacity(RECON_INSERT_BATCH),
             };
             if let Err(e) = fill(&mut sink)? {

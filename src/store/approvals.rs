@@ -29,7 +29,7 @@ impl ApprovalAction {
         }
     }
 
-    fn parse(s: &str) -> Result<ApprovalAction, StoreError> {
+    pub(crate) fn parse(s: &str) -> Result<ApprovalAction, StoreError> {
         match s {
             "STAGED" => Ok(ApprovalAction::Staged),
             "APPROVED" => Ok(ApprovalAction::Approved),
@@ -81,6 +81,29 @@ pub struct NewApprovalEntry {
     pub revokes: Option<i64>,
 }
 
+/// The event kind of an entry (both backends).
+pub(crate) fn event_of(action: ApprovalAction) -> EventKind {
+    action.event()
+}
+
+/// The event detail of an entry (both backends).
+pub(crate) fn describe(e: &NewApprovalEntry) -> String {
+    let mut detail = format!(
+        "job {:?} file {} sha256 {} by {:?}: {} rows, PHP {}",
+        e.job, e.input_path, e.input_sha256, e.by, e.rows, e.total
+    );
+    if let Some(p) = &e.prepared_by {
+        detail.push_str(&format!("; prepared by {p:?}"));
+    }
+    if !e.overrides.is_empty() {
+        detail.push_str(&format!("; overrides {}", e.overrides.join(", ")));
+    }
+    if let Some(r) = e.revokes {
+        detail.push_str(&format!("; revokes approval {r}"));
+    }
+    detail
+}
+
 /// Appends `e` and its event in one transaction; returns the entry as stored.
 pub fn append(conn: &mut Connection, e: &NewApprovalEntry) -> Result<ApprovalEntry, StoreError> {
     let tx = conn.savepoint()?;
@@ -104,24 +127,11 @@ pub fn append(conn: &mut Connection, e: &NewApprovalEntry) -> Result<ApprovalEnt
         ],
     )?;
     let id = tx.last_insert_rowid();
-    let mut detail = format!(
-        "job {:?} file {} sha256 {} by {:?}: {} rows, PHP {}",
-        e.job, e.input_path, e.input_sha256, e.by, e.rows, e.total
-    );
-    if let Some(p) = &e.prepared_by {
-        detail.push_str(&format!("; prepared by {p:?}"));
-    }
-    if !e.overrides.is_empty() {
-        detail.push_str(&format!("; overrides {}", e.overrides.join(", ")));
-    }
-    if let Some(r) = e.revokes {
-        detail.push_str(&format!("; revokes approval {r}"));
-    }
     append_event(
         &tx,
         &Event {
-            kind: e.action.event(),
-            detail: Some(detail),
+            kind: event_of(e.action),
+            detail: Some(describe(e)),
             ..Event::default()
         },
     )?;

@@ -19,7 +19,11 @@ use crate::domain::{Centavos, EventKind, RowState};
 
 mod api;
 pub mod approvals;
+#[cfg(test)]
+mod backend_tests;
+mod dispatch;
 pub mod notifications;
+pub mod pg;
 pub mod recon;
 
 pub use api::{NewRun, ReconRowSink};
@@ -63,6 +67,12 @@ pub enum StoreError {
     WriterGone,
     #[error("database: the commit of this change failed, so it did not happen: {0}")]
     CommitFailed(String),
+    #[error("database {url}: {why}")]
+    PgOpen { url: String, why: String },
+    #[error("database: {0}")]
+    Pg(#[from] tokio_postgres::Error),
+    #[error("database: no connection: {0}")]
+    PgPool(String),
     #[error("database {path} is at schema {found}, this build's is {known}: a real run upgrades it first")]
     Outdated {
         path: PathBuf,
@@ -81,9 +91,22 @@ type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
 /// Jobs committed together at most (group commit: one fsync for many rows' changes).
 const GROUP_MAX: usize = 256;
 
-/// Handle to the writer thread. Cheap to clone.
+/// The one store API (`api.rs` names its operations; `dispatch.rs` forwards each to the
+/// backend): SQLite (a path) or PostgreSQL (a `postgres://` URL). Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Sqlite),
+    Postgres(pg::PgStore),
+}
+
+/// Handle to the SQLite writer thread. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Sqlite {
     tx: SyncSender<Job>,
     /// Async callers take a slot before queueing, so they wait here (cheaply) instead of
     /// blocking a thread on a full queue. Half the queue; the rest is headroom.
@@ -93,7 +116,10 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Store({})", self.path.display())
+        match &self.backend {
+            Backend::Sqlite(s) => write!(f, "Store({})", s.path.display()),
+            Backend::Postgres(p) => write!(f, "Store({})", p.describe()),
+        }
     }
 }
 
@@ -218,18 +244,49 @@ fn new_db_id() -> String {
         .collect()
 }
 
+/// `database` names a PostgreSQL server (`postgres://` or `postgresql://`), not a file.
+pub fn is_postgres_url(database: &Path) -> bool {
+    let s = database.to_string_lossy();
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}
+
 impl Store {
-    /// Opens (creating and migrating if needed) and starts the writer thread.
+    /// Opens (creating and migrating if needed): a SQLite file, or the PostgreSQL database a
+    /// `postgres://` URL names (see `pg`).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Store::start(open_connection(path)?, path, true)
+        let backend = if is_postgres_url(path) {
+            Backend::Postgres(pg::PgStore::open(&path.to_string_lossy())?)
+        } else {
+            Backend::Sqlite(Sqlite::start(open_connection(path)?, path, true)?)
+        };
+        Ok(Store { backend })
     }
 
+    /// A read-only view of an existing database for a dry run (see `Sqlite::open_snapshot`;
+    /// on PostgreSQL the live database, which a dry run only reads). `None` when the database
+    /// does not exist (has never been migrated).
+    pub fn open_snapshot(path: &Path) -> Result<Option<Store>, StoreError> {
+        let backend = if is_postgres_url(path) {
+            pg::PgStore::open_existing(&path.to_string_lossy())?.map(Backend::Postgres)
+        } else {
+            Sqlite::open_snapshot(path)?.map(Backend::Sqlite)
+        };
+        Ok(backend.map(|backend| Store { backend }))
+    }
+
+    /// The PostgreSQL backend: the job lock is an advisory lock there, not a lock file.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+}
+
+impl Sqlite {
     /// A read-only view of an existing database that creates no file and migrates nothing, for
     /// a dry run. When a write-ahead log is beside the database (commits not yet checkpointed
     /// into it), the view reads through it (read-only, using the existing `-wal`/`-shm`);
     /// otherwise the database file is complete and is read as immutable (no `-shm` created).
     /// `None` when the database does not exist; an error when its schema is not this build's.
-    pub fn open_snapshot(path: &Path) -> Result<Option<Store>, StoreError> {
+    fn open_snapshot(path: &Path) -> Result<Option<Sqlite>, StoreError> {
         if !path.exists() {
             return Ok(None);
         }
@@ -270,7 +327,7 @@ impl Store {
                 known,
             });
         }
-        Store::start(conn, path, false).map(Some)
+        Sqlite::start(conn, path, false).map(Some)
     }
 
     /// Starts the thread that owns `conn`. With `group_commit`, the jobs waiting in the queue
@@ -278,7 +335,7 @@ impl Store {
     /// failing job rolls back only itself), and each job's result is delivered only after that
     /// commit: what a caller is told was stored is durable, with one fsync for the group
     /// instead of one per change.
-    fn start(conn: Connection, path: &Path, group_commit: bool) -> Result<Store, StoreError> {
+    fn start(conn: Connection, path: &Path, group_commit: bool) -> Result<Sqlite, StoreError> {
         let (tx, rx) = sync_channel::<Job>(QUEUE_CAPACITY);
         let mut conn = conn;
         std::thread::Builder::new()
@@ -300,15 +357,11 @@ impl Store {
                 path: path.to_path_buf(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
-        Ok(Store {
+        Ok(Sqlite {
             tx,
             slots: std::sync::Arc::new(tokio::sync::Semaphore::new(QUEUE_CAPACITY / 2)),
             path: path.to_path_buf(),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Runs `f` on the writer thread and awaits its result (private: callers use the named
@@ -1508,128 +1561,5 @@ mod tests {
                 ("g:c", true, true)
             ]
         );
-    }
-
-    fn new_row(line: u64, reference: &str) -> NewRow {
-        NewRow {
-            line,
-            reference: reference.into(),
-            channel: "instapay",
-            account_no: "09170000001".into(),
-            account_name: "A".into(),
-            middle_name: String::new(),
-            last_name: "B".into(),
-            bank: Some("GCash".into()),
-            amount: Centavos::new(100),
-            note: None,
-            state: RowState::New,
-            message: None,
-            repay: false,
-            raw: RawFields::default(),
-        }
-    }
-
-    #[tokio::test]
-    async fn migrations_attempts_and_compare_and_set() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let store = Store::open(&path).unwrap();
-        let id1 = store.call(|c| db_id(c)).await.unwrap();
-        let run = store
-            .call(|c| {
-                create_run(
-                    c,
-                    "job",
-                    "payout",
-                    "in.csv",
-                    "abc",
-                    &[new_row(2, "R1"), new_row(3, "R2")],
-                )
-            })
-            .await
-            .unwrap();
-        let rows = store
-            .call(move |c| rows_of_run(c, run, true))
-            .await
-            .unwrap();
-        assert_eq!(rows.len(), 2);
-        let row = rows[0].clone();
-        let r2 = row.clone();
-        let Allocation::Allocated(attempt) = store
-            .call(move |c| allocate_attempt(c, &r2, "MSG1", "5.2", b"{}", None))
-            .await
-            .unwrap()
-        else {
-            panic!("blocked")
-        };
-        assert_eq!(attempt.seq, 1);
-        // The msgId is unique forever.
-        let r3 = row.clone();
-        assert!(store
-            .call(move |c| record_msg_id(c, "MSG1", "query", Some(r3.id)))
-            .await
-            .is_err());
-        // Compare-and-set: saving from a stale state fails.
-        let mut stale = row.clone();
-        stale.state = RowState::Success;
-        let err = store
-            .call(move |c| {
-                save_row(
-                    c,
-                    &stale,
-                    RowState::New,
-                    false,
-                    &Event {
-                        kind: EventKind::Sending,
-                        ..Event::default()
-                    },
-                )
-            })
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::StateConflict { .. }));
-        let row = store.call(move |c| row_by_id(c, row.id)).await.unwrap();
-        assert_eq!(row.state, RowState::Unsent);
-        assert_eq!(
-            row.attempt.as_ref().map(|a| a.msg_id.as_str()),
-            Some("MSG1")
-        );
-        // Another run may not pay the same reference once this one has an attempt.
-        let run2 = store
-            .call(|c| create_run(c, "job", "payout", "in2.csv", "def", &[new_row(2, "R1")]))
-            .await
-            .unwrap();
-        let other = store
-            .call(move |c| rows_of_run(c, run2, true))
-            .await
-            .unwrap()[0]
-            .clone();
-        let o2 = other.clone();
-        let blocked = store
-            .call(move |c| allocate_attempt(c, &o2, "MSG2", "5.2", b"{}", None))
-            .await
-            .unwrap();
-        assert!(matches!(blocked, Allocation::Blocked { .. }), "{blocked:?}");
-        let other = store.call(move |c| row_by_id(c, other.id)).await.unwrap();
-        assert_eq!(other.state, RowState::Rejected);
-        let uses = store.call(|c| reference_uses(c, "R1", None)).await.unwrap();
-        assert!(matches!(
-            ReferenceCheck::of(&uses),
-            ReferenceCheck::Blocked(ReferenceUse {
-                state: RowState::Unsent,
-                ..
-            })
-        ));
-        // Events cannot be changed.
-        assert!(store
-            .call(|c| Ok(c.execute("DELETE FROM events", [])?))
-            .await
-            .is_err());
-        drop(store);
-        // Re-open: same db id, migrations not re-applied.
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.call(|c| db_id(c)).await.unwrap(), id1);
-        assert_eq!(store.call(|c| next_counter(c, "q")).await.unwrap(), 1);
-        assert_eq!(store.call(|c| next_counter(c, "q")).await.unwrap(), 2);
     }
 }

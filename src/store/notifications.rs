@@ -125,7 +125,7 @@ fn insert(
     Ok(())
 }
 
-fn describe(n: &Received, outcome: NotifyOutcome, why: Option<&str>) -> String {
+pub(crate) fn describe(n: &Received, outcome: NotifyOutcome, why: Option<&str>) -> String {
     let what = match &n.fields {
         Some(f) => format!(
             "notification {} {} PHP {}",
@@ -149,11 +149,11 @@ fn describe(n: &Received, outcome: NotifyOutcome, why: Option<&str>) -> String {
 /// whole body-size limit (twice: row and event). A real notification is far smaller.
 const REFUSED_KEEP: usize = 2048;
 
-/// Stores a refused notification with its event; changes nothing else. The body is kept once
-/// (in the notifications row), cut to `REFUSED_KEEP` bytes.
-pub fn record_refused(conn: &mut Connection, n: &Received, why: &str) -> Result<(), StoreError> {
+/// A refused notification as kept: cut to `REFUSED_KEEP` bytes, the reason extended with the
+/// whole body's length and SHA-256 (both backends).
+pub(crate) fn cut_refused(n: &Received, why: &str) -> (Received, String) {
     use sha2::{Digest, Sha256};
-    let (kept, why) = if n.raw.len() > REFUSED_KEEP {
+    if n.raw.len() > REFUSED_KEEP {
         let sha: String = Sha256::digest(&n.raw)
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -170,7 +170,13 @@ pub fn record_refused(conn: &mut Connection, n: &Received, why: &str) -> Result<
         )
     } else {
         (n.clone(), why.to_string())
-    };
+    }
+}
+
+/// Stores a refused notification with its event; changes nothing else. The body is kept once
+/// (in the notifications row), cut to `REFUSED_KEEP` bytes.
+pub fn record_refused(conn: &mut Connection, n: &Received, why: &str) -> Result<(), StoreError> {
+    let (kept, why) = cut_refused(n, why);
     let tx = conn.savepoint()?;
     insert(&tx, &kept, NotifyOutcome::Refused, Some(&why), None, None)?;
     append_event(
@@ -217,10 +223,71 @@ pub fn apply(
         Some((row_id, attempt_id)) => Some((row_by_id(&tx, row_id)?, attempt_id)),
         None => None,
     };
-    let (run_id, row_id) = match &row {
-        Some((r, _)) => (Some(r.run_id), Some(r.id)),
-        None => (None, None),
+    let (outcome, why, matched) = classify(f, seen, row, decide);
+    let (run_id, row_id) = match &matched {
+        Matched::Row { run_id, row_id, .. } => (Some(*run_id), Some(*row_id)),
+        Matched::None => (None, None),
     };
+    let detail = describe(n, outcome, why.as_deref());
+    insert(&tx, n, outcome, why.as_deref(), run_id, row_id)?;
+    match matched {
+        Matched::Row {
+            change: Some((old_state, u)),
+            ..
+        } => save_row_tx(
+            &tx,
+            &u.row,
+            old_state,
+            u.sent,
+            &Event {
+                run_id,
+                row_id,
+                msg_id: Some(f.original_msg_id.clone()),
+                kind: EventKind::NotificationApplied,
+                old_state: Some(old_state),
+                new_state: Some(u.row.state),
+                detail: Some(detail),
+                raw: Some(n.raw.clone()),
+            },
+        )?,
+        _ => append_event(
+            &tx,
+            &Event {
+                run_id,
+                row_id,
+                msg_id: Some(f.original_msg_id.clone()),
+                kind: EventKind::NotificationIgnored,
+                detail: Some(detail),
+                raw: Some(n.raw.clone()),
+                ..Event::default()
+            },
+        )?,
+    }
+    tx.commit()?;
+    Ok((outcome, row_id))
+}
+
+/// What a payout row matched by a notification gets: its run and id, and the change to save
+/// (the state it is saved from, compare-and-set, and the update).
+pub(crate) enum Matched {
+    None,
+    Row {
+        run_id: i64,
+        row_id: i64,
+        change: Option<(crate::domain::RowState, Box<RowUpdate>)>,
+    },
+}
+
+/// The pure part of applying a notification (both backends): the outcome, why, and the row
+/// change, from whether it was seen before (`seen`), the row its msgId matched with that
+/// attempt's id, and the transition (`decide`).
+pub(crate) fn classify(
+    f: &NotificationFields,
+    seen: Option<i64>,
+    row: Option<(RowRecord, i64)>,
+    decide: impl FnOnce(&RowRecord) -> Decision,
+) -> (NotifyOutcome, Option<String>, Matched) {
+    let ids = row.as_ref().map(|(r, _)| (r.run_id, r.id));
     let (outcome, why, update) = if let Some(first) = seen {
         (
             NotifyOutcome::Duplicate,
@@ -259,40 +326,15 @@ pub fn apply(
             },
         }
     };
-    let detail = describe(n, outcome, why.as_deref());
-    insert(&tx, n, outcome, why.as_deref(), run_id, row_id)?;
-    match update {
-        Some((old, u)) => save_row_tx(
-            &tx,
-            &u.row,
-            old.state,
-            u.sent,
-            &Event {
-                run_id,
-                row_id,
-                msg_id: Some(f.original_msg_id.clone()),
-                kind: EventKind::NotificationApplied,
-                old_state: Some(old.state),
-                new_state: Some(u.row.state),
-                detail: Some(detail),
-                raw: Some(n.raw.clone()),
-            },
-        )?,
-        None => append_event(
-            &tx,
-            &Event {
-                run_id,
-                row_id,
-                msg_id: Some(f.original_msg_id.clone()),
-                kind: EventKind::NotificationIgnored,
-                detail: Some(detail),
-                raw: Some(n.raw.clone()),
-                ..Event::default()
-            },
-        )?,
-    }
-    tx.commit()?;
-    Ok((outcome, row_id))
+    let matched = match ids {
+        None => Matched::None,
+        Some((run_id, row_id)) => Matched::Row {
+            run_id,
+            row_id,
+            change: update.map(|(old, u): (RowRecord, Box<RowUpdate>)| (old.state, u)),
+        },
+    };
+    (outcome, why, matched)
 }
 
 /// Notifications per outcome (for `status`).

@@ -348,49 +348,7 @@ fn move_payout_row(
         })
         .optional()?
         .flatten();
-    let says = r.trx_state.as_deref().unwrap_or("?");
-    let was = match old_message.as_deref().filter(|s| !s.is_empty()) {
-        Some(why) => format!("was {}: {why}", m.old),
-        None => format!("was {}", m.old),
-    };
-    let money = |a: Option<Centavos>| {
-        a.map(|a| format!("PHP {a}"))
-            .unwrap_or_else(|| "an unknown amount".into())
-    };
-    let (kind, detail, message) = match &m.why {
-        MoveWhy::Drift => (
-            EventKind::ReconcileDrift,
-            format!("reconcile run {run_id}: Starpay says {says}"),
-            None,
-        ),
-        MoveWhy::ResolvedAttention => {
-            let text = format!("reconcile run {run_id}: Starpay says {says}; {was}");
-            (
-                EventKind::ReconcileResolvedAttention,
-                text.clone(),
-                Some(text),
-            )
-        }
-        MoveWhy::PaidRecordedUnpaid { ours, theirs } => {
-            let text = if m.new == RowState::NeedsAttention {
-                format!(
-                    "reconcile run {run_id}: Starpay says {says} for {} but this row is {}; {was}; recorded as unpaid although Starpay has it: do not pay this reference again until a human has checked it",
-                    money(*theirs),
-                    money(*ours)
-                )
-            } else {
-                format!(
-                    "reconcile run {run_id}: Starpay says {says} (amount {}); {was}; recorded as unpaid although Starpay has it: do not pay this reference again",
-                    money(*theirs)
-                )
-            };
-            (
-                EventKind::ReconcilePaidRecordedUnpaid,
-                text.clone(),
-                Some(text),
-            )
-        }
-    };
+    let (kind, detail, message) = describe_move(run_id, r, m, old_message.as_deref());
     let changed = tx.execute(
         "UPDATE rows SET state = ?3, trx_state = ?4, error_code = ?5, error_message = ?6,
              order_no = COALESCE(?7, order_no), last_checked_at = ?8, updated_at = ?8,
@@ -433,6 +391,58 @@ fn move_payout_row(
         )?;
     }
     Ok(())
+}
+
+/// The event kind, event detail and new row message of a payout row's move (both backends).
+pub(crate) fn describe_move(
+    run_id: i64,
+    r: &ReconResult,
+    m: &RowMove,
+    old_message: Option<&str>,
+) -> (EventKind, String, Option<String>) {
+    let says = r.trx_state.as_deref().unwrap_or("?");
+    let was = match old_message.filter(|s| !s.is_empty()) {
+        Some(why) => format!("was {}: {why}", m.old),
+        None => format!("was {}", m.old),
+    };
+    let money = |a: Option<Centavos>| {
+        a.map(|a| format!("PHP {a}"))
+            .unwrap_or_else(|| "an unknown amount".into())
+    };
+    match &m.why {
+        MoveWhy::Drift => (
+            EventKind::ReconcileDrift,
+            format!("reconcile run {run_id}: Starpay says {says}"),
+            None,
+        ),
+        MoveWhy::ResolvedAttention => {
+            let text = format!("reconcile run {run_id}: Starpay says {says}; {was}");
+            (
+                EventKind::ReconcileResolvedAttention,
+                text.clone(),
+                Some(text),
+            )
+        }
+        MoveWhy::PaidRecordedUnpaid { ours, theirs } => {
+            let text = if m.new == RowState::NeedsAttention {
+                format!(
+                    "reconcile run {run_id}: Starpay says {says} for {} but this row is {}; {was}; recorded as unpaid although Starpay has it: do not pay this reference again until a human has checked it",
+                    money(*theirs),
+                    money(*ours)
+                )
+            } else {
+                format!(
+                    "reconcile run {run_id}: Starpay says {says} (amount {}); {was}; recorded as unpaid although Starpay has it: do not pay this reference again",
+                    money(*theirs)
+                )
+            };
+            (
+                EventKind::ReconcilePaidRecordedUnpaid,
+                text.clone(),
+                Some(text),
+            )
+        }
+    }
 }
 
 /// Two or more rows of a run that resolved to the same Starpay order (`orderNo`) must not all be

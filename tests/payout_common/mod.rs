@@ -42,6 +42,123 @@ deadline_secs = 60
 max_resolve_secs = 3600
 "#;
 
+thread_local! {
+    /// The PostgreSQL URL job files of this test point at (`None`: a SQLite file per job). Set
+    /// by `postgres_backend` on the test's own thread, where `both_backends!` bodies run.
+    static DATABASE_URL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, job files written on this thread use a fresh PostgreSQL schema (dropped with
+/// the guard). `None` (after a loud SKIPPED line) without a reachable server, unless
+/// `STARPAY_REQUIRE_POSTGRES=1`, where that fails the test.
+pub struct PostgresBackend {
+    db: starpay_batch::store::pg::testing::TestDb,
+}
+
+impl PostgresBackend {
+    pub fn url(&self) -> &str {
+        self.db.url()
+    }
+
+    pub fn db(&self) -> &starpay_batch::store::pg::testing::TestDb {
+        &self.db
+    }
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        DATABASE_URL.with(|d| *d.borrow_mut() = None);
+    }
+}
+
+pub fn postgres_backend(test: &str) -> Option<PostgresBackend> {
+    let db = starpay_batch::store::pg::testing::TestDb::new(test)?;
+    DATABASE_URL.with(|d| *d.borrow_mut() = Some(db.url().to_string()));
+    Some(PostgresBackend { db })
+}
+
+/// The `database` of a job named `name` in `dir`: the test's PostgreSQL schema when one is
+/// set (`both_backends!`), else `dir/<name>.db`.
+pub fn database_of(dir: &Path, name: &str) -> String {
+    DATABASE_URL
+        .with(|d| d.borrow().clone())
+        .unwrap_or_else(|| dir.join(format!("{name}.db")).display().to_string())
+}
+
+/// The rows of `sql` in job `name`'s database (whichever backend the test runs on), every
+/// column as text (`NULL` as None). Write portable SQL: no `?` parameters, no booleans.
+pub fn db_rows(dir: &Path, name: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    if let Some(url) = DATABASE_URL.with(|d| d.borrow().clone()) {
+        return starpay_batch::store::pg::testing::query_text_at(&url, sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    use rusqlite::types::ValueRef;
+    let conn = rusqlite::Connection::open(dir.join(format!("{name}.db"))).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    let rows = stmt
+        .query_map([], |r| {
+            (0..n)
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        ValueRef::Null => None,
+                        ValueRef::Integer(v) => Some(v.to_string()),
+                        ValueRef::Real(v) => Some(v.to_string()),
+                        ValueRef::Text(t) | ValueRef::Blob(t) => {
+                            Some(String::from_utf8_lossy(t).into_owned())
+                        }
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    rows
+}
+
+/// Runs `sql` (portable, no parameters) in job `name`'s database, whichever the backend.
+pub fn db_execute(dir: &Path, name: &str, sql: &str) {
+    if let Some(url) = DATABASE_URL.with(|d| d.borrow().clone()) {
+        starpay_batch::store::pg::testing::execute_at(&url, sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        return;
+    }
+    rusqlite::Connection::open(dir.join(format!("{name}.db")))
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
+/// One test body, run twice: `<name>::sqlite` (a SQLite file per job, as always) and
+/// `<name>::postgres` (every job file written by the body points at one fresh PostgreSQL
+/// schema; skipped loudly without a server, failed when `STARPAY_REQUIRE_POSTGRES=1`).
+#[macro_export]
+macro_rules! both_backends {
+    ($(#[$meta:meta])* async fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn body() $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                body().await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(_pg) = $crate::payout_common::postgres_backend(stringify!($name)) else {
+                    return;
+                };
+                body().await
+            }
+        }
+    };
+}
+
 /// Writes `dir/<name>.toml` for a payout job against `sim`; `limits` is the `[limits]` body.
 pub fn write_job(
     dir: &Path,
@@ -82,7 +199,7 @@ platform_public_key = "{platform}"
 {resolve}
 "#,
         input = input.display(),
-        db = dir.join(format!("{name}.db")).display(),
+        db = database_of(dir, name),
         reports = dir.join("reports").display(),
         url = sim.base_url(),
         private = keys.join("TEST-ONLY-demo-merchant-private.pem").display(),
