@@ -303,6 +303,18 @@ both_backends! {
         assert_eq!(look.len(), 2);
         assert!(look[0].detail.as_deref().unwrap_or("").contains("body 5000 bytes"));
         assert_eq!(store.notifications_about("R1").await.unwrap().len(), 2);
+        // What a reconciliation report compares its file with: verified repayment and
+        // unmatched notifications (here the unknown msgId), not applied or refused ones.
+        let others = store.notifications_not_about_payouts(0).await.unwrap();
+        assert_eq!(others.len(), 1);
+        assert_eq!(
+            (others[0].outcome.as_str(), others[0].original_msg_id.as_str()),
+            ("unmatched", "NOPE")
+        );
+        assert_eq!(others[0].amount, Centavos::new(100));
+        let later = crate::store::now_ms() + 60_000;
+        assert!(store.notifications_not_about_payouts(later).await.unwrap().is_empty());
+        assert_eq!(store.recon_trx_dates(run).await.unwrap(), (None, None));
     }
 
     async fn reconcile_pass_and_recon_file(db: Db) {
