@@ -224,44 +224,16 @@ pub fn apply(
         None => None,
     };
     let (outcome, why, matched) = classify(f, seen, row, decide);
-    let (run_id, row_id) = match &matched {
-        Matched::Row { run_id, row_id, .. } => (Some(*run_id), Some(*row_id)),
-        Matched::None => (None, None),
-    };
+    let (run_id, row_id) = matched.ids();
     let detail = describe(n, outcome, why.as_deref());
     insert(&tx, n, outcome, why.as_deref(), run_id, row_id)?;
-    match matched {
-        Matched::Row {
-            change: Some((old_state, u)),
-            ..
-        } => save_row_tx(
-            &tx,
-            &u.row,
-            old_state,
-            u.sent,
-            &Event {
-                run_id,
-                row_id,
-                msg_id: Some(f.original_msg_id.clone()),
-                kind: EventKind::NotificationApplied,
-                old_state: Some(old_state),
-                new_state: Some(u.row.state),
-                detail: Some(detail),
-                raw: Some(n.raw.clone()),
-            },
-        )?,
-        _ => append_event(
-            &tx,
-            &Event {
-                run_id,
-                row_id,
-                msg_id: Some(f.original_msg_id.clone()),
-                kind: EventKind::NotificationIgnored,
-                detail: Some(detail),
-                raw: Some(n.raw.clone()),
-                ..Event::default()
-            },
-        )?,
+    match matched.write(n, f, detail) {
+        Write::Save {
+            update,
+            from,
+            event,
+        } => save_row_tx(&tx, &update.row, from, update.sent, &event)?,
+        Write::Event(event) => append_event(&tx, &event)?,
     }
     tx.commit()?;
     Ok((outcome, row_id))
@@ -276,6 +248,58 @@ pub(crate) enum Matched {
         row_id: i64,
         change: Option<(crate::domain::RowState, Box<RowUpdate>)>,
     },
+}
+
+/// What storing a notification writes besides the notification itself (both backends): the
+/// row's change (saved by compare-and-set from `from`) with its `notification_applied` event,
+/// or only a `notification_ignored` event.
+pub(crate) enum Write {
+    Save {
+        update: Box<RowUpdate>,
+        from: crate::domain::RowState,
+        event: Event,
+    },
+    Event(Event),
+}
+
+impl Matched {
+    /// The run and row this notification matched, if any.
+    pub(crate) fn ids(&self) -> (Option<i64>, Option<i64>) {
+        match self {
+            Matched::Row { run_id, row_id, .. } => (Some(*run_id), Some(*row_id)),
+            Matched::None => (None, None),
+        }
+    }
+
+    /// The write for notification `n` (fields `f`), its event saying `detail`.
+    pub(crate) fn write(self, n: &Received, f: &NotificationFields, detail: String) -> Write {
+        let (run_id, row_id) = self.ids();
+        let event = Event {
+            run_id,
+            row_id,
+            msg_id: Some(f.original_msg_id.clone()),
+            kind: EventKind::NotificationIgnored,
+            detail: Some(detail),
+            raw: Some(n.raw.clone()),
+            ..Event::default()
+        };
+        match self {
+            Matched::Row {
+                change: Some((from, u)),
+                ..
+            } => Write::Save {
+                event: Event {
+                    kind: EventKind::NotificationApplied,
+                    old_state: Some(from),
+                    new_state: Some(u.row.state),
+                    ..event
+                },
+                update: u,
+                from,
+            },
+            _ => Write::Event(event),
+        }
+    }
 }
 
 /// The pure part of applying a notification (both backends): the outcome, why, and the row

@@ -1067,51 +1067,17 @@ impl PgStore {
             Some((row_id, attempt_id)) => Some((row_by_id(&tx, row_id).await?, attempt_id)),
             None => None,
         };
-        let (outcome, why, update) = notes::classify(f, seen, row, decide);
-        let (run_id, row_id) = match &update {
-            notes::Matched::Row { run_id, row_id, .. } => (Some(*run_id), Some(*row_id)),
-            notes::Matched::None => (None, None),
-        };
+        let (outcome, why, matched) = notes::classify(f, seen, row, decide);
+        let (run_id, row_id) = matched.ids();
         let detail = notes::describe(&n, outcome, why.as_deref());
         insert_notification(&tx, &n, outcome, why.as_deref(), run_id, row_id).await?;
-        match update {
-            notes::Matched::Row {
-                change: Some((old_state, u)),
-                ..
-            } => {
-                save_row_tx(
-                    &tx,
-                    &u.row,
-                    old_state,
-                    u.sent,
-                    &Event {
-                        run_id,
-                        row_id,
-                        msg_id: Some(f.original_msg_id.clone()),
-                        kind: EventKind::NotificationApplied,
-                        old_state: Some(old_state),
-                        new_state: Some(u.row.state),
-                        detail: Some(detail),
-                        raw: Some(n.raw.clone()),
-                    },
-                )
-                .await?
-            }
-            _ => {
-                append_event(
-                    &tx,
-                    &Event {
-                        run_id,
-                        row_id,
-                        msg_id: Some(f.original_msg_id.clone()),
-                        kind: EventKind::NotificationIgnored,
-                        detail: Some(detail),
-                        raw: Some(n.raw.clone()),
-                        ..Event::default()
-                    },
-                )
-                .await?
-            }
+        match matched.write(&n, f, detail) {
+            notes::Write::Save {
+                update,
+                from,
+                event,
+            } => save_row_tx(&tx, &update.row, from, update.sent, &event).await?,
+            notes::Write::Event(event) => append_event(&tx, &event).await?,
         }
         tx.commit().await?;
         Ok((outcome, row_id))
