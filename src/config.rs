@@ -1091,17 +1091,18 @@ reports_dir = "reports"
 endpoint = "embedded-sim"
 "#;
 
-    const PROD: &str = r#"
-kind = "payout"
-input = "in.csv"
-database = "x.db"
-reports_dir = "out"
-[starpay]
-endpoint = "prod"
-mch_id = "105510000001"
-private_key = "keys/merchant.pem"
-platform_public_key = "keys/prod-platform.pem"
-"#;
+    /// A PROD job's text up to and including its `[starpay]` line's `endpoint`.
+    fn prod_head() -> String {
+        let paths = "input = \"in.csv\"\ndatabase = \"x.db\"\nreports_dir = \"out\"\n";
+        format!("kind = \"payout\"\n{paths}[starpay]\nendpoint = \"prod\"\n")
+    }
+
+    /// A complete PROD job.
+    fn prod() -> String {
+        prod_head()
+            + "mch_id = \"105510000001\"\nprivate_key = \"keys/merchant.pem\"\n"
+            + "platform_public_key = \"keys/prod-platform.pem\"\n"
+    }
 
     fn parse(text: &str) -> Result<JobConfig, ConfigError> {
         parse_job(Path::new("jobs/test-job.toml"), text, &Overrides::default())
@@ -1347,22 +1348,15 @@ max_resolve_secs = 0
 
     #[test]
     fn prod_needs_its_keys_and_merchant() {
-        let job = parse(PROD).unwrap();
+        let job = parse(&prod()).unwrap();
         assert_eq!(job.starpay.endpoint, Endpoint::Env(Environment::Prod));
         assert_eq!(
             job.starpay.private_key,
             PathBuf::from("jobs/keys/merchant.pem")
         );
 
-        let text = r#"
-kind = "payout"
-input = "in.csv"
-database = "x.db"
-reports_dir = "out"
-[starpay]
-endpoint = "prod"
-"#;
-        let all: Vec<String> = problems(text).iter().map(ToString::to_string).collect();
+        let text = prod_head();
+        let all: Vec<String> = problems(&text).iter().map(ToString::to_string).collect();
         for key in [
             "starpay.mch_id",
             "starpay.private_key",
@@ -1383,10 +1377,10 @@ endpoint = "prod"
             private_key_env: Some(PathBuf::from("/secure/key.pem")),
             ..Overrides::default()
         };
-        let job = parse_job(Path::new("jobs/p.toml"), PROD, &ov).unwrap();
+        let job = parse_job(Path::new("jobs/p.toml"), &prod(), &ov).unwrap();
         assert_eq!(job.starpay.private_key, PathBuf::from("/secure/key.pem"));
 
-        let without_key = PROD.replace("private_key = \"keys/merchant.pem\"\n", "");
+        let without_key = prod().replace("private_key = \"keys/merchant.pem\"\n", "");
         assert!(parse(&without_key).is_err());
         let job = parse_job(Path::new("jobs/p.toml"), &without_key, &ov).unwrap();
         assert_eq!(job.starpay.private_key, PathBuf::from("/secure/key.pem"));
@@ -1410,7 +1404,7 @@ endpoint = "prod"
 
     #[test]
     fn platform_key_list_and_url_endpoint() {
-        let text = PROD
+        let text = prod()
             .replace(
                 "\"prod\"",
                 "\"https://proxy.example/finance-payment-service/\"",
@@ -1434,7 +1428,7 @@ endpoint = "prod"
 
     #[test]
     fn sim_table_with_a_real_endpoint_is_refused() {
-        let p = problems(&format!("{PROD}[sim]\nseed = 1\n"));
+        let p = problems(&format!("{}[sim]\nseed = 1\n", prod()));
         assert!(
             matches!(p[..], [ConfigProblem::SimWithoutSim { .. }]),
             "{p:?}"
@@ -1466,7 +1460,7 @@ endpoint = "prod"
 
     #[test]
     fn paths_resolve_against_the_job_file_and_overrides_against_the_cwd() {
-        let text = PROD
+        let text = prod()
             .replace("input = \"in.csv\"", "input = \"../data/in.csv\"")
             .replace("database = \"x.db\"", "database = \"/var/lib/sp/x.db\"");
         let job = parse_job(
@@ -1507,7 +1501,7 @@ endpoint = "prod"
             mch_id_env: Some("105510000009".into()),
             ..Overrides::default()
         };
-        let job = parse_job(Path::new("jobs/p.toml"), PROD, &ov).unwrap();
+        let job = parse_job(Path::new("jobs/p.toml"), &prod(), &ov).unwrap();
         assert_eq!(job.starpay.mch_id.as_str(), "105510000009");
         assert_eq!(
             job.starpay.endpoint,
@@ -1520,7 +1514,7 @@ endpoint = "prod"
             endpoint_env: Some("ftp://x".into()),
             ..Overrides::default()
         };
-        let msg = parse_job(Path::new("jobs/p.toml"), PROD, &bad)
+        let msg = parse_job(Path::new("jobs/p.toml"), &prod(), &bad)
             .unwrap_err()
             .to_string();
         assert!(

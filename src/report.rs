@@ -12,7 +12,6 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::FixedOffset;
 
@@ -468,16 +467,7 @@ fn write_file(
     tz: FixedOffset,
     f: impl FnOnce(&mut csv::Writer<fs::File>) -> Result<(), csv::Error>,
 ) -> Result<(), ReportError> {
-    static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = crate::ops::temp_beside(path);
     let io = |source| ReportError::Io {
         path: path.to_path_buf(),
         source,
@@ -556,6 +546,22 @@ fn keep_previous(path: &Path, tz: FixedOffset) -> Result<PathBuf, ReportError> {
     )))
 }
 
+/// The details of a run that the CSV details file and the page both show, in order: (CSV
+/// field, page label, value).
+pub(crate) fn run_details(
+    run: &RunRecord,
+    tz: FixedOffset,
+) -> [(&'static str, &'static str, String); 6] {
+    [
+        ("job", "job", run.job.clone()),
+        ("run_id", "run", run.id.to_string()),
+        ("kind", "kind", run.kind.to_string()),
+        ("input_file", "input file", run.input_path.clone()),
+        ("input_sha256", "input SHA-256", run.input_sha256.clone()),
+        ("started", "started", ts_secs(Some(run.created_at), tz)),
+    ]
+}
+
 /// `outcome`: what the rows give; the run's `end` may override its exit code (stopped, drive
 /// error) and says whether the run is being finished now.
 fn details_file(
@@ -570,13 +576,11 @@ fn details_file(
     let exit_code = end.exit_code.unwrap_or_else(|| outcome.code());
     write_file(path, tz, |w| {
         w.write_record(["field", "value"])?;
-        let mut fields = vec![
-            ("job", run.job.clone()),
-            ("run_id", run.id.to_string()),
-            ("kind", run.kind.to_string()),
-            ("input_file", run.input_path.clone()),
-            ("input_sha256", run.input_sha256.clone()),
-            ("started", ts_secs(Some(run.created_at), tz)),
+        let mut fields: Vec<(&str, String)> = run_details(run, tz)
+            .into_iter()
+            .map(|(field, _, value)| (field, value))
+            .collect();
+        fields.extend([
             ("finished", ts_secs(finished_at, tz)),
             (
                 "status",
@@ -588,7 +592,7 @@ fn details_file(
                 .to_string(),
             ),
             ("exit_code", exit_code.to_string()),
-        ];
+        ]);
         fields.extend(extra.iter().cloned());
         for (k, v) in fields {
             w.write_record([k, v.as_str()])?;

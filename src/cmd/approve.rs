@@ -5,6 +5,7 @@
 //! the log and the terminal, and records.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
@@ -19,6 +20,17 @@ use crate::report::with_thousands;
 use crate::store::approvals::{ApprovalAction, NewApprovalEntry};
 use crate::store::Store;
 
+/// `stage` and `approve` work on a payout job over its input file, alone (the job's lock).
+pub(crate) fn open_payout_file(
+    job: &Path,
+    input: Option<PathBuf>,
+    command: &str,
+) -> anyhow::Result<JobContext> {
+    let ctx = JobContext::open(job, input, Access::ExclusiveWithInput)?;
+    ctx.require_payout(job, command)?;
+    Ok(ctx)
+}
+
 /// `approve` (and `--revoke`).
 ///
 /// Longer than ~100 lines on purpose: it is one operator dialogue read in order — check the
@@ -32,8 +44,7 @@ pub fn run(args: ApproveArgs) -> anyhow::Result<i32> {
         .map(|p| approval::check_name("--prepared-by", p))
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let ctx = JobContext::open(&args.job, args.input.clone(), Access::ExclusiveWithInput)?;
-    ctx.require_payout(&args.job, "approve")?;
+    let ctx = open_payout_file(&args.job, args.input.clone(), "approve")?;
     ctx.block_on(async {
         let cfg = &ctx.cfg;
         let Some((_, figures)) = validate_offline(&ctx).await? else {

@@ -12,8 +12,8 @@ use anyhow::bail;
 
 use crate::cmd::context::JobContext;
 
-use crate::cmd::report as report_cmd;
-use crate::domain::Centavos;
+use crate::cmd::report::{self as report_cmd, RunSummary};
+use crate::domain::{Centavos, RunKind};
 use crate::engine::payout::PayoutEngine;
 use crate::engine::recon::ReconEngine;
 use crate::engine::stop::StopReason;
@@ -64,12 +64,6 @@ impl Work {
             Work::Recon { engine, .. } => engine.throttle().current_rate(),
         }
     }
-}
-
-/// A run's summary, as its report gave it.
-enum RunSummary {
-    Payout(report::Summary),
-    Recon(report::ReconSummary),
 }
 
 /// How a drive ended once its report was written and the run finished (or left open).
@@ -149,16 +143,12 @@ async fn report(
     };
     // Report first (temporary files renamed into place), then finish the run: a crash or a
     // failed write in between leaves the run open, and the next command writes it again.
-    let (paths, summary) = match &work {
-        Work::Payout(_) => {
-            let (paths, summary) = report_cmd::payout(&ctx.cfg, store, run_id, end).await?;
-            (paths, RunSummary::Payout(summary))
-        }
-        Work::Recon { .. } => {
-            let (paths, summary) = report_cmd::recon(&ctx.cfg, store, run_id, end).await?;
-            (paths, RunSummary::Recon(summary))
-        }
+    let kind = match &work {
+        Work::Payout(_) => RunKind::Payout,
+        // Any reconciliation kind: its report is the reconciliation report.
+        Work::Recon { .. } => RunKind::Reconcile,
     };
+    let (paths, summary) = report_cmd::write(&ctx.cfg, store, run_id, kind, end).await?;
     let (text, outcome, mut warnings) = match &summary {
         RunSummary::Payout(s) => (s.to_text(), s.outcome(), Vec::new()),
         RunSummary::Recon(s) => (s.to_text(), s.outcome(), s.warnings()),

@@ -9,6 +9,7 @@ use crate::cmd::context::{Access, JobContext};
 use crate::cmd::drive::{drive_and_report, Work};
 use crate::cmd::report::{self as report_cmd, find_run};
 use crate::config::Endpoint;
+use crate::domain::RunKind;
 use crate::input::recon::ReconKind;
 use crate::report::RunEnd;
 use crate::store::NewRun;
@@ -50,7 +51,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
                 let balance = engine.balance().await?;
                 let pass = NewRun {
                     job: cfg.job_name.clone(),
-                    kind: crate::domain::RunKind::Reconcile,
+                    kind: RunKind::Reconcile,
                     input: format!("payout run {payout_run}"),
                     sha256: key,
                 };
@@ -64,7 +65,8 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
         let code = drive_and_report(&ctx, Work::Recon { engine, pass: true }, run_id).await?;
         // The pass may have moved payout rows (drift applied to the store): the payout run's
         // report says so too (its previous version is kept beside it).
-        let (paths, _) = report_cmd::payout(cfg, store, payout_run, RunEnd::default()).await?;
+        let end = RunEnd::default();
+        let (paths, _) = report_cmd::write(cfg, store, payout_run, RunKind::Payout, end).await?;
         let line = format!(
             "payout run {payout_run} report rewritten: {}",
             paths.report.display()

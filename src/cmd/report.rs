@@ -12,30 +12,47 @@ use crate::cli::ReportArgs;
 use crate::cmd::context::{Access, JobContext};
 use crate::cmd::exit;
 use crate::config::JobConfig;
+use crate::domain::RunKind;
 use crate::report::{self, ReconSummary, ReportPaths, RunEnd, Summary};
 use crate::store::{self, Store};
 
-/// Writes a payout run's report from the store (off the async threads).
-pub(crate) async fn payout(
-    cfg: &JobConfig,
-    store: &Store,
-    run_id: i64,
-    end: RunEnd,
-) -> anyhow::Result<(ReportPaths, Summary)> {
-    let (st, dir, tz) = (store.clone(), cfg.reports_dir.clone(), cfg.report.timezone);
-    let stale_ms = cfg.resolve.stale_after.as_millis() as i64;
-    off_thread(move || report::write_payout_run(&st, &dir, tz, stale_ms, run_id, end)).await
+/// A run's summary, as its report gave it.
+pub(crate) enum RunSummary {
+    Payout(Summary),
+    Recon(ReconSummary),
 }
 
-/// Writes a reconciliation run's report from the store (off the async threads).
-pub(crate) async fn recon(
+impl RunSummary {
+    /// The summary as the terminal shows it.
+    pub(crate) fn to_text(&self) -> String {
+        match self {
+            RunSummary::Payout(s) => s.to_text(),
+            RunSummary::Recon(s) => s.to_text(),
+        }
+    }
+}
+
+/// Writes a run's report from the store: the payout report for a payout run, the
+/// reconciliation report for any other kind.
+pub(crate) async fn write(
     cfg: &JobConfig,
     store: &Store,
     run_id: i64,
+    kind: RunKind,
     end: RunEnd,
-) -> anyhow::Result<(ReportPaths, ReconSummary)> {
+) -> anyhow::Result<(ReportPaths, RunSummary)> {
     let (st, dir, tz) = (store.clone(), cfg.reports_dir.clone(), cfg.report.timezone);
-    off_thread(move || report::write_recon_run(&st, &dir, tz, run_id, end)).await
+    let stale_ms = cfg.resolve.stale_after.as_millis() as i64;
+    off_thread(move || {
+        if kind.is_payout() {
+            let (paths, s) = report::write_payout_run(&st, &dir, tz, stale_ms, run_id, end)?;
+            Ok((paths, RunSummary::Payout(s)))
+        } else {
+            let (paths, s) = report::write_recon_run(&st, &dir, tz, run_id, end)?;
+            Ok((paths, RunSummary::Recon(s)))
+        }
+    })
+    .await
 }
 
 /// Report files are written on a blocking thread (file I/O, fsync), never on the async ones.
@@ -73,13 +90,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
     let run_id = args.run;
     ctx.block_on(async {
         let run = find_run(&ctx, run_id).await?;
-        if run.kind.is_payout() {
-            let (paths, summary) = payout(cfg, ctx.store(), run_id, RunEnd::default()).await?;
-            print(run_id, &summary.to_text(), &paths);
-        } else {
-            let (paths, summary) = recon(cfg, ctx.store(), run_id, RunEnd::default()).await?;
-            print(run_id, &summary.to_text(), &paths);
-        }
+        let (paths, summary) = write(cfg, ctx.store(), run_id, run.kind, RunEnd::default()).await?;
+        print(run_id, &summary.to_text(), &paths);
         if !run.finished {
             crate::say_warn!("run {run_id} is still open: the report shows it as it stands now");
         }

@@ -269,15 +269,9 @@ async fn open_run_of_file(
         if !new_run {
             // A finished run always has its report; if it went missing, write it again.
             if !report_cmd::report_exists(cfg, done) {
-                let paths = if done.kind.is_payout() {
-                    report_cmd::payout(cfg, ctx.store(), done.id, RunEnd::default())
-                        .await?
-                        .0
-                } else {
-                    report_cmd::recon(cfg, ctx.store(), done.id, RunEnd::default())
-                        .await?
-                        .0
-                };
+                let (paths, _) =
+                    report_cmd::write(cfg, ctx.store(), done.id, done.kind, RunEnd::default())
+                        .await?;
                 crate::say!(
                     "the report of finished run {} was missing; written again: {}",
                     done.id,

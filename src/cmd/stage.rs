@@ -3,16 +3,14 @@
 //! Sends nothing. Under `[approval] four_eyes` the approver must be someone else.
 
 use crate::cli::StageArgs;
-use crate::cmd::approve::validate_offline;
-use crate::cmd::context::{Access, JobContext};
+use crate::cmd::approve::{open_payout_file, validate_offline};
 use crate::cmd::exit;
 use crate::engine::approval;
 use crate::store::approvals::{ApprovalAction, NewApprovalEntry};
 
 pub fn run(args: StageArgs) -> anyhow::Result<i32> {
     let by = approval::check_name("--by", &args.by).map_err(anyhow::Error::msg)?;
-    let ctx = JobContext::open(&args.job, args.input.clone(), Access::ExclusiveWithInput)?;
-    ctx.require_payout(&args.job, "stage")?;
+    let ctx = open_payout_file(&args.job, args.input.clone(), "stage")?;
     ctx.block_on(async {
         let cfg = &ctx.cfg;
         let Some((_, figures)) = validate_offline(&ctx).await? else {

@@ -318,6 +318,13 @@ fn legal(from: RowState, event: &RowEvent<'_>) -> bool {
     }
 }
 
+/// The moment a decision is made and the resolve settings it applies.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    now_ms: i64,
+    settings: &'a ResolveSettings,
+}
+
 /// The next state of a payout row after `event` (see the module doc for the rules).
 pub fn transition(
     row: &RowView<'_>,
@@ -325,6 +332,7 @@ pub fn transition(
     now_ms: i64,
     settings: &ResolveSettings,
 ) -> Result<Change, IllegalTransition> {
+    let at = At { now_ms, settings };
     let from = row.state;
     if !legal(from, &event) {
         return Err(IllegalTransition {
@@ -391,26 +399,22 @@ pub fn transition(
             ));
             c
         }
-        RowEvent::SendAnswer(answer) => on_send_answer(row, answer, now_ms, settings),
+        RowEvent::SendAnswer(answer) => on_send_answer(row, answer, at),
         RowEvent::SendFailed { error, before } => on_send_failed(row, error, before),
         RowEvent::QueryMismatch => queried(row, now_ms),
         RowEvent::QueryAmountMismatch { answer, theirs } => {
             on_amount_mismatch(row, answer, theirs, now_ms)
         }
-        RowEvent::QueryAnswer(answer) => on_query_answer(row, answer, now_ms, settings),
+        RowEvent::QueryAnswer(answer) => on_query_answer(row, answer, at),
         RowEvent::QueryFailed { error } => on_query_failed(row, error, now_ms),
-        RowEvent::Notified(n) => on_notified(row, n, now_ms, settings),
+        RowEvent::Notified(n) => on_notified(row, n, at),
     })
 }
 
 /// A verified notification that echoes this payout (reference §10: a hint; queries are the
 /// truth). `Change::next == row.state` with an empty patch means "nothing to change" (stale).
-fn on_notified(
-    row: &RowView<'_>,
-    n: Verified<'_>,
-    now_ms: i64,
-    settings: &ResolveSettings,
-) -> Change {
+fn on_notified(row: &RowView<'_>, n: Verified<'_>, at: At<'_>) -> Change {
+    let At { now_ms, settings } = at;
     let mut c = Change::to(row.state, EventKind::NotificationApplied);
     let Some(trx) = n.trx_state else {
         return c;
@@ -533,12 +537,8 @@ fn allocated(attempt: AttemptRecord, repay_of: Option<String>) -> Change {
 }
 
 /// A verified answer to the payout request itself (§9.1, §12).
-fn on_send_answer(
-    row: &RowView<'_>,
-    r: Verified<'_>,
-    now_ms: i64,
-    settings: &ResolveSettings,
-) -> Change {
+fn on_send_answer(row: &RowView<'_>, r: Verified<'_>, at: At<'_>) -> Change {
+    let At { now_ms, settings } = at;
     let mut c = Change::to(RowState::Unknown, EventKind::SendAnswer);
     c.sent = true;
     c.patch.code = Some(Some(r.code.to_string()));
@@ -654,12 +654,8 @@ fn queried(row: &RowView<'_>, now_ms: i64) -> Change {
 }
 
 /// A verified answer to a query that is about this payout (§12).
-fn on_query_answer(
-    row: &RowView<'_>,
-    r: Verified<'_>,
-    now_ms: i64,
-    settings: &ResolveSettings,
-) -> Change {
+fn on_query_answer(row: &RowView<'_>, r: Verified<'_>, at: At<'_>) -> Change {
+    let At { now_ms, settings } = at;
     let mut c = queried(row, now_ms);
     match policy::on_query_code(r.code, true, r.trx_state.is_some()) {
         QueryVerdict::Apply => {

@@ -233,13 +233,17 @@ mod tests {
         (rows, r)
     }
 
+    /// A repayment file that reads (its rows may still break rules).
+    fn scan_repayment(text: &str) -> (Vec<ReconRow>, ReconScan) {
+        let (rows, r) = scan(ReconKind::Repayment, text);
+        (rows, r.unwrap())
+    }
+
     #[test]
     fn valid_rows_stream_in_order() {
-        let (rows, r) = scan(
-            ReconKind::Repayment,
+        let (rows, r) = scan_repayment(
             "reference,ref_no,original_msg_id,expected_amount,expected_state\nA,7000000000000001,,\"1,000.50\",success\nB,,M123,,\nB,,M123,5,FAIL\n",
         );
-        let r = r.unwrap();
         assert!(r.is_valid(), "{}", r.errors.describe());
         assert_eq!(r.rows, 3);
         assert_eq!(rows.len(), 3);
@@ -252,12 +256,10 @@ mod tests {
 
     #[test]
     fn every_rule_names_line_and_column() {
-        let (_, r) = scan(
-            ReconKind::Repayment,
+        // (line 8, ",,,", is a blank spreadsheet row and is skipped)
+        let (_, r) = scan_repayment(
             "ref_no,original_msg_id,expected_amount,expected_state\n,,1,\nR-1,,1,\nR1,,1.234,\nR1,,0,\nR1,,1,PAID\n,M-1,,\n,,,\n",
-            // (line 8, ",,,", is a blank spreadsheet row and is skipped)
         );
-        let r = r.unwrap();
         let msgs: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
         let all = msgs.join("\n");
         for needle in [

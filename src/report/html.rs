@@ -11,9 +11,7 @@
 //! states (they are the store's, read through [`ReportState`]), or show a full account number.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::FixedOffset;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -86,6 +84,7 @@ struct ActionRow {
 type GroupRow = (String, i64, Centavos, Centavos);
 
 /// Everything one page shows, gathered before it is rendered.
+#[derive(Default)]
 struct Page {
     title: String,
     outcome: String,
@@ -301,13 +300,11 @@ fn details(
     approval: Option<String>,
 ) -> Vec<(&'static str, String)> {
     let finished_at = run.finished_at.or(end.finishing.then(crate::store::now_ms));
-    let mut d = vec![
-        ("job", run.job.clone()),
-        ("run", run.id.to_string()),
-        ("kind", run.kind.to_string()),
-        ("input file", run.input_path.clone()),
-        ("input SHA-256", run.input_sha256.clone()),
-        ("started", ts_secs(Some(run.created_at), tz)),
+    let mut d: Vec<(&'static str, String)> = super::run_details(run, tz)
+        .into_iter()
+        .map(|(_, label, value)| (label, value))
+        .collect();
+    d.extend([
         (
             "finished",
             finished_at
@@ -315,7 +312,7 @@ fn details(
                 .unwrap_or_else(|| "open".into()),
         ),
         ("exit code", code.to_string()),
-    ];
+    ]);
     if let Some(a) = approval {
         d.push(("approval", a));
     }
@@ -403,6 +400,38 @@ impl PayoutTally {
     }
 }
 
+/// The table of states or categories, each line in its colour.
+fn to_lines<K: Copy + std::fmt::Display, N: Copy + TryInto<i64>>(
+    rows: &[(K, N, Centavos)],
+    color: fn(K) -> &'static str,
+) -> Vec<Line> {
+    rows.iter()
+        .map(|&(k, n, amount)| Line {
+            name: k.to_string(),
+            count: n.try_into().unwrap_or(i64::MAX),
+            amount,
+            color: color(k),
+        })
+        .collect()
+}
+
+/// What every page has: the outcome line with the exit code (the command's when it is not the
+/// rows'), the run's details and the table of `lines`.
+fn head(
+    (run, end, tz): (&RunRecord, &RunEnd, FixedOffset),
+    outcome: Outcome,
+    lines: Vec<Line>,
+    approval: Option<String>,
+) -> Page {
+    let code = end.exit_code.unwrap_or_else(|| outcome.code());
+    Page {
+        outcome: outcome_text(code),
+        details: details(run, end, code, tz, approval),
+        lines,
+        ..Page::default()
+    }
+}
+
 /// Writes a payout run's page from its `summary` and `tally` (both from the CSV report's pass
 /// over the rows), with the approval and the pre-flight balance from the store.
 pub(super) fn write_payout(
@@ -417,18 +446,8 @@ pub(super) fn write_payout(
     let log = wait(store.approval_log(&run.job))?;
     let approval = crate::engine::approval::describe(&log, &run.input_sha256, run.created_at, tz);
     let balance = wait(store.preflight_balance(run.id))?;
-    let outcome = summary.outcome();
-    let code = end.exit_code.unwrap_or_else(|| outcome.code());
-    let lines = summary
-        .rows
-        .iter()
-        .map(|(s, n, a)| Line {
-            name: s.to_string(),
-            count: *n as i64,
-            amount: *a,
-            color: state_color(*s),
-        })
-        .collect();
+    let lines = to_lines(&summary.rows, state_color);
+    let head = head((run, end, tz), summary.outcome(), lines, approval);
     let group = |m: BTreeMap<String, (i64, Centavos, Centavos)>| {
         m.into_iter()
             .map(|(k, (n, a, p))| (k, n, a, p))
@@ -460,10 +479,7 @@ pub(super) fn write_payout(
     };
     let page = Page {
         title: format!("{} · payout run {}", run.job, run.id),
-        outcome: outcome_text(code),
-        details: details(run, end, code, tz, approval),
         lines_heading: "state",
-        lines,
         groups: vec![
             ("bank", group(tally.per_bank)),
             ("channel", group(tally.per_channel)),
@@ -472,7 +488,7 @@ pub(super) fn write_payout(
         action_rows: tally.action_rows,
         action_more: tally.action_more,
         generated: ts_secs(Some(tally.now), tz),
-        notifications: None,
+        ..head
     };
     write_atomic(path, render(&page).as_bytes())
 }
@@ -487,18 +503,8 @@ pub(super) fn write_recon(
     end: &RunEnd,
     summary: &ReconSummary,
 ) -> Result<(), ReportError> {
-    let outcome = summary.outcome();
-    let code = end.exit_code.unwrap_or_else(|| outcome.code());
-    let lines = summary
-        .rows
-        .iter()
-        .map(|(c, n, a)| Line {
-            name: c.to_string(),
-            count: *n,
-            amount: *a,
-            color: category_color(*c),
-        })
-        .collect();
+    let lines = to_lines(&summary.rows, category_color);
+    let head = head((run, end, tz), summary.outcome(), lines, None);
     let mut action_rows = Vec::new();
     let mut action_more = 0;
     let mut after = 0i64;
@@ -557,10 +563,7 @@ pub(super) fn write_recon(
     };
     let page = Page {
         title: format!("{} · {what} {}", run.job, run.id),
-        outcome: outcome_text(code),
-        details: details(run, end, code, tz, None),
         lines_heading: "category",
-        lines,
         groups: Vec::new(),
         balances: vec![
             ("at start", b(summary.balance_start)),
@@ -573,6 +576,7 @@ pub(super) fn write_recon(
             .notifications
             .as_ref()
             .map(|n| (n.days(), n.lines())),
+        ..head
     };
     write_atomic(path, render(&page).as_bytes())
 }
@@ -580,25 +584,10 @@ pub(super) fn write_recon(
 /// Writes `bytes` to `path` through a temporary file renamed into place (a reader sees the old
 /// page or the new one, never half of one).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let io = |source| ReportError::Io {
+    crate::ops::write_atomic(path, bytes).map_err(|source| ReportError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp: PathBuf = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = fs::File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        fs::rename(&tmp, path).map_err(io)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
+    })
 }
 
 #[cfg(test)]

@@ -134,19 +134,30 @@ enum KeyText {
 /// Reads PEM (any line width, since platform keys circulate as one-line bodies) or one-line
 /// Base64 DER. Never echoes the content in errors.
 /// Which half of a key pair a text must hold, for the errors that say what was expected.
-#[derive(Debug, Clone, Copy)]
+/// What tells the other half apart (PEM labels, DER that parses as it) and the error given
+/// when a text holds the other half instead.
+#[derive(Clone, Copy)]
 struct Half {
     what: &'static str,
     expected: &'static str,
+    other_labels: &'static [&'static str],
+    other_der: fn(&[u8]) -> bool,
+    other_given: fn(String) -> KeyError,
 }
 
 const PRIVATE: Half = Half {
     what: "private",
     expected: FORMATS_PRIVATE,
+    other_labels: &["PUBLIC KEY", "RSA PUBLIC KEY", "CERTIFICATE"],
+    other_der: |der| public_der(der).is_some(),
+    other_given: |origin| KeyError::PublicGivenAsPrivate { origin },
 };
 const PUBLIC: Half = Half {
     what: "public",
     expected: FORMATS_PUBLIC,
+    other_labels: &["PRIVATE KEY", "RSA PRIVATE KEY"],
+    other_der: |der| private_der(der).is_some(),
+    other_given: |origin| KeyError::PrivateGivenAsPublic { origin },
 };
 
 impl Half {
@@ -156,6 +167,34 @@ impl Half {
             what: self.what,
             detail: detail.into(),
             expected: self.expected,
+        }
+    }
+
+    /// Parses key text for this half: `pem` parses a PEM body by its label (`None`: not a
+    /// label of this half), `der` a bare Base64 DER body. An encrypted key is refused by
+    /// [`decode_key_text`] before either is asked.
+    fn parse<K>(
+        self,
+        text: &str,
+        origin: &str,
+        pem: impl Fn(&str, &[u8]) -> Option<Result<K, String>>,
+        der: impl Fn(&[u8]) -> Option<K>,
+    ) -> Result<K, KeyError> {
+        let other_given = || (self.other_given)(origin.to_string());
+        match decode_key_text(text, origin, self)? {
+            KeyText::Pem { label, der: body } => match pem(&label, &body) {
+                Some(parsed) => parsed.map_err(|detail| self.unrecognised(origin, detail)),
+                None if self.other_labels.contains(&label.as_str()) => Err(other_given()),
+                None => Err(self.unrecognised(origin, format!("unsupported PEM label {label:?}"))),
+            },
+            KeyText::Der(body) => match der(&body) {
+                Some(k) => Ok(k),
+                None if (self.other_der)(&body) => Err(other_given()),
+                None => Err(self.unrecognised(
+                    origin,
+                    format!("Base64 decodes, but not to an RSA {} key", self.what),
+                )),
+            },
         }
     }
 }
@@ -265,34 +304,18 @@ impl PrivateKey {
 
     /// Parses key text; `origin` names where it came from in error messages.
     pub fn from_text(text: &str, origin: &str) -> Result<PrivateKey, KeyError> {
-        let unrecognised = |detail: String| PRIVATE.unrecognised(origin, detail);
-        let public_given = || KeyError::PublicGivenAsPrivate {
-            origin: origin.to_string(),
+        let pem = |label: &str, der: &[u8]| match label {
+            "PRIVATE KEY" => Some(
+                rsa::PrivateKey::from_pkcs8_der(der)
+                    .map_err(|e| format!("PKCS#8 body does not parse as RSA: {e}")),
+            ),
+            "RSA PRIVATE KEY" => Some(
+                rsa::PrivateKey::from_pkcs1_der(der)
+                    .map_err(|e| format!("PKCS#1 body does not parse: {e}")),
+            ),
+            _ => None,
         };
-        let key = match decode_key_text(text, origin, PRIVATE)? {
-            KeyText::Pem { label, der } => match label.as_str() {
-                "PRIVATE KEY" => rsa::PrivateKey::from_pkcs8_der(&der)
-                    .map_err(|e| unrecognised(format!("PKCS#8 body does not parse as RSA: {e}")))?,
-                "RSA PRIVATE KEY" => rsa::PrivateKey::from_pkcs1_der(&der)
-                    .map_err(|e| unrecognised(format!("PKCS#1 body does not parse: {e}")))?,
-                "PUBLIC KEY" | "RSA PUBLIC KEY" | "CERTIFICATE" => return Err(public_given()),
-                "ENCRYPTED PRIVATE KEY" => {
-                    return Err(KeyError::Encrypted {
-                        origin: origin.to_string(),
-                    })
-                }
-                other => return Err(unrecognised(format!("unsupported PEM label {other:?}"))),
-            },
-            KeyText::Der(der) => match private_der(&der) {
-                Some(k) => k,
-                None if public_der(&der).is_some() => return Err(public_given()),
-                None => {
-                    return Err(unrecognised(
-                        "Base64 decodes, but not to an RSA private key".into(),
-                    ))
-                }
-            },
-        };
+        let key = PRIVATE.parse(text, origin, pem, private_der)?;
         PrivateKey::from_rsa(&key, origin)
     }
 
@@ -374,32 +397,19 @@ impl PublicKey {
     }
 
     pub fn from_text(text: &str, origin: &str) -> Result<PublicKey, KeyError> {
+        let pem = |label: &str, der: &[u8]| match label {
+            "PUBLIC KEY" => Some(
+                rsa::PublicKey::from_public_key_der(der)
+                    .map_err(|e| format!("SubjectPublicKeyInfo does not parse as RSA: {e}")),
+            ),
+            "RSA PUBLIC KEY" => Some(
+                rsa::PublicKey::from_pkcs1_der(der)
+                    .map_err(|e| format!("PKCS#1 body does not parse: {e}")),
+            ),
+            _ => None,
+        };
+        let key = PUBLIC.parse(text, origin, pem, public_der)?;
         let unrecognised = |detail: String| PUBLIC.unrecognised(origin, detail);
-        let private_given = || KeyError::PrivateGivenAsPublic {
-            origin: origin.to_string(),
-        };
-        let key = match decode_key_text(text, origin, PUBLIC)? {
-            KeyText::Pem { label, der } => match label.as_str() {
-                "PUBLIC KEY" => rsa::PublicKey::from_public_key_der(&der).map_err(|e| {
-                    unrecognised(format!("SubjectPublicKeyInfo does not parse as RSA: {e}"))
-                })?,
-                "RSA PUBLIC KEY" => rsa::PublicKey::from_pkcs1_der(&der)
-                    .map_err(|e| unrecognised(format!("PKCS#1 body does not parse: {e}")))?,
-                "PRIVATE KEY" | "RSA PRIVATE KEY" | "ENCRYPTED PRIVATE KEY" => {
-                    return Err(private_given())
-                }
-                other => return Err(unrecognised(format!("unsupported PEM label {other:?}"))),
-            },
-            KeyText::Der(der) => match public_der(&der) {
-                Some(k) => k,
-                None if private_der(&der).is_some() => return Err(private_given()),
-                None => {
-                    return Err(unrecognised(
-                        "Base64 decodes, but not to an RSA public key".into(),
-                    ))
-                }
-            },
-        };
         let spki = key
             .to_public_key_der()
             .map_err(|e| unrecognised(format!("cannot re-encode: {e}")))?;

@@ -323,18 +323,12 @@ mod tests {
 
     #[test]
     fn rolls_are_pure_functions_of_seed_and_key() {
-        let a: Vec<bool> = (0..64)
-            .map(|i| roll(1, "x", &format!("k{i}"), 0.5))
-            .collect();
-        let b: Vec<bool> = (0..64)
-            .map(|i| roll(1, "x", &format!("k{i}"), 0.5))
-            .collect();
-        let c: Vec<bool> = (0..64)
-            .map(|i| roll(2, "x", &format!("k{i}"), 0.5))
-            .collect();
-        let d: Vec<bool> = (0..64)
-            .map(|i| roll(1, "y", &format!("k{i}"), 0.5))
-            .collect();
+        let rolls = |seed: u64, salt: &str| -> Vec<bool> {
+            (0..64)
+                .map(|i| roll(seed, salt, &format!("k{i}"), 0.5))
+                .collect()
+        };
+        let (a, b, c, d) = (rolls(1, "x"), rolls(1, "x"), rolls(2, "x"), rolls(1, "y"));
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);

@@ -84,6 +84,17 @@ pub struct StateChange {
     pub cause: String,
 }
 
+impl StateChange {
+    fn new(at_ms: SimMillis, state: &str, error_code: Option<String>, cause: &str) -> StateChange {
+        StateChange {
+            at_ms,
+            state: state.to_string(),
+            error_code,
+            cause: cause.to_string(),
+        }
+    }
+}
+
 /// One notification delivery attempt (or a decision not to deliver).
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -393,12 +404,9 @@ impl State {
                 .unwrap_or("Unspecified reason")
                 .to_string()
         });
-        o.history.push(StateChange {
-            at_ms: at,
-            state: state.as_str().to_string(),
-            error_code: o.error_code.clone(),
-            cause: cause.to_string(),
-        });
+        let error_code = o.error_code.clone();
+        o.history
+            .push(StateChange::new(at, state.as_str(), error_code, cause));
         // Money: refund a held payout amount on FAIL/REVERSED (reference §11).
         if o.kind == OrderKind::Payout
             && o.debited
@@ -608,12 +616,9 @@ impl State {
             .unwrap_or(at)
             .format("%Y-%m-%dT%H:%M:%S+08:00")
             .to_string();
-        o.history.push(StateChange {
-            at_ms: now,
-            state: f.state.clone(),
-            error_code: f.error_code.clone(),
-            cause: "fixture".into(),
-        });
+        let error_code = f.error_code.clone();
+        o.history
+            .push(StateChange::new(now, &f.state, error_code, "fixture"));
         let index = self.insert(o);
         match &f.ref_no {
             Some(r) => {
@@ -643,12 +648,8 @@ impl State {
         o.plan = p.plan;
         o.late_reversal = p.late_reversal;
         o.query_visible_at_ms = now + p.query_lag;
-        o.history.push(StateChange {
-            at_ms: now,
-            state: "PROCESSING".into(),
-            error_code: None,
-            cause: "accepted".into(),
-        });
+        o.history
+            .push(StateChange::new(now, "PROCESSING", None, "accepted"));
         let index = self.insert(o);
         let funded = match self.merchants.get_mut(&p.origin.mch_id) {
             Some(m) if m.disbursement >= p.trx_amount => {
@@ -682,12 +683,8 @@ impl State {
         o.trx_amount = q.trx_amount;
         o.notify_url = Some(q.notify_url);
         o.plan = Plan::Forever;
-        o.history.push(StateChange {
-            at_ms: now,
-            state: "PROCESSING".into(),
-            error_code: None,
-            cause: "QR created".into(),
-        });
+        o.history
+            .push(StateChange::new(now, "PROCESSING", None, "QR created"));
         let index = self.insert(o);
         self.push_timer(q.expire_at.max(now), index, TimerKind::Expire);
         index
@@ -763,17 +760,22 @@ impl State {
         Some(index)
     }
 
+    /// Control API: brings the simulated time to `now`, then finds the order it names.
+    fn control_order(&mut self, order_no: &str, now: SimMillis) -> Result<usize, ControlError> {
+        self.advance_to(now);
+        self.by_order_no
+            .get(order_no)
+            .copied()
+            .ok_or_else(|| ControlError::UnknownOrder(order_no.to_string()))
+    }
+
     /// Control API: a simulated payer pays a dynamic QR.
     pub fn pay_dynamic_qr(
         &mut self,
         order_no: &str,
         now: SimMillis,
     ) -> Result<usize, ControlError> {
-        self.advance_to(now);
-        let &index = self
-            .by_order_no
-            .get(order_no)
-            .ok_or_else(|| ControlError::UnknownOrder(order_no.to_string()))?;
+        let index = self.control_order(order_no, now)?;
         let o = &self.orders[index];
         if o.kind != OrderKind::DynamicQr || o.state != TrxState::Processing {
             return Err(ControlError::NotPayable {
@@ -854,11 +856,7 @@ impl State {
         error_code: Option<&str>,
         now: SimMillis,
     ) -> Result<usize, ControlError> {
-        self.advance_to(now);
-        let &index = self
-            .by_order_no
-            .get(order_no)
-            .ok_or_else(|| ControlError::UnknownOrder(order_no.to_string()))?;
+        let index = self.control_order(order_no, now)?;
         if state == TrxState::Success {
             self.assign_ref_no(index);
         }

@@ -4,6 +4,8 @@
 //! `PRAGMA user_version`). A database migrated by a newer build (more rows than this build
 //! knows) is refused.
 
+use tokio_postgres::GenericClient;
+
 use super::super::StoreError;
 
 /// (version, name, SQL), in order. Append-only: never edit or reorder a shipped file.
@@ -32,13 +34,7 @@ pub(crate) async fn migrate(
     )
     .await?;
     tx.batch_execute(TRACKING).await?;
-    let found: i64 = tx
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
-            &[],
-        )
-        .await?
-        .try_get(0)?;
+    let found = recorded(&tx).await?;
     let known = MIGRATIONS.len() as i64;
     if found > known {
         return Err(StoreError::TooNew {
@@ -64,6 +60,12 @@ pub(crate) async fn migrate(
     Ok(())
 }
 
+/// The highest version `schema_migrations` records (0 when none).
+async fn recorded(client: &impl GenericClient) -> Result<i64, StoreError> {
+    let sql = "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations";
+    Ok(client.query_one(sql, &[]).await?.try_get(0)?)
+}
+
 /// The schema version of `client`'s database, `None` when it was never migrated.
 pub(crate) async fn applied_version(
     client: &tokio_postgres::Client,
@@ -75,12 +77,5 @@ pub(crate) async fn applied_version(
     if !exists {
         return Ok(None);
     }
-    let v: i64 = client
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
-            &[],
-        )
-        .await?
-        .try_get(0)?;
-    Ok(Some(v))
+    Ok(Some(recorded(client).await?))
 }
