@@ -5,6 +5,7 @@
 //! flat whatever the number of rows, and a killed run resumes where it stopped without
 //! re-querying rows already final.
 
+use std::borrow::Cow::{self, Borrowed, Owned};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,9 +111,12 @@ fn human_duration(d: Duration) -> String {
     out.join(" ")
 }
 
-/// One category per row (issue 5, issue 8), with the hint for the report's `action` column.
-/// `ab_hold`: how long a FAIL with an AB0x timeout reason is held (a late credit can still land).
-/// Pure.
+/// One category per row (issue 5, issue 8), with the hint for the report's `action` column
+/// (fixed text, or built for this row). `ab_hold`: how long a FAIL with an AB0x timeout reason
+/// is held (a late credit can still land). Pure.
+///
+/// Longer than ~100 lines on purpose: it is the category table of issue 5 as one `match` over
+/// (expectation, observation), one arm per row of that table, so it can be checked against it.
 pub fn categorize(
     kind: ReconKind,
     exp: &Expectation,
@@ -120,26 +124,7 @@ pub fn categorize(
     now_ms: i64,
     stale_after: Duration,
     ab_hold: Duration,
-) -> (Cat, String) {
-    let (category, action) = categorize_static(kind, exp, obs, now_ms, stale_after, ab_hold);
-    match action {
-        Ok(a) => (category, a.to_string()),
-        Err(a) => (category, a),
-    }
-}
-
-/// `categorize`, with the action either fixed text (`Ok`) or built for this row (`Err`).
-///
-/// Longer than ~100 lines on purpose: it is the category table of issue 5 as one `match` over
-/// (expectation, observation), one arm per row of that table, so it can be checked against it.
-fn categorize_static(
-    kind: ReconKind,
-    exp: &Expectation,
-    obs: &Observation,
-    now_ms: i64,
-    stale_after: Duration,
-    ab_hold: Duration,
-) -> (Cat, Result<&'static str, String>) {
+) -> (Cat, Cow<'static, str>) {
     let (category, action) = match obs {
         Observation::Failed(_) => (Cat::Unknown, "queries kept failing: run the job again later"),
         Observation::NotFound if exp.expect_not_found => (Cat::Matched, "none: nothing at Starpay, as expected"),
@@ -159,7 +144,7 @@ fn categorize_static(
             if *state == TrxState::Reversed && exp.state.as_ref() != Some(&TrxState::Reversed) {
                 return (
                     Cat::ReversedAfterSuccess,
-                    Ok(match kind {
+                    Borrowed(match kind {
                         ReconKind::Disbursement => "money came back: contact the recipient, then re-pay if still due",
                         ReconKind::Repayment => "payment reversed: follow up with the payer",
                     }),
@@ -174,7 +159,7 @@ fn categorize_static(
             {
                 return (
                     Cat::PaidButRecordedUnpaid,
-                    Ok(PAID_BUT_RECORDED_UNPAID_ACTION),
+                    Borrowed(PAID_BUT_RECORDED_UNPAID_ACTION),
                 );
             }
             let parsed_date = trx_date
@@ -201,7 +186,7 @@ fn categorize_static(
                         .unwrap_or_else(|| format!("{} from the failure", human_duration(ab_hold)));
                     return (
                         Cat::HeldTimeout,
-                        Err(format!(
+                        Owned(format!(
                             "a FAIL with timeout reason {code} at {at}, held for {} because a late credit can still land; final after {after}; re-check then",
                             human_duration(ab_hold)
                         )),
@@ -214,16 +199,16 @@ fn categorize_static(
                 return match age_ms {
                     Some(a) if a >= stale_after.as_millis() as i64 => (
                         Cat::StalePending,
-                        Ok("investigate with Starpay: still pending beyond the SLA"),
+                        Borrowed("investigate with Starpay: still pending beyond the SLA"),
                     ),
-                    _ => (Cat::Pending, Ok("re-check after the SLA")),
+                    _ => (Cat::Pending, Borrowed("re-check after the SLA")),
                 };
             }
             if let (Some(want), Some(got)) = (exp.amount, amount) {
                 if want != *got {
                     return (
                         Cat::AmountMismatch,
-                        Ok("investigate with Starpay: the amounts differ"),
+                        Borrowed("investigate with Starpay: the amounts differ"),
                     );
                 }
             }
@@ -238,7 +223,7 @@ fn categorize_static(
             }
         }
     };
-    (category, Ok(action))
+    (category, Borrowed(action))
 }
 
 /// The state a payout row should move to when a reconcile finds Starpay has moved on (§8:
@@ -305,12 +290,11 @@ impl ReconEngine {
         throttle: Throttle,
         settings: ReconSettings,
     ) -> Result<Arc<ReconEngine>, EngineError> {
-        let msg_ids = MsgIds::new(store.clone()).await?;
         Ok(Arc::new(ReconEngine {
+            msg_ids: MsgIds::new(store.clone()).await?,
             client,
             store,
             throttle,
-            msg_ids,
             settings,
             done: AtomicU64::new(0),
         }))
@@ -642,7 +626,7 @@ impl ReconEngine {
             self.settings.ab_hold,
         );
         result.category = category;
-        result.action = action;
+        result.action = action.into_owned();
         result.checked_at = now;
         if let (Some(row_id), Some(ours), Observation::Found { state, amount, .. }) =
             (todo.source_row_id, todo.source_state, &observation)
@@ -734,22 +718,12 @@ impl ReconEngine {
                     .await
             }
             (ReconKind::Repayment, None, Some(m)) => {
-                self.client
-                    .query_repayment(&RepaymentQueryRequest {
-                        msg_id,
-                        mch_id,
-                        original_msg_id: original(m)?,
-                    })
-                    .await
+                let request = RepaymentQueryRequest::of(msg_id, mch_id, original(m)?);
+                self.client.query_repayment(&request).await
             }
             (ReconKind::Disbursement, _, Some(m)) => {
-                self.client
-                    .query_disbursement(&DisburseQueryRequest {
-                        msg_id,
-                        mch_id,
-                        original_msg_id: original(m)?,
-                    })
-                    .await
+                let request = DisburseQueryRequest::of(msg_id, mch_id, original(m)?);
+                self.client.query_disbursement(&request).await
             }
             _ => Err(ClientError::Config(format!(
                 "line {}: nothing to query",
@@ -909,24 +883,20 @@ mod tests {
 
     #[test]
     fn recorded_unpaid_moves() {
-        assert_eq!(
-            recorded_unpaid_move(&TrxState::Success, true),
-            Some(RowState::Success)
-        );
-        assert_eq!(
-            recorded_unpaid_move(&TrxState::Processing, true),
-            Some(RowState::Pending)
-        );
-        assert_eq!(
-            recorded_unpaid_move(&TrxState::Init, true),
-            Some(RowState::Pending)
-        );
-        assert_eq!(
-            recorded_unpaid_move(&TrxState::Success, false),
-            Some(RowState::NeedsAttention)
-        );
-        assert_eq!(recorded_unpaid_move(&TrxState::Fail, true), None);
-        assert_eq!(recorded_unpaid_move(&TrxState::Reversed, true), None);
+        use RowState as S;
+        use TrxState as T;
+        // (the verified answer, whether the amounts agree, where the row moves)
+        let cases = [
+            (T::Success, true, Some(S::Success)),
+            (T::Processing, true, Some(S::Pending)),
+            (T::Init, true, Some(S::Pending)),
+            (T::Success, false, Some(S::NeedsAttention)),
+            (T::Fail, true, None),
+            (T::Reversed, true, None),
+        ];
+        for (trx, flag, want) in cases {
+            assert_eq!(recorded_unpaid_move(&trx, flag), want, "{trx:?} {flag}");
+        }
     }
 
     #[test]

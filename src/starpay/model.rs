@@ -287,6 +287,17 @@ pub struct DisburseQueryRequest {
     pub original_msg_id: MsgId,
 }
 
+impl DisburseQueryRequest {
+    /// A query (fresh `msg_id`) of the payout sent as `original_msg_id`.
+    pub fn of(msg_id: MsgId, mch_id: MchId, original_msg_id: MsgId) -> DisburseQueryRequest {
+        DisburseQueryRequest {
+            msg_id,
+            mch_id,
+            original_msg_id,
+        }
+    }
+}
+
 /// 5.6 Disbursement Balance Query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -354,6 +365,17 @@ pub struct RepaymentQueryRequest {
     pub msg_id: MsgId,
     pub mch_id: MchId,
     pub original_msg_id: MsgId,
+}
+
+impl RepaymentQueryRequest {
+    /// A query (fresh `msg_id`) of the repayment created as `original_msg_id`.
+    pub fn of(msg_id: MsgId, mch_id: MchId, original_msg_id: MsgId) -> RepaymentQueryRequest {
+        RepaymentQueryRequest {
+            msg_id,
+            mch_id,
+            original_msg_id,
+        }
+    }
 }
 
 /// 6.4 Repayment Static QR Generate.

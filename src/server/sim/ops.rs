@@ -30,6 +30,20 @@ use crate::starpay::model::{
     StaticQrStatusResponse,
 };
 
+/// A success answer to the request in `ctx` (`code` 200, `message` "success", its msgId and
+/// mchId echoed) with the operation's own fields.
+macro_rules! success {
+    ($ty:ident, $ctx:expr => { $($field:ident $(: $value:expr)?),* $(,)? }) => {
+        $ty {
+            code: Code::new("200"),
+            message: "success".into(),
+            msg_id: $ctx.msg_id.clone(),
+            mch_id: $ctx.mch_id.clone(),
+            $($field $(: $value)?),*
+        }
+    };
+}
+
 /// A request that passed steps 1–9: one variant per operation, carrying its checked fields.
 pub(super) enum Op {
     /// 5.1
@@ -133,13 +147,9 @@ pub(super) struct BankList;
 
 impl BankList {
     fn apply(self, cx: &mut Apply<'_>) -> Outcome {
-        ok_outcome(&BankListResponse {
-            code: Code::new("200"),
-            message: "success".into(),
-            msg_id: cx.ctx.msg_id.clone(),
-            mch_id: cx.ctx.mch_id.clone(),
+        ok_outcome(&success!(BankListResponse, cx.ctx => {
             banks: Some(cx.shared.banks.clone()),
-        })
+        }))
     }
 }
 
@@ -238,11 +248,7 @@ impl Disburse {
             cx.now,
         );
         let o = &cx.state.orders[index];
-        let response = DisburseResponse {
-            code: Code::new("200"),
-            message: "success".into(),
-            msg_id: ctx.msg_id.clone(),
-            mch_id: ctx.mch_id.clone(),
+        let response = success!(DisburseResponse, ctx => {
             trx_date: Some(o.trx_date.clone()),
             trx_amount: Some(o.trx_amount),
             trx_state: Some(o.state.clone()),
@@ -252,7 +258,7 @@ impl Disburse {
                 .error_message
                 .clone()
                 .filter(|_| o.state == TrxState::Fail),
-        };
+        });
         shared.wake.notify_one();
         ok_then_drop(&response, drop)
     }
@@ -294,14 +300,10 @@ impl Balance {
                 m.disbursement
             }
         });
-        ok_outcome(&BalanceResponse {
-            code: Code::new("200"),
-            message: "success".into(),
-            msg_id: cx.ctx.msg_id.clone(),
-            mch_id: cx.ctx.mch_id.clone(),
+        ok_outcome(&success!(BalanceResponse, cx.ctx => {
             balance,
             currency: Some("PHP".into()),
-        })
+        }))
     }
 }
 
@@ -311,17 +313,13 @@ pub(super) struct ScanQr(QrFixture);
 impl ScanQr {
     fn apply(self, cx: &mut Apply<'_>) -> Outcome {
         let q = self.0;
-        ok_outcome(&ScanQrResponse {
-            code: Code::new("200"),
-            message: "success".into(),
-            msg_id: cx.ctx.msg_id.clone(),
-            mch_id: cx.ctx.mch_id.clone(),
+        ok_outcome(&success!(ScanQrResponse, cx.ctx => {
             qr_type: Some(q.qr_type),
             acct_name: Some(q.acct_name),
             acct_no: Some(q.acct_no),
             receiving_bank: Some(q.receiving_bank),
             trx_amount: q.trx_amount.map(Centavos::new),
-        })
+        }))
     }
 }
 
@@ -380,16 +378,12 @@ impl DynamicQr {
             cx.now,
         );
         let o = &cx.state.orders[index];
-        let response = RepaymentResponse {
-            code: Code::new("200"),
-            message: "success".into(),
-            msg_id: ctx.msg_id.clone(),
-            mch_id: ctx.mch_id.clone(),
+        let response = success!(RepaymentResponse, ctx => {
             order_no: Some(o.order_no.clone()),
             code_url: Some(State::dynamic_code_url(o)),
             trx_amount: Some(o.trx_amount),
             trx_state: Some(o.state.clone()),
-        };
+        });
         let drop = (f.faults_on.covers(ctx.section)
             && faults::roll(t.seed, "commit_then_drop", &ctx.key, f.commit_then_drop))
         .then_some("commit_then_drop");
@@ -423,14 +417,10 @@ impl StaticQr {
             &self.display_name,
             &self.notify_url,
         );
-        ok_outcome(&StaticQrResponse {
-            code: Code::new("200"),
-            message: "success".into(),
-            msg_id: cx.ctx.msg_id.clone(),
-            mch_id: cx.ctx.mch_id.clone(),
+        ok_outcome(&success!(StaticQrResponse, cx.ctx => {
             device_info: Some(qr.device_info),
             code_url: Some(qr.code_url),
-        })
+        }))
     }
 }
 
@@ -460,14 +450,10 @@ impl StaticQrStatus {
             .state
             .set_static_qr_enabled(cx.mch_id, &self.device_info, enable)
         {
-            Some(()) => ok_outcome(&StaticQrStatusResponse {
-                code: Code::new("200"),
-                message: "success".into(),
-                msg_id: cx.ctx.msg_id.clone(),
-                mch_id: cx.ctx.mch_id.clone(),
+            Some(()) => ok_outcome(&success!(StaticQrStatusResponse, cx.ctx => {
                 device_info: Some(self.device_info),
                 qr_status: Some(self.status),
-            }),
+            })),
             None => not_found(cx.ctx),
         }
     }
@@ -493,15 +479,11 @@ impl CancelQr {
         match cx.state.cancel_dynamic_qr(cx.mch_id, &self.0, cx.now) {
             Some(index) => {
                 let o = &cx.state.orders[index];
-                ok_outcome(&CancelResponse {
-                    code: Code::new("200"),
-                    message: "success".into(),
-                    msg_id: cx.ctx.msg_id.clone(),
-                    mch_id: cx.ctx.mch_id.clone(),
+                ok_outcome(&success!(CancelResponse, cx.ctx => {
                     original_msg_id: Some(o.msg_id.clone()),
                     order_no: Some(o.order_no.clone()),
                     trx_state: Some(o.state.clone()),
-                })
+                }))
             }
             None => not_found(cx.ctx),
         }
@@ -544,11 +526,7 @@ fn ok_then_drop<T: serde::Serialize>(value: &T, drop: Option<&'static str>) -> O
 }
 
 fn query_response(o: &Order, ctx: &Ctx) -> QueryResponse {
-    QueryResponse {
-        code: Code::new("200"),
-        message: "success".into(),
-        msg_id: ctx.msg_id.clone(),
-        mch_id: ctx.mch_id.clone(),
+    success!(QueryResponse, ctx => {
         trx_date: Some(o.trx_date.clone()),
         trx_amount: Some(o.trx_amount),
         trx_state: Some(o.state.clone()),
@@ -557,7 +535,7 @@ fn query_response(o: &Order, ctx: &Ctx) -> QueryResponse {
         ref_no: o.ref_no.clone(),
         error_code: o.error_code.clone(),
         error_message: o.error_message.clone(),
-    }
+    })
 }
 
 fn answer_query(o: &Order, ctx: &Ctx) -> Outcome {
