@@ -148,9 +148,7 @@ pub enum SimError {
 pub struct MerchantConfig {
     pub mch_id: String,
     /// Public key as PEM text or one-line Base64 DER; or `public_key_file`.
-    #[serde(default)]
     pub public_key: Option<String>,
-    #[serde(default)]
     pub public_key_file: Option<PathBuf>,
     #[serde(default = "active")]
     pub status: MerchantStatus,
@@ -158,7 +156,6 @@ pub struct MerchantConfig {
     #[serde(default)]
     pub services: Vec<String>,
     /// Default notification URL when a request carries none.
-    #[serde(default)]
     pub notify_url: Option<String>,
     /// Opening balances in centavos.
     #[serde(default = "default_disbursement")]
