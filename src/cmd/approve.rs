@@ -178,6 +178,7 @@ pub(crate) async fn validate_offline(
         &cfg.input,
         Some(banks.into_iter().collect()),
         false,
+        &cfg.spending,
     )
     .await?;
     if !v.file.is_valid() {
@@ -189,7 +190,7 @@ pub(crate) async fn validate_offline(
         );
         return Ok(None);
     }
-    let figures = Figures::of(&v.file, &cfg.spending);
+    let figures = v.figures.clone();
     Ok(Some((v, figures)))
 }
 
@@ -208,7 +209,7 @@ pub(crate) async fn check(
     v: &Validated,
     when: &str,
 ) -> anyhow::Result<Figures> {
-    let figures = Figures::of(&v.file, &cfg.spending);
+    let figures = v.figures.clone();
     let log = match store {
         Some(store) => store.approval_log(&cfg.job_name).await?,
         None => Vec::new(),

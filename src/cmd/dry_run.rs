@@ -76,6 +76,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
             &cfg.input,
             Some(banks.into_iter().collect()),
             args.repay,
+            &cfg.spending,
         )
         .await?;
         for n in &notes {
@@ -84,7 +85,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         let errors = v.file.errors.count();
         println!(
             "dry run: {} valid rows, total PHP {}, {errors} error(s); keys load; bank names checked against {banks_from}; nothing sent, nothing written",
-            v.file.rows.len(),
+            v.file.valid_rows,
             v.file.total,
         );
         if !prepare::may_proceed(&v.file, args.skip_invalid).unwrap_or(false) {
@@ -188,7 +189,8 @@ pub fn refuse_invalid_before_creating(args: &RunArgs) -> anyhow::Result<Option<i
             store: store.as_ref(),
             ignore: HashSet::new(),
         };
-        let v = prepare::validate_payouts(earlier, &cfg.input, None, args.repay).await?;
+        let v =
+            prepare::validate_payouts(earlier, &cfg.input, None, args.repay, &cfg.spending).await?;
         match prepare::may_proceed(&v.file, args.skip_invalid) {
             Ok(true) => Ok(None),
             Ok(false) => {

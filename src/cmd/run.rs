@@ -43,9 +43,14 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
     let open_run = open_run_of_file(ctx, &sha, args.new_run, "paid").await?;
     if open_run.is_none() {
         // Validate the whole file offline first: bad input sends nothing, not even a health check.
-        let v =
-            prepare::validate_payouts(EarlierRuns::all(ctx.store()), &cfg.input, None, args.repay)
-                .await?;
+        let v = prepare::validate_payouts(
+            EarlierRuns::all(ctx.store()),
+            &cfg.input,
+            None,
+            args.repay,
+            &cfg.spending,
+        )
+        .await?;
         if !prepare::may_proceed(&v.file, args.skip_invalid)
             .inspect_err(|_| report_invalid(&ctx.cfg.input, &v))?
         {
@@ -75,8 +80,9 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
             let v = prepare::validate_payouts(
                 EarlierRuns::all(ctx.store()),
                 &cfg.input,
-                Some(banks),
+                Some(banks.clone()),
                 args.repay,
+                &cfg.spending,
             )
             .await?;
             prepare::check_file(&v.file, &cfg.input, &sha, bank_list_empty)?;
@@ -86,19 +92,16 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
                 report_invalid(&ctx.cfg.input, &v);
                 return Ok(exit::COULD_NOT_RUN);
             }
-            let rows = prepare::payout_rows(&v, &cfg.input)
+            let rows = prepare::payout_rows(&v, &cfg.input, Some(banks))
                 .inspect_err(|_| report_invalid(&ctx.cfg.input, &v))?;
-            let rejected = rows
-                .iter()
-                .filter(|r| r.state == crate::domain::RowState::Rejected)
-                .count();
+            let rejected = rows.rejected();
             let figures = crate::cmd::approve::gate(ctx, &v, "at pre-flight").await?;
             let balance = engine.balance().await?;
             prepare::check_balance("batch", v.file.total, balance)?;
             crate::cmd::approve::confirm_run(ctx, &figures, args.yes)?;
             crate::say!(
                 "validated {} rows, total PHP {} (available balance PHP {}); {} rejected",
-                v.file.rows.len(),
+                v.file.valid_rows,
                 v.file.total,
                 balance,
                 rejected
@@ -112,7 +115,11 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
             if let Some(code) = ctx.stopped_before_sending() {
                 return Ok(code);
             }
-            let run_id = ctx.store().create_payout_run(run, rows).await?;
+            // One transaction, the file read again into it: no run exists half-created.
+            let run_id = ctx
+                .store()
+                .create_payout_run_streamed(run, move |sink| rows.fill(sink))
+                .await??;
             ctx.store()
                 .record_preflight_balance(run_id, balance)
                 .await?;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::Centavos;
-use crate::input::payout::PayoutFile;
+use crate::input::payout::{PayoutFile, PayoutRow};
 use crate::store::approvals::{ApprovalAction, ApprovalEntry};
 
 /// Default of `[approval] max_age_hours`: an approval is good for one working day.
@@ -204,43 +204,51 @@ fn add(a: Centavos, b: Centavos) -> Centavos {
 
 impl Figures {
     pub fn of(file: &PayoutFile, spending: &Spending) -> Figures {
-        let mut per_bank: BTreeMap<String, (u64, Centavos)> = BTreeMap::new();
-        let mut per_channel: BTreeMap<String, (u64, Centavos)> = BTreeMap::new();
-        let mut largest: Option<Largest> = None;
-        let mut total = Centavos::ZERO;
-        let mut above = 0;
+        let mut f = Figures::empty(file.sha256.clone());
         for r in &file.rows {
-            let bank = r
-                .bank
-                .clone()
-                .unwrap_or_else(|| STARPAY_ACCOUNT.to_string());
-            let e = per_bank.entry(bank).or_insert((0, Centavos::ZERO));
-            *e = (e.0 + 1, add(e.1, r.amount));
-            let e = per_channel
-                .entry(r.channel.as_str().to_string())
-                .or_insert((0, Centavos::ZERO));
-            *e = (e.0 + 1, add(e.1, r.amount));
-            total = add(total, r.amount);
-            if largest.as_ref().is_none_or(|l| r.amount > l.amount) {
-                largest = Some(Largest {
-                    line: r.line,
-                    reference: r.reference.clone(),
-                    amount: r.amount,
-                });
-            }
-            if spending.max_row_amount.is_some_and(|cap| r.amount > cap) {
-                above += 1;
-            }
+            f.add(r, spending);
         }
+        f
+    }
+
+    /// The figures of no rows yet, of the file whose SHA-256 is `sha256` (set it when known).
+    pub fn empty(sha256: String) -> Figures {
         Figures {
-            rows: file.rows.len() as u64,
-            total,
-            largest,
-            per_bank,
-            per_channel,
-            rows_above_row_cap: above,
-            sha256: file.sha256.clone(),
+            rows: 0,
+            total: Centavos::ZERO,
+            largest: None,
+            per_bank: BTreeMap::new(),
+            per_channel: BTreeMap::new(),
+            rows_above_row_cap: 0,
+            sha256,
         }
+    }
+
+    /// Counts one more valid row (a file's rows are streamed through this, never all kept).
+    pub fn add(&mut self, r: &PayoutRow, spending: &Spending) {
+        let bank = r
+            .bank
+            .clone()
+            .unwrap_or_else(|| STARPAY_ACCOUNT.to_string());
+        let e = self.per_bank.entry(bank).or_insert((0, Centavos::ZERO));
+        *e = (e.0 + 1, add(e.1, r.amount));
+        let e = self
+            .per_channel
+            .entry(r.channel.as_str().to_string())
+            .or_insert((0, Centavos::ZERO));
+        *e = (e.0 + 1, add(e.1, r.amount));
+        self.total = add(self.total, r.amount);
+        if self.largest.as_ref().is_none_or(|l| r.amount > l.amount) {
+            self.largest = Some(Largest {
+                line: r.line,
+                reference: r.reference.clone(),
+                amount: r.amount,
+            });
+        }
+        if spending.max_row_amount.is_some_and(|cap| r.amount > cap) {
+            self.rows_above_row_cap += 1;
+        }
+        self.rows += 1;
     }
 
     /// The totals table an approver reads before confirming.

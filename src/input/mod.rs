@@ -23,7 +23,10 @@
 pub mod payout;
 pub mod recon;
 
-pub use payout::{read_payouts, Channel, PayoutFile, PayoutRow, ValidationOptions};
+pub use payout::{
+    read_payouts, rescan_validated_payouts, scan_payouts, Channel, PayoutFile, PayoutRow,
+    PayoutScan, ValidationOptions,
+};
 
 use std::fmt;
 use std::io::{self, Read};

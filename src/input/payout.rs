@@ -310,12 +310,82 @@ const COL_NAMES: [&str; Col::ALL.len()] = [
     "note",
 ];
 
-/// Reads and validates a payout file.
+/// What a streaming read of a payout file keeps: everything but the valid rows themselves,
+/// which go to the caller one by one (so a file of any size is validated in bounded memory:
+/// the references seen, for the duplicate check, and at most [`super::MAX_ERRORS`] errors).
+#[derive(Debug)]
+pub struct PayoutScan {
+    /// How many rows are valid.
+    pub valid_rows: u64,
+    /// How many of them are InstaPay rows (which need Starpay's bank list).
+    pub instapay_rows: u64,
+    /// Row errors, in file order (a row may have several), capped.
+    pub errors: ErrorList,
+    /// The invalid lines with their fields, in file order, at most [`super::MAX_ERRORS`].
+    pub rejected: Vec<RejectedLine>,
+    /// Sum of the valid rows' amounts.
+    pub total: Centavos,
+    /// Lower-case hex SHA-256 of the file's bytes.
+    pub sha256: String,
+}
+
+impl PayoutScan {
+    pub fn is_valid(&self) -> bool {
+        self.errors.count() == 0
+    }
+}
+
+/// Reads and validates a payout file, keeping every valid row.
 ///
 /// `Err` only when the file as a whole is unusable (cannot be read, empty, binary, wrong header,
 /// no rows, total overflow). Otherwise every row is either in `rows` or has its errors in
 /// `errors`, so `--skip-invalid` can report the rejected rows and send the rest.
 pub fn read_payouts(path: &Path, opts: &ValidationOptions) -> Result<PayoutFile, InputError> {
+    let mut rows = Vec::new();
+    let scan = scan_payouts::<std::convert::Infallible>(path, opts, |row| {
+        rows.push(row);
+        Ok(())
+    })?;
+    let Ok(scan) = scan;
+    Ok(PayoutFile {
+        rows,
+        errors: scan.errors,
+        rejected: scan.rejected,
+        total: scan.total,
+        sha256: scan.sha256,
+    })
+}
+
+/// Reads and validates a payout file as [`read_payouts`] does, handing each valid row to
+/// `sink` instead of keeping it. The outer `Err` is the file's (as [`read_payouts`]); the
+/// inner one is the sink's, which stops the read.
+pub fn scan_payouts<E>(
+    path: &Path,
+    opts: &ValidationOptions,
+    sink: impl FnMut(PayoutRow) -> Result<(), E>,
+) -> Result<Result<PayoutScan, E>, InputError> {
+    scan(path, opts, true, sink)
+}
+
+/// [`scan_payouts`] without the duplicate-reference check, which is the only check whose
+/// memory grows with the file (every reference seen). Only for reading again a file already
+/// validated by [`scan_payouts`]: the caller must compare the SHA-256 with the validated one
+/// and refuse on any difference (the same bytes have the same duplicates, which validation
+/// found; `engine::prepare::RunRows::fill`).
+pub fn rescan_validated_payouts<E>(
+    path: &Path,
+    opts: &ValidationOptions,
+    sink: impl FnMut(PayoutRow) -> Result<(), E>,
+) -> Result<Result<PayoutScan, E>, InputError> {
+    scan(path, opts, false, sink)
+}
+
+fn scan<E>(
+    path: &Path,
+    opts: &ValidationOptions,
+    check_duplicates: bool,
+    mut sink: impl FnMut(PayoutRow) -> Result<(), E>,
+) -> Result<Result<PayoutScan, E>, InputError> {
     let file_err = |line: u64, rule: Rule| file_error(path, line, rule);
     let io_err = |e| file_err(0, Rule::Io(e));
     let (mut reader, header_rec) = open_csv(path)?;
@@ -326,10 +396,11 @@ pub fn read_payouts(path: &Path, opts: &ValidationOptions) -> Result<PayoutFile,
         file: path.to_path_buf(),
         opts,
         seen: HashMap::new(),
+        check_duplicates,
         errors: ErrorList::default(),
         rejected: Vec::new(),
     };
-    let mut rows = Vec::new();
+    let (mut valid_rows, mut instapay_rows) = (0u64, 0u64);
     let mut total = Centavos::ZERO;
     let mut data_rows = 0u64;
     while let Some(rec) = reader.next_record(header.width).map_err(io_err)? {
@@ -341,26 +412,32 @@ pub fn read_payouts(path: &Path, opts: &ValidationOptions) -> Result<PayoutFile,
             total = total
                 .checked_add(row.amount)
                 .ok_or_else(|| file_err(row.line, Rule::TotalOverflow))?;
-            rows.push(row);
+            valid_rows += 1;
+            instapay_rows += u64::from(row.channel == Channel::Instapay);
+            if let Err(e) = sink(row) {
+                return Ok(Err(e));
+            }
         }
     }
     if data_rows == 0 {
         return Err(file_err(header_rec.line, Rule::NoRows));
     }
-    Ok(PayoutFile {
-        rows,
+    Ok(Ok(PayoutScan {
+        valid_rows,
+        instapay_rows,
         errors: v.errors,
         rejected: v.rejected,
         total,
         sha256: reader.into_inner().hex_digest(),
-    })
+    }))
 }
 
 struct Validator<'o, 'a> {
     file: PathBuf,
     opts: &'o ValidationOptions<'a>,
     /// reference → first line it appeared on.
-    seen: HashMap<String, u64>,
+    seen: HashMap<Box<str>, u64>,
+    check_duplicates: bool,
     errors: ErrorList,
     rejected: Vec<RejectedLine>,
 }
@@ -466,17 +543,23 @@ impl Validator<'_, '_> {
         let note = check(Col::Note, text(cell(Col::Note), false, NOTE_MAX_CHARS));
 
         if let Some(r) = &reference {
-            match self.seen.get(r) {
-                Some(&first_line) => errs.push((
+            let first = if self.check_duplicates {
+                self.seen.get(r.as_str()).copied()
+            } else {
+                None
+            };
+            match first {
+                Some(first_line) => errs.push((
                     Some(Col::Reference),
                     Rule::DuplicateReference {
                         reference: r.clone(),
                         first_line,
                     },
                 )),
-                None => {
-                    self.seen.insert(r.clone(), line);
+                None if self.check_duplicates => {
+                    self.seen.insert(r.as_str().into(), line);
                 }
+                None => {}
             }
             if let Some(reason) = self.opts.already_paid.and_then(|paid| paid(r)) {
                 errs.push((

@@ -15,8 +15,8 @@ use super::{
     StoreError,
 };
 
-/// Rows inserted per statement batch while a reconciliation file is loaded.
-const RECON_INSERT_BATCH: usize = 5_000;
+/// Rows inserted per statement batch while a file is loaded into a run.
+const INSERT_BATCH: usize = 5_000;
 
 /// What identifies a new run: the job, its kind, the input and the input's SHA-256 (or, for a
 /// reconcile pass, its key).
@@ -28,27 +28,62 @@ pub struct NewRun {
     pub sha256: String,
 }
 
-/// Where a reconciliation file's rows go while it is loaded (inside the run's transaction).
-pub struct ReconRowSink<'a> {
-    target: SinkTarget<'a>,
-    batch: Vec<NewReconRow>,
+/// A row a file loads into a run through a [`RowSink`]: a payout row or a reconciliation row.
+pub trait SinkRow: Send + Sized + 'static {
+    /// Inserts one batch inside the SQLite writer thread's open transaction.
+    fn insert_sqlite(
+        tx: &rusqlite::Connection,
+        run_id: i64,
+        rows: &[Self],
+    ) -> Result<(), StoreError>;
 }
 
-enum SinkTarget<'a> {
+impl SinkRow for NewReconRow {
+    fn insert_sqlite(
+        tx: &rusqlite::Connection,
+        run_id: i64,
+        rows: &[Self],
+    ) -> Result<(), StoreError> {
+        sql::insert_recon_rows_tx(tx, run_id, rows)
+    }
+}
+
+impl SinkRow for NewRow {
+    fn insert_sqlite(
+        tx: &rusqlite::Connection,
+        run_id: i64,
+        rows: &[Self],
+    ) -> Result<(), StoreError> {
+        super::insert_payout_rows_tx(tx, run_id, rows)
+    }
+}
+
+/// Where a file's rows go while it is loaded (inside the run's transaction), in batches: the
+/// file is streamed, never held whole.
+pub struct RowSink<'a, R> {
+    target: SinkTarget<'a, R>,
+    batch: Vec<R>,
+}
+
+/// A reconciliation file's rows on their way into the run.
+pub type ReconRowSink<'a> = RowSink<'a, NewReconRow>;
+/// A payout file's rows (valid and REJECTED, in line order) on their way into the run.
+pub type PayoutRowSink<'a> = RowSink<'a, NewRow>;
+
+enum SinkTarget<'a, R> {
     /// Inserted at once, inside the writer thread's open transaction.
     Sqlite {
         tx: &'a rusqlite::Connection,
         run_id: i64,
     },
-    /// Handed in batches to the async task that holds the PostgreSQL transaction (bounded:
-    /// the file is streamed, never held whole).
-    Postgres(tokio::sync::mpsc::Sender<Vec<NewReconRow>>),
+    /// Handed in batches to the async task that holds the PostgreSQL transaction (bounded).
+    Postgres(tokio::sync::mpsc::Sender<Vec<R>>),
 }
 
-impl ReconRowSink<'_> {
-    pub fn push(&mut self, row: NewReconRow) -> Result<(), StoreError> {
+impl<R: SinkRow> RowSink<'_, R> {
+    pub fn push(&mut self, row: R) -> Result<(), StoreError> {
         self.batch.push(row);
-        if self.batch.len() >= RECON_INSERT_BATCH {
+        if self.batch.len() >= INSERT_BATCH {
             self.flush()?;
         }
         Ok(())
@@ -57,12 +92,12 @@ impl ReconRowSink<'_> {
     fn flush(&mut self) -> Result<(), StoreError> {
         match &self.target {
             SinkTarget::Sqlite { tx, run_id } => {
-                sql::insert_recon_rows_tx(tx, *run_id, &self.batch)?;
+                R::insert_sqlite(tx, *run_id, &self.batch)?;
                 self.batch.clear();
             }
             SinkTarget::Postgres(to) => {
                 if !self.batch.is_empty() {
-                    // Called on a blocking thread (see `pg::ops::load_recon_run`).
+                    // Called on a blocking thread (see `pg::ops::stream_rows`).
                     to.blocking_send(std::mem::take(&mut self.batch))
                         .map_err(|_| StoreError::WriterGone)?;
                 }
@@ -72,18 +107,36 @@ impl ReconRowSink<'_> {
     }
 }
 
-impl ReconRowSink<'static> {
+impl<R: SinkRow> RowSink<'static, R> {
     /// The PostgreSQL backend's sink: batches go to `to`.
-    pub(crate) fn to_channel(to: tokio::sync::mpsc::Sender<Vec<NewReconRow>>) -> Self {
-        ReconRowSink {
+    pub(crate) fn to_channel(to: tokio::sync::mpsc::Sender<Vec<R>>) -> Self {
+        RowSink {
             target: SinkTarget::Postgres(to),
-            batch: Vec::with_capacity(RECON_INSERT_BATCH),
+            batch: Vec::with_capacity(INSERT_BATCH),
+        }
+    }
+}
+
+impl<'a, R: SinkRow> RowSink<'a, R> {
+    /// The SQLite backend's sink: batches go into `tx`, the run's open transaction.
+    fn into_sqlite(tx: &'a rusqlite::Connection, run_id: i64) -> Self {
+        RowSink {
+            target: SinkTarget::Sqlite { tx, run_id },
+            batch: Vec::with_capacity(INSERT_BATCH),
         }
     }
 
-    /// Sends what is left (the last, partial batch).
-    pub(crate) fn finish(mut self) -> Result<(), StoreError> {
-        self.flush()
+    /// Runs `fill` into this sink; its error (the file is invalid or changed) leaves the
+    /// caller to roll back, a store error too.
+    pub(crate) fn fill_with<E, F>(mut self, fill: F) -> Result<Result<(), E>, StoreError>
+    where
+        F: FnOnce(&mut Self) -> Result<Result<(), E>, StoreError>,
+    {
+        if let Err(e) = fill(&mut self)? {
+            return Ok(Err(e));
+        }
+        self.flush()?;
+        Ok(Ok(()))
     }
 }
 
@@ -110,21 +163,28 @@ impl Sqlite {
         self.call(move |c| super::run_by_id(c, run_id)).await
     }
 
-    /// A payout run and all its rows, in one transaction.
-    pub async fn create_payout_run(
+    /// Creates a payout run and inserts its rows in one transaction, streaming: `fill` pushes
+    /// every row (valid and REJECTED, in line order) into the sink. When `fill` fails (the
+    /// file changed since it was validated), the transaction is rolled back and its error
+    /// returned inside `Ok`: no run exists half-created.
+    pub async fn create_payout_run_streamed<E, F>(
         &self,
         run: NewRun,
-        rows: Vec<NewRow>,
-    ) -> Result<i64, StoreError> {
+        fill: F,
+    ) -> Result<Result<i64, E>, StoreError>
+    where
+        E: Send + 'static,
+        F: FnOnce(&mut PayoutRowSink<'_>) -> Result<Result<(), E>, StoreError> + Send + 'static,
+    {
         self.call(move |c| {
-            super::create_run(
-                c,
-                &run.job,
-                run.kind.as_str(),
-                &run.input,
-                &run.sha256,
-                &rows,
-            )
+            let tx = c.savepoint()?;
+            let run_id = super::create_payout_run_tx(&tx, &run)?;
+            if let Err(e) = RowSink::into_sqlite(&tx, run_id).fill_with(fill)? {
+                return Ok(Err(e));
+            }
+            super::seal_payout_run_tx(&tx, run_id, &run)?;
+            tx.commit()?;
+            Ok(Ok(run_id))
         })
         .await
     }
@@ -401,15 +461,9 @@ impl Sqlite {
             let tx = c.savepoint()?;
             let run_id =
                 sql::create_recon_run(&tx, &run.job, run.kind.as_str(), &run.input, &run.sha256)?;
-            let mut sink = ReconRowSink {
-                target: SinkTarget::Sqlite { tx: &tx, run_id },
-                batch: Vec::with_capacity(RECON_INSERT_BATCH),
-            };
-            if let Err(e) = fill(&mut sink)? {
+            if let Err(e) = RowSink::into_sqlite(&tx, run_id).fill_with(fill)? {
                 return Ok(Err(e));
             }
-            sink.flush()?;
-            drop(sink);
             sql::seal_recon_run_tx(&tx, run_id)?;
             sql::set_balance(&tx, run_id, true, opening_balance)?;
             tx.commit()?;

@@ -102,6 +102,47 @@ fn event(kind: EventKind) -> Event {
 }
 
 both_backends! {
+    async fn payout_run_streamed_all_or_nothing(db: Db) {
+        let store = db.open();
+        // More rows than one insert batch; one REJECTED row between them does not count in
+        // the total.
+        let run_id = store
+            .create_payout_run_streamed::<String, _>(new_run("big.csv", "big"), |sink| {
+                for i in 0..12_001u64 {
+                    let mut row = new_row(i + 2, &format!("S{i}"));
+                    if i == 7_000 {
+                        row.state = RowState::Rejected;
+                        row.message = Some("invalid input: amount".into());
+                    }
+                    sink.push(row)?;
+                }
+                Ok(Ok(()))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let run = store.run_by_id(run_id).await.unwrap().unwrap();
+        assert_eq!((run.row_count, run.total), (12_001, Centavos::new(1_200_000)));
+        let rows = store.rows_of_run(run_id, false).await.unwrap();
+        assert_eq!(rows.len(), 12_001);
+        assert_eq!(rows.iter().filter(|r| r.state == RowState::Rejected).count(), 1);
+        assert_eq!(store.open_rows(run_id).await.unwrap(), 12_000);
+        // A fill that fails after a whole batch was inserted leaves no run and no row behind.
+        let failed = store
+            .create_payout_run_streamed::<String, _>(new_run("changed.csv", "chg"), |sink| {
+                for i in 0..6_000u64 {
+                    sink.push(new_row(i + 2, &format!("C{i}")))?;
+                }
+                Ok(Err("the file changed".to_string()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed, Err("the file changed".to_string()));
+        let runs = store.runs_for("job", None).await.unwrap();
+        assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), [run_id]);
+        assert!(store.reference_uses("C1", None).await.unwrap().is_empty());
+    }
+
     async fn migrations_attempts_and_compare_and_set(db: Db) {
         let store = db.open();
         let id1 = store.db_id().await.unwrap();

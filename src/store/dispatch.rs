@@ -10,8 +10,8 @@ use super::notifications::{
 };
 use super::recon::{ReconRecord, ReconResult, ReconTodo, ReconTotals};
 use super::{
-    Allocation, Backend, EarlierAttempt, Event, NewRow, NewRun, PayoutCounts, ReconRowSink,
-    ReferenceHistory, ReferenceUse, RowRecord, RunRecord, Store, StoreError,
+    Allocation, Backend, EarlierAttempt, Event, NewRow, NewRun, PayoutCounts, PayoutRowSink,
+    ReconRowSink, ReferenceHistory, ReferenceUse, RowRecord, RunRecord, Store, StoreError,
 };
 
 /// `forward! { fn name(&self, arg: Type, …) -> Output; … }` makes each `Store::name` an async
@@ -40,8 +40,6 @@ forward! {
     /// Runs of `job`, oldest first; with `sha256`, only runs of that input (or reconcile key).
     fn runs_for(&self, job: &str, sha256: Option<&str>) -> Vec<RunRecord>;
     fn run_by_id(&self, run_id: i64) -> Option<RunRecord>;
-    /// A payout run and all its rows, in one transaction.
-    fn create_payout_run(&self, run: NewRun, rows: Vec<NewRow>) -> i64;
     /// Marks a run FINISHED with its event (both or neither).
     fn finish_run(&self, run_id: i64) -> ();
     /// Reopens a finished run with a `run_reopened` event saying why.
@@ -165,6 +163,42 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(s) => s.apply_notification(n, decide).await,
             Backend::Postgres(p) => p.apply_notification(n, decide).await,
+        }
+    }
+
+    /// A payout run and all its rows (already in memory), in one transaction.
+    pub async fn create_payout_run(
+        &self,
+        run: NewRun,
+        rows: Vec<NewRow>,
+    ) -> Result<i64, StoreError> {
+        let created = self
+            .create_payout_run_streamed(run, move |sink| {
+                for r in rows {
+                    sink.push(r)?;
+                }
+                Ok(Ok::<(), std::convert::Infallible>(()))
+            })
+            .await?;
+        created.map_err(|never| match never {})
+    }
+
+    /// Creates a payout run and inserts its rows in one transaction, streaming: `fill` pushes
+    /// every row (valid and REJECTED, in line order) into the sink. When `fill` fails (the
+    /// file changed since it was validated), the transaction is rolled back and its error
+    /// returned inside `Ok`: no run exists half-created.
+    pub async fn create_payout_run_streamed<E, F>(
+        &self,
+        run: NewRun,
+        fill: F,
+    ) -> Result<Result<i64, E>, StoreError>
+    where
+        E: Send + 'static,
+        F: FnOnce(&mut PayoutRowSink<'_>) -> Result<Result<(), E>, StoreError> + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite(s) => s.create_payout_run_streamed(run, fill).await,
+            Backend::Postgres(p) => p.create_payout_run_streamed(run, fill).await,
         }
     }
 

@@ -26,7 +26,7 @@ pub mod notifications;
 pub mod pg;
 pub mod recon;
 
-pub use api::{NewRun, ReconRowSink};
+pub use api::{NewRun, PayoutRowSink, ReconRowSink, RowSink, SinkRow};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
@@ -817,72 +817,78 @@ pub fn run_by_id(conn: &Connection, id: i64) -> Result<Option<RunRecord>, StoreE
         .optional()?)
 }
 
-/// Creates a run and all its rows in one transaction.
-pub fn create_run(
-    conn: &mut Connection,
-    job: &str,
-    kind: &str,
-    input_path: &str,
-    sha: &str,
-    rows: &[NewRow],
-) -> Result<i64, StoreError> {
-    let tx = conn.savepoint()?;
-    let now = now_ms();
-    let total: i64 = rows
-        .iter()
-        .filter(|r| r.state == RowState::New)
-        .map(|r| r.amount.get())
-        .fold(0i64, |a, b| a.saturating_add(b));
+/// Creates an open payout run without rows (inside the transaction that then inserts its
+/// rows and seals it: `Sqlite::create_payout_run_streamed`).
+pub fn create_payout_run_tx(tx: &Connection, run: &NewRun) -> Result<i64, StoreError> {
     tx.execute(
         "INSERT INTO runs (job, kind, input_path, input_sha256, status, created_at, row_count, total)
-         VALUES (?1, ?2, ?3, ?4, 'OPEN', ?5, ?6, ?7)",
-        params![job, kind, input_path, sha, now, rows.len() as i64, total],
+         VALUES (?1, ?2, ?3, ?4, 'OPEN', ?5, 0, 0)",
+        params![run.job, run.kind.as_str(), run.input, run.sha256, now_ms()],
     )?;
-    let run_id = tx.last_insert_rowid();
-    {
-        let mut stmt = tx.prepare(
-            "INSERT INTO rows (run_id, line, reference, channel, account_no, account_name, middle_name,
-                               last_name, bank, amount, note, state, message, updated_at, repay,
-                               raw_channel, raw_amount, raw_currency)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-        )?;
-        for r in rows {
-            stmt.execute(params![
-                run_id,
-                r.line as i64,
-                r.reference,
-                r.channel,
-                r.account_no,
-                r.account_name,
-                r.middle_name,
-                r.last_name,
-                r.bank,
-                r.amount.get(),
-                r.note,
-                r.state.as_str(),
-                r.message,
-                now,
-                r.repay as i64,
-                r.raw.channel,
-                r.raw.amount,
-                r.raw.currency
-            ])?;
-        }
+    Ok(tx.last_insert_rowid())
+}
+
+/// One batch of a payout run's rows (inside the run's transaction).
+pub fn insert_payout_rows_tx(
+    tx: &Connection,
+    run_id: i64,
+    rows: &[NewRow],
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO rows (run_id, line, reference, channel, account_no, account_name, middle_name,
+                           last_name, bank, amount, note, state, message, updated_at, repay,
+                           raw_channel, raw_amount, raw_currency)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?;
+    for r in rows {
+        stmt.execute(params![
+            run_id,
+            r.line as i64,
+            r.reference,
+            r.channel,
+            r.account_no,
+            r.account_name,
+            r.middle_name,
+            r.last_name,
+            r.bank,
+            r.amount.get(),
+            r.note,
+            r.state.as_str(),
+            r.message,
+            now,
+            r.repay as i64,
+            r.raw.channel,
+            r.raw.amount,
+            r.raw.currency
+        ])?;
     }
+    Ok(())
+}
+
+/// After the last row: the run's row count and total (of the rows to send), and its
+/// `run_created` event.
+pub fn seal_payout_run_tx(tx: &Connection, run_id: i64, run: &NewRun) -> Result<(), StoreError> {
+    let rows: i64 = tx.query_row(
+        "UPDATE runs SET row_count = (SELECT COUNT(*) FROM rows WHERE run_id = ?1),
+             total = (SELECT COALESCE(SUM(amount), 0) FROM rows WHERE run_id = ?1 AND state = 'NEW')
+         WHERE id = ?1 RETURNING row_count",
+        [run_id],
+        |r| r.get(0),
+    )?;
     append_event(
-        &tx,
+        tx,
         &Event {
             run_id: Some(run_id),
             kind: EventKind::RunCreated,
             detail: Some(format!(
-                "{} rows from {input_path} (sha256 {sha})",
-                rows.len()
+                "{rows} rows from {} (sha256 {})",
+                run.input, run.sha256
             )),
             ..Event::default()
         },
     )?;
-    tx.commit()?;
-    Ok(run_id)
+    Ok(())
 }
 
 /// Marks a run FINISHED and records the event, in one transaction (both or neither).

@@ -20,8 +20,8 @@ use crate::store::recon::{
 };
 use crate::store::{
     now_ms, Allocation, AttemptRecord, EarlierAttempt, Event, HistoryAttempt, HistoryEvent, NewRow,
-    NewRun, PayoutCounts, RawFields, ReconRowSink, ReferenceCheck, ReferenceHistory, ReferenceUse,
-    RowRecord, RunRecord, StateCount, StoreError,
+    NewRun, PayoutCounts, PayoutRowSink, RawFields, ReconRowSink, ReferenceCheck, ReferenceHistory,
+    ReferenceUse, RowRecord, RowSink, RunRecord, SinkRow, StateCount, StoreError,
 };
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -355,86 +355,57 @@ impl PgStore {
         .transpose()
     }
 
-    pub(crate) async fn create_payout_run(
+    /// As on SQLite: the run, its rows streamed from `fill` (on a blocking thread, in batches
+    /// over a bounded channel) and its `run_created` event in one transaction; a `fill` error
+    /// rolls the whole run back.
+    pub(crate) async fn create_payout_run_streamed<E, F>(
         &self,
         run: NewRun,
-        rows: Vec<NewRow>,
-    ) -> Result<i64, StoreError> {
+        fill: F,
+    ) -> Result<Result<i64, E>, StoreError>
+    where
+        E: Send + 'static,
+        F: FnOnce(&mut PayoutRowSink<'_>) -> Result<Result<(), E>, StoreError> + Send + 'static,
+    {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let now = now_ms();
-        let total: i64 = rows
-            .iter()
-            .filter(|r| r.state == RowState::New)
-            .map(|r| r.amount.get())
-            .fold(0i64, |a, b| a.saturating_add(b));
         let run_id: i64 = tx
             .query_one(
                 "INSERT INTO runs (job, kind, input_path, input_sha256, status, created_at, row_count, total)
-                 VALUES ($1, $2, $3, $4, 'OPEN', $5, $6, $7) RETURNING id",
-                &[
-                    &run.job,
-                    &run.kind.as_str(),
-                    &run.input,
-                    &run.sha256,
-                    &now,
-                    &(rows.len() as i64),
-                    &total,
-                ],
+                 VALUES ($1, $2, $3, $4, 'OPEN', $5, 0, 0) RETURNING id",
+                &[&run.job, &run.kind.as_str(), &run.input, &run.sha256, &now_ms()],
             )
             .await?
             .try_get(0)?;
-        let stmt = tx
-            .prepare(
-                "INSERT INTO rows (run_id, line, reference, channel, account_no, account_name, middle_name,
-                                   last_name, bank, amount, note, state, message, updated_at, repay,
-                                   raw_channel, raw_amount, raw_currency)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-            )
-            .await?;
-        for r in &rows {
-            tx.execute(
-                &stmt,
-                &[
-                    &run_id,
-                    &(r.line as i64),
-                    &r.reference,
-                    &r.channel,
-                    &r.account_no,
-                    &r.account_name,
-                    &r.middle_name,
-                    &r.last_name,
-                    &r.bank,
-                    &r.amount.get(),
-                    &r.note,
-                    &r.state.as_str(),
-                    &r.message,
-                    &now,
-                    &r.repay,
-                    &r.raw.channel,
-                    &r.raw.amount,
-                    &r.raw.currency,
-                ],
-            )
-            .await?;
+        if let Err(e) = stream_rows(&tx, run_id, fill).await? {
+            tx.rollback().await?;
+            return Ok(Err(e));
         }
+        let rows: i64 = tx
+            .query_one(
+                "UPDATE runs SET row_count = (SELECT COUNT(*) FROM rows WHERE run_id = $1),
+                     total = (SELECT COALESCE(SUM(amount), 0)::BIGINT FROM rows
+                              WHERE run_id = $1 AND state = 'NEW')
+                 WHERE id = $1 RETURNING row_count",
+                &[&run_id],
+            )
+            .await?
+            .try_get(0)?;
         append_event(
             &tx,
             &Event {
                 run_id: Some(run_id),
                 kind: EventKind::RunCreated,
                 detail: Some(format!(
-                    "{} rows from {} (sha256 {})",
-                    rows.len(),
-                    run.input,
-                    run.sha256
+                    "{rows} rows from {} (sha256 {})",
+                    run.input, run.sha256
                 )),
                 ..Event::default()
             },
         )
         .await?;
         tx.commit().await?;
-        Ok(run_id)
+        Ok(Ok(run_id))
     }
 
     pub(crate) async fn finish_run(&self, run_id: i64) -> Result<(), StoreError> {
@@ -1185,9 +1156,8 @@ impl PgStore {
 
     // ------------------------------------------------------------------ reconciliation
 
-    /// Streams the file into one transaction: `fill` runs on a blocking thread and hands
-    /// batches over a bounded channel to this task, which inserts them; a `fill` error rolls
-    /// the whole run back (nothing half-loaded), as on SQLite.
+    /// Streams the file into one transaction (`stream_rows`); a `fill` error rolls the whole
+    /// run back (nothing half-loaded), as on SQLite.
     pub(crate) async fn load_recon_run<E, F>(
         &self,
         run: NewRun,
@@ -1201,19 +1171,7 @@ impl PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let run_id = create_recon_run(&tx, &run).await?;
-        let (to, mut from) = tokio::sync::mpsc::channel::<Vec<NewReconRow>>(2);
-        let filler = tokio::task::spawn_blocking(move || {
-            let mut sink = ReconRowSink::to_channel(to);
-            match fill(&mut sink)? {
-                Err(e) => Ok(Err(e)),
-                Ok(()) => sink.finish().map(Ok),
-            }
-        });
-        while let Some(batch) = from.recv().await {
-            insert_recon_rows(&tx, run_id, &batch).await?;
-        }
-        let filled: Result<(), E> = filler.await.map_err(|_| StoreError::WriterGone)??;
-        if let Err(e) = filled {
+        if let Err(e) = stream_rows(&tx, run_id, fill).await? {
             tx.rollback().await?;
             return Ok(Err(e));
         }
@@ -1553,6 +1511,100 @@ async fn insert_notification(
 }
 
 // ------------------------------------------------------------------ reconciliation SQL
+
+/// A row type a file streams into a run, and how one batch of it is inserted.
+trait PgInsert: SinkRow {
+    fn insert_pg<C: GenericClient>(
+        c: &C,
+        run_id: i64,
+        rows: &[Self],
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl PgInsert for NewReconRow {
+    fn insert_pg<C: GenericClient>(
+        c: &C,
+        run_id: i64,
+        rows: &[Self],
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        insert_recon_rows(c, run_id, rows)
+    }
+}
+
+impl PgInsert for NewRow {
+    fn insert_pg<C: GenericClient>(
+        c: &C,
+        run_id: i64,
+        rows: &[Self],
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        insert_payout_rows(c, run_id, rows)
+    }
+}
+
+/// Runs `fill` on a blocking thread; the batches it hands over a bounded channel are inserted
+/// into `c` (the run's open transaction) as they come, so the file is streamed, never held
+/// whole. `Ok(Err)`: `fill` failed and the caller rolls back.
+async fn stream_rows<R, E, F>(
+    c: &impl GenericClient,
+    run_id: i64,
+    fill: F,
+) -> Result<Result<(), E>, StoreError>
+where
+    R: PgInsert,
+    E: Send + 'static,
+    F: FnOnce(&mut RowSink<'_, R>) -> Result<Result<(), E>, StoreError> + Send + 'static,
+{
+    let (to, mut from) = tokio::sync::mpsc::channel::<Vec<R>>(2);
+    let filler = tokio::task::spawn_blocking(move || RowSink::to_channel(to).fill_with(fill));
+    while let Some(batch) = from.recv().await {
+        R::insert_pg(c, run_id, &batch).await?;
+    }
+    filler.await.map_err(|_| StoreError::WriterGone)?
+}
+
+/// One batch of a payout run's rows: one statement per row, prepared once.
+async fn insert_payout_rows(
+    c: &impl GenericClient,
+    run_id: i64,
+    rows: &[NewRow],
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO rows (run_id, line, reference, channel, account_no, account_name, middle_name,
+                               last_name, bank, amount, note, state, message, updated_at, repay,
+                               raw_channel, raw_amount, raw_currency)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        )
+        .await?;
+    for r in rows {
+        c.execute(
+            &stmt,
+            &[
+                &run_id,
+                &(r.line as i64),
+                &r.reference,
+                &r.channel,
+                &r.account_no,
+                &r.account_name,
+                &r.middle_name,
+                &r.last_name,
+                &r.bank,
+                &r.amount.get(),
+                &r.note,
+                &r.state.as_str(),
+                &r.message,
+                &now,
+                &r.repay,
+                &r.raw.channel,
+                &r.raw.amount,
+                &r.raw.currency,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
 
 async fn create_recon_run(c: &impl GenericClient, run: &NewRun) -> Result<i64, StoreError> {
     let kind = run.kind.as_str();
