@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::Centavos;
-use crate::input::payout::{PayoutFile, PayoutRow};
+use crate::input::payout::PayoutRow;
 use crate::store::approvals::{ApprovalAction, ApprovalEntry};
 
 /// Default of `[approval] max_age_hours`: an approval is good for one working day.
@@ -203,9 +203,9 @@ fn add(a: Centavos, b: Centavos) -> Centavos {
 }
 
 impl Figures {
-    pub fn of(file: &PayoutFile, spending: &Spending) -> Figures {
-        let mut f = Figures::empty(file.sha256.clone());
-        for r in &file.rows {
+    pub fn of(sha256: &str, rows: &[PayoutRow], spending: &Spending) -> Figures {
+        let mut f = Figures::empty(sha256.to_string());
+        for r in rows {
             f.add(r, spending);
         }
         f
@@ -588,14 +588,9 @@ mod tests {
         }
     }
 
-    fn file(rows: Vec<PayoutRow>) -> PayoutFile {
-        PayoutFile {
-            total: rows.iter().map(|r| r.amount).sum(),
-            rows,
-            errors: Default::default(),
-            rejected: Vec::new(),
-            sha256: "aa".repeat(32),
-        }
+    /// The figures of a file of `rows` (its SHA-256 `aa…`).
+    fn figures(rows: &[PayoutRow], spending: &Spending) -> Figures {
+        Figures::of(&"aa".repeat(32), rows, spending)
     }
 
     fn entry(id: i64, action: ApprovalAction, by: &str, at: i64, sha: &str) -> ApprovalEntry {
@@ -680,12 +675,12 @@ mod tests {
 
     #[test]
     fn figures_per_bank_channel_and_largest() {
-        let f = Figures::of(
-            &file(vec![
+        let f = figures(
+            &[
                 row(2, Some("GCash"), 100),
                 row(3, Some("GCash"), 300),
                 row(4, None, 200),
-            ]),
+            ],
             &Spending {
                 max_row_amount: Some(Centavos::new(150)),
                 ..Spending::default()
@@ -702,8 +697,8 @@ mod tests {
 
     #[test]
     fn each_cap_is_a_breach_and_equal_is_allowed() {
-        let f = Figures::of(
-            &file(vec![row(2, Some("GCash"), 100), row(3, Some("BDO"), 300)]),
+        let f = figures(
+            &[row(2, Some("GCash"), 100), row(3, Some("BDO"), 300)],
             &Spending::default(),
         );
         let cases: [(&str, Option<&str>); 9] = [
@@ -726,10 +721,7 @@ mod tests {
 
     #[test]
     fn run_refusals_table() {
-        let f = Figures::of(
-            &file(vec![row(2, Some("GCash"), 600)]),
-            &Spending::default(),
-        );
+        let f = figures(&[row(2, Some("GCash"), 600)], &Spending::default());
         let sha = f.sha256.clone();
         let none = Spending::default();
         let now = 100 * HOUR;

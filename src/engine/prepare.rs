@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::domain::{Centavos, RowState};
 use crate::engine::approval::{Figures, Spending};
 use crate::input::payout::{
-    rescan_validated_payouts, scan_payouts, Channel, PayoutRow, PayoutScan, ValidationOptions,
+    scan_payouts, Channel, Duplicates, PayoutRow, PayoutScan, ValidationOptions,
 };
 use crate::input::InputError;
 use crate::starpay::codes::{reason_class, ReasonClass};
@@ -111,10 +111,11 @@ pub async fn validate_payouts(
             already_paid: Some(&already_paid),
         };
         let mut figures = Figures::empty(String::new());
-        let scanned = scan_payouts::<std::convert::Infallible>(&input, &opts, |row| {
-            figures.add(&row, &spending);
-            Ok(())
-        })?;
+        let scanned =
+            scan_payouts::<std::convert::Infallible>(&input, &opts, Duplicates::Check, |row| {
+                figures.add(&row, &spending);
+                Ok(())
+            })?;
         let Ok(file) = scanned;
         figures.sha256.clone_from(&file.sha256);
         Ok(Validated {
@@ -293,20 +294,25 @@ impl RunRows {
         let mut rejected = self.rejected.into_iter().peekable();
         let (mut valid_rows, mut total) = (0u64, Centavos::ZERO);
         let repays = &self.repays;
-        let scanned = rescan_validated_payouts(&self.input, &opts, |r: PayoutRow| {
-            if rejected_lines.contains(&r.line) {
-                return Ok(());
-            }
-            while let Some(x) = rejected.next_if(|x| x.line < r.line) {
-                sink.push(x)?;
-            }
-            valid_rows += 1;
-            total = total
-                .checked_add(r.amount)
-                .unwrap_or(Centavos::new(i64::MAX));
-            let repay = repays.contains(&r.reference);
-            sink.push(new_row(r, repay))
-        });
+        let scanned = scan_payouts(
+            &self.input,
+            &opts,
+            Duplicates::SkipRevalidated,
+            |r: PayoutRow| {
+                if rejected_lines.contains(&r.line) {
+                    return Ok(());
+                }
+                while let Some(x) = rejected.next_if(|x| x.line < r.line) {
+                    sink.push(x)?;
+                }
+                valid_rows += 1;
+                total = total
+                    .checked_add(r.amount)
+                    .unwrap_or(Centavos::new(i64::MAX));
+                let repay = repays.contains(&r.reference);
+                sink.push(new_row(r, repay))
+            },
+        );
         let scan = match scanned {
             Err(e) => return Ok(Err(e.into())),
             Ok(Err(e)) => return Err(e),

@@ -24,8 +24,8 @@ pub mod payout;
 pub mod recon;
 
 pub use payout::{
-    read_payouts, rescan_validated_payouts, scan_payouts, Channel, PayoutFile, PayoutRow,
-    PayoutScan, ValidationOptions,
+    read_payouts, scan_payouts, Channel, Duplicates, PayoutFile, PayoutRow, PayoutScan,
+    ValidationOptions,
 };
 
 use std::fmt;
@@ -208,23 +208,29 @@ pub(crate) fn file_error(path: &std::path::Path, line: u64, rule: Rule) -> Input
 }
 
 /// Opens a CSV input: refuses binary files, skips leading blank lines, and returns the record
-/// reader (hashing everything it reads) with the header record.
+/// reader (hashing everything it reads) with the header's line and its columns mapped onto
+/// `names`.
 pub(crate) fn open_csv(
     path: &std::path::Path,
-) -> Result<(CsvRecords<HashingReader<std::fs::File>>, RawRecord), InputError> {
+    names: &[&'static str],
+    required: impl Fn(usize) -> bool,
+) -> Result<(CsvRecords<HashingReader<std::fs::File>>, u64, Columns), InputError> {
     let io_err = |e| file_error(path, 0, Rule::Io(e));
     let f = std::fs::File::open(path).map_err(io_err)?;
     let mut reader = CsvRecords::new(HashingReader::new(f)).map_err(io_err)?;
     if let Some(why) = reader.binary() {
         return Err(file_error(path, 1, Rule::Binary(why)));
     }
-    loop {
+    let header = loop {
         match reader.next_record(MAX_COLUMNS).map_err(io_err)? {
             None => return Err(file_error(path, 1, Rule::EmptyFile)),
             Some(r) if r.is_blank() => continue,
-            Some(r) => return Ok((reader, r)),
+            Some(r) => break r,
         }
-    }
+    };
+    let columns = Columns::parse(&header, names, required)
+        .map_err(|rule| file_error(path, header.line, rule))?;
+    Ok((reader, header.line, columns))
 }
 
 /// Which field index holds which named column (any order, names case-insensitive).

@@ -233,24 +233,19 @@ impl fmt::Debug for ValidationOptions<'_> {
     }
 }
 
-/// The result of reading a payout file whose header was fine.
+/// The result of reading a payout file whose header was fine: its scan (counts, total, errors,
+/// rejected lines, SHA-256; also reached through `Deref`) with the valid rows kept.
 #[derive(Debug)]
 pub struct PayoutFile {
     /// Valid rows, in file order.
     pub rows: Vec<PayoutRow>,
-    /// Row errors, in file order (a row may have several), capped.
-    pub errors: ErrorList,
-    /// The invalid lines with their fields, in file order, at most [`super::MAX_ERRORS`].
-    pub rejected: Vec<RejectedLine>,
-    /// Sum of the valid rows' amounts.
-    pub total: Centavos,
-    /// Lower-case hex SHA-256 of the file's bytes.
-    pub sha256: String,
+    pub scan: PayoutScan,
 }
 
-impl PayoutFile {
-    pub fn is_valid(&self) -> bool {
-        self.errors.count() == 0
+impl std::ops::Deref for PayoutFile {
+    type Target = PayoutScan;
+    fn deref(&self) -> &PayoutScan {
+        &self.scan
     }
 }
 
@@ -342,18 +337,23 @@ impl PayoutScan {
 /// `errors`, so `--skip-invalid` can report the rejected rows and send the rest.
 pub fn read_payouts(path: &Path, opts: &ValidationOptions) -> Result<PayoutFile, InputError> {
     let mut rows = Vec::new();
-    let scan = scan_payouts::<std::convert::Infallible>(path, opts, |row| {
+    let scan = scan_payouts::<std::convert::Infallible>(path, opts, Duplicates::Check, |row| {
         rows.push(row);
         Ok(())
     })?;
     let Ok(scan) = scan;
-    Ok(PayoutFile {
-        rows,
-        errors: scan.errors,
-        rejected: scan.rejected,
-        total: scan.total,
-        sha256: scan.sha256,
-    })
+    Ok(PayoutFile { rows, scan })
+}
+
+/// Whether a read of a payout file checks its references for duplicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Duplicates {
+    Check,
+    /// Skip the only check whose memory grows with the file (every reference seen). Only for
+    /// reading again a file already validated with `Check`: the caller must compare the
+    /// SHA-256 with the validated one and refuse on any difference (the same bytes have the
+    /// same duplicates, which validation found; `engine::prepare::RunRows::fill`).
+    SkipRevalidated,
 }
 
 /// Reads and validates a payout file as [`read_payouts`] does, handing each valid row to
@@ -362,41 +362,18 @@ pub fn read_payouts(path: &Path, opts: &ValidationOptions) -> Result<PayoutFile,
 pub fn scan_payouts<E>(
     path: &Path,
     opts: &ValidationOptions,
-    sink: impl FnMut(PayoutRow) -> Result<(), E>,
-) -> Result<Result<PayoutScan, E>, InputError> {
-    scan(path, opts, true, sink)
-}
-
-/// [`scan_payouts`] without the duplicate-reference check, which is the only check whose
-/// memory grows with the file (every reference seen). Only for reading again a file already
-/// validated by [`scan_payouts`]: the caller must compare the SHA-256 with the validated one
-/// and refuse on any difference (the same bytes have the same duplicates, which validation
-/// found; `engine::prepare::RunRows::fill`).
-pub fn rescan_validated_payouts<E>(
-    path: &Path,
-    opts: &ValidationOptions,
-    sink: impl FnMut(PayoutRow) -> Result<(), E>,
-) -> Result<Result<PayoutScan, E>, InputError> {
-    scan(path, opts, false, sink)
-}
-
-fn scan<E>(
-    path: &Path,
-    opts: &ValidationOptions,
-    check_duplicates: bool,
+    duplicates: Duplicates,
     mut sink: impl FnMut(PayoutRow) -> Result<(), E>,
 ) -> Result<Result<PayoutScan, E>, InputError> {
-    let file_err = |line: u64, rule: Rule| file_error(path, line, rule);
-    let io_err = |e| file_err(0, Rule::Io(e));
-    let (mut reader, header_rec) = open_csv(path)?;
-    let header = Columns::parse(&header_rec, &COL_NAMES, |i| Col::ALL[i].required())
-        .map_err(|rule| file_err(header_rec.line, rule))?;
+    let required = |i: usize| Col::ALL[i].required();
+    let (mut reader, header_line, header) = open_csv(path, &COL_NAMES, required)?;
+    let io_err = |e| file_error(path, 0, Rule::Io(e));
 
     let mut v = Validator {
         file: path.to_path_buf(),
         opts,
         seen: HashMap::new(),
-        check_duplicates,
+        check_duplicates: duplicates == Duplicates::Check,
         errors: ErrorList::default(),
         rejected: Vec::new(),
     };
@@ -411,7 +388,7 @@ fn scan<E>(
         if let Some(row) = v.row(&header, &rec) {
             total = total
                 .checked_add(row.amount)
-                .ok_or_else(|| file_err(row.line, Rule::TotalOverflow))?;
+                .ok_or_else(|| file_error(path, row.line, Rule::TotalOverflow))?;
             valid_rows += 1;
             instapay_rows += u64::from(row.channel == Channel::Instapay);
             if let Err(e) = sink(row) {
@@ -420,7 +397,7 @@ fn scan<E>(
         }
     }
     if data_rows == 0 {
-        return Err(file_err(header_rec.line, Rule::NoRows));
+        return Err(file_error(path, header_line, Rule::NoRows));
     }
     Ok(Ok(PayoutScan {
         valid_rows,

@@ -100,17 +100,12 @@ pub fn scan_recon<E>(
 ) -> Result<Result<ReconScan, E>, InputError> {
     let file_err = |line: u64, rule: Rule| file_error(path, line, rule);
     let io_err = |e| file_err(0, Rule::Io(e));
-    let (mut reader, header_rec) = open_csv(path)?;
     let required = |i: usize| kind == ReconKind::Disbursement && i == ORIGINAL;
-    let header = Columns::parse(&header_rec, &NAMES, required)
-        .map_err(|rule| file_err(header_rec.line, rule))?;
+    let (mut reader, header_line, header) = open_csv(path, &NAMES, required)?;
     if kind == ReconKind::Disbursement && header.index[REF_NO].is_some() {
         let mut problems = super::HeaderProblems::default();
         problems.unknown.push(("ref_no".into(), None));
-        return Err(file_err(
-            header_rec.line,
-            Rule::BadHeader(Box::new(problems)),
-        ));
+        return Err(file_err(header_line, Rule::BadHeader(Box::new(problems))));
     }
     let mut errors = ErrorList::default();
     let mut rows = 0u64;
@@ -138,7 +133,7 @@ pub fn scan_recon<E>(
         }
     }
     if rows == 0 {
-        return Err(file_err(header_rec.line, Rule::NoRows));
+        return Err(file_err(header_line, Rule::NoRows));
     }
     Ok(Ok(ReconScan {
         rows,
