@@ -66,7 +66,14 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
     let (engine, _sim) = ctx.payout_engine().await?;
     let run_id = match open_run {
         Some(id) => {
-            crate::say!("resuming run {id} of job {:?}", cfg.job_name);
+            match ctx.runner() {
+                Some(r) => crate::say!(
+                    "resuming run {id} of job {:?} (joining any other runner of it, as runner {})",
+                    cfg.job_name,
+                    r.id
+                ),
+                None => crate::say!("resuming run {id} of job {:?}", cfg.job_name),
+            }
             id
         }
         None => {

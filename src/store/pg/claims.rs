@@ -89,7 +89,7 @@ impl PgStore {
     }
 
     /// Gives back every lease `runner` holds on `run_id` (it is leaving): other runners may
-    /// claim those rows at once.
+    /// claim those rows at once. The owner stays recorded (expired) as the row's last runner.
     pub(crate) async fn release_leases(
         &self,
         run_id: i64,
@@ -97,8 +97,7 @@ impl PgStore {
     ) -> Result<u64, StoreError> {
         let c = self.client().await?;
         Ok(c.execute(
-            "UPDATE rows SET lease_owner = NULL, lease_until = NULL
-             WHERE run_id = $1 AND lease_owner = $2",
+            "UPDATE rows SET lease_until = 0 WHERE run_id = $1 AND lease_owner = $2",
             &[&run_id, &runner],
         )
         .await?)
