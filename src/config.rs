@@ -43,6 +43,8 @@
 //! request_timeout_secs = 20
 //! connect_timeout_secs = 5
 //! connect_retry_secs = 60             # start-up check (2.1) retried this long; then exit 75
+//! lease_secs = 30                     # PostgreSQL: a runner's claim on rows (another runner
+//!                                     # takes them over this long after it died)
 //!
 //! [resolve]
 //! poll_schedule_secs = [30, 120, 300]
@@ -333,7 +335,15 @@ pub struct Limits {
     /// How long the start-up connection check (2.1) keeps retrying a refused connection, a
     /// timeout or a 5xx before the command exits 75 (zero: one try).
     pub connect_retry: Duration,
+    /// PostgreSQL, several runners on one job: how long a runner's claim on rows lasts
+    /// without renewal (renewed every third of it while the runner lives).
+    pub lease: Duration,
 }
+
+/// A dead runner's rows are taken over within half a minute.
+const DEFAULT_LEASE_SECS: u64 = 30;
+/// Longest lease (an hour).
+const MAX_LEASE_SECS: u64 = 3600;
 
 /// Reference §12 rule 8: 5 requests/s, 4 in flight.
 const DEFAULT_RPS: NonZeroU32 = match NonZeroU32::new(5) {
@@ -356,6 +366,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
             connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
             connect_retry: Duration::from_secs(DEFAULT_CONNECT_RETRY_SECS),
+            lease: Duration::from_secs(DEFAULT_LEASE_SECS),
         }
     }
 }
@@ -580,6 +591,7 @@ struct RawLimits {
     request_timeout_secs: u64,
     connect_timeout_secs: u64,
     connect_retry_secs: u64,
+    lease_secs: u64,
 }
 
 impl Default for RawLimits {
@@ -591,6 +603,7 @@ impl Default for RawLimits {
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
             connect_retry_secs: DEFAULT_CONNECT_RETRY_SECS,
+            lease_secs: DEFAULT_LEASE_SECS,
         }
     }
 }
@@ -640,6 +653,14 @@ impl RawLimits {
                 max: MAX_WAIT_SECS,
             });
         }
+        if !(1..=MAX_LEASE_SECS).contains(&self.lease_secs) {
+            problems.push(ConfigProblem::OutOfRange {
+                key: "limits.lease_secs",
+                value: self.lease_secs,
+                min: 1,
+                max: MAX_LEASE_SECS,
+            });
+        }
         match (rps, burst, problems.is_empty()) {
             (Some(requests_per_second), Some(burst), true) => Ok(Limits {
                 requests_per_second,
@@ -649,6 +670,7 @@ impl RawLimits {
                 request_timeout: Duration::from_secs(self.request_timeout_secs),
                 connect_timeout: Duration::from_secs(self.connect_timeout_secs),
                 connect_retry: Duration::from_secs(self.connect_retry_secs),
+                lease: Duration::from_secs(self.lease_secs),
             }),
             _ => Err(problems),
         }

@@ -33,6 +33,10 @@ pub enum Access {
     /// The same, for a command that reads the job's input: the input must exist before
     /// anything (lock, database) is created.
     ExclusiveWithInput,
+    /// `run`: as `ExclusiveWithInput`, except that a payout job on PostgreSQL shares the job
+    /// lock with the job's other runners (several runners on one run, issue 14 part B); every
+    /// other command still holds it alone. On SQLite it is `ExclusiveWithInput`.
+    Runner,
     /// No lock; the store must exist already (SQLite WAL readers never block the writer).
     ReadOnly,
     /// No lock; opens (creating and migrating if needed) the store: the notification
@@ -53,6 +57,8 @@ pub struct JobContext {
     /// the moment they open: a signal during validation or pre-flight stops the command before
     /// anything is sent, one during the drive stops it gracefully; a second quits at once).
     stop: tokio::sync::watch::Receiver<Option<&'static str>>,
+    /// This process is one of possibly several runners of a payout run (PostgreSQL, `run`).
+    runner: Option<crate::engine::runners::RunnerSettings>,
 }
 
 /// A client on the job's endpoint, and the embedded simulator that must outlive its use.
@@ -69,15 +75,26 @@ impl JobContext {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        if access == Access::ExclusiveWithInput {
+        let postgres = crate::store::is_postgres_url(&cfg.database);
+        let runner = (access == Access::Runner && postgres && cfg.kind == JobKind::Payout)
+            .then(|| crate::engine::runners::RunnerSettings::new(cfg.limits.lease));
+        let access = match access {
+            Access::Runner if runner.is_none() => Access::ExclusiveWithInput,
+            a => a,
+        };
+        if matches!(access, Access::ExclusiveWithInput | Access::Runner) {
             File::open(&cfg.input)
                 .with_context(|| format!("cannot read input {}", cfg.input.display()))?;
         }
-        let postgres = crate::store::is_postgres_url(&cfg.database);
         let (lock, store) = match access {
+            Access::Runner => {
+                let store = Store::open(&cfg.database)?;
+                let lock = runtime.block_on(lock_postgres(&cfg, &store, true))?;
+                (Some(JobLock::Postgres(lock)), store)
+            }
             Access::Exclusive | Access::ExclusiveWithInput if postgres => {
                 let store = Store::open(&cfg.database)?;
-                let lock = runtime.block_on(lock_postgres(&cfg, &store))?;
+                let lock = runtime.block_on(lock_postgres(&cfg, &store, false))?;
                 (Some(JobLock::Postgres(lock)), store)
             }
             Access::Exclusive | Access::ExclusiveWithInput => {
@@ -107,7 +124,9 @@ impl JobContext {
         let stop = match access {
             // `serve` (Shared) handles its own stop signals: it only stops receiving.
             Access::ReadOnly | Access::Shared => tokio::sync::watch::channel(None).1,
-            Access::Exclusive | Access::ExclusiveWithInput => listen_for_stop(&runtime),
+            Access::Exclusive | Access::ExclusiveWithInput | Access::Runner => {
+                listen_for_stop(&runtime)
+            }
         };
         Ok(JobContext {
             cfg,
@@ -116,6 +135,7 @@ impl JobContext {
             stats: Arc::default(),
             _lock: lock,
             stop,
+            runner,
         })
     }
 
@@ -151,6 +171,11 @@ impl JobContext {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// This process as one of several runners of a payout run (PostgreSQL `run`), if it is.
+    pub fn runner(&self) -> Option<&crate::engine::runners::RunnerSettings> {
+        self.runner.as_ref()
     }
 
     /// This command's requests by section and answer code, for the metrics file.
@@ -249,6 +274,7 @@ impl JobContext {
             burst: cfg.limits.burst.get(),
             resolve: cfg.resolve.clone(),
             notify_url: cfg.starpay.notify_url.clone(),
+            runners: self.runner.clone(),
         };
         let engine =
             PayoutEngine::new(client, self.store.clone(), settings, Timing::system()).await?;
@@ -351,13 +377,21 @@ enum JobLock {
     Postgres(#[allow(dead_code)] crate::store::pg::JobLock),
 }
 
-/// Takes the job's advisory lock on PostgreSQL, or refuses as the lock file does. Several
-/// runners on one job are not supported yet (issue 14 part B): a second one is refused.
+/// Takes the job's advisory lock on PostgreSQL, or refuses as the lock file does. `shared`:
+/// `run` of a payout job, which shares it with the job's other runners (they join one run);
+/// any other command holds it alone and is refused while a runner works, and the other way
+/// round.
 async fn lock_postgres(
     cfg: &JobConfig,
     store: &Store,
+    shared: bool,
 ) -> anyhow::Result<crate::store::pg::JobLock> {
-    match store.try_lock_job(&cfg.job_name).await? {
+    let lock = if shared {
+        store.try_lock_job_shared(&cfg.job_name).await?
+    } else {
+        store.try_lock_job(&cfg.job_name).await?
+    };
+    match lock {
         Some(lock) => Ok(lock),
         None => Err(CommandError::new(
             exit::TEMPFAIL,

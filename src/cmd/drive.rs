@@ -86,8 +86,79 @@ pub async fn drive_and_report(ctx: &JobContext, work: Work, run_id: i64) -> anyh
         None => bail!("run {run_id} does not exist"),
     };
     let drive = drive(ctx, &work, run_id, &kind, started).await?;
+    if let (Work::Payout(_), Some(runner)) = (&work, ctx.runner()) {
+        if let Some(code) = another_runner_reports(ctx, runner, run_id, &drive).await? {
+            return Ok(code);
+        }
+    }
     let reported = report(ctx, &work, run_id, drive).await?;
     publish(ctx, &work, run_id, &kind, started, reported).await
+}
+
+/// Several runners on one payout run (PostgreSQL): whether this runner leaves the report to
+/// another, and with which exit code. Exactly one runner writes a finished run's report: the
+/// one whose atomic claim (`Store::claim_report`) succeeds once no row is open; the others wait
+/// until that runner has finished the run and recorded its exit code, print where the report
+/// is, and exit with the same code (3 if it did not finish within the wait: run again, and a
+/// new runner writes the report once the claim expires). An unfinished run (rows left at the
+/// deadline, or a stop) is reported by the last runner to leave: one that still sees rows under
+/// another runner's live lease exits without a report (3, or its stop's code).
+/// `None`: this runner writes the report, as a single runner does.
+async fn another_runner_reports(
+    ctx: &JobContext,
+    runner: &crate::engine::runners::RunnerSettings,
+    run_id: i64,
+    drive: &DriveResult,
+) -> anyhow::Result<Option<i32>> {
+    let store = ctx.store();
+    if store.open_rows(run_id).await? > 0 {
+        let held = store.rows_held_by_others(run_id, &runner.id).await?;
+        if held == 0 {
+            return Ok(None);
+        }
+        let code = drive
+            .cut_short()
+            .unwrap_or(crate::exit::Outcome::Unresolved)
+            .code();
+        crate::say!(
+            "run {run_id}: {held} open row(s) are held by other runners; the last runner to leave writes the report"
+        );
+        return Ok(Some(code));
+    }
+    let claim_ms = runner.lease_ms().saturating_mul(4);
+    if store.claim_report(run_id, &runner.id, claim_ms).await?
+        == crate::store::pg::ReportClaim::Mine
+    {
+        return Ok(None);
+    }
+    // Another runner writes the report: wait for it to finish the run and record its exit.
+    let wait = runner.lease.saturating_mul(4) + Duration::from_secs(30);
+    let until = Instant::now() + wait;
+    loop {
+        if let Some(run) = store.run_by_id(run_id).await? {
+            let recorded = match (run.finished_at, run.last_exit_at, run.last_exit_code) {
+                (Some(done), Some(at), Some(code)) if run.finished && at >= done => Some(code),
+                _ => None,
+            };
+            if let Some(code) = recorded {
+                let paths =
+                    report::paths(Path::new(&ctx.cfg.reports_dir), &report::report_stem(&run));
+                crate::say!(
+                    "run {run_id} finished; another runner wrote its report: {} (exit code {code})",
+                    paths.report.display()
+                );
+                return Ok(Some(code));
+            }
+        }
+        if Instant::now() >= until {
+            crate::say_warn!(
+                "run {run_id}: another runner claimed its report but has not finished it within {}s; run again to write it",
+                wait.as_secs()
+            );
+            return Ok(Some(crate::exit::Outcome::Unresolved.code()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The engine's drive, with progress, periodic metrics and signal handling around it.

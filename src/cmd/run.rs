@@ -25,7 +25,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(code) = crate::cmd::dry_run::refuse_invalid_before_creating(&args)? {
         return Ok(code);
     }
-    let ctx = JobContext::open(&args.job, args.input.clone(), Access::ExclusiveWithInput)?;
+    let ctx = JobContext::open(&args.job, args.input.clone(), Access::Runner)?;
     match ctx.cfg.kind {
         JobKind::Payout => ctx.block_on(run_payout(&ctx, &args)),
         JobKind::RepaymentRecon => run_recon(&ctx, ReconKind::Repayment, &args),
@@ -40,6 +40,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
     let cfg = &ctx.cfg;
     let sha = ctx.input_sha256()?;
+    // Several runners (PostgreSQL): the first creates the run, the others wait here and join it.
+    let _creating = match ctx.runner() {
+        Some(_) => Some(ctx.store().lock_run_creation(&cfg.job_name, &sha).await?),
+        None => None,
+    };
     let open_run = open_run_of_file(ctx, &sha, args.new_run, "paid").await?;
     if open_run.is_none() {
         // Validate the whole file offline first: bad input sends nothing, not even a health check.
@@ -66,7 +71,14 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
     let (engine, _sim) = ctx.payout_engine().await?;
     let run_id = match open_run {
         Some(id) => {
-            crate::say!("resuming run {id} of job {:?}", cfg.job_name);
+            match ctx.runner() {
+                Some(r) => crate::say!(
+                    "resuming run {id} of job {:?} (joining any other runner of it, as runner {})",
+                    cfg.job_name,
+                    r.id
+                ),
+                None => crate::say!("resuming run {id} of job {:?}", cfg.job_name),
+            }
             id
         }
         None => {
@@ -127,6 +139,8 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
             run_id
         }
     };
+    // The run exists: the other runners may join it now.
+    drop(_creating);
     let receiver = match args.listen {
         Some(addr) => {
             let running = ctx

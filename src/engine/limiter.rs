@@ -50,6 +50,16 @@ fn burst_margin(rate: u32, burst: u32) -> u32 {
     (burst / 10).max(1) + rate.saturating_mul(ARRIVAL_JITTER_MS) / 1000
 }
 
+/// The burst a limiter at `rate` really grants for a configured `burst`: less the margin of
+/// [`burst_margin`], at least 1, at most `rate` (what `AdaptiveLimiter` grants; the shared
+/// PostgreSQL limiter keeps the same).
+pub fn effective_burst(rate: u32, burst: u32) -> u32 {
+    let rate = rate.max(1);
+    burst
+        .saturating_sub(burst_margin(rate, burst))
+        .clamp(1, rate)
+}
+
 /// The arrival jitter the burst margin absorbs (ms).
 const ARRIVAL_JITTER_MS: u32 = 50;
 

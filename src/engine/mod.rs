@@ -10,6 +10,7 @@ pub mod payout;
 pub mod policy;
 pub mod prepare;
 pub mod recon;
+pub mod runners;
 pub mod startup;
 pub mod stop;
 pub mod throttle;

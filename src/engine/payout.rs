@@ -68,6 +68,9 @@ pub struct EngineSettings {
     pub burst: u32,
     pub resolve: ResolveSettings,
     pub notify_url: Option<String>,
+    /// Several runners on one run (PostgreSQL): rows are claimed with leases and the
+    /// merchant's rate is shared. `None`: this process drives every open row alone (SQLite).
+    pub runners: Option<crate::engine::runners::RunnerSettings>,
 }
 
 pub use crate::engine::{DriveResult, Settled};
@@ -94,12 +97,22 @@ impl PayoutEngine {
         settings: EngineSettings,
         timing: Timing,
     ) -> Result<Arc<PayoutEngine>, EngineError> {
-        let throttle = Throttle::new(
+        let mut throttle = Throttle::new(
             settings.concurrency,
             settings.requests_per_second,
             settings.burst,
             &timing,
         );
+        if settings.runners.is_some() {
+            throttle = throttle
+                .share_rate(
+                    store.clone(),
+                    client.mch_id().as_str(),
+                    settings.requests_per_second,
+                    settings.burst,
+                )
+                .await?;
+        }
         let msg_ids = MsgIds::new(store.clone()).await?;
         Ok(Arc::new(PayoutEngine {
             client,
@@ -207,8 +220,12 @@ impl PayoutEngine {
         let first_error: Arc<std::sync::Mutex<Option<EngineError>>> = Arc::default();
         let engine = Arc::clone(self);
         let errors = Arc::clone(&first_error);
+        // Rows fed and not done for this drive (the claim feed waits for them).
+        let in_hand = Arc::new(AtomicU64::new(0));
+        let hand = Arc::clone(&in_hand);
         let turn = move |job: RowJob| {
-            let (engine, errors) = (Arc::clone(&engine), Arc::clone(&errors));
+            let (engine, errors, hand) =
+                (Arc::clone(&engine), Arc::clone(&errors), Arc::clone(&hand));
             async move {
                 let line = job.row.line;
                 match engine.row_turn(job, deadline).await {
@@ -222,9 +239,16 @@ impl PayoutEngine {
                     }
                 }
                 engine.done.fetch_add(1, Ordering::Relaxed);
+                hand.fetch_sub(1, Ordering::Relaxed);
                 Next::Done
             }
         };
+        let width = self.settings.concurrency.max(1) * WORKERS_PER_SLOT;
+        if let Some(runners) = &self.settings.runners {
+            return self
+                .drive_claimed(run_id, runners, width, deadline, in_hand, first_error, turn)
+                .await;
+        }
         let store = self.store.clone();
         let feed_errors = Arc::clone(&first_error);
         let feed_rows = |mut feed: workers::Feed<RowJob>| async move {
@@ -247,30 +271,119 @@ impl PayoutEngine {
                 };
                 after = last.line;
                 for row in page {
+                    in_hand.fetch_add(1, Ordering::Relaxed);
                     if !feed.put(RowJob::new(row)).await {
                         return;
                     }
                 }
             }
         };
-        let width = self.settings.concurrency.max(1) * WORKERS_PER_SLOT;
-        let wakes = match self.wakes.lock() {
+        let wakes = self.take_wakes();
+        workers::run(width, &self.throttle, wakes, feed_rows, turn).await;
+        Ok(self.drive_result(&first_error))
+    }
+
+    /// The notification wakes of `run --listen`, for this drive.
+    fn take_wakes(&self) -> Option<workers::Wakes<RowJob>> {
+        match self.wakes.lock() {
             Ok(mut w) => w.take(),
             Err(poisoned) => poisoned.into_inner().take(),
         }
         .map(|ids| workers::Wakes {
             ids,
             key: |job: &RowJob| job.row.id,
-        });
-        workers::run(width, &self.throttle, wakes, feed_rows, turn).await;
+        })
+    }
+
+    fn drive_result(&self, first_error: &std::sync::Mutex<Option<EngineError>>) -> DriveResult {
         let error = match first_error.lock() {
             Ok(mut e) => e.take().map(|e| e.to_string()),
             Err(_) => Some("a row's error could not be read".into()),
         };
-        Ok(DriveResult {
+        DriveResult {
             stopped: self.throttle.stop_reason(),
             error,
-        })
+        }
+    }
+
+    /// `drive` with other runners on the same run (PostgreSQL): the feed claims open rows in
+    /// batches under this runner's lease instead of reading them all, and goes on claiming
+    /// (rows of a runner that died come free when its lease expires) until the run has no open
+    /// row, the deadline passes, or this runner has nothing left and nobody else holds a live
+    /// lease. A renewal task keeps the leases alive meanwhile; at the end they are given back.
+    /// A row taken over is driven by the same `row_turn` as a resumed run's: IN_FLIGHT becomes
+    /// UNKNOWN and is queried first; a msgId is resent only as the same bytes under the
+    /// not-found rule.
+    #[allow(clippy::too_many_arguments)]
+    async fn drive_claimed<W, WF>(
+        self: &Arc<Self>,
+        run_id: i64,
+        runners: &crate::engine::runners::RunnerSettings,
+        width: usize,
+        deadline: Instant,
+        in_hand: Arc<AtomicU64>,
+        first_error: Arc<std::sync::Mutex<Option<EngineError>>>,
+        turn: W,
+    ) -> Result<DriveResult, EngineError>
+    where
+        W: Fn(RowJob) -> WF + Clone + Send + 'static,
+        WF: std::future::Future<Output = Next<RowJob>> + Send + 'static,
+    {
+        let renewal = crate::engine::runners::keep_leases(self.store.clone(), run_id, runners);
+        let engine = Arc::clone(self);
+        let runner = runners.clone();
+        let feed_errors = Arc::clone(&first_error);
+        let feed_claims = |mut feed: workers::Feed<RowJob>| async move {
+            let fail = |e: StoreError| {
+                tracing::error!(error = %e, "rows could not be claimed; the rest stay for the other runners or the next run");
+                if let Ok(mut first) = feed_errors.lock() {
+                    first.get_or_insert(e.into());
+                }
+            };
+            loop {
+                let claimed = engine
+                    .store
+                    .claim_rows(run_id, &runner.id, runner.lease_ms(), width as i64)
+                    .await;
+                match claimed {
+                    Ok(rows) if !rows.is_empty() => {
+                        tracing::debug!(runner = %runner.id, rows = rows.len(), "rows claimed");
+                        for row in rows {
+                            in_hand.fetch_add(1, Ordering::Relaxed);
+                            if !feed.put(RowJob::new(row)).await {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return fail(e),
+                }
+                if engine.stopped() || engine.clock().now() >= deadline {
+                    return;
+                }
+                if in_hand.load(Ordering::Relaxed) == 0 {
+                    // Nothing of ours is still being driven: stay only while another runner
+                    // holds rows (it may die; its rows are then ours to take over).
+                    match engine.store.rows_held_by_others(run_id, &runner.id).await {
+                        Ok(0) => return,
+                        Ok(_) => {}
+                        Err(e) => return fail(e),
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(runner.claim_poll()) => {}
+                    () = engine.throttle.until_stopped() => return,
+                }
+            }
+        };
+        let wakes = self.take_wakes();
+        workers::run(width, &self.throttle, wakes, feed_claims, turn).await;
+        renewal.abort();
+        if let Err(e) = self.store.release_leases(run_id, &runners.id).await {
+            tracing::warn!(error = %e, "cannot give back this runner's leases; they expire on their own");
+        }
+        Ok(self.drive_result(&first_error))
     }
 
     /// After a drive: the run may be finished only when every row is final.
@@ -1126,6 +1239,7 @@ mod tests {
                 burst: 10_000,
                 resolve,
                 notify_url: None,
+                runners: None,
             };
             let engine = PayoutEngine::new(client, store.clone(), settings, Timing::tokio(T0, 7))
                 .await

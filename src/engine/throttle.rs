@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::engine::clock::{Clock, Timing};
 use crate::engine::limiter::AdaptiveLimiter;
 use crate::engine::stop::StopReason;
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ThrottleError {
@@ -31,6 +32,18 @@ pub struct Throttle {
     clock: Arc<dyn Clock>,
     /// The backoff jitter's RNG (seeded: fixed in tests, from the OS in production).
     rng: Mutex<StdRng>,
+    /// Several runners on PostgreSQL: the merchant's rate shared by all of them.
+    shared: Option<SharedRate>,
+}
+
+/// The per-mchId GCRA row in PostgreSQL (`store::pg::claims`) every runner of the merchant
+/// paces by, after its own limiter: the runners together never pass one rate + burst, and a
+/// 406 seen by one of them halves the rate for all.
+struct SharedRate {
+    store: Store,
+    mch_id: String,
+    /// Successes since this runner last stepped the shared rate up.
+    successes: std::sync::atomic::AtomicU32,
 }
 
 impl Throttle {
@@ -45,7 +58,35 @@ impl Throttle {
             capacity: concurrency.max(1),
             clock: Arc::clone(&timing.clock),
             rng: Mutex::new(timing.rng()),
+            shared: None,
         }
+    }
+
+    /// Paces every request also by `mch_id`'s shared GCRA row in `store` (PostgreSQL, several
+    /// runners), created or updated here with this runner's rate and burst (the burst less the
+    /// same arrival-jitter margin the local limiter keeps).
+    pub async fn share_rate(
+        mut self,
+        store: Store,
+        mch_id: &str,
+        rate: u32,
+        burst: u32,
+    ) -> Result<Throttle, crate::store::StoreError> {
+        let rate = rate.max(1);
+        let burst = crate::engine::limiter::effective_burst(rate, burst);
+        store
+            .rate_limit_init(
+                mch_id,
+                i32::try_from(rate).unwrap_or(i32::MAX),
+                i32::try_from(burst).unwrap_or(i32::MAX),
+            )
+            .await?;
+        self.shared = Some(SharedRate {
+            store,
+            mch_id: mch_id.to_string(),
+            successes: Default::default(),
+        });
+        Ok(self)
     }
 
     /// The clock every request through this throttle is timed by.
@@ -100,11 +141,45 @@ impl Throttle {
     /// Waits for a rate permit; take it right before the request leaves.
     pub async fn pace(&self) {
         self.limiter.acquire().await;
+        let Some(shared) = &self.shared else { return };
+        loop {
+            match shared.store.rate_limit_take(&shared.mch_id).await {
+                Ok(wait_us) if wait_us <= 0 => return,
+                Ok(wait_us) => {
+                    let wait = Duration::from_micros(wait_us.unsigned_abs());
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.until_stopped() => return,
+                    }
+                }
+                Err(e) => {
+                    // The store is unreachable: the request's own save will fail too; only
+                    // this runner's limiter paces it.
+                    tracing::warn!(error = %e, "shared rate limit unreachable; pacing by this runner's limiter only");
+                    return;
+                }
+            }
+        }
     }
 
-    /// A 406: halve the rate (reference §12 rule 8).
+    /// A 406: halve the rate (reference §12 rule 8), for every runner when it is shared.
     pub fn cut(&self) {
         self.limiter.cut();
+        if let Some(shared) = &self.shared {
+            shared
+                .successes
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+            let (store, mch) = (shared.store.clone(), shared.mch_id.clone());
+            spawn_store(async move {
+                match store.rate_limit_cut(&mch).await {
+                    Ok(rate) => tracing::warn!(
+                        rate,
+                        "406 from Starpay: shared request rate cut for every runner"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "cannot store the rate cut"),
+                }
+            });
+        }
     }
 
     /// The rate (requests per second) the adaptive limiter stands at now (metrics).
@@ -115,6 +190,20 @@ impl Throttle {
     /// A request that was not rate-limited.
     pub fn success(&self) {
         self.limiter.success();
+        if let Some(shared) = &self.shared {
+            let n = shared
+                .successes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if n % crate::engine::limiter::SUCCESSES_PER_STEP == 0 {
+                let (store, mch) = (shared.store.clone(), shared.mch_id.clone());
+                spawn_store(async move {
+                    if let Err(e) = store.rate_limit_raise(&mch).await {
+                        tracing::warn!(error = %e, "cannot step the shared rate up");
+                    }
+                });
+            }
+        }
     }
 
     /// How long backoff `base` waits: `base` with jitter in [base/2, base] (seeded RNG), never
@@ -135,5 +224,13 @@ impl Throttle {
             () = tokio::time::sleep(wait) => {}
             () = self.until_stopped() => {}
         }
+    }
+}
+
+/// Runs a store update of the shared rate beside the request (a cut or a step up must not
+/// hold the row's turn); outside a runtime it is skipped (nothing is shared there).
+fn spawn_store(f: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(f);
     }
 }

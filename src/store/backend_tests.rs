@@ -711,3 +711,210 @@ async fn sqlite_history_copies_into_postgres() {
     // Copying again into a store with history is refused.
     assert!(new.copy_from_sqlite(&path).await.is_err());
 }
+
+/// PostgreSQL only (several runners on one run, issue 14 part B): rows are claimed in batches,
+/// each by one runner; a live lease keeps others off; renewal keeps it live; an expired lease
+/// (a runner that died) is taken over with the row exactly as stored (IN_FLIGHT stays
+/// IN_FLIGHT for the engine's query-first resume); released leases free the rows at once; a
+/// finished run's report is claimed by exactly one runner, only once no row is open; the job
+/// lock is shared by runners and exclusive for other commands; one open run per input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claims_leases_and_takeover() {
+    let Some(pg) = TestDb::new("postgres_claims") else {
+        return;
+    };
+    let store = Store::open(&PathBuf::from(pg.url())).unwrap();
+    let rows: Vec<NewRow> = (2..12).map(|l| new_row(l, &format!("C{l}"))).collect();
+    let run = store
+        .create_payout_run(new_run("c.csv", "claims"), rows)
+        .await
+        .unwrap();
+    // One open payout run per job + input.
+    assert!(store
+        .create_payout_run(new_run("c.csv", "claims"), vec![new_row(2, "X")])
+        .await
+        .is_err());
+
+    // Two runners claim in batches: disjoint, in input order.
+    let a = store.claim_rows(run, "A", 60_000, 4).await.unwrap();
+    let b = store.claim_rows(run, "B", 60_000, 4).await.unwrap();
+    let lines = |rs: &[RowRecord]| rs.iter().map(|r| r.line).collect::<Vec<_>>();
+    assert_eq!(lines(&a), vec![2, 3, 4, 5]);
+    assert_eq!(lines(&b), vec![6, 7, 8, 9]);
+    assert_eq!(store.rows_held_by_others(run, "A").await.unwrap(), 4);
+    // A renews its leases (4 rows held); B's stay live too: nothing left but lines 10, 11.
+    assert_eq!(store.renew_leases(run, "A", 60_000).await.unwrap(), 4);
+    let c = store.claim_rows(run, "C", 60_000, 10).await.unwrap();
+    assert_eq!(lines(&c), vec![10, 11]);
+    assert!(store
+        .claim_rows(run, "C", 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // B "dies" with line 6 in flight: its leases expire (renewed to 1 ms ago's future: 1 ms).
+    let mut r6 = b[0].clone();
+    r6.state = RowState::InFlight;
+    store
+        .save_row(r6.clone(), RowState::New, false, event(EventKind::Sending))
+        .await
+        .unwrap();
+    assert_eq!(store.renew_leases(run, "B", 1).await.unwrap(), 4);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(
+        store.rows_held_by_others(run, "A").await.unwrap(),
+        2,
+        "C's two only"
+    );
+    let taken = store.claim_rows(run, "C", 60_000, 10).await.unwrap();
+    assert_eq!(
+        lines(&taken),
+        vec![6, 7, 8, 9],
+        "C takes over B's expired rows"
+    );
+    assert_eq!(taken[0].state, RowState::InFlight, "taken over as stored");
+    // B, back from a stall, cannot move the row C now drives from where B left it.
+    let mut stale = r6.clone();
+    stale.state = RowState::Pending;
+    assert!(matches!(
+        store
+            .save_row(stale, RowState::New, false, event(EventKind::SendAnswer))
+            .await,
+        Err(StoreError::StateConflict { .. })
+    ));
+
+    // A leaves: its rows are free at once for C.
+    assert_eq!(store.release_leases(run, "A").await.unwrap(), 4);
+    assert_eq!(
+        lines(&store.claim_rows(run, "C", 60_000, 10).await.unwrap()),
+        vec![2, 3, 4, 5]
+    );
+
+    // The report: nobody may claim it while rows are open.
+    assert_eq!(
+        store.claim_report(run, "C", 60_000).await.unwrap(),
+        pg::ReportClaim::Taken
+    );
+    for mut r in store.rows_of_run(run, true).await.unwrap() {
+        let old = r.state;
+        r.state = RowState::Rejected;
+        store
+            .save_row(r, old, false, event(EventKind::ReferenceBlocked))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.open_rows(run).await.unwrap(), 0);
+    // Exactly one of two runners racing for it wins; the winner may claim again (idempotent).
+    let (x, y) = tokio::join!(
+        store.claim_report(run, "A", 60_000),
+        store.claim_report(run, "C", 60_000)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_ne!(x, y, "exactly one report writer");
+    let winner = if x == pg::ReportClaim::Mine { "A" } else { "C" };
+    assert_eq!(
+        store.claim_report(run, winner, 60_000).await.unwrap(),
+        pg::ReportClaim::Mine
+    );
+    store.finish_run(run).await.unwrap();
+    assert_eq!(
+        store.claim_report(run, "Z", 60_000).await.unwrap(),
+        pg::ReportClaim::Taken,
+        "a finished run has no report left to claim"
+    );
+    // A finished run frees its input for a new run (--new-run).
+    store
+        .create_payout_run(new_run("c.csv", "claims"), vec![new_row(2, "Y")])
+        .await
+        .unwrap();
+
+    // The job lock: runners share it; a command that needs it alone is refused meanwhile.
+    let r1 = store.try_lock_job_shared("nightly").await.unwrap();
+    let r2 = store.try_lock_job_shared("nightly").await.unwrap();
+    assert!(r1.is_some() && r2.is_some());
+    assert!(store.try_lock_job("nightly").await.unwrap().is_none());
+    drop((r1, r2));
+    let mut alone = None;
+    for _ in 0..50 {
+        alone = store.try_lock_job("nightly").await.unwrap();
+        if alone.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(alone.is_some());
+    assert!(store
+        .try_lock_job_shared("nightly")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// PostgreSQL only: the shared GCRA row. From a fresh row, `burst` takes pass at once and the
+/// next must wait about one interval; takes from several tasks at once never pass more than
+/// `burst` + rate × elapsed; a cut by one runner halves the rate for all (down to 1/s), a raise
+/// steps it up to the configured rate at most, and a runner starting later keeps a cut rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_shared_rate_limit() {
+    let Some(pg) = TestDb::new("postgres_gcra") else {
+        return;
+    };
+    let store = Store::open(&PathBuf::from(pg.url())).unwrap();
+    store.rate_limit_init("M1", 20, 5).await.unwrap();
+    for i in 0..5 {
+        assert_eq!(store.rate_limit_take("M1").await.unwrap(), 0, "take {i}");
+    }
+    let wait = store.rate_limit_take("M1").await.unwrap();
+    assert!(
+        wait > 0 && wait <= 50_000,
+        "one interval (50 ms) at most: {wait}"
+    );
+    assert!(store.rate_limit_take("nobody").await.is_err());
+
+    // Four tasks (as four runners) take as fast as they can for 1.5 s.
+    store.rate_limit_init("M2", 50, 10).await.unwrap();
+    let start = std::time::Instant::now();
+    let granted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (s, g) = (store.clone(), granted.clone());
+        tasks.push(tokio::spawn(async move {
+            while start.elapsed() < std::time::Duration::from_millis(1500) {
+                if s.rate_limit_take("M2").await.unwrap() == 0 {
+                    g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let n = granted.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    assert!(n <= 10.0 + 50.0 * secs + 1.0, "{n} granted in {secs:.2} s");
+    assert!(
+        n >= 50.0,
+        "the limit is reachable: {n} granted in {secs:.2} s"
+    );
+
+    assert_eq!(store.rate_limit_cut("M2").await.unwrap(), 25);
+    assert_eq!(store.rate_limit_rate("M2").await.unwrap(), Some(25));
+    store.rate_limit_init("M2", 50, 10).await.unwrap();
+    assert_eq!(
+        store.rate_limit_rate("M2").await.unwrap(),
+        Some(25),
+        "a cut stays"
+    );
+    assert_eq!(store.rate_limit_raise("M2").await.unwrap(), 26);
+    for _ in 0..10 {
+        store.rate_limit_cut("M2").await.unwrap();
+    }
+    assert_eq!(store.rate_limit_rate("M2").await.unwrap(), Some(1));
+    for _ in 0..100 {
+        store.rate_limit_raise("M2").await.unwrap();
+    }
+    assert_eq!(store.rate_limit_rate("M2").await.unwrap(), Some(50));
+    // The configured rate lowered below the current one caps it.
+    store.rate_limit_init("M2", 10, 10).await.unwrap();
+    assert_eq!(store.rate_limit_rate("M2").await.unwrap(), Some(10));
+}

@@ -9,11 +9,18 @@ use tokio_postgres::GenericClient;
 use super::super::StoreError;
 
 /// (version, name, SQL), in order. Append-only: never edit or reorder a shipped file.
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_init",
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_init",
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_runners",
+        include_str!("../../../migrations/postgres/0002_runners.sql"),
+    ),
+];
 
 const TRACKING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version     BIGINT PRIMARY KEY,

@@ -23,8 +23,10 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::StoreError;
 
+pub use claims::ReportClaim;
 pub use copy::Copied;
 
+mod claims;
 mod copy;
 pub(crate) mod migrate;
 mod ops;
@@ -224,9 +226,39 @@ impl PgStore {
     }
 
     /// See `Store::try_lock_job`.
-    pub(crate) async fn try_lock_job(&self, job: &str) -> Result<Option<JobLock>, StoreError> {
-        // A connection of its own holds the lock for the life of the command (a pooled one
-        // would go back to the pool with the lock still held).
+    pub(crate) async fn try_lock_job(
+        &self,
+        job: &str,
+        mode: LockMode,
+    ) -> Result<Option<JobLock>, StoreError> {
+        let sql = match mode {
+            LockMode::Exclusive => "SELECT pg_try_advisory_lock(hashtextextended(current_schema() || '/job/' || $1::TEXT, 0))",
+            LockMode::Shared => "SELECT pg_try_advisory_lock_shared(hashtextextended(current_schema() || '/job/' || $1::TEXT, 0))",
+        };
+        let client = self.lock_connection().await?;
+        let got: bool = client.query_one(sql, &[&job]).await?.try_get(0)?;
+        Ok(got.then_some(JobLock { _client: client }))
+    }
+
+    /// See `Store::lock_run_creation`: waits for the lock (others hold it only for a pre-flight).
+    pub(crate) async fn lock_run_creation(
+        &self,
+        job: &str,
+        sha256: &str,
+    ) -> Result<JobLock, StoreError> {
+        let client = self.lock_connection().await?;
+        client
+            .execute(
+                "SELECT pg_advisory_lock(hashtextextended(current_schema() || '/create/' || $1::TEXT || '/' || $2::TEXT, 0))",
+                &[&job, &sha256],
+            )
+            .await?;
+        Ok(JobLock { _client: client })
+    }
+
+    /// A connection of its own for a session lock, held for as long as its guard lives (a
+    /// pooled one would go back to the pool with the lock still held).
+    async fn lock_connection(&self) -> Result<tokio_postgres::Client, StoreError> {
         let tls = make_tls().map_err(|why| StoreError::PgOpen {
             url: self.shown.to_string(),
             why,
@@ -245,15 +277,17 @@ impl PgStore {
                 tracing::warn!(error = %e, "PostgreSQL job-lock connection ended");
             }
         });
-        let got: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtextextended(current_schema() || '/job/' || $1::TEXT, 0))",
-                &[&job],
-            )
-            .await?
-            .try_get(0)?;
-        Ok(got.then_some(JobLock { _client: client }))
+        Ok(client)
     }
+}
+
+/// How a command holds its job's lock on PostgreSQL: `run` of a payout job shares it with the
+/// other runners of the job (several runners on one job, issue 14 part B); every other command
+/// that changes rows (`retry`, `reconcile`, `approve`, …) holds it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Exclusive,
+    Shared,
 }
 
 /// The job lock on PostgreSQL: a session advisory lock held by a connection of its own. The

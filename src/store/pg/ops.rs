@@ -170,7 +170,7 @@ fn row_from(r: &Row) -> Result<RowRecord, StoreError> {
 const OPEN_FILTER: &str =
     " AND r.state NOT IN ('SUCCESS','FAILED','REVERSED','REJECTED','NEEDS_ATTENTION')";
 
-async fn rows_where(
+pub(super) async fn rows_where(
     c: &impl GenericClient,
     filter: &str,
     params: Params<'_>,
