@@ -498,6 +498,24 @@ struct RawJob {
     hooks: RawHooks,
 }
 
+/// Adds an `OutOfRange` problem when `value` is not within `min..=max`.
+fn check_range(
+    problems: &mut Vec<ConfigProblem>,
+    key: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+) {
+    if !(min..=max).contains(&value) {
+        problems.push(ConfigProblem::OutOfRange {
+            key,
+            value,
+            min,
+            max,
+        });
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawHooks {
@@ -538,14 +556,14 @@ impl RawHooks {
         let on_success = argv("hooks.on_success", self.on_success);
         let on_failure = argv("hooks.on_failure", self.on_failure);
         let on_attention = argv("hooks.on_attention", self.on_attention);
-        if !(1..=MAX_HOOK_TIMEOUT_SECS).contains(&self.timeout_secs) {
-            problems.push(ConfigProblem::OutOfRange {
-                key: "hooks.timeout_secs",
-                value: self.timeout_secs,
-                min: 1,
-                max: MAX_HOOK_TIMEOUT_SECS,
-            });
-        }
+        let timeout = self.timeout_secs;
+        check_range(
+            problems,
+            "hooks.timeout_secs",
+            timeout,
+            1,
+            MAX_HOOK_TIMEOUT_SECS,
+        );
         HookSettings {
             on_success,
             on_failure,
@@ -629,14 +647,6 @@ impl RawLimits {
                 b
             }
         };
-        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
-            problems.push(ConfigProblem::OutOfRange {
-                key: "limits.concurrency",
-                value: u64::from(self.concurrency),
-                min: 1,
-                max: u64::from(MAX_CONCURRENCY),
-            });
-        }
         for (key, v) in [
             ("limits.request_timeout_secs", self.request_timeout_secs),
             ("limits.connect_timeout_secs", self.connect_timeout_secs),
@@ -645,21 +655,23 @@ impl RawLimits {
                 problems.push(ConfigProblem::Zero { key });
             }
         }
-        if self.connect_retry_secs > MAX_WAIT_SECS {
-            problems.push(ConfigProblem::OutOfRange {
-                key: "limits.connect_retry_secs",
-                value: self.connect_retry_secs,
-                min: 0,
-                max: MAX_WAIT_SECS,
-            });
-        }
-        if !(1..=MAX_LEASE_SECS).contains(&self.lease_secs) {
-            problems.push(ConfigProblem::OutOfRange {
-                key: "limits.lease_secs",
-                value: self.lease_secs,
-                min: 1,
-                max: MAX_LEASE_SECS,
-            });
+        let concurrency = u64::from(self.concurrency);
+        for (key, value, min, max) in [
+            (
+                "limits.concurrency",
+                concurrency,
+                1,
+                u64::from(MAX_CONCURRENCY),
+            ),
+            (
+                "limits.connect_retry_secs",
+                self.connect_retry_secs,
+                0,
+                MAX_WAIT_SECS,
+            ),
+            ("limits.lease_secs", self.lease_secs, 1, MAX_LEASE_SECS),
+        ] {
+            check_range(&mut problems, key, value, min, max);
         }
         match (rps, burst, problems.is_empty()) {
             (Some(requests_per_second), Some(burst), true) => Ok(Limits {
@@ -747,14 +759,7 @@ impl RawResolve {
                 .map(|v| ("resolve.poll_schedule_secs", *v)),
         );
         for (key, value) in all {
-            if value > MAX_WAIT_SECS {
-                problems.push(ConfigProblem::OutOfRange {
-                    key,
-                    value,
-                    min: 0,
-                    max: MAX_WAIT_SECS,
-                });
-            }
+            check_range(problems, key, value, 0, MAX_WAIT_SECS);
         }
         ResolveSettings {
             poll_schedule: self

@@ -94,6 +94,12 @@ fn new_run(input: &str, sha: &str) -> NewRun {
     }
 }
 
+/// A run's row count and total as the store holds them.
+async fn count_and_total(store: &Store, run_id: i64) -> (i64, Centavos) {
+    let run = store.run_by_id(run_id).await.unwrap().unwrap();
+    (run.row_count, run.total)
+}
+
 fn event(kind: EventKind) -> Event {
     Event {
         kind,
@@ -121,8 +127,8 @@ both_backends! {
             .await
             .unwrap()
             .unwrap();
-        let run = store.run_by_id(run_id).await.unwrap().unwrap();
-        assert_eq!((run.row_count, run.total), (12_001, Centavos::new(1_200_000)));
+        let stored = count_and_total(&store, run_id).await;
+        assert_eq!(stored, (12_001, Centavos::new(1_200_000)));
         let rows = store.rows_of_run(run_id, false).await.unwrap();
         assert_eq!(rows.len(), 12_001);
         assert_eq!(rows.iter().filter(|r| r.state == RowState::Rejected).count(), 1);
@@ -432,10 +438,10 @@ both_backends! {
                 },
             )
             .await
-            .unwrap()
-            .unwrap();
-        let run = store.run_by_id(loaded).await.unwrap().unwrap();
-        assert_eq!((run.row_count, run.total), (12_000, Centavos::new(12_000)));
+            .expect("the store answers")
+            .expect("the file fills the run");
+        let stored = count_and_total(&store, loaded).await;
+        assert_eq!(stored, (12_000, Centavos::new(12_000)));
         assert_eq!(store.unchecked_recon_rows(loaded).await.unwrap(), 11_999);
         // A failing file leaves no run behind.
         let runs_before = store.runs_for("job", None).await.unwrap().len();
@@ -529,6 +535,18 @@ mod newer_schema_refused {
     }
 }
 
+/// Takes `job`'s lock alone, waiting up to a second for the server to release it (a dropped
+/// lock's connection closes asynchronously).
+async fn lock_when_free(store: &Store, job: &str) -> Option<crate::store::pg::JobLock> {
+    for _ in 0..50 {
+        if let Some(lock) = store.try_lock_job(job).await.unwrap() {
+            return Some(lock);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    None
+}
+
 /// PostgreSQL only: the job lock is a session advisory lock, scoped to the schema; a second
 /// taker is refused until the first lets go. A dry run of a database never migrated finds none.
 #[tokio::test]
@@ -549,15 +567,8 @@ async fn postgres_job_lock_and_snapshot() {
     assert!(store.try_lock_job("other").await.unwrap().is_some());
     drop(first);
     // The server releases the lock once the connection is gone.
-    let mut again = None;
-    for _ in 0..50 {
-        again = store.try_lock_job("nightly").await.unwrap();
-        if again.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(again.is_some());
+    let alone = lock_when_free(&store, "nightly").await;
+    assert!(alone.is_some());
     assert!(Store::open_snapshot(&url).unwrap().is_some());
 }
 
@@ -834,14 +845,7 @@ async fn postgres_claims_leases_and_takeover() {
     assert!(r1.is_some() && r2.is_some());
     assert!(store.try_lock_job("nightly").await.unwrap().is_none());
     drop((r1, r2));
-    let mut alone = None;
-    for _ in 0..50 {
-        alone = store.try_lock_job("nightly").await.unwrap();
-        if alone.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let alone = lock_when_free(&store, "nightly").await;
     assert!(alone.is_some());
     assert!(store
         .try_lock_job_shared("nightly")

@@ -254,23 +254,24 @@ impl Store {
             .try_lock_job(job, super::pg::LockMode::Shared)
             .await
     }
-
-    /// Serialises the creation of the run of `job` + `sha256` between runners starting together
-    /// (held from "is there an open run of this file?" until the run exists): the second runner
-    /// then finds the run and joins it. Waits while another runner holds it.
-    pub async fn lock_run_creation(
-        &self,
-        job: &str,
-        sha256: &str,
-    ) -> Result<super::pg::JobLock, StoreError> {
-        self.postgres("SQLite has one runner per job (its lock file)")?
-            .lock_run_creation(job, sha256)
-            .await
-    }
 }
 
-/// Several runners on one payout run (issue 14 part B): PostgreSQL only (SQLite keeps one
-/// runner per job, held by its lock file, and never calls these). See `pg::claims`.
+/// `postgres_only! { "why not on SQLite"; fn name(&self, arg: Type, …) -> Output; … }`: each
+/// `Store::name` calls the same-named operation of the PostgreSQL backend, or refuses with
+/// `why` on SQLite (whose callers never reach it).
+macro_rules! postgres_only {
+    ($why:literal; $( $(#[$meta:meta])* fn $name:ident(&self $(, $arg:ident : $ty:ty)* $(,)?) -> $out:ty; )*) => {
+        impl Store {
+            $(
+                $(#[$meta])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> Result<$out, StoreError> {
+                    self.postgres($why)?.$name($($arg),*).await
+                }
+            )*
+        }
+    };
+}
+
 impl Store {
     fn postgres(&self, why_not: &str) -> Result<&super::pg::PgStore, StoreError> {
         match &self.backend {
@@ -278,84 +279,39 @@ impl Store {
             Backend::Postgres(p) => Ok(p),
         }
     }
+}
 
-    fn runners(&self) -> Result<&super::pg::PgStore, StoreError> {
-        self.postgres("several runners on one job need a PostgreSQL store")
-    }
+postgres_only! {
+    "SQLite has one runner per job (its lock file)";
+    /// Serialises the creation of the run of `job` + `sha256` between runners starting together
+    /// (held from "is there an open run of this file?" until the run exists): the second runner
+    /// then finds the run and joins it. Waits while another runner holds it.
+    fn lock_run_creation(&self, job: &str, sha256: &str) -> super::pg::JobLock;
+}
 
+// Several runners on one payout run (issue 14 part B): PostgreSQL only (SQLite keeps one
+// runner per job, held by its lock file, and never calls these). See `pg::claims`.
+postgres_only! {
+    "several runners on one job need a PostgreSQL store";
     /// Claims up to `limit` open rows of `run_id` nobody holds (or whose lease expired) for
     /// `runner` until `lease_ms` from now, with `FOR UPDATE SKIP LOCKED`.
-    pub async fn claim_rows(
-        &self,
-        run_id: i64,
-        runner: &str,
-        lease_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<RowRecord>, StoreError> {
-        self.runners()?
-            .claim_rows(run_id, runner, lease_ms, limit)
-            .await
-    }
-
+    fn claim_rows(&self, run_id: i64, runner: &str, lease_ms: i64, limit: i64) -> Vec<RowRecord>;
     /// Extends `runner`'s leases on `run_id`'s open rows; returns how many it holds.
-    pub async fn renew_leases(
-        &self,
-        run_id: i64,
-        runner: &str,
-        lease_ms: i64,
-    ) -> Result<u64, StoreError> {
-        self.runners()?.renew_leases(run_id, runner, lease_ms).await
-    }
-
+    fn renew_leases(&self, run_id: i64, runner: &str, lease_ms: i64) -> u64;
     /// Gives back `runner`'s leases on `run_id` (it leaves).
-    pub async fn release_leases(&self, run_id: i64, runner: &str) -> Result<u64, StoreError> {
-        self.runners()?.release_leases(run_id, runner).await
-    }
-
+    fn release_leases(&self, run_id: i64, runner: &str) -> u64;
     /// Open rows of `run_id` under a live lease of another runner than `runner`.
-    pub async fn rows_held_by_others(&self, run_id: i64, runner: &str) -> Result<i64, StoreError> {
-        self.runners()?.rows_held_by_others(run_id, runner).await
-    }
-
+    fn rows_held_by_others(&self, run_id: i64, runner: &str) -> i64;
     /// Claims the writing of finished run `run_id`'s report for `runner`, atomically.
-    pub async fn claim_report(
-        &self,
-        run_id: i64,
-        runner: &str,
-        lease_ms: i64,
-    ) -> Result<super::pg::ReportClaim, StoreError> {
-        self.runners()?.claim_report(run_id, runner, lease_ms).await
-    }
-
+    fn claim_report(&self, run_id: i64, runner: &str, lease_ms: i64) -> super::pg::ReportClaim;
     /// Creates (or updates the configured rate and burst of) `mch_id`'s shared GCRA row.
-    pub async fn rate_limit_init(
-        &self,
-        mch_id: &str,
-        max_rate: i32,
-        burst: i32,
-    ) -> Result<(), StoreError> {
-        self.runners()?
-            .rate_limit_init(mch_id, max_rate, burst)
-            .await
-    }
-
+    fn rate_limit_init(&self, mch_id: &str, max_rate: i32, burst: i32) -> ();
     /// One atomic GCRA take: 0 = go now, else microseconds to wait before asking again.
-    pub async fn rate_limit_take(&self, mch_id: &str) -> Result<i64, StoreError> {
-        self.runners()?.rate_limit_take(mch_id).await
-    }
-
+    fn rate_limit_take(&self, mch_id: &str) -> i64;
     /// A 406: halves `mch_id`'s shared rate for every runner; returns the new rate.
-    pub async fn rate_limit_cut(&self, mch_id: &str) -> Result<i32, StoreError> {
-        self.runners()?.rate_limit_cut(mch_id).await
-    }
-
+    fn rate_limit_cut(&self, mch_id: &str) -> i32;
     /// One additive step back up towards the configured rate; returns the new rate.
-    pub async fn rate_limit_raise(&self, mch_id: &str) -> Result<i32, StoreError> {
-        self.runners()?.rate_limit_raise(mch_id).await
-    }
-
+    fn rate_limit_raise(&self, mch_id: &str) -> i32;
     /// `mch_id`'s shared rate now, if its row exists.
-    pub async fn rate_limit_rate(&self, mch_id: &str) -> Result<Option<i32>, StoreError> {
-        self.runners()?.rate_limit_rate(mch_id).await
-    }
+    fn rate_limit_rate(&self, mch_id: &str) -> Option<i32>;
 }

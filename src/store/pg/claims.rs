@@ -77,30 +77,33 @@ impl PgStore {
         runner: &str,
         lease_ms: i64,
     ) -> Result<u64, StoreError> {
-        let c = self.client().await?;
-        Ok(c.execute(
-            &format!(
-                "UPDATE rows SET lease_until = {NOW_MS} + $3
-                 WHERE run_id = $1 AND lease_owner = $2 AND {OPEN}"
-            ),
-            &[&run_id, &runner, &lease_ms],
-        )
-        .await?)
+        self.set_leases(run_id, runner, Some(lease_ms)).await
     }
 
-    /// Gives back every lease `runner` holds on `run_id` (it is leaving): other runners may
-    /// claim those rows at once. The owner stays recorded (expired) as the row's last runner.
+    /// Gives back every lease `runner` holds on `run_id`'s open rows (it is leaving): other
+    /// runners may claim those rows at once. The owner stays recorded (expired) as the row's
+    /// last runner.
     pub(crate) async fn release_leases(
         &self,
         run_id: i64,
         runner: &str,
     ) -> Result<u64, StoreError> {
+        self.set_leases(run_id, runner, None).await
+    }
+
+    /// `runner`'s leases on `run_id`'s open rows until `lease_ms` from now, or expired (`None`).
+    async fn set_leases(
+        &self,
+        run_id: i64,
+        runner: &str,
+        lease_ms: Option<i64>,
+    ) -> Result<u64, StoreError> {
         let c = self.client().await?;
-        Ok(c.execute(
-            "UPDATE rows SET lease_until = 0 WHERE run_id = $1 AND lease_owner = $2",
-            &[&run_id, &runner],
-        )
-        .await?)
+        let sql = format!(
+            "UPDATE rows SET lease_until = COALESCE({NOW_MS} + $3::BIGINT, 0)
+             WHERE run_id = $1 AND lease_owner = $2 AND {OPEN}"
+        );
+        Ok(c.execute(&sql, &[&run_id, &runner, &lease_ms]).await?)
     }
 
     /// Open rows of `run_id` held under a live lease by a runner other than `runner`.
