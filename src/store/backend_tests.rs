@@ -740,11 +740,16 @@ async fn postgres_claims_leases_and_takeover() {
         .create_payout_run(new_run("c.csv", "claims"), rows)
         .await
         .unwrap();
-    // One open payout run per job + input.
-    assert!(store
+    // One open payout run per job + input, refused with a message that says so.
+    let second = store
         .create_payout_run(new_run("c.csv", "claims"), vec![new_row(2, "X")])
         .await
-        .is_err());
+        .unwrap_err()
+        .to_string();
+    assert!(
+        second.contains("already has an open payout run of this file"),
+        "{second}"
+    );
 
     // Two runners claim in batches: disjoint, in input order.
     let a = store.claim_rows(run, "A", 60_000, 4).await.unwrap();

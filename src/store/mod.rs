@@ -73,6 +73,8 @@ pub enum StoreError {
     Pg(#[from] tokio_postgres::Error),
     #[error("database: no connection: {0}")]
     PgPool(String),
+    #[error("job {job:?} already has an open payout run of this file (sha256 {}): finish it with `run` (or let its runners finish) before another run of the same file; nothing was sent", &sha256[..sha256.len().min(12)])]
+    OpenRunExists { job: String, sha256: String },
     #[error("database {path} is at schema {found}, this build's is {known}: a real run upgrades it first")]
     Outdated {
         path: PathBuf,

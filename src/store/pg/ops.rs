@@ -375,7 +375,8 @@ impl PgStore {
                  VALUES ($1, $2, $3, $4, 'OPEN', $5, 0, 0) RETURNING id",
                 &[&run.job, &run.kind.as_str(), &run.input, &run.sha256, &now_ms()],
             )
-            .await?
+            .await
+            .map_err(|e| one_open_run(e, &run))?
             .try_get(0)?;
         if let Err(e) = stream_rows(&tx, run_id, fill).await? {
             tx.rollback().await?;
@@ -1767,4 +1768,17 @@ async fn move_payout_row(
         .await?;
     }
     Ok(())
+}
+
+/// The unique index `runs_one_open_payout_per_input` (several runners join one open run of a
+/// file) refused a second open run of the same file: say so, not the database's words.
+fn one_open_run(e: tokio_postgres::Error, run: &NewRun) -> StoreError {
+    let constraint = e.as_db_error().and_then(|d| d.constraint());
+    if constraint == Some("runs_one_open_payout_per_input") {
+        return StoreError::OpenRunExists {
+            job: run.job.clone(),
+            sha256: run.sha256.clone(),
+        };
+    }
+    e.into()
 }
