@@ -202,6 +202,13 @@ async fn chaos(rows: usize, kills: usize, seed: u64) {
         exits.push(st.code());
     }
     assert!(finished(dir.path()), "the run finished; exits {exits:?}");
+    // A runner (re)started while another creates or drives the run joins it or, once the run is
+    // finished, refuses the file as done (4); it never calls the file invalid (1) because the
+    // run's rows hold its references.
+    assert!(
+        !exits.contains(&Some(1)),
+        "no runner exits 1 (could not run): {exits:?}"
+    );
     assert!(killed >= 1, "at least one runner was killed mid-run");
     check_ledger_and_report(dir.path(), &sim, "chaos", rows);
     let report = read_report(&dir.path().join("reports/chaos-1.csv"));

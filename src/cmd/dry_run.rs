@@ -191,6 +191,17 @@ pub fn refuse_invalid_before_creating(args: &RunArgs) -> anyhow::Result<Option<i
         };
         let v =
             prepare::validate_payouts(earlier, &cfg.input, None, args.repay, &cfg.spending).await?;
+        if !v.file.is_valid() {
+            // A run of this file may have been created meanwhile (another runner of the job on
+            // PostgreSQL): its rows then hold the file's references. The real run decides (join,
+            // resume or refuse) under the job's lock and validates again there.
+            if let Some(store) = &store {
+                let sha = crate::cmd::context::sha256_file(&cfg.input)?;
+                if !store.runs_for(&cfg.job_name, Some(&sha)).await?.is_empty() {
+                    return Ok(None);
+                }
+            }
+        }
         match prepare::may_proceed(&v.file, args.skip_invalid) {
             Ok(true) => Ok(None),
             Ok(false) => {
