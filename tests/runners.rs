@@ -235,3 +235,52 @@ async fn chaos(rows: usize, kills: usize, seed: u64) {
         rate + burst
     );
 }
+
+/// One job pays one file at a time on PostgreSQL too: while the job's runners hold rows of an
+/// open run, a runner of another file is refused with exit 75 (as the job's lock refuses a
+/// second process on SQLite) and sends nothing; the first run goes on undisturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_of_another_file_is_refused_while_the_job_works() {
+    let Some(_pg) = postgres_backend("a_runner_of_another_file") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(fast_sim_config(43)).await;
+    let input = dir.path().join("payouts.csv");
+    write_csv(&input, 40, |_| "7777");
+    let limits = "requests_per_second = 10\nburst = 2\nconcurrency = 2\nrequest_timeout_secs = 5\nconnect_timeout_secs = 2\nlease_secs = 3";
+    let job = write_job(dir.path(), "onefile", &sim, &input, limits, FAST_RESOLVE);
+    let first = spawn_piped(vec!["run".into(), s(&job)]).await;
+    let held = "SELECT COUNT(*) FROM rows WHERE lease_owner IS NOT NULL AND lease_until > 0";
+    let url = database_of(dir.path(), "onefile");
+    let mut waited = 0;
+    loop {
+        // (an error: the first runner has not made the schema's tables yet)
+        let rows = starpay_batch::store::pg::testing::query_text_at(&url, held);
+        let count = rows.ok().and_then(|r| r.first().and_then(|r| r[0].clone()));
+        if count.is_some_and(|n| n != "0") {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 300, "the first runner never held rows");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let other = dir.path().join("other.csv");
+    write_csv_with(&other, 3, "OTHER-", "9", |_| "7777");
+    let second = spawn_piped(vec!["run".into(), s(&job), "--input".into(), s(&other)]).await;
+    let second = wait_output(second).await;
+    assert_eq!(second.status.code(), Some(75), "{}", show(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("is working on another file"),
+        "{}",
+        show(&second)
+    );
+    let first = wait_output(first).await;
+    assert_eq!(first.status.code(), Some(0), "{}", show(&first));
+    let ledger = sim.ledger();
+    assert_eq!(ledger.orders.len(), 40, "only the first file was paid");
+    assert!(ledger
+        .orders
+        .iter()
+        .all(|o| !o.acct_no.as_deref().unwrap_or("").starts_with('9')));
+}

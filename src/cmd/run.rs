@@ -46,6 +46,9 @@ async fn run_payout(ctx: &JobContext, args: &RunArgs) -> anyhow::Result<i32> {
         None => None,
     };
     let open_run = open_run_of_file(ctx, &sha, args.new_run, "paid").await?;
+    if let Some(runner) = ctx.runner() {
+        refuse_another_file_in_progress(ctx, &sha, &runner.id).await?;
+    }
     if open_run.is_none() {
         // Validate the whole file offline first: bad input sends nothing, not even a health check.
         let v = prepare::validate_payouts(
@@ -273,6 +276,35 @@ fn report_invalid_recon(ctx: &JobContext, scan: &ReconScan) {
         scan.errors.count(),
         ctx.cfg.input.display()
     );
+}
+
+/// Several runners (PostgreSQL) share a payout job's lock to join one run of one file. A runner
+/// of another file while the job's runners hold rows of an open run is refused, as the job's
+/// lock refuses a second process on SQLite (exit 75): one job works on one file at a time. An
+/// open run nobody holds rows of (its runners died or stopped) does not stand in the way.
+async fn refuse_another_file_in_progress(
+    ctx: &JobContext,
+    sha: &str,
+    runner: &str,
+) -> anyhow::Result<()> {
+    let cfg = &ctx.cfg;
+    let runs = ctx.store().runs_for(&cfg.job_name, None).await?;
+    let others = runs
+        .iter()
+        .filter(|r| !r.finished && r.kind.is_payout() && r.input_sha256 != sha);
+    for run in others {
+        if ctx.store().rows_held_by_others(run.id, runner).await? > 0 {
+            return Err(CommandError::new(
+                exit::TEMPFAIL,
+                format!(
+                    "job {:?} is working on another file (run {}, {}); one job pays one file at a time: run this one when that run has finished; nothing was sent",
+                    cfg.job_name, run.id, run.input_path
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// The open run of this job for this file (to resume), if any. A finished run of the same
