@@ -13,7 +13,9 @@
 //! - `store`: SQLite behind one writer thread, or PostgreSQL (`store::pg`, a `postgres://`
 //!   database). `Store`'s named operations (`allocate_attempt`, `save_row`, `load_recon_run`,
 //!   …; listed in `store::dispatch`) are its whole interface, one transaction each, forwarded
-//!   to the backend; `rusqlite` and `tokio-postgres` appear nowhere else.
+//!   to the backend; `rusqlite` and `tokio-postgres` appear nowhere else. `store::pg::claims`:
+//!   several runners on one payout run (row claims with leases, the report claim, the shared
+//!   GCRA rate row per mchId), PostgreSQL only, listed in `dispatch`'s `postgres_only!`.
 //! - `engine`: the rules. `policy` (pure decisions: code → retry / query / stop),
 //!   `transition` (the one pure transition function of a payout row, table-tested), `prepare`
 //!   (rules before money moves: validation against earlier runs, the run's rows, balance, the
@@ -21,6 +23,7 @@
 //!   pure, table-tested), `stop` (`StopReason`), `throttle` (shared limiter, in-flight bound,
 //!   stop signal, backoff), `msgid` (the one msgId allocator), `clock` (the injected clock and
 //!   jitter seed), `workers` (the one bounded worker pool both engines drive rows through),
+//!   `runners` (a runner's id, lease and renewal when several share a run on PostgreSQL),
 //!   `payout` and `recon` (the I/O around the rules: ask, persist, send).
 //! - `config`: job files (`jobs/*.toml`) + overrides → one validated `JobConfig`; unknown keys
 //!   are errors; its `[resolve]` defaults are the engine's.
