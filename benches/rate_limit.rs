@@ -14,34 +14,14 @@ mod bench_common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use starpay_batch::server::sim::{SimConfig, Simulator};
-
 const BURST: u64 = 20;
 
 async fn one(rows: usize, rate: u64) -> Result<(usize, f64, f64, usize), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let input = dir.path().join("rate.csv");
-    let mut csv = String::from(
-        "reference,channel,account_no,account_name,middle_name,last_name,bank,amount,currency,note\n",
-    );
-    for i in 0..rows {
-        csv.push_str(&format!(
-            "RATE-{i:06},instapay,{i:06}4321,Juan,Santos,Dela Cruz,GCash,{}.{:02},PHP,row {i}\n",
-            100 + i % 900,
-            i % 100
-        ));
-    }
-    std::fs::write(&input, csv).map_err(|e| format!("input: {e}"))?;
-    let sim = Simulator::start(SimConfig {
-        seed: 21,
-        settle_delay_ms: 0,
-        settle_jitter_ms: 0,
-        rate_limit_per_sec: 0.0,
-        ..SimConfig::default()
-    })
-    .await
-    .map_err(|e| format!("simulator: {e}"))?;
+    bench_common::write_payout_csv(&input, "RATE", rows)?;
+    let sim = bench_common::instant_sim(21).await?;
     let keys = root.join("samples/keys");
     let job = dir.path().join("rate.toml");
     let text = format!(

@@ -16,7 +16,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use starpay_batch::server::sim::{SimConfig, Simulator};
 use starpay_batch::store::pg::testing::TestDb;
 
 struct Figures {
@@ -31,26 +30,8 @@ async fn one(rows: usize, runners: usize, rate: u64, burst: u64) -> Result<Figur
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let input = dir.path().join("runners.csv");
-    let mut csv = String::from(
-        "reference,channel,account_no,account_name,middle_name,last_name,bank,amount,currency,note\n",
-    );
-    for i in 0..rows {
-        csv.push_str(&format!(
-            "RUN-{i:06},instapay,{i:06}4321,Juan,Santos,Dela Cruz,GCash,{}.{:02},PHP,row {i}\n",
-            100 + i % 900,
-            i % 100
-        ));
-    }
-    std::fs::write(&input, csv).map_err(|e| format!("input: {e}"))?;
-    let sim = Simulator::start(SimConfig {
-        seed: 31,
-        settle_delay_ms: 0,
-        settle_jitter_ms: 0,
-        rate_limit_per_sec: 0.0,
-        ..SimConfig::default()
-    })
-    .await
-    .map_err(|e| format!("simulator: {e}"))?;
+    bench_common::write_payout_csv(&input, "RUN", rows)?;
+    let sim = bench_common::instant_sim(31).await?;
     let keys = root.join("samples/keys");
     let job = dir.path().join("runners.toml");
     let text = format!(

@@ -21,6 +21,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use starpay_batch::server::sim::{SimConfig, SimHandle, Simulator};
 use starpay_batch::starpay::sign::PrivateKey;
 
 /// Clock ticks per second of `/proc/*/stat` (USER_HZ; 100 on every Linux we run on).
@@ -270,4 +271,34 @@ impl SignRates {
     pub fn bound_rate(&self, cores: usize) -> f64 {
         self.all.max(cores as f64 * self.per_cpu_sec)
     }
+}
+
+/// A payout file of `rows` InstaPay rows that all succeed on the simulator (account numbers
+/// ending 4321: no scenario of its suffix table), references `{prefix}-000000`…, amounts
+/// 1.00–9.99 PHP.
+pub fn write_payout_csv(path: &Path, prefix: &str, rows: usize) -> Result<(), String> {
+    let mut csv = String::from(
+        "reference,channel,account_no,account_name,middle_name,last_name,bank,amount,currency,note\n",
+    );
+    for i in 0..rows {
+        csv.push_str(&format!(
+            "{prefix}-{i:06},instapay,{i:06}4321,Juan,Santos,Dela Cruz,GCash,{}.{:02},PHP,row {i}\n",
+            100 + i % 900,
+            i % 100
+        ));
+    }
+    std::fs::write(path, csv).map_err(|e| format!("input {}: {e}", path.display()))
+}
+
+/// The in-process simulator with instant settlement and no rate limit of its own.
+pub async fn instant_sim(seed: u64) -> Result<SimHandle, String> {
+    Simulator::start(SimConfig {
+        seed,
+        settle_delay_ms: 0,
+        settle_jitter_ms: 0,
+        rate_limit_per_sec: 0.0,
+        ..SimConfig::default()
+    })
+    .await
+    .map_err(|e| format!("simulator: {e}"))
 }
