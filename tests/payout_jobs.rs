@@ -407,19 +407,7 @@ async fn crash_safety_long() {
 /// `kill_at_orders`: SIGKILL the n-th run once the ledger holds that many orders.
 async fn crash_safety(rows: usize, kill_at_orders: &[usize], seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = fast_sim_config(seed);
-    cfg.faults.commit_then_drop = 0.10;
-    cfg.faults.http_502 = 0.05;
-    // On payout requests only: a 502 on the pre-flight checks would end a run before it starts
-    // (exit 1), and the kills below must land on a run that is working.
-    cfg.faults.faults_on = starpay_batch::server::sim::FaultScope::Payouts;
-    let sim = start_sim(cfg).await;
-    let input = dir.path().join("payouts.csv");
-    write_csv(&input, rows, |i| match i % 40 {
-        3 => "0401",
-        9 => "0800",
-        _ => "7777",
-    });
+    let (sim, input) = chaos_sim_and_input(dir.path(), rows, seed).await;
     let limits = "requests_per_second = 200\nburst = 50\nconcurrency = 8\nrequest_timeout_secs = 3\nconnect_timeout_secs = 1";
     let job = write_job(dir.path(), "crash", &sim, &input, limits, FAST_RESOLVE);
     let mut kills = Vec::new();

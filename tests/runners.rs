@@ -145,17 +145,7 @@ async fn chaos(rows: usize, kills: usize, seed: u64) {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = fast_sim_config(seed);
-    cfg.faults.commit_then_drop = 0.10;
-    cfg.faults.http_502 = 0.05;
-    cfg.faults.faults_on = starpay_batch::server::sim::FaultScope::Payouts;
-    let sim = start_sim(cfg).await;
-    let input = dir.path().join("payouts.csv");
-    write_csv(&input, rows, |i| match i % 40 {
-        3 => "0401",
-        9 => "0800",
-        _ => "7777",
-    });
+    let (sim, input) = chaos_sim_and_input(dir.path(), rows, seed).await;
     let (rate, burst) = (60, 15);
     let limits = format!("requests_per_second = {rate}\nburst = {burst}\nconcurrency = 4\nrequest_timeout_secs = 3\nconnect_timeout_secs = 1\nlease_secs = 2");
     let job = write_job(dir.path(), "chaos", &sim, &input, &limits, FAST_RESOLVE);

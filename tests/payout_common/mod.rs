@@ -435,3 +435,22 @@ pub fn expected_state(ledger_state: &str) -> &'static str {
         _ => "PENDING",
     }
 }
+
+/// The crash and chaos tests' simulator — 10% commit-then-drop and 5% 502, on payout requests
+/// only (a 502 on the pre-flight checks would end a run before it starts, and the kills must
+/// land on a run that is working) — and `dir/payouts.csv` of `rows` rows: every 40th row from
+/// the 4th fails (AC01), every 40th from the 10th gets commit-then-drop, the rest succeed.
+pub async fn chaos_sim_and_input(dir: &Path, rows: usize, seed: u64) -> (SimHandle, PathBuf) {
+    let mut cfg = fast_sim_config(seed);
+    cfg.faults.commit_then_drop = 0.10;
+    cfg.faults.http_502 = 0.05;
+    cfg.faults.faults_on = starpay_batch::server::sim::FaultScope::Payouts;
+    let sim = start_sim(cfg).await;
+    let input = dir.join("payouts.csv");
+    write_csv(&input, rows, |i| match i % 40 {
+        3 => "0401",
+        9 => "0800",
+        _ => "7777",
+    });
+    (sim, input)
+}
