@@ -14,6 +14,7 @@ use crate::starpay::model::*;
 use crate::starpay::sign::{
     self, CanonicalError, Member, PrivateKey, PublicKey, SignError, SignedRequest, VerifyError,
 };
+use crate::starpay::signing_pool::SigningPool;
 use crate::starpay::stats::RequestStats;
 
 pub const UAT_BASE_URL: &str = "https://financeapi-uat.wallyt.net/finance-payment-service";
@@ -195,7 +196,7 @@ pub struct Client {
     base_url: Arc<str>,
     mch_id: MchId,
     request_timeout: Duration,
-    signer: Arc<PrivateKey>,
+    signer: SigningPool,
     platform_keys: Arc<[PublicKey]>,
     /// Every signed request's section and answer code (metrics); shared by all clones.
     stats: Arc<RequestStats>,
@@ -241,7 +242,7 @@ impl Client {
             base_url: Arc::from(config.environment.base_url()),
             mch_id: config.mch_id,
             request_timeout: config.request_timeout,
-            signer,
+            signer: SigningPool::start(signer),
             platform_keys: platform_keys.into(),
             stats: Arc::default(),
         })
@@ -270,7 +271,7 @@ impl Client {
         &self.platform_keys
     }
 
-    /// Canonical bytes + signature, computed on the blocking pool so both cores can sign.
+    /// Canonical bytes + signature, computed on the signing threads so every core can sign.
     pub async fn sign<O: Operation>(&self, request: &O) -> Result<SignedRequest, ClientError> {
         let bytes = sign::canonical_bytes(request, &[("service", O::SERVICE)])?;
         self.sign_bytes(bytes).await
@@ -279,11 +280,7 @@ impl Client {
     /// Signs stored request bytes (a resend signs the same bytes again; PKCS#1 v1.5 is
     /// deterministic, so the signature is the same too unless the key was replaced).
     pub async fn sign_bytes(&self, bytes: Vec<u8>) -> Result<SignedRequest, ClientError> {
-        let signer = Arc::clone(&self.signer);
-        tokio::task::spawn_blocking(move || SignedRequest::sign(&signer, bytes))
-            .await
-            .map_err(|_| ClientError::Sign(SignError))?
-            .map_err(ClientError::from)
+        self.signer.sign(bytes).await.map_err(ClientError::from)
     }
 
     /// Sends already-signed bytes for operation `O` (a resend reuses them unchanged).

@@ -5,4 +5,5 @@ pub mod client;
 pub mod codes;
 pub mod model;
 pub mod sign;
+pub mod signing_pool;
 pub mod stats;
