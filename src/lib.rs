@@ -7,6 +7,7 @@
 //! - `exit`: the process exit codes and the `Outcome` a run's rows give.
 //! - `starpay`: the protocol: `model` (typed requests/responses), `sign` (canonical bytes, keys,
 //!   signatures: the only module that sees private keys), `codes` (code catalogue as data),
+//!   `signing_pool` (one signer thread per core; holds the key only as `sign`'s opaque handle),
 //!   `client` (one signed attempt, verified answer; no retry).
 //! - `input`: CSV readers per job kind (`input::payout`, `input::recon`); every row error with
 //!   file, line and column.

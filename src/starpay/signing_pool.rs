@@ -27,8 +27,8 @@ pub struct SigningPool {
 const QUEUE_PER_THREAD: usize = 64;
 
 impl SigningPool {
-    /// Starts one signing thread per available core (at least one). Falls back to signing on
-    /// the caller's thread when no thread can be started (see `sign`).
+    /// Starts one signing thread per available core (at least one). If no thread can be
+    /// started, every `sign` fails with `SignError` (the run stops before sending anything).
     pub fn start(key: Arc<PrivateKey>) -> SigningPool {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (jobs, queue) = sync_channel::<Job>(threads * QUEUE_PER_THREAD);
