@@ -456,17 +456,7 @@ async fn crash_safety(rows: usize, kill_at_orders: &[usize], seed: u64) {
     );
 
     let ledger = sim.ledger();
-    // Exactly one order per account (= per reference): nobody paid twice.
-    let mut per_acct: HashMap<String, Vec<&str>> = HashMap::new();
-    for o in &ledger.orders {
-        per_acct
-            .entry(o.acct_no.clone().unwrap_or_default())
-            .or_default()
-            .push(&o.msg_id);
-    }
-    for (acct, ids) in &per_acct {
-        assert_eq!(ids.len(), 1, "account {acct} has orders {ids:?}");
-    }
+    assert_each_account_paid_once(&ledger);
     let report = read_report(&dir.path().join("reports/crash-1.csv"));
     assert_eq!(report.len(), rows);
     let refs: HashSet<&String> = report.iter().map(|r| &r["reference"]).collect();

@@ -17,16 +17,7 @@ use starpay_batch::server::sim::SimHandle;
 /// the report, states and order numbers as in the ledger, the run finished once.
 fn check_ledger_and_report(dir: &Path, sim: &SimHandle, name: &str, rows: usize) {
     let ledger = sim.ledger();
-    let mut per_acct: HashMap<String, Vec<&str>> = HashMap::new();
-    for o in &ledger.orders {
-        per_acct
-            .entry(o.acct_no.clone().unwrap_or_default())
-            .or_default()
-            .push(&o.msg_id);
-    }
-    for (acct, ids) in &per_acct {
-        assert_eq!(ids.len(), 1, "account {acct} paid more than once: {ids:?}");
-    }
+    assert_each_account_paid_once(&ledger);
     assert_eq!(ledger.orders.len(), rows, "every row paid exactly once");
     let report = read_report(&dir.join(format!("reports/{name}-1.csv")));
     assert_eq!(report.len(), rows, "every row once in the report");

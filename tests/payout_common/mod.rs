@@ -426,6 +426,21 @@ pub fn read_report(path: &Path) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
+/// Nobody paid twice: at most one order per account (= per reference: every test file gives
+/// each row its own account) in the simulator's ledger.
+pub fn assert_each_account_paid_once(ledger: &starpay_batch::server::sim::LedgerSnapshot) {
+    let mut per_acct: HashMap<String, Vec<&str>> = HashMap::new();
+    for o in &ledger.orders {
+        per_acct
+            .entry(o.acct_no.clone().unwrap_or_default())
+            .or_default()
+            .push(&o.msg_id);
+    }
+    for (acct, ids) in &per_acct {
+        assert_eq!(ids.len(), 1, "account {acct} paid more than once: {ids:?}");
+    }
+}
+
 /// The report state that corresponds to a final ledger state.
 pub fn expected_state(ledger_state: &str) -> &'static str {
     match ledger_state {
